@@ -237,6 +237,19 @@ def gunzip_head(data: bytes, limit: int = 4096) -> bytes:
         return b""
 
 
+def _raw_chunks(resp: requests.Response):
+    """The undecoded body as it arrives (``read1``: what the socket has, so byte counts are exact)."""
+    raw = resp.raw
+    if not hasattr(raw, "read1"):                 # urllib3 < 2.3
+        yield from raw.stream(CHUNK, decode_content=False)
+        return
+    while True:
+        data = raw.read1(CHUNK, decode_content=False)
+        if not data:
+            return
+        yield data
+
+
 @dataclass
 class Body:
     """What :func:`read_body` saw: sha256 and size of the decoded body, wire bytes, declared length."""
@@ -262,7 +275,7 @@ def read_body(resp: requests.Response, sink: IO[bytes] | None, timeout: float) -
     expected = int(declared) if declared.isdigit() else None
     h = hashlib.sha256()
     wire = size = 0
-    stream = resp.raw.stream(CHUNK, decode_content=False)
+    stream = _raw_chunks(resp)
     while True:
         try:
             chunk = next(stream)

@@ -23,9 +23,9 @@ from pipeline.fetch import cache_path, fetch_source, meta_path, probe_source, sh
 from pipeline.settings import Settings
 
 try:
-    from http_server import FaultServer, Reply, shared_data_dir
+    from http_server import FaultServer, shared_data_dir
 except ImportError:  # tests/ imported as a package
-    from tests.http_server import FaultServer, Reply, shared_data_dir
+    from tests.http_server import FaultServer, shared_data_dir
 
 DATA = shared_data_dir()
 if not DATA.is_dir():
@@ -43,13 +43,6 @@ LAST_MODIFIED = "Thu, 04 Jul 2024 09:18:48 GMT"
 def server():
     with FaultServer() as srv:
         yield srv
-
-
-@pytest.fixture
-def sleeps(monkeypatch):
-    calls: list[float] = []
-    monkeypatch.setattr(piphttp, "sleep", calls.append)
-    return calls
 
 
 def live(tmp_path, overrides: dict[str, str], **kwargs) -> Settings:

