@@ -1,0 +1,98 @@
+"""Read commune boundaries (GeoParquet, GeoJSON, GeoPackage, Shapefile) into one tidy frame."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import geopandas as gpd
+import pandas as pd
+import pyogrio
+import shapely
+
+from .errors import InputFormatError
+from .tables import normalise_insee
+
+CODE_ALIASES = ["code_insee", "code", "insee_com", "codgeo", "insee"]
+DEP_ALIASES = ["departement", "code_departement", "insee_dep", "dep", "code_dep"]
+NAME_ALIASES = ["nom", "nom_officiel", "libelle", "name"]
+POP_ALIASES = ["population_municipale", "population", "pmun"]
+# Lon/lat bounds that any French commune (metropole and DROM) falls into.
+FRANCE_LONLAT = (-62.0, -22.0, 56.0, 52.0)
+
+
+@dataclass
+class BoundaryReport:
+    rows: int
+    repaired: list[str]        # codes whose polygon was invalid and was repaired (make_valid)
+    empty: list[str]           # codes with an empty or missing geometry (dropped)
+    duplicates: list[str]      # codes present more than once (first kept)
+    crs: str
+
+
+def _pick(columns: list[str], aliases: list[str]) -> str | None:
+    lower = {c.lower(): c for c in columns}
+    return next((lower[a] for a in aliases if a in lower), None)
+
+
+def departement_of(code: str) -> str:
+    return code[:3] if code.startswith("97") else code[:2]
+
+
+def read_boundaries(path: Path) -> tuple[gpd.GeoDataFrame, BoundaryReport]:
+    """Columns code_insee, nom, departement, population (Int64, may be null), geometry (EPSG:4326)."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            magic = fh.read(4)
+        if magic == b"PAR1":
+            frame = gpd.read_parquet(path)
+        else:
+            name = f"/vsigzip/{path}" if magic[:2] == b"\x1f\x8b" else str(path)
+            frame = gpd.read_file(name, engine="pyogrio")
+    except (OSError, ValueError, pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError) as err:
+        raise InputFormatError(f"{path}: cannot read commune boundaries ({err})") from None
+    code_col = _pick(list(frame.columns), CODE_ALIASES)
+    if code_col is None:
+        raise InputFormatError(f"{path}: no commune code column; expected one of {', '.join(CODE_ALIASES)}; "
+                               f"found {', '.join(map(str, frame.columns))}")
+    if frame.crs is None:
+        raise InputFormatError(f"{path}: the boundaries have no CRS; declare one (EPSG:4326 expected)")
+    out = gpd.GeoDataFrame({"code_insee": frame[code_col].astype(str).map(normalise_insee)},
+                           geometry=frame.geometry.values, crs=frame.crs)
+    name_col = _pick(list(frame.columns), NAME_ALIASES)
+    out["nom"] = frame[name_col].astype("string") if name_col else pd.NA
+    dep_col = _pick(list(frame.columns), DEP_ALIASES)
+    out["departement"] = (frame[dep_col].astype(str) if dep_col else out["code_insee"].map(departement_of))
+    pop_col = _pick(list(frame.columns), POP_ALIASES)
+    out["population"] = pd.array(pd.to_numeric(frame[pop_col], errors="coerce"), dtype="Int64") if pop_col \
+        else pd.array([pd.NA] * len(out), dtype="Int64")
+    empty_mask = out.geometry.isna() | out.geometry.is_empty
+    empty = sorted(out.loc[empty_mask, "code_insee"])
+    out = out[~empty_mask]
+    if out.crs.to_epsg() != 4326:
+        try:
+            out = out.to_crs(4326)
+        except Exception as err:  # pyproj errors
+            raise InputFormatError(f"{path}: cannot reproject from {out.crs} to EPSG:4326 ({err})") from None
+    minx, miny, maxx, maxy = out.total_bounds if len(out) else FRANCE_LONLAT
+    fx0, fy0, fx1, fy1 = FRANCE_LONLAT
+    if len(out) and (minx < fx0 or maxx > fx1 or miny < fy0 or maxy > fy1):
+        raise InputFormatError(
+            f"{path}: coordinates ({minx:.1f}, {miny:.1f}, {maxx:.1f}, {maxy:.1f}) fall outside France "
+            f"in EPSG:4326: the declared CRS ({frame.crs.to_string()}) is probably wrong")
+    types = set(out.geom_type)
+    if not types <= {"Polygon", "MultiPolygon"}:
+        raise InputFormatError(f"{path}: commune geometries must be polygons, found {', '.join(sorted(types))}")
+    invalid = ~out.geometry.is_valid
+    repaired = sorted(out.loc[invalid, "code_insee"])
+    if invalid.any():
+        fixed = shapely.make_valid(out.geometry.values[invalid.to_numpy()])
+        fixed = [shapely.MultiPolygon([p for p in shapely.get_parts(g) if p.geom_type == "Polygon"]) for g in fixed]
+        out.loc[invalid, "geometry"] = fixed
+    dup_mask = out["code_insee"].duplicated()
+    duplicates = sorted(set(out.loc[dup_mask, "code_insee"]))
+    out = out[~dup_mask].sort_values("code_insee").reset_index(drop=True)
+    report = BoundaryReport(rows=len(out), repaired=repaired, empty=empty, duplicates=duplicates,
+                            crs=str(frame.crs.to_string()))
+    return out, report

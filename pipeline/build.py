@@ -1,0 +1,235 @@
+"""The core build, step by step and end to end, without Dagster.
+
+Each step is a plain function; the Dagster assets call the same functions one by one, and
+``build_territories`` chains them for the CLI, the tests and the benchmark.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import geopandas as gpd
+import pandas as pd
+
+from . import quality
+from .boundaries import BoundaryReport, read_boundaries
+from .catalog import Catalog, PhaseSpec, load_catalog
+from .fetch import FetchResult, fetch_source
+from .geometry import DissolveStats, dissolve
+from .history import overlaps
+from .membership import Membership, build_membership
+from .schema import TERRITORY_COLUMNS
+from .settings import Settings
+from .sources import AdminRef, read_admin, read_commune_changes, read_ti_communes, read_ti_groupements
+
+CURRENT_PHASE = "2023-2027"
+PREVIOUS_PHASE = "2018-2022"
+
+
+# ---------------------------------------------------------------- sources
+def phase_sources(catalog: Catalog, phase: str) -> list[str]:
+    """Names of the sources one phase's build reads."""
+    spec = catalog.phases[phase]
+    names = ["communes_boundaries", "insee_mvt_communes"]
+    names += [n for n in (spec.communes, spec.groupements) if n]
+    cogs = {spec.list_cog, catalog.boundaries().cog}
+    if phase == CURRENT_PHASE and PREVIOUS_PHASE in catalog.phases:
+        prev = catalog.phases[PREVIOUS_PHASE]
+        names += [n for n in (prev.communes, prev.groupements) if n]
+        cogs.add(prev.list_cog)
+    names += [f"decoupage_{cog}_{what}" for cog in sorted(cogs) for what in ("communes", "epci", "ept")]
+    return list(dict.fromkeys(names))
+
+
+def fetch_all(settings: Settings, catalog: Catalog, names: list[str]) -> dict[str, FetchResult]:
+    return {name: fetch_source(catalog.source(name), settings) for name in names}
+
+
+def load_admin(catalog: Catalog, fetched: dict[str, FetchResult], cog: int) -> AdminRef:
+    paths = [fetched[catalog.decoupage(cog, w).name].path for w in ("communes", "epci", "ept")]
+    return read_admin(cog, *paths)
+
+
+def load_boundaries(fetched: dict[str, FetchResult]) -> tuple[gpd.GeoDataFrame, BoundaryReport]:
+    return read_boundaries(fetched["communes_boundaries"].path)
+
+
+def load_changes(fetched: dict[str, FetchResult]) -> pd.DataFrame:
+    return read_commune_changes(fetched["insee_mvt_communes"].path)
+
+
+# ---------------------------------------------------------------- membership
+def phase_membership(catalog: Catalog, phase: str, fetched: dict[str, FetchResult], admin: AdminRef,
+                     changes: pd.DataFrame, boundary_codes: set[str]) -> Membership:
+    spec: PhaseSpec = catalog.phases[phase]
+    communes_list = groupements_list = None
+    problems = []
+    releases = {}
+    if spec.communes:
+        communes_list, p = read_ti_communes(fetched[spec.communes].path)
+        problems += p
+        releases["communes"] = fetched[spec.communes].release
+    if spec.groupements:
+        groupements_list, p = read_ti_groupements(fetched[spec.groupements].path)
+        problems += p
+        releases["groupements"] = fetched[spec.groupements].release
+    return build_membership(
+        communes_list=communes_list, groupements_list=groupements_list, admin=admin, changes=changes,
+        boundary_codes=boundary_codes, boundary_cog=catalog.boundaries().cog,
+        communes_release=releases.get("communes"), groupements_release=releases.get("groupements"),
+        list_problems=problems)
+
+
+# ---------------------------------------------------------------- territories
+def _sorted_unique(values) -> list[str]:
+    return sorted({v for v in values if isinstance(v, str) and v})
+
+
+def assemble(phase: str, membership: Membership, dissolved: gpd.GeoDataFrame,
+             boundaries: gpd.GeoDataFrame, boundary_admin: AdminRef | None,
+             previous: Membership | None = None) -> gpd.GeoDataFrame:
+    """Territory rows with every contract column (plan columns are attached at publish time)."""
+    members = membership.members
+    info = boundaries[["code_insee", "departement", "population"]].rename(columns={"code_insee": "insee_com"})
+    if boundary_admin is not None:
+        adm = boundary_admin.communes[["code", "region", "population"]].rename(
+            columns={"code": "insee_com", "population": "population_admin"})
+        info = info.merge(adm, on="insee_com", how="left")
+        # decoupage-administratif's population is documented (INSEE municipal population);
+        # the boundary file's is a fallback.
+        info["population"] = info["population_admin"].fillna(info["population"])
+    else:
+        info["region"] = pd.NA
+    m = members.merge(info, on="insee_com", how="left")
+    grouped = m.groupby("id_ti", sort=True)
+    out = membership.territories.set_index("id_ti")
+    out["phase"] = phase
+    out["insee_communes"] = grouped["insee_com"].agg(lambda s: sorted(set(s)))
+    out["n_communes"] = out["insee_communes"].map(len).astype("int64")
+    out["n_groupements"] = out["siren_groupements"].map(len).astype("int64")
+    out["departements"] = grouped["departement"].agg(_sorted_unique)
+    out["regions"] = grouped["region"].agg(_sorted_unique)
+    pop_any_null = grouped["population"].agg(lambda s: s.isna().any())
+    pop = grouped["population"].sum(min_count=1).astype("Int64")
+    out["population"] = pop.mask(pop_any_null)
+    out["list_cog"] = membership.list_cog
+    out["boundary_cog"] = membership.boundary_cog
+    out["n_communes_reconciled"] = (grouped["status"].agg(lambda s: int((s == "reconciled").sum()))
+                                    .astype("int64"))
+    absorbed = {}
+    for item in membership.absorbed_outside:
+        absorbed.setdefault(item["id_ti"], []).extend(item["absorbed"])
+    out["communes_absorbed_outside"] = [sorted(absorbed.get(t, [])) for t in out.index]
+    if previous is not None:
+        hist = overlaps(members, previous.members).set_index("id_ti")
+        out["is_new"] = hist["is_new"].astype("boolean")
+        out["ti_2018_2022"] = hist["ti_previous"]
+    else:
+        out["is_new"] = pd.array([pd.NA] * len(out), dtype="boolean")
+        out["ti_2018_2022"] = [[] for _ in range(len(out))]
+    geo = dissolved.set_index("id_ti")
+    out["area_km2"] = geo["area_km2"].round(4)
+    out["communes_area_km2"] = geo["communes_area_km2"]
+    out = out.reset_index()
+    out = gpd.GeoDataFrame(out, geometry=geo.reindex(out["id_ti"]).geometry.values, crs=dissolved.crs)
+    for col in ("id_ti", "lib_ti", "phase"):
+        out[col] = out[col].astype("string")
+    columns = [c.name for c in TERRITORY_COLUMNS]
+    extra = [c for c in ("communes_area_km2", "perimeter_source") if c in out]
+    return out[columns[:-1] + extra + ["geometry"]]
+
+
+def run_checks(territories: gpd.GeoDataFrame, membership: Membership, boundaries: gpd.GeoDataFrame,
+               expected: int) -> list[quality.CheckResult]:
+    return [
+        quality.check_count(territories, expected),
+        quality.check_geometries(territories),
+        quality.check_members(membership.errors, membership.listed_codes, len(membership.members)),
+        quality.check_areas(territories),
+        quality.check_holes(territories, membership.members, boundaries),
+        quality.check_overlaps(territories, membership.shared_communes),
+    ]
+
+
+@dataclass
+class BuildResult:
+    phase: str
+    territories: gpd.GeoDataFrame
+    membership: Membership
+    dissolve_stats: DissolveStats
+    boundary_report: BoundaryReport
+    checks: list[quality.CheckResult]
+    inputs: list[dict]
+    timings: dict[str, float] = field(default_factory=dict)
+    previous: Membership | None = None
+
+    @property
+    def passed(self) -> bool:
+        return quality.all_passed(self.checks)
+
+
+def build_territories(settings: Settings | None = None, phase: str = CURRENT_PHASE,
+                      checks: bool = True) -> BuildResult:
+    """Fetch, reconcile, dissolve and check one phase end to end (no publishing)."""
+    settings = settings or Settings.from_env()
+    catalog = load_catalog(settings)
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal t
+        now = time.perf_counter()
+        timings[name] = round(now - t, 3)
+        t = now
+
+    fetched = fetch_all(settings, catalog, phase_sources(catalog, phase))
+    lap("fetch")
+    boundaries, report = load_boundaries(fetched)
+    changes = load_changes(fetched)
+    spec = catalog.phases[phase]
+    admins = {cog: load_admin(catalog, fetched, cog)
+              for cog in sorted({spec.list_cog, catalog.boundaries().cog})}
+    lap("read")
+    codes = set(boundaries["code_insee"])
+    membership = phase_membership(catalog, phase, fetched, admins[spec.list_cog], changes, codes)
+    previous = None
+    if phase == CURRENT_PHASE and PREVIOUS_PHASE in catalog.phases:
+        prev_cog = catalog.phases[PREVIOUS_PHASE].list_cog
+        prev_admin = admins.get(prev_cog) or load_admin(catalog, fetched, prev_cog)
+        previous = phase_membership(catalog, PREVIOUS_PHASE, fetched, prev_admin, changes, codes)
+    lap("membership")
+    dissolved, stats = dissolve(boundaries, membership.members)
+    lap("dissolve")
+    territories = assemble(phase, membership, dissolved, boundaries,
+                           admins.get(catalog.boundaries().cog), previous)
+    lap("attributes")
+    results = run_checks(territories, membership, boundaries, spec.expected_territories) if checks else []
+    lap("checks")
+    inputs = [inputs_entry(fetched[n], catalog) for n in fetched]
+    return BuildResult(phase, territories, membership, stats, report, results, inputs, timings, previous)
+
+
+def inputs_entry(result: FetchResult, catalog: Catalog) -> dict:
+    spec = catalog.source(result.source)
+    return {"source": result.source, "title": spec.title, "origin": result.origin, "mode": result.mode,
+            "sha256": result.sha256, "size": result.size, "release": result.release, "cog": result.cog,
+            "licence": spec.licence, "etag": result.etag, "last_modified": result.last_modified,
+            "fetched_at": result.fetched_at}
+
+
+def write_core_outputs(result: BuildResult, out_dir: Path) -> dict[str, Path]:
+    """Plain GeoParquet + GeoJSON of a build (for the benchmark; publishing is pipeline.publish)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    gdf = result.territories
+    paths = {"parquet": out_dir / "territoires-industrie.parquet",
+             "geojson": out_dir / "territoires-industrie.geojson"}
+    gdf.to_parquet(paths["parquet"], schema_version="1.1.0", write_covering_bbox=True, compression="zstd")
+    flat = gdf.copy()
+    for col in flat.columns:
+        if flat[col].dtype == object and col != "geometry":
+            flat[col] = flat[col].map(lambda v: ";".join(v) if isinstance(v, list) else v)
+    flat.to_file(paths["geojson"], driver="GeoJSON", engine="pyogrio", RFC7946="YES")
+    return paths

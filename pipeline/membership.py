@@ -1,0 +1,174 @@
+"""Which communes (in the boundary vintage) make each territory, and what had to be reconciled.
+
+Inputs are the list by commune and/or by groupement (codes of the list's COG year), the admin
+reference of that year, the INSEE change history and the boundary codes. The most recent list
+release defines the perimeter; where the lists disagree it is reported. Every listed code ends
+matched, reconciled, or in ``Membership.errors`` (which fails a blocking check).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from . import vintages
+from .sources import AdminRef, ListProblem
+from .tables import clean_text
+
+
+@dataclass
+class Membership:
+    members: pd.DataFrame      # id_ti, insee_com (boundary COG), codes_list (list COG), status
+    territories: pd.DataFrame  # id_ti, lib_ti, siren_groupements (list), perimeter_source
+    list_cog: int
+    boundary_cog: int
+    reconciled: list[dict] = field(default_factory=list)    # id_ti, code_list, codes_boundary, how
+    absorbed_outside: list[dict] = field(default_factory=list)  # id_ti, successor, absorbed
+    shared_communes: list[dict] = field(default_factory=list)   # insee_com, id_ti list
+    disagreements: list[dict] = field(default_factory=list)     # id_ti, only_communes, only_groupements
+    errors: list[str] = field(default_factory=list)
+    listed_codes: int = 0
+
+    def summary(self) -> dict:
+        st = self.members["status"].value_counts().to_dict() if len(self.members) else {}
+        return {
+            "territories": int(self.territories["id_ti"].nunique()),
+            "listed_codes": self.listed_codes,
+            "member_communes": int(len(self.members)),
+            "matched": int(st.get("matched", 0)),
+            "reconciled": int(st.get("reconciled", 0)),
+            "reconciled_codes": len(self.reconciled),
+            "absorbed_outside": len(self.absorbed_outside),
+            "shared_communes": len(self.shared_communes),
+            "list_disagreements": len(self.disagreements),
+            "errors": len(self.errors),
+        }
+
+
+def expand_groupements(groupements: pd.DataFrame, admin: AdminRef) -> tuple[pd.DataFrame, list[str]]:
+    """(id_ti, siren) -> (id_ti, insee_com, siren_groupement) via EPCI/EPT members or commune SIREN."""
+    by_grp = groupements.merge(admin.members[["siren_groupement", "insee_com"]], on="siren_groupement",
+                               how="left")
+    found = by_grp.dropna(subset=["insee_com"])
+    rest = by_grp[by_grp["insee_com"].isna()].drop(columns="insee_com")
+    com_siren = admin.communes.dropna(subset=["siren"])[["siren", "code"]].rename(
+        columns={"siren": "siren_groupement", "code": "insee_com"})
+    as_commune = rest.merge(com_siren, on="siren_groupement", how="left")
+    errors = [
+        f"{r.id_ti}: SIREN {r.siren_groupement} (line {r._line}) is neither an EPCI/EPT nor a commune "
+        f"of COG {admin.cog}"
+        for r in as_commune[as_commune["insee_com"].isna()].itertuples()
+    ]
+    out = pd.concat([found, as_commune.dropna(subset=["insee_com"])], ignore_index=True)
+    return out[["id_ti", "insee_com", "siren_groupement", "_line"]], errors
+
+
+def _release_key(release: str | None) -> str:
+    return release if release and release[:4].isdigit() else ""
+
+
+def build_membership(*, communes_list: pd.DataFrame | None, groupements_list: pd.DataFrame | None,
+                     admin: AdminRef, changes: pd.DataFrame, boundary_codes: set[str],
+                     boundary_cog: int, communes_release: str | None = None,
+                     groupements_release: str | None = None,
+                     list_problems: list[ListProblem] = ()) -> Membership:
+    """Reconcile the list(s) into one row per (territory, boundary commune)."""
+    errors = [str(p) for p in list_problems]
+    frames = {}
+    if communes_list is not None:
+        frames["communes"] = communes_list[["id_ti", "insee_com", "_line"]].assign(siren_groupement=pd.NA)
+    if groupements_list is not None:
+        expanded, grp_errors = expand_groupements(groupements_list, admin)
+        errors += grp_errors
+        frames["groupements"] = expanded
+    if not frames:
+        raise ValueError("build_membership needs a list by commune or by groupement")
+
+    # Which list defines each territory's perimeter: the most recent release; ties -> communes.
+    order = sorted(frames, key=lambda k: (_release_key(communes_release if k == "communes" else groupements_release),
+                                          k == "communes"), reverse=True)
+    primary = order[0]
+    disagreements = []
+    if len(frames) == 2:
+        a = frames["communes"].groupby("id_ti")["insee_com"].agg(set)
+        b = frames["groupements"].groupby("id_ti")["insee_com"].agg(set)
+        for tid in sorted(set(a.index) | set(b.index)):
+            sa, sb = a.get(tid, set()), b.get(tid, set())
+            if sa != sb:
+                disagreements.append({"id_ti": tid, "only_in_communes_list": sorted(sa - sb),
+                                      "only_in_groupements_list": sorted(sb - sa)})
+    chosen = frames[primary]
+    source_of = {tid: primary for tid in chosen["id_ti"].unique()}
+    for other in order[1:]:  # territories missing from the primary list come from the other one
+        extra = frames[other][~frames[other]["id_ti"].isin(source_of)]
+        for tid in extra["id_ti"].unique():
+            source_of[tid] = other
+        chosen = pd.concat([chosen, extra], ignore_index=True)
+
+    # Territory names and groupements.
+    names = {}
+    for lst in (groupements_list, communes_list):
+        if lst is not None and "lib_ti" in lst:
+            for tid, lib in lst.dropna(subset=["lib_ti"]).groupby("id_ti")["lib_ti"].first().items():
+                if lib and (tid not in names or lst is (groupements_list if source_of.get(tid) == "groupements" else communes_list)):
+                    names[tid] = clean_text(lib)
+    if groupements_list is not None:
+        sirens = groupements_list.groupby("id_ti")["siren_groupement"].agg(lambda s: sorted(set(s)))
+    else:
+        sirens = pd.Series(dtype=object)
+
+    # Unknown codes in the list's COG: try the history (old or delegated codes).
+    listed = sorted(set(chosen["insee_com"]))
+    known = admin.codes
+    mapping = vintages.code_mapping(changes, known & set(listed), admin.cog, boundary_cog, boundary_codes)
+    unknown = [c for c in listed if c not in known]
+    old = vintages.from_history(changes, set(unknown), boundary_cog) if unknown else {}
+    for code in unknown:
+        targets = {t for t in old.get(code, set()) if t in boundary_codes}
+        mapping[code] = targets if targets != {code} or code in boundary_codes else set()
+    # All codes of the list year, to find successors that absorbed communes outside any territory.
+    full_map = vintages.code_mapping(changes, known, admin.cog, boundary_cog, boundary_codes)
+    preds = vintages.predecessors(full_map)
+    in_any = set(chosen["insee_com"])
+
+    rows, reconciled, absorbed = [], [], []
+    line_of = chosen.groupby(["id_ti", "insee_com"])["_line"].min().to_dict()
+    for tid, code in chosen[["id_ti", "insee_com"]].drop_duplicates().itertuples(index=False):
+        targets = mapping.get(code, set())
+        if not targets:
+            errors.append(f"{tid}: commune {code} (line {line_of[(tid, code)]}) has no match in the "
+                          f"COG {boundary_cog} boundaries, nor a successor in the INSEE change history")
+            continue
+        how = "matched" if targets == {code} else "reconciled"
+        if how == "reconciled":
+            reconciled.append({"id_ti": tid, "code_list": code, "codes_boundary": sorted(targets),
+                               "how": "old or delegated code" if code not in known else
+                               ("split" if len(targets) > 1 else "merger or code change")})
+        for t in targets:
+            rows.append((tid, t, code, how))
+    members = (pd.DataFrame(rows, columns=["id_ti", "insee_com", "code_list", "status"])
+               .groupby(["id_ti", "insee_com"], as_index=False)
+               .agg(codes_list=("code_list", lambda s: sorted(set(s))),
+                    status=("status", lambda s: "reconciled" if "reconciled" in set(s) else "matched")))
+    for tid, succ in members[["id_ti", "insee_com"]].itertuples(index=False):
+        outside = sorted(p for p in preds.get(succ, set()) if p not in in_any)
+        if outside:
+            absorbed.append({"id_ti": tid, "successor": succ, "absorbed": outside})
+
+    shared = members.groupby("insee_com")["id_ti"].agg(sorted)
+    shared_list = [{"insee_com": c, "id_ti": ids} for c, ids in shared.items() if len(ids) > 1]
+
+    tids = sorted(set(chosen["id_ti"]))
+    empty = [t for t in tids if t not in set(members["id_ti"])]
+    errors += [f"{t}: no valid commune" for t in empty]
+    territories = pd.DataFrame({
+        "id_ti": tids,
+        "lib_ti": [names.get(t, t) for t in tids],
+        "siren_groupements": [list(sirens.get(t, [])) for t in tids],
+        "perimeter_source": [source_of[t] for t in tids],
+    })
+    return Membership(members=members, territories=territories, list_cog=admin.cog,
+                      boundary_cog=boundary_cog, reconciled=reconciled, absorbed_outside=absorbed,
+                      shared_communes=shared_list, disagreements=disagreements, errors=errors,
+                      listed_codes=len(chosen[["id_ti", "insee_com"]].drop_duplicates()))

@@ -1,0 +1,56 @@
+"""Light variants for web maps: the territories simplified as one coverage.
+
+Each zone (metropole, each overseas departement) is projected to its metric CRS and simplified
+with ``shapely.coverage_simplify`` (tolerance in meters), so borders shared by two territories
+are simplified once and stay shared: no gap, no overlap appears between neighbours. Coordinates
+are then rounded to fewer decimals than the full file (5 for 100 m, 4 for 1 km), which is far
+below the tolerance.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import geopandas as gpd
+import numpy as np
+import shapely
+
+from ..errors import PublishError
+from .zones import metric_epsg, zone_of
+
+
+@dataclass(frozen=True)
+class LightVariant:
+    """One simplified variant: file suffix, tolerance (m) and coordinate decimals."""
+
+    suffix: str
+    tolerance_m: float
+    decimals: int
+
+
+VARIANTS = (LightVariant("100m", 100.0, 5), LightVariant("1km", 1000.0, 4))
+
+
+def zones(frame: gpd.GeoDataFrame) -> np.ndarray:
+    """The zone of each row (``metropole``, ``971``...), read from its ``departements``."""
+    return np.array([zone_of(deps, i) for deps, i in zip(frame["departements"], frame["id_ti"])], dtype=object)
+
+
+def simplify_coverage(frame: gpd.GeoDataFrame, tolerance_m: float) -> np.ndarray:
+    """EPSG:4326 geometries of ``frame`` simplified as one coverage per zone at ``tolerance_m``."""
+    out = np.empty(len(frame), dtype=object)
+    zone = zones(frame)
+    for z in dict.fromkeys(zone):
+        mask = zone == z
+        part = frame.geometry[mask].to_crs(metric_epsg(z))
+        simplified = shapely.coverage_simplify(part.values.to_numpy(), tolerance_m, simplify_boundary=True)
+        back = gpd.GeoSeries(simplified, crs=part.crs, index=part.index).to_crs(4326)
+        out[mask] = back.values.to_numpy()
+    invalid = ~shapely.is_valid(out)
+    if invalid.any():
+        bad = frame["id_ti"][invalid].tolist()
+        raise PublishError(
+            f"simplifying at {tolerance_m:g} m made territories {', '.join(bad[:10])} invalid "
+            "(is the input a clean coverage?)"
+        )
+    return out

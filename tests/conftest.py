@@ -1,0 +1,44 @@
+"""Shared fixtures: the real shared data (via TI_MIRROR_DIR) and one real build per session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from pipeline.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def mirror_dir() -> Path | None:
+    value = os.environ.get("TI_MIRROR_DIR")
+    if not value:
+        return None
+    path = Path(value)
+    if not path.is_absolute():
+        path = (ROOT / path).resolve()
+    return path if path.is_dir() else None
+
+
+@pytest.fixture(scope="session")
+def mirror() -> Path:
+    path = mirror_dir()
+    if path is None:
+        pytest.skip("TI_MIRROR_DIR is not set to the shared data folder (e.g. ../shared/data)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def mirror_settings(mirror, tmp_path_factory) -> Settings:
+    base = tmp_path_factory.mktemp("build")
+    return Settings(mirror_dir=mirror, raw_dir=base / "raw", output_dir=base / "out")
+
+
+@pytest.fixture(scope="session")
+def real_build(mirror_settings):
+    """The whole 2023-2027 build on the real shared data, once per test session."""
+    from pipeline.build import build_territories
+
+    return build_territories(mirror_settings)
