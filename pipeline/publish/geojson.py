@@ -122,6 +122,13 @@ def max_decimals(coords: np.ndarray) -> int:
     return worst
 
 
+def read_geometries(path: Path) -> np.ndarray:
+    """The geometries of a GeoJSON file, in file order."""
+    with open(path, encoding="utf-8") as fh:
+        doc = json.load(fh)
+    return np.array([shapely.from_geojson(json.dumps(f["geometry"])) for f in doc.get("features", [])], dtype=object)
+
+
 def verify_geojson(path: Path, expected: gpd.GeoDataFrame, decimals: int = DEFAULT_DECIMALS) -> dict:
     """Re-read the file; raise PublishError unless it is RFC 7946 and has the expected rows."""
     with open(path, encoding="utf-8") as fh:

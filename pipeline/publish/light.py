@@ -9,6 +9,7 @@ below the tolerance.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import geopandas as gpd
@@ -17,6 +18,8 @@ import shapely
 
 from ..errors import PublishError
 from .zones import metric_epsg, zone_of
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -47,10 +50,33 @@ def simplify_coverage(frame: gpd.GeoDataFrame, tolerance_m: float) -> np.ndarray
         back = gpd.GeoSeries(simplified, crs=part.crs, index=part.index).to_crs(4326)
         out[mask] = back.values.to_numpy()
     invalid = ~shapely.is_valid(out)
-    if invalid.any():
+    if invalid.any():  # only when the input was not a clean coverage
         bad = frame["id_ti"][invalid].tolist()
-        raise PublishError(
-            f"simplifying at {tolerance_m:g} m made territories {', '.join(bad[:10])} invalid "
-            "(is the input a clean coverage?)"
-        )
+        log.warning("simplifying at %g m made %s invalid; repaired with make_valid", tolerance_m, ", ".join(bad))
+        out[invalid] = [_polygonal(shapely.make_valid(g)) for g in out[invalid]]
     return out
+
+
+def _polygonal(geom):
+    polys = [p for p in shapely.get_parts(geom) if p.geom_type in ("Polygon", "MultiPolygon")]
+    return shapely.union_all(polys) if polys else geom
+
+
+def coverage_valid_by_zone(frame: gpd.GeoDataFrame, geoms) -> dict[str, bool]:
+    """Zone -> whether ``geoms`` (EPSG:4326, aligned with ``frame``) form a valid coverage there."""
+    geoms = np.asarray(geoms, dtype=object)
+    zone = zones(frame)
+    return {z: bool(shapely.coverage_is_valid(geoms[zone == z])) for z in dict.fromkeys(zone)}
+
+
+def check_light(frame: gpd.GeoDataFrame, light_geoms, tolerance_m: float) -> dict:
+    """Raise PublishError if a zone that was a valid coverage is not one any more; return facts."""
+    before = coverage_valid_by_zone(frame, frame.geometry.values)
+    after = coverage_valid_by_zone(frame, light_geoms)
+    broken = [z for z in before if before[z] and not after[z]]
+    if broken:
+        raise PublishError(
+            f"light variant {tolerance_m:g} m: the territories of {', '.join(broken)} no longer form a "
+            "valid coverage (overlaps or mismatched shared borders)"
+        )
+    return {"coverage_valid": all(after.values()), "source_coverage_valid": all(before.values())}
