@@ -233,3 +233,45 @@ def write_core_outputs(result: BuildResult, out_dir: Path) -> dict[str, Path]:
             flat[col] = flat[col].map(lambda v: ";".join(v) if isinstance(v, list) else v)
     flat.to_file(paths["geojson"], driver="GeoJSON", engine="pyogrio", RFC7946="YES")
     return paths
+
+
+# ---------------------------------------------------------------- publishing
+def new_build_id() -> str:
+    """Sortable, unique build id: UTC time plus a short random suffix."""
+    import secrets
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+
+
+def publish_build(result: BuildResult, settings: Settings, plans=None, build_id: str | None = None,
+                  checks: list[quality.CheckResult] | None = None) -> dict:
+    """Attach the plan table and publish a checked build; refuses a build whose blocking checks fail."""
+    from .errors import CheckFailedError
+    from .plans import attach_plans, read_plans
+    from .publish import publish_release
+
+    checks = result.checks if checks is None else checks
+    if not quality.all_passed(checks):
+        raise CheckFailedError(f"{result.phase}: blocking checks failed, nothing published: "
+                               f"{quality.failed_summary(checks)}")
+    if plans is None:
+        plans = read_plans(settings.plans_path if result.phase == CURRENT_PHASE else None,
+                           result.territories["id_ti"])
+    territories = attach_plans(result.territories.drop(columns=["communes_area_km2", "perimeter_source"],
+                                                       errors="ignore"), plans)
+    extra = {
+        "membership": result.membership.summary(),
+        "reconciled": result.membership.reconciled,
+        "absorbed_outside": result.membership.absorbed_outside,
+        "list_disagreements": result.membership.disagreements,
+        "dissolve": result.dissolve_stats.as_dict(),
+        "boundaries": {"repaired": result.boundary_report.repaired, "empty": result.boundary_report.empty,
+                       "duplicates": result.boundary_report.duplicates},
+        "plans": {"source": plans.source, "warnings": plans.warnings},
+        "new_territories": int(territories["is_new"].fillna(False).sum()),
+        "timings_s": result.timings,
+    }
+    return publish_release(territories, settings, build_id=build_id or new_build_id(),
+                           inputs=result.inputs, checks=[c.as_dict() for c in checks],
+                           phase=result.phase, extra=extra)

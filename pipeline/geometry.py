@@ -54,15 +54,15 @@ def clean_zone(geoms: np.ndarray) -> np.ndarray:
     return shapely.coverage_clean(geoms)
 
 
-def _fill_gaps(territory: shapely.Geometry, others: np.ndarray, tree: shapely.STRtree,
+def _fill_gaps(territory: shapely.Geometry, zone: "ZoneCoverage", inside: set[str],
                stats: DissolveStats) -> shapely.Geometry:
     """Fill the parts of holes that no other commune covers."""
     fills = []
     for part in shapely.get_parts(territory):
         for ring in part.interiors:
             hole = shapely.Polygon(ring)
-            idx = tree.query(hole, predicate="intersects")
-            cover = shapely.union_all(others[idx]) if len(idx) else shapely.Polygon()
+            idx = [i for i in zone.tree.query(hole, predicate="intersects") if zone.codes[i] not in inside]
+            cover = shapely.union_all(zone.geoms[idx]) if idx else shapely.Polygon()
             uncovered = hole.difference(cover)
             if not uncovered.is_empty and uncovered.area > 0:
                 fills.append(uncovered)
@@ -81,6 +81,81 @@ def _as_multipolygon(geom: shapely.Geometry) -> shapely.MultiPolygon:
     return shapely.MultiPolygon(parts)
 
 
+@dataclass
+class ZoneCoverage:
+    """The cleaned communes of one metric zone."""
+
+    crs: int
+    codes: np.ndarray
+    geoms: np.ndarray
+    tree: shapely.STRtree
+    index: dict[str, int]
+
+
+@dataclass
+class CleanCoverage:
+    zones: dict[int, ZoneCoverage]
+    zone_of: dict[str, int]          # commune code -> EPSG of its zone
+
+    @property
+    def communes(self) -> int:
+        return sum(len(z.codes) for z in self.zones.values())
+
+
+def clean_coverage(communes: gpd.GeoDataFrame, codes: set[str] | None = None) -> CleanCoverage:
+    """Project each zone to its metric CRS and clean it once.
+
+    ``communes``: code_insee, departement, geometry (EPSG:4326). With ``codes``, zones without any of
+    these communes are skipped.
+    """
+    frame = communes[["code_insee", "departement", "geometry"]].copy()
+    frame["crs"] = frame["departement"].map(zone_crs)
+    zones = {}
+    for crs, zone in frame.groupby("crs", sort=True):
+        if codes is not None and not zone["code_insee"].isin(codes).any():
+            continue
+        projected = zone.to_crs(crs)
+        cleaned = clean_zone(projected.geometry.values)
+        zcodes = projected["code_insee"].to_numpy()
+        zones[int(crs)] = ZoneCoverage(int(crs), zcodes, cleaned, shapely.STRtree(cleaned),
+                                       {c: i for i, c in enumerate(zcodes)})
+    return CleanCoverage(zones, dict(zip(frame["code_insee"], frame["crs"].astype(int))))
+
+
+def dissolve_clean(coverage: CleanCoverage, members: pd.DataFrame) -> tuple[gpd.GeoDataFrame, DissolveStats]:
+    """Dissolve member communes of a cleaned coverage into territories (see :func:`dissolve`)."""
+    stats = DissolveStats(communes_cleaned=coverage.communes,
+                          zones={f"EPSG:{c}": len(z.codes) for c, z in coverage.zones.items()})
+    members = members.assign(crs=members["insee_com"].map(coverage.zone_of))
+    results = []
+    for crs, zone_members in members.groupby("crs", sort=True):
+        zone = coverage.zones[int(crs)]
+        for tid, grp in zone_members.groupby("id_ti", sort=True):
+            inside = set(grp["insee_com"])
+            idx = [zone.index[c] for c in inside]
+            union = shapely.coverage_union_all(zone.geoms[idx])
+            union = _as_multipolygon(_fill_gaps(union, zone, inside, stats))
+            results.append((tid, int(crs), union.area / 1e6, float(shapely.area(zone.geoms[idx]).sum()) / 1e6,
+                            union))
+    frame = pd.DataFrame(results, columns=["id_ti", "crs", "area_km2", "communes_area_km2", "geometry"])
+    for geom in frame["geometry"]:
+        for part in shapely.get_parts(geom):
+            stats.parts += 1
+            stats.holes_kept += len(part.interiors)
+            stats.small_parts += int(part.area < SMALL_PART_M2)
+    parts = [gpd.GeoSeries(grp["geometry"].to_numpy(), index=grp.index, crs=crs).to_crs(WGS84)
+             for crs, grp in frame.groupby("crs")]
+    frame["geometry"] = pd.concat(parts).reindex(frame.index) if parts else None
+    # A territory spanning two zones (not the case in the official lists) is merged here.
+    out = (gpd.GeoDataFrame(frame, geometry="geometry", crs=WGS84)
+           .groupby("id_ti", sort=True)
+           .agg({"area_km2": "sum", "communes_area_km2": "sum",
+                 "geometry": lambda s: _as_multipolygon(shapely.union_all(s.to_numpy()))}))
+    out = gpd.GeoDataFrame(out.reset_index(), geometry="geometry", crs=WGS84)
+    out["geometry"] = out.geometry.make_valid().map(_as_multipolygon)
+    return out, stats
+
+
 def dissolve(communes: gpd.GeoDataFrame, members: pd.DataFrame) -> tuple[gpd.GeoDataFrame, DissolveStats]:
     """Dissolve member communes into territories.
 
@@ -88,53 +163,7 @@ def dissolve(communes: gpd.GeoDataFrame, members: pd.DataFrame) -> tuple[gpd.Geo
     ``members``: id_ti, insee_com (boundary codes). Returns a frame id_ti, area_km2,
     communes_area_km2, geometry (MultiPolygon, EPSG:4326), ordered by id_ti.
     """
-    stats = DissolveStats()
-    communes = communes[["code_insee", "departement", "geometry"]].copy()
-    communes["crs"] = communes["departement"].map(zone_crs)
-    member_codes = set(members["insee_com"])
-    zone_of = dict(zip(communes["code_insee"], communes["crs"]))
-    members = members.assign(crs=members["insee_com"].map(zone_of))
-    results = []
-    for crs, zone in communes.groupby("crs", sort=True):
-        if not zone["code_insee"].isin(member_codes).any():
-            continue
-        projected = zone.to_crs(crs)
-        cleaned = clean_zone(projected.geometry.values)
-        stats.communes_cleaned += len(cleaned)
-        stats.zones[f"EPSG:{crs}"] = int(len(cleaned))
-        codes = projected["code_insee"].to_numpy()
-        geom_of = dict(zip(codes, cleaned))
-        tree = shapely.STRtree(cleaned)
-        areas = dict(zip(codes, shapely.area(cleaned)))
-        zone_members = members[members["crs"] == crs]
-        for tid, grp in zone_members.groupby("id_ti", sort=True):
-            inside = set(grp["insee_com"])
-            union = shapely.coverage_union_all([geom_of[c] for c in grp["insee_com"]])
-            mask = ~np.isin(codes, list(inside))
-            others = np.where(mask, cleaned, None)
-            union = _fill_gaps(union, others, tree, stats)
-            union = _as_multipolygon(union)
-            results.append((tid, crs, union.area / 1e6, sum(areas[c] for c in inside) / 1e6, union))
-    frame = pd.DataFrame(results, columns=["id_ti", "crs", "area_km2", "communes_area_km2", "geometry"])
-    parts = []
-    for crs, grp in frame.groupby("crs"):
-        g = gpd.GeoSeries(grp["geometry"].to_numpy(), index=grp.index, crs=crs).to_crs(WGS84)
-        parts.append(g)
-    geo = pd.concat(parts) if parts else gpd.GeoSeries([], crs=WGS84)
-    frame["geometry"] = geo.reindex(frame.index)
-    # A territory spanning two zones (not the case in the official lists) is merged here.
-    out = (gpd.GeoDataFrame(frame, geometry="geometry", crs=WGS84)
-           .groupby("id_ti", sort=True)
-           .agg({"area_km2": "sum", "communes_area_km2": "sum", "geometry": lambda s: _as_multipolygon(shapely.union_all(s.to_numpy()))}))
-    out = gpd.GeoDataFrame(out.reset_index(), geometry="geometry", crs=WGS84)
-    out["geometry"] = out.geometry.make_valid().map(_as_multipolygon)
-    for geom in frame["geometry"]:
-        for part in shapely.get_parts(geom):
-            stats.parts += 1
-            stats.holes_kept += len(part.interiors)
-    stats.small_parts = int(sum((shapely.area(shapely.get_parts(g)) < SMALL_PART_M2).sum()
-                                for g in [r[4] for r in results]))
-    return out, stats
+    return dissolve_clean(clean_coverage(communes, set(members["insee_com"])), members)
 
 
 def holes(geom: shapely.Geometry) -> list[shapely.Polygon]:
