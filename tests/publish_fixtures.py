@@ -147,3 +147,14 @@ def build_realistic_territories(data_dir: Path | None = None) -> gpd.GeoDataFram
     for name, series in _plan_columns(len(gdf)).items():
         gdf[name] = series.values
     return gdf
+
+
+_CACHE: dict[str, gpd.GeoDataFrame] = {}
+
+
+def cached_territories(data_dir: Path | None = None) -> gpd.GeoDataFrame:
+    """:func:`build_realistic_territories`, built once per process; each call gets a deep copy."""
+    key = str(data_dir or mirror_dir())
+    if key not in _CACHE:
+        _CACHE[key] = build_realistic_territories(Path(key))
+    return _CACHE[key].copy(deep=True)

@@ -1,0 +1,82 @@
+"""Open published files in real QGIS (headless) and render them: run with Debian's /usr/bin/python3.
+
+    QT_QPA_PLATFORM=offscreen /usr/bin/python3 tests/qgis_render.py OUT.png FILE.geojson FILE.gpkg
+
+Prints one JSON object on the last line of stdout: per layer its validity, feature count, geometry
+type, whether labels are enabled and on which field, the renderer type, then the rendered PNG's
+path and size. Exit code 0 even when a layer is invalid: the test (tests/test_qgis.py) decides.
+"""
+
+import json
+import os
+import sys
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+from qgis.core import (  # noqa: E402
+    Qgis,
+    QgsApplication,
+    QgsCoordinateReferenceSystem,
+    QgsMapRendererParallelJob,
+    QgsMapSettings,
+    QgsRectangle,
+    QgsVectorLayer,
+    QgsWkbTypes,
+)
+from qgis.PyQt.QtCore import QSize  # noqa: E402
+from qgis.PyQt.QtGui import QColor  # noqa: E402
+
+
+def describe(layer):
+    info = {"valid": layer.isValid(), "provider": layer.providerType()}
+    if not layer.isValid():
+        return info
+    labeling = layer.labeling()
+    settings = labeling.settings() if labeling is not None and hasattr(labeling, "settings") else None
+    info.update({
+        "features": layer.featureCount(),
+        "geometry_type": QgsWkbTypes.displayString(layer.wkbType()),
+        "crs": layer.crs().authid(),
+        "fields": [f.name() for f in layer.fields()],
+        "labels_enabled": bool(layer.labelsEnabled()),
+        "label_field": settings.fieldName if settings is not None else None,
+        "renderer": layer.renderer().type() if layer.renderer() else None,
+        "fill_color": (layer.renderer().symbol().color().name()
+                       if layer.renderer() is not None and hasattr(layer.renderer(), "symbol") else None),
+    })
+    return info
+
+
+def main(out_png, geojson, gpkg):
+    app = QgsApplication([], False)
+    app.initQgis()
+    try:
+        layers = {
+            "geojson": QgsVectorLayer(geojson, "geojson", "ogr"),
+            "gpkg": QgsVectorLayer(f"{gpkg}|layername=territoires_industrie", "gpkg", "ogr"),
+        }
+        result = {"qgis_version": Qgis.QGIS_VERSION, "layers": {k: describe(v) for k, v in layers.items()}}
+        valid = [lyr for lyr in layers.values() if lyr.isValid()]
+        if valid:
+            settings = QgsMapSettings()
+            settings.setLayers([layers["gpkg"]] if layers["gpkg"].isValid() else valid)
+            # Lambert-93, metropole only (QGIS reprojects on the fly from EPSG:4326)
+            settings.setDestinationCrs(QgsCoordinateReferenceSystem("EPSG:2154"))
+            settings.setExtent(QgsRectangle(90000, 6030000, 1250000, 7130000))
+            settings.setOutputSize(QSize(900, 900))
+            settings.setBackgroundColor(QColor(255, 255, 255))
+            job = QgsMapRendererParallelJob(settings)
+            job.start()
+            job.waitForFinished()
+            image = job.renderedImage()
+            ok = image.save(out_png, "PNG")
+            result["render"] = {"saved": bool(ok), "path": out_png, "width": image.width(), "height": image.height(),
+                                "errors": [e.message for e in job.errors()]}
+        del layers, valid
+    finally:
+        app.exitQgis()
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:4])
