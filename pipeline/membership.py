@@ -134,7 +134,8 @@ def build_membership(*, communes_list: pd.DataFrame | None, groupements_list: pd
 
     rows, reconciled, absorbed = [], [], []
     line_of = chosen.groupby(["id_ti", "insee_com"])["_line"].min().to_dict()
-    for tid, code in chosen[["id_ti", "insee_com"]].drop_duplicates().itertuples(index=False):
+    pairs = chosen[["id_ti", "insee_com"]].drop_duplicates()
+    for tid, code in zip(pairs["id_ti"].tolist(), pairs["insee_com"].tolist()):
         targets = mapping.get(code, set())
         if not targets:
             errors.append(f"{tid}: commune {code} (line {line_of[(tid, code)]}) has no match in the "
@@ -147,20 +148,26 @@ def build_membership(*, communes_list: pd.DataFrame | None, groupements_list: pd
                                ("split" if len(targets) > 1 else "merger or code change")})
         for t in targets:
             rows.append((tid, t, code, how))
-    members = (pd.DataFrame(rows, columns=["id_ti", "insee_com", "code_list", "status"])
-               .groupby(["id_ti", "insee_com"], as_index=False)
-               .agg(codes_list=("code_list", lambda s: sorted(set(s))),
-                    status=("status", lambda s: "reconciled" if "reconciled" in set(s) else "matched")))
-    for tid, succ in members[["id_ti", "insee_com"]].itertuples(index=False):
+    merged: dict[tuple[str, str], list] = {}
+    for tid, t, code, how in rows:
+        entry = merged.setdefault((tid, t), [set(), "matched"])
+        entry[0].add(code)
+        if how == "reconciled":
+            entry[1] = "reconciled"
+    members = pd.DataFrame(
+        [(tid, t, sorted(codes), status) for (tid, t), (codes, status) in sorted(merged.items())],
+        columns=["id_ti", "insee_com", "codes_list", "status"])
+    for tid, succ in zip(members["id_ti"].tolist(), members["insee_com"].tolist()):
         outside = sorted(p for p in preds.get(succ, set()) if p not in in_any)
         if outside:
             absorbed.append({"id_ti": tid, "successor": succ, "absorbed": outside})
 
-    shared = members.groupby("insee_com")["id_ti"].agg(sorted)
-    shared_list = [{"insee_com": c, "id_ti": ids} for c, ids in shared.items() if len(ids) > 1]
+    multi = members[members["insee_com"].duplicated(keep=False)]
+    shared_list = [{"insee_com": c, "id_ti": sorted(g)} for c, g in multi.groupby("insee_com")["id_ti"]]
 
     tids = sorted(set(chosen["id_ti"]))
-    empty = [t for t in tids if t not in set(members["id_ti"])]
+    with_members = set(members["id_ti"])
+    empty = [t for t in tids if t not in with_members]
     errors += [f"{t}: no valid commune" for t in empty]
     territories = pd.DataFrame({
         "id_ti": tids,
