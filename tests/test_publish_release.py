@@ -1,0 +1,191 @@
+"""Release mechanics: atomic swap, failures (a writer raising, a full disk), retention, phases.
+
+Uses a subset of the realistic territories (Guadeloupe, Martinique, Guyane, Mayotte, La Reunion
+plus some metropolitan ones) so each publish takes about a second.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+
+import geopandas as gpd
+import pytest
+
+from pipeline.errors import PipelineError, PublishError
+from pipeline.publish import STABLE_NAMES, publish_release, release_dir, stable_paths
+from pipeline.publish import geojson as geojson_mod
+from pipeline.publish import gpkg as gpkg_mod
+from pipeline.publish import release as release_mod
+from pipeline.settings import Settings
+from publish_fixtures import cached_territories
+
+INPUTS = [{"source": "s", "origin": "/m/s.csv", "sha256": "0" * 64, "size": 1, "release": "2023-11-07"}]
+
+
+@pytest.fixture(scope="module")
+def small(mirror) -> gpd.GeoDataFrame:
+    frame = cached_territories(mirror)
+    keep = frame["id_ti"].str.startswith(("ti-01", "ti-02", "ti-03", "ti-04", "ti-06", "ti-24"))
+    return frame[keep].reset_index(drop=True)
+
+
+def _publish(frame, out, build_id, **kw):
+    settings = Settings(output_dir=out, keep_releases=kw.pop("keep", 5))
+    return publish_release(frame, settings, build_id=build_id, inputs=INPUTS, checks=[], **kw)
+
+
+def _snapshot(out) -> dict[str, bytes]:
+    """Every stable file (not the releases) as bytes."""
+    return {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != ".publish.lock"}
+
+
+def _assert_untouched_and_readable(out, before, build_id):
+    assert _snapshot(out) == before
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["build_id"] == "good"
+    assert len(gpd.read_parquet(out / STABLE_NAMES["geoparquet"])) == manifest["outputs"][0]["rows"]
+    assert not release_dir(out, build_id).exists()  # the failed release folder was cleaned
+    leftovers = [p.name for p in out.rglob("*") if "staging" in p.name or p.name.endswith(".publish-tmp")]
+    assert leftovers == []
+
+
+def test_publish_writes_every_stable_file_and_the_release(small, tmp_path):
+    manifest = _publish(small, tmp_path, "good")
+    for name, path in stable_paths(tmp_path).items():
+        assert path.is_file(), name
+        assert (release_dir(tmp_path, "good") / path.name).read_bytes() == path.read_bytes()
+    assert manifest["outputs"][0]["rows"] == len(small)
+
+
+def test_a_failing_writer_leaves_previous_files_byte_identical(small, tmp_path, monkeypatch):
+    _publish(small, tmp_path, "good")
+    before = _snapshot(tmp_path)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("simulated writer bug")
+
+    monkeypatch.setattr(gpkg_mod, "write_gpkg", broken)
+    with pytest.raises(PublishError) as info:
+        _publish(small.iloc[::-1], tmp_path, "bad")
+    message = str(info.value)
+    assert "territoires-industrie.gpkg" in message and "simulated writer bug" in message
+    assert "previous files left unchanged" in message
+    assert isinstance(info.value, PipelineError)
+    _assert_untouched_and_readable(tmp_path, before, "bad")
+
+
+def test_disk_full_while_writing_leaves_previous_files_byte_identical(small, tmp_path, monkeypatch):
+    _publish(small, tmp_path, "good")
+    before = _snapshot(tmp_path)
+    real = geojson_mod.write_geojson
+
+    def full_disk(frame, path, *args, **kwargs):
+        if "1km" in str(path):  # the fifth output: four files already written
+            with open(path, "wb") as fh:
+                fh.write(b'{"type":"FeatureCollection","features":[')
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return real(frame, path, *args, **kwargs)
+
+    monkeypatch.setattr(geojson_mod, "write_geojson", full_disk)
+    with pytest.raises(PublishError, match="No space left on device") as info:
+        _publish(small, tmp_path, "full")
+    assert "territoires-industrie-1km.geojson" in str(info.value)
+    _assert_untouched_and_readable(tmp_path, before, "full")
+
+
+def test_disk_full_while_staging_the_swap_leaves_previous_files_byte_identical(small, tmp_path, monkeypatch):
+    """The temporary copies beside the stable paths can fail too; nothing is replaced then."""
+    _publish(small, tmp_path, "good")
+    before = _snapshot(tmp_path)
+    real = release_mod._copy_to_temp
+    calls = []
+
+    def copy_then_full(src, dest_dir, build_id):
+        calls.append(src.name)
+        if len(calls) == 3:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(dest_dir / src.name))
+        return real(src, dest_dir, build_id)
+
+    monkeypatch.setattr(release_mod, "_copy_to_temp", copy_then_full)
+    with pytest.raises(PublishError, match="No space left on device") as info:
+        _publish(small, tmp_path, "full2")
+    assert calls[2] in str(info.value)
+    _assert_untouched_and_readable(tmp_path, before, "full2")
+
+
+def test_a_failing_verification_is_reported_and_nothing_swapped(small, tmp_path, monkeypatch):
+    _publish(small, tmp_path, "good")
+    before = _snapshot(tmp_path)
+    real = gpkg_mod.gpkg_frame
+    monkeypatch.setattr(gpkg_mod, "gpkg_frame", lambda frame: real(frame).iloc[:-1])  # drops a row
+    with pytest.raises(PublishError, match=r"territoires-industrie\.gpkg.*features instead of"):
+        _publish(small, tmp_path, "short")
+    _assert_untouched_and_readable(tmp_path, before, "short")
+
+
+def test_a_successful_publish_replaces_every_stable_file(small, tmp_path):
+    _publish(small, tmp_path, "good")
+    first = _snapshot(tmp_path)
+    manifest = _publish(small.iloc[:-1], tmp_path, "second")
+    second = _snapshot(tmp_path)
+    assert all(first[name] != second[name] for name in first)
+    assert json.loads(second["manifest.json"])["build_id"] == "second"
+    assert manifest["outputs"][0]["rows"] == len(small) - 1
+
+
+def test_retention_keeps_the_last_releases(small, tmp_path):
+    for i in range(4):
+        _publish(small, tmp_path, f"b{i}", keep=2)
+    kept = sorted(p.name for p in (tmp_path / "releases").iterdir())
+    assert kept == ["b2", "b3"]
+    assert json.loads((tmp_path / "manifest.json").read_text())["build_id"] == "b3"
+
+
+def test_retention_never_deletes_the_current_release(small, tmp_path):
+    _publish(small, tmp_path, "old", keep=5)
+    # a release folder that looks newer than the one being published
+    future = tmp_path / "releases" / "zz-future"
+    future.mkdir()
+    (future / "manifest.json").write_text(json.dumps({"built_at": "2999-01-01T00:00:00Z"}))
+    _publish(small, tmp_path, "now", keep=1)
+    assert sorted(p.name for p in (tmp_path / "releases").iterdir()) == ["now"]
+
+
+def test_other_phase_is_published_under_its_own_folder(small, tmp_path):
+    _publish(small, tmp_path, "b1")
+    main_before = _snapshot(tmp_path)
+    other = small.assign(phase="2018-2022")
+    manifest = _publish(other, tmp_path, "b1", phase="2018-2022")
+    assert _snapshot(tmp_path) == main_before  # the 2023-2027 files are untouched
+    for name, path in stable_paths(tmp_path, "2018-2022").items():
+        assert path.parent == tmp_path / "phase=2018-2022" and path.is_file(), name
+    assert {o["path"] for o in manifest["outputs"]} == {
+        f"phase=2018-2022/{STABLE_NAMES[n]}" for n in STABLE_NAMES if n != "manifest"}
+    assert manifest["release_path"] == "releases/b1/phase=2018-2022"
+    assert (tmp_path / "releases" / "b1" / "manifest.json").is_file()  # the 2023-2027 release is kept
+
+
+def test_bad_input_is_refused_with_a_clear_message(small, tmp_path):
+    cases = [
+        (small.to_crs(2154), "EPSG:4326"),
+        (small.drop(columns="regions"), "regions"),
+        (small.assign(id_ti="ti-0101"), "unique"),
+        (small.assign(phase="2018-2022"), "phase"),
+        (small.assign(bbox=1), "bbox"),
+    ]
+    for frame, words in cases:
+        with pytest.raises(PublishError, match=words):
+            _publish(frame, tmp_path, "x")
+    with pytest.raises(PublishError, match="build id"):
+        _publish(small, tmp_path, "../escape")
+    assert not (tmp_path / "manifest.json").exists()
+
+
+def test_the_same_build_id_cannot_be_published_twice(small, tmp_path):
+    _publish(small, tmp_path, "once")
+    before = _snapshot(tmp_path)
+    with pytest.raises(PublishError, match="already exists"):
+        _publish(small, tmp_path, "once")
+    assert _snapshot(tmp_path) == before
