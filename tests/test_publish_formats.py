@@ -248,7 +248,7 @@ def _overlap_km2(frame, geoms) -> float:
 
 @pytest.mark.parametrize("name,decimals", [("light_100m", 5), ("light_1km", 4)])
 def test_light_variant_smaller_valid_and_without_overlaps(published, name, decimals):
-    paths, source = published["paths"], published["source"]
+    paths = published["paths"]
     assert paths[name].stat().st_size < paths["geojson"].stat().st_size
     doc = _load(paths[name])
     assert "crs" not in doc and len(doc["features"]) == 183
@@ -265,7 +265,6 @@ def test_light_variant_smaller_valid_and_without_overlaps(published, name, decim
         assert shapely.coverage_is_valid(geoms[zone == z]), z
     entry = next(o for o in published["manifest"]["outputs"] if o["name"] == name)
     assert entry["coverage_valid"] is True and entry["bytes"] == paths[name].stat().st_size
-    del source
 
 
 def test_light_variants_get_lighter_with_tolerance(published):
