@@ -9,11 +9,12 @@ Groups: ``sources`` (one asset per catalog source, fetched or read from the mirr
 import time
 
 import pandas as pd
-from dagster import (AssetExecutionContext, AssetIn, AssetKey, Backoff, DataVersion, Jitter,
+from dagster import (AssetExecutionContext, AssetIn, AssetKey, Backoff, DataVersion, Failure, Jitter,
                      MetadataValue, Output, RetryPolicy, asset)
 
 from . import build as core
 from .catalog import load_catalog
+from .errors import SourceError
 from .fetch import fetch_source
 from .resources import PipelineSettings
 from .settings import Settings
@@ -22,6 +23,7 @@ CATALOG = load_catalog(Settings.from_env())
 PHASES = list(CATALOG.phases)
 BOUNDARY_COG = CATALOG.boundaries().cog
 
+# Retried: network errors, timeouts, 429 and 5xx (SourceError.retryable). Not retried: 4xx, bad content.
 FETCH_RETRY = RetryPolicy(max_retries=2, delay=10, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS)
 
 
@@ -68,7 +70,12 @@ def source_asset(name: str):
         settings = pipeline_settings.settings()
         spec_now = load_catalog(settings).source(name)
         t = time.perf_counter()
-        result = fetch_source(spec_now, settings)
+        try:
+            result = fetch_source(spec_now, settings)
+        except SourceError as err:
+            if getattr(err, "retryable", False):
+                raise
+            raise Failure(description=str(err), allow_retries=False) from err
         return Output(result, data_version=DataVersion(result.sha256), metadata={
             "origin": result.origin, "mode": result.mode, "sha256": result.sha256,
             "bytes": result.size, "release": result.release, "cog": result.cog,
@@ -119,8 +126,11 @@ def clean_communes(context: AssetExecutionContext, commune_boundaries):
 @asset(group_name="reference", ins={"src": _src("insee_mvt_communes")}, kinds={"pandas"},
        description="INSEE commune changes (mergers, splits, code changes) used to map codes between COG years.")
 def commune_changes(src) -> Output:
+    t = time.perf_counter()
     frame = core.load_changes({"insee_mvt_communes": src})
-    return Output(frame, metadata={"rows": len(frame), "last_event": str(frame["DATE_EFF"].max().date())})
+    return Output(frame, metadata={"rows": len(frame), "last_event": str(frame["DATE_EFF"].max().date()),
+                                   "sha256": src.sha256, "release": src.release,
+                                   "elapsed_s": round(time.perf_counter() - t, 3)})
 
 
 def admin_asset(cog: int):
@@ -129,9 +139,12 @@ def admin_asset(cog: int):
     @asset(name=f"admin_cog{cog}", group_name="reference", ins={n: _src(n) for n in names}, kinds={"pandas"},
            description=f"Communes (names, departement, region, population) and EPCI/EPT membership, COG {cog}.")
     def _admin(**sources):
+        t = time.perf_counter()
         ref = core.load_admin(CATALOG, sources, cog)
         return Output(ref, metadata={"communes": len(ref.communes),
-                                     "groupements": int(ref.members["siren_groupement"].nunique())})
+                                     "groupements": int(ref.members["siren_groupement"].nunique()),
+                                     "cog": cog, "release": sources[names[0]].release,
+                                     "elapsed_s": round(time.perf_counter() - t, 3)})
 
     return _admin
 
@@ -153,6 +166,7 @@ def phase_assets(phase: str):
            description=f"One row per (territory, commune) of the {phase} lists, in COG {BOUNDARY_COG} codes: "
                        "codes reconciled through INSEE changes, groupements expanded, disagreements reported.")
     def membership(context: AssetExecutionContext, admin, changes, boundaries, **lists_in):
+        t = time.perf_counter()
         m = core.phase_membership(CATALOG, phase, lists_in, admin, changes, set(boundaries["code_insee"]))
         s = m.summary()
         return Output(m, metadata={
@@ -164,6 +178,8 @@ def phase_assets(phase: str):
                                                   for d in m.disagreements]),
             "errors_list": _md_list(m.errors),
             "perimeter_source": str(m.territories["perimeter_source"].value_counts().to_dict()),
+            "vintages": str({n: f"{r.release} (COG {r.cog}, sha256 {r.sha256[:12]})" for n, r in lists_in.items()}),
+            "elapsed_s": round(time.perf_counter() - t, 3),
         })
 
     @asset(name=f"territory_shapes_{key}", group_name=group, kinds={"shapely"},
@@ -190,6 +206,7 @@ def phase_assets(phase: str):
            description=f"The {phase} territories with every contract column (before the plan table). "
                        "Checked by blocking asset checks before anything is published.")
     def territories(context: AssetExecutionContext, membership, shapes, boundaries, admin, **sources):
+        t = time.perf_counter()
         previous = sources.pop("previous", None)
         dissolved, stats = shapes
         frame = core.assemble(phase, membership, dissolved, boundaries, admin, previous)
@@ -203,7 +220,8 @@ def phase_assets(phase: str):
         meta = {"territories": len(frame), "communes": int(frame["n_communes"].sum()),
                 "area_km2": round(float(frame["area_km2"].sum()), 1),
                 "population": int(frame["population"].sum()),
-                "preview": MetadataValue.md(markdown_table(frame.drop(columns="geometry").head(10)))}
+                "preview": MetadataValue.md(markdown_table(frame.drop(columns="geometry").head(10))),
+                "dagster/row_count": len(frame)}
         if previous is not None:
             meta["new_territories"] = new
             meta["new_territories_list"] = _md_list([f"{a} {b}" for a, b in
@@ -214,6 +232,7 @@ def phase_assets(phase: str):
         desc = column_descriptions()
         meta["dagster/column_schema"] = TableSchema(columns=[
             TableColumn(c, str(frame[c].dtype), description=desc.get(c, "")) for c in frame.columns])
+        meta["elapsed_s"] = round(time.perf_counter() - t, 3)
         return Output(result, metadata=meta)
 
     return [membership, shapes, territories]
@@ -236,7 +255,7 @@ def plan_table(context: AssetExecutionContext, pipeline_settings: PipelineSettin
         context.log.warning(w)
     version = plans.source["sha256"] if plans.source else "no-plan-table"
     return Output(plans, data_version=DataVersion(version), metadata={
-        "rows": len(plans.table), "path": str(settings.plans_path or ""),
+        "rows": len(plans.table), "path": str(settings.plans_path or ""), "sha256": version,
         "warnings": _md_list(plans.warnings)})
 
 
@@ -251,6 +270,8 @@ def publish_asset(phase: str):
                        "manifest) written to a release folder, then swapped into the stable paths atomically.")
     def published(context: AssetExecutionContext, pipeline_settings: PipelineSettings, build, boundaries,
                   **maybe_plans):
+        from .publish.release import stable_paths
+
         plans = maybe_plans.get("plans")
         settings = pipeline_settings.settings()
         build.checks = core.run_checks(build.territories, build.membership, boundaries,
@@ -260,9 +281,13 @@ def publish_asset(phase: str):
         meta = {"build_id": manifest["build_id"], "contract_version": manifest["contract_version"],
                 "elapsed_s": round(time.perf_counter() - t, 3),
                 "output_dir": MetadataValue.path(str(settings.output_dir))}
+        meta["manifest"] = MetadataValue.path(str(stable_paths(settings.output_dir, phase)["manifest"]))
+        meta["dagster/row_count"] = len(build.territories)
         for out in manifest.get("outputs", []):
             label = out.get("name") or out.get("path")
             meta[f"{label} bytes"] = out.get("bytes")
+            meta[f"{label} path"] = MetadataValue.path(str(settings.output_dir / out["path"]))
+            meta[f"{label} sha256"] = str(out.get("sha256") or "")
             if out.get("format") == "png" or str(out.get("path", "")).endswith(".png"):
                 meta["preview_png"] = MetadataValue.path(str(settings.output_dir / out["path"]))
         return Output(manifest, metadata=meta)

@@ -7,6 +7,7 @@ from dagster import Definitions, define_asset_job, in_process_executor
 from .assets import ALL_ASSETS
 from .checks import ALL_CHECKS
 from .resources import PipelineSettings
+from .schedules import build_schedule, build_source_sensor
 
 build_all_job = define_asset_job("build_all", selection="*",
                                  description="Fetch every source, rebuild what changed, check, publish.")
@@ -15,6 +16,8 @@ defs = Definitions(
     assets=ALL_ASSETS,
     asset_checks=ALL_CHECKS,
     jobs=[build_all_job],
+    schedules=[build_schedule(build_all_job)],
+    sensors=[build_source_sensor(build_all_job)],
     resources={"pipeline_settings": PipelineSettings()},
     # One process: the steps share the machine's memory instead of each re-importing the stack
     # and re-reading pickles (measured: 2 min multiprocess vs under 1 min in process).

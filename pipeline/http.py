@@ -9,7 +9,8 @@ be retried too, ``Retry-After`` must be capped, and the attempts must be counted
   server's ``Retry-After`` capped at ``settings.http_max_retry_after``.
 * Other 4xx and any wrong content are permanent: no retry.
 * Failures end in one :class:`~pipeline.errors.SourceError` naming the source, the URL, what went
-  wrong and every attempt made.
+  wrong and every attempt made; when only transient faults were seen it has ``retryable = True``
+  (the Dagster layer lets its RetryPolicy try again later; other SourceErrors are not retried).
 """
 
 from __future__ import annotations
@@ -185,10 +186,12 @@ def run_with_retries(name: str, url: str, settings: Settings, attempt: Callable[
         delay = backoff_delay(settings, n, fault.retry_after)
         history.append(f"attempt {n}: {fault.reason}, retried after {delay:g} s")
         sleep(delay)
-    raise SourceError(
+    err = SourceError(
         f"source {name}: {what} of {url} failed: gave up after {_plural(total, 'attempt')} "
         f"(TI_HTTP_RETRIES={settings.http_retries}): {'; '.join(history)}"
     )
+    err.retryable = True     # transient faults only: a later attempt may succeed (4xx/content: no attribute)
+    raise err
 
 
 def _plural(n: int, word: str) -> str:
