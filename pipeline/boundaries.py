@@ -11,7 +11,7 @@ import pyogrio
 import shapely
 
 from .errors import InputFormatError
-from .tables import normalise_insee
+from .tables import INSEE_RE, normalise_insee
 
 CODE_ALIASES = ["code_insee", "code", "insee_com", "codgeo", "insee"]
 DEP_ALIASES = ["departement", "code_departement", "insee_dep", "dep", "code_dep"]
@@ -19,6 +19,9 @@ NAME_ALIASES = ["nom", "nom_officiel", "libelle", "name"]
 POP_ALIASES = ["population_municipale", "population", "pmun"]
 # Lon/lat bounds that any French commune (metropole and DROM) falls into.
 FRANCE_LONLAT = (-62.0, -22.0, 56.0, 52.0)
+# Polygons under this area in square degrees (about 0.01 m2) are degenerate (zero area); the
+# smallest French commune is about 4e-6 square degrees.
+DEGENERATE_DEG2 = 1e-12
 
 
 @dataclass
@@ -40,7 +43,14 @@ def departement_of(code: str) -> str:
 
 
 def read_boundaries(path: Path) -> tuple[gpd.GeoDataFrame, BoundaryReport]:
-    """Columns code_insee, nom, departement, population (Int64, may be null), geometry (EPSG:4326)."""
+    """Columns code_insee, nom, departement, population (Int64, may be null), geometry (EPSG:4326).
+
+    Invalid polygons are repaired (``make_valid``, polygon parts kept) and listed in
+    ``report.repaired``; empty, missing or zero-area geometries are dropped and listed in
+    ``report.empty``; duplicated codes keep their first row. A file without CRS, with coordinates
+    outside France once in EPSG:4326 (a wrong declared CRS), with non-polygon geometries or with
+    values that are not commune codes raises :class:`InputFormatError`.
+    """
     path = Path(path)
     try:
         with open(path, "rb") as fh:
@@ -52,47 +62,74 @@ def read_boundaries(path: Path) -> tuple[gpd.GeoDataFrame, BoundaryReport]:
             frame = gpd.read_file(name, engine="pyogrio")
     except (OSError, ValueError, pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError) as err:
         raise InputFormatError(f"{path}: cannot read commune boundaries ({err})") from None
+    if len(frame) == 0:
+        raise InputFormatError(f"{path}: no commune polygon in the file")
     code_col = _pick(list(frame.columns), CODE_ALIASES)
     if code_col is None:
         raise InputFormatError(f"{path}: no commune code column; expected one of {', '.join(CODE_ALIASES)}; "
                                f"found {', '.join(map(str, frame.columns))}")
     if frame.crs is None:
         raise InputFormatError(f"{path}: the boundaries have no CRS; declare one (EPSG:4326 expected)")
-    out = gpd.GeoDataFrame({"code_insee": frame[code_col].astype(str).map(normalise_insee)},
-                           geometry=frame.geometry.values, crs=frame.crs)
+    codes = frame[code_col].map(lambda v: "" if v is None or v != v else normalise_insee(str(v)))
+    bad = [(i, c) for i, c in enumerate(codes) if not INSEE_RE.match(c)]
+    if bad:
+        shown = ", ".join(f"feature {i + 1}: {c!r}" for i, c in bad[:5])
+        raise InputFormatError(f"{path}: column {code_col}: {len(bad)} value(s) are not INSEE commune codes "
+                               f"({shown})")
+    out = gpd.GeoDataFrame({"code_insee": codes.to_numpy()}, geometry=frame.geometry.values, crs=frame.crs)
     name_col = _pick(list(frame.columns), NAME_ALIASES)
-    out["nom"] = frame[name_col].astype("string") if name_col else pd.NA
+    out["nom"] = frame[name_col].astype("string").to_numpy() if name_col else pd.NA
     dep_col = _pick(list(frame.columns), DEP_ALIASES)
-    out["departement"] = (frame[dep_col].astype(str) if dep_col else out["code_insee"].map(departement_of))
+    out["departement"] = (frame[dep_col].astype(str).to_numpy() if dep_col
+                          else out["code_insee"].map(departement_of))
     pop_col = _pick(list(frame.columns), POP_ALIASES)
     out["population"] = pd.array(pd.to_numeric(frame[pop_col], errors="coerce"), dtype="Int64") if pop_col \
         else pd.array([pd.NA] * len(out), dtype="Int64")
+    geoms = out.geometry.values
+    present = ~(out.geometry.isna() | out.geometry.is_empty).to_numpy()
+    if shapely.has_z(geoms[present]).any():
+        out.loc[present, "geometry"] = shapely.force_2d(geoms[present])
+    # Repair invalid polygons (self-intersections...) before anything else; keep polygon parts.
+    invalid = present & ~out.geometry.is_valid.to_numpy()
+    repaired = sorted(out.loc[invalid, "code_insee"])
+    if invalid.any():
+        fixed = shapely.make_valid(out.geometry.values[invalid])
+        fixed = [shapely.MultiPolygon([p for p in shapely.get_parts(g) if p.geom_type == "Polygon"]) for g in fixed]
+        out.loc[invalid, "geometry"] = fixed
+    # Empty, missing or degenerate (zero-area) geometries are dropped and reported.
     empty_mask = out.geometry.isna() | out.geometry.is_empty
-    empty = sorted(out.loc[empty_mask, "code_insee"])
+    types = set(out.loc[~empty_mask].geom_type)
+    if not types <= {"Polygon", "MultiPolygon"}:
+        raise InputFormatError(f"{path}: commune geometries must be polygons, found {', '.join(sorted(types))}")
+    empty = list(out.loc[empty_mask, "code_insee"])
     out = out[~empty_mask]
+    if len(out) == 0:
+        raise InputFormatError(f"{path}: every commune geometry is empty")
     if out.crs.to_epsg() != 4326:
         try:
             out = out.to_crs(4326)
         except Exception as err:  # pyproj errors
             raise InputFormatError(f"{path}: cannot reproject from {out.crs} to EPSG:4326 ({err})") from None
-    minx, miny, maxx, maxy = out.total_bounds if len(out) else FRANCE_LONLAT
+    degenerate = (shapely.area(out.geometry.values) < DEGENERATE_DEG2)
+    empty = sorted(empty + list(out.loc[degenerate, "code_insee"]))
+    repaired = [c for c in repaired if c not in set(empty)]
+    out = out[~degenerate]
+    minx, miny, maxx, maxy = out.total_bounds
     fx0, fy0, fx1, fy1 = FRANCE_LONLAT
-    if len(out) and (minx < fx0 or maxx > fx1 or miny < fy0 or maxy > fy1):
+    if minx < fx0 or maxx > fx1 or miny < fy0 or maxy > fy1:
+        hint = (" they look like metres of a projected CRS (Lambert-93 is EPSG:2154)"
+                if max(abs(minx), abs(maxx), abs(miny), abs(maxy)) > 1000 else "")
         raise InputFormatError(
             f"{path}: coordinates ({minx:.1f}, {miny:.1f}, {maxx:.1f}, {maxy:.1f}) fall outside France "
-            f"in EPSG:4326: the declared CRS ({frame.crs.to_string()}) is probably wrong")
-    types = set(out.geom_type)
-    if not types <= {"Polygon", "MultiPolygon"}:
-        raise InputFormatError(f"{path}: commune geometries must be polygons, found {', '.join(sorted(types))}")
-    invalid = ~out.geometry.is_valid
-    repaired = sorted(out.loc[invalid, "code_insee"])
-    if invalid.any():
-        fixed = shapely.make_valid(out.geometry.values[invalid.to_numpy()])
-        fixed = [shapely.MultiPolygon([p for p in shapely.get_parts(g) if p.geom_type == "Polygon"]) for g in fixed]
-        out.loc[invalid, "geometry"] = fixed
+            f"in EPSG:4326: the declared CRS ({_crs_name(frame.crs)}) is probably wrong;{hint or ' check it'}")
     dup_mask = out["code_insee"].duplicated()
     duplicates = sorted(set(out.loc[dup_mask, "code_insee"]))
     out = out[~dup_mask].sort_values("code_insee").reset_index(drop=True)
     report = BoundaryReport(rows=len(out), repaired=repaired, empty=empty, duplicates=duplicates,
-                            crs=str(frame.crs.to_string()))
+                            crs=_crs_name(frame.crs))
     return out, report
+
+
+def _crs_name(crs) -> str:
+    epsg = crs.to_epsg()
+    return f"EPSG:{epsg}" if epsg else crs.to_string()

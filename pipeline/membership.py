@@ -3,7 +3,9 @@
 Inputs are the list by commune and/or by groupement (codes of the list's COG year), the admin
 reference of that year, the INSEE change history and the boundary codes. The most recent list
 release defines the perimeter; where the lists disagree it is reported. Every listed code ends
-matched, reconciled, or in ``Membership.errors`` (which fails a blocking check).
+matched, reconciled, or in ``Membership.errors`` (which fails a blocking check); errors name the
+territory, the code and the line (and file) of the list. A territory left without any valid
+commune is an error and is left out of ``Membership.territories``.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from .tables import clean_text
 @dataclass
 class Membership:
     members: pd.DataFrame      # id_ti, insee_com (boundary COG), codes_list (list COG), status
-    territories: pd.DataFrame  # id_ti, lib_ti, siren_groupements (list), perimeter_source
+    territories: pd.DataFrame  # id_ti, lib_ti, siren_groupements (list), perimeter_source; one row
+                               # per territory with at least one member commune
     list_cog: int
     boundary_cog: int
     reconciled: list[dict] = field(default_factory=list)    # id_ti, code_list, codes_boundary, how
@@ -46,8 +49,13 @@ class Membership:
         }
 
 
+def _where(line: object, source: object) -> str:
+    return f"line {line} of {source}" if source else f"line {line}"
+
+
 def expand_groupements(groupements: pd.DataFrame, admin: AdminRef) -> tuple[pd.DataFrame, list[str]]:
     """(id_ti, siren) -> (id_ti, insee_com, siren_groupement) via EPCI/EPT members or commune SIREN."""
+    source = groupements.attrs.get("source")
     by_grp = groupements.merge(admin.members[["siren_groupement", "insee_com"]], on="siren_groupement",
                                how="left")
     found = by_grp.dropna(subset=["insee_com"])
@@ -55,10 +63,10 @@ def expand_groupements(groupements: pd.DataFrame, admin: AdminRef) -> tuple[pd.D
     com_siren = admin.communes.dropna(subset=["siren"])[["siren", "code"]].rename(
         columns={"siren": "siren_groupement", "code": "insee_com"})
     as_commune = rest.merge(com_siren, on="siren_groupement", how="left")
+    unknown = as_commune[as_commune["insee_com"].isna()]
     errors = [
-        f"{r.id_ti}: SIREN {r.siren_groupement} (line {r._line}) is neither an EPCI/EPT nor a commune "
-        f"of COG {admin.cog}"
-        for r in as_commune[as_commune["insee_com"].isna()].itertuples()
+        f"{tid}: SIREN {siren} ({_where(line, source)}) is neither an EPCI/EPT nor a commune of COG {admin.cog}"
+        for tid, siren, line in zip(unknown["id_ti"], unknown["siren_groupement"], unknown["_line"])
     ]
     out = pd.concat([found, as_commune.dropna(subset=["insee_com"])], ignore_index=True)
     return out[["id_ti", "insee_com", "siren_groupement", "_line"]], errors
@@ -77,11 +85,12 @@ def build_membership(*, communes_list: pd.DataFrame | None, groupements_list: pd
     errors = [str(p) for p in list_problems]
     frames = {}
     if communes_list is not None:
-        frames["communes"] = communes_list[["id_ti", "insee_com", "_line"]].assign(siren_groupement=pd.NA)
+        frames["communes"] = communes_list[["id_ti", "insee_com", "_line"]].assign(
+            siren_groupement=pd.NA, _source=communes_list.attrs.get("source"))
     if groupements_list is not None:
         expanded, grp_errors = expand_groupements(groupements_list, admin)
         errors += grp_errors
-        frames["groupements"] = expanded
+        frames["groupements"] = expanded.assign(_source=groupements_list.attrs.get("source"))
     if not frames:
         raise ValueError("build_membership needs a list by commune or by groupement")
 
@@ -118,33 +127,53 @@ def build_membership(*, communes_list: pd.DataFrame | None, groupements_list: pd
     else:
         sirens = pd.Series(dtype=object)
 
-    # Unknown codes in the list's COG: try the history (old or delegated codes).
-    listed = sorted(set(chosen["insee_com"]))
+    # Each listed code -> its codes in the boundary COG (before restricting to the boundary codes,
+    # so that a successor missing from the boundaries is reported, not dropped).
+    listed = set(chosen["insee_com"])
     known = admin.codes
-    mapping = vintages.code_mapping(changes, known & set(listed), admin.cog, boundary_cog, boundary_codes)
-    unknown = [c for c in listed if c not in known]
-    old = vintages.from_history(changes, set(unknown), boundary_cog) if unknown else {}
+    if admin.cog <= boundary_cog:
+        mapping = vintages.forward(changes, known & listed, admin.cog, boundary_cog)
+    else:
+        mapping = vintages.code_mapping(changes, known & listed, admin.cog, boundary_cog, boundary_codes)
+    how_of: dict[str, str] = {}
+    unknown = sorted(listed - known)
+    history = vintages.from_history(changes, set(unknown) - boundary_codes, boundary_cog) if unknown else {}
     for code in unknown:
-        targets = {t for t in old.get(code, set()) if t in boundary_codes}
-        mapping[code] = targets if targets != {code} or code in boundary_codes else set()
+        if code in boundary_codes:   # a newer code, or an old one restored since: its own polygon
+            mapping[code] = {code}
+            how_of[code] = f"not a COG {admin.cog} code, found as is in the boundaries"
+        elif history.get(code, {code}) != {code}:
+            mapping[code] = history[code]
+            how_of[code] = "old or delegated code"
+        else:
+            mapping[code] = set()
     # All codes of the list year, to find successors that absorbed communes outside any territory.
     full_map = vintages.code_mapping(changes, known, admin.cog, boundary_cog, boundary_codes)
     preds = vintages.predecessors(full_map)
-    in_any = set(chosen["insee_com"])
+    in_any = listed
 
     rows, reconciled, absorbed = [], [], []
-    line_of = chosen.groupby(["id_ti", "insee_com"])["_line"].min().to_dict()
-    pairs = chosen[["id_ti", "insee_com"]].drop_duplicates()
-    for tid, code in zip(pairs["id_ti"].tolist(), pairs["insee_com"].tolist()):
-        targets = mapping.get(code, set())
-        if not targets:
-            errors.append(f"{tid}: commune {code} (line {line_of[(tid, code)]}) has no match in the "
-                          f"COG {boundary_cog} boundaries, nor a successor in the INSEE change history")
+    first = chosen.sort_values("_line", kind="stable").drop_duplicates(["id_ti", "insee_com"])
+    where = {(t, c): _where(line, src) for t, c, line, src in
+             zip(first["id_ti"], first["insee_com"], first["_line"], first["_source"])}
+    for tid, code in zip(first["id_ti"].tolist(), first["insee_com"].tolist()):
+        raw = mapping.get(code, set())
+        targets = {t for t in raw if t in boundary_codes}
+        missing = sorted(raw - targets)
+        if not raw:
+            errors.append(f"{tid}: commune {code} ({where[(tid, code)]}) is not a COG {admin.cog} commune "
+                          f"code and has no successor in the INSEE change history")
             continue
-        how = "matched" if targets == {code} else "reconciled"
+        if missing:
+            what = "has" if missing == [code] else f"maps to {', '.join(sorted(raw))} of which"
+            errors.append(f"{tid}: commune {code} ({where[(tid, code)]}) {what} no polygon in the "
+                          f"COG {boundary_cog} boundaries: {', '.join(missing)}")
+            if not targets:
+                continue
+        how = "matched" if targets == {code} and code in known else "reconciled"
         if how == "reconciled":
             reconciled.append({"id_ti": tid, "code_list": code, "codes_boundary": sorted(targets),
-                               "how": "old or delegated code" if code not in known else
+                               "how": how_of.get(code) or
                                ("split" if len(targets) > 1 else "merger or code change")})
         for t in targets:
             rows.append((tid, t, code, how))
@@ -165,10 +194,14 @@ def build_membership(*, communes_list: pd.DataFrame | None, groupements_list: pd
     multi = members[members["insee_com"].duplicated(keep=False)]
     shared_list = [{"insee_com": c, "id_ti": sorted(g)} for c, g in multi.groupby("insee_com")["id_ti"]]
 
-    tids = sorted(set(chosen["id_ti"]))
+    # A territory without any valid commune has no perimeter: it is reported and left out of
+    # ``territories`` (so the territory count check names the shortfall too).
     with_members = set(members["id_ti"])
-    empty = [t for t in tids if t not in with_members]
-    errors += [f"{t}: no valid commune" for t in empty]
+    errors += [f"{t}: no valid commune" for t in sorted(set(chosen["id_ti"]) - with_members)]
+    tids = sorted(with_members)
+    # Territories whose every row was unusable (reported in list_problems) are named too.
+    dropped = sorted({p.id_ti for p in list_problems} - set(chosen["id_ti"]) - {""})
+    errors += [f"{t}: no valid commune (every row of the list is invalid)" for t in dropped]
     territories = pd.DataFrame({
         "id_ti": tids,
         "lib_ti": [names.get(t, t) for t in tids],

@@ -18,7 +18,8 @@ MULTI_SEP = ";"
 _TI_ALIASES = {
     "id_territoire": "id_ti", "lib_territoire": "lib_ti", "code_insee": "insee_com",
     "insee": "insee_com", "com": "insee_com", "depcom": "insee_com", "codgeo": "insee_com",
-    "nom_commune": "lib_com", "siren": "siren_groupement", "siren_epci": "siren_groupement",
+    "code_commune": "insee_com", "insee_commune": "insee_com", "code_insee_commune": "insee_com",
+    "nom_commune": "lib_com", "lib_commune": "lib_com", "libelle_commune": "lib_com", "siren": "siren_groupement", "siren_epci": "siren_groupement",
     "lib_grpt": "lib_groupement", "nom_groupement": "lib_groupement",
     "type_groupement": "nature_juridique", "type_groupement_resolved_cog2023": "nature_juridique",
 }
@@ -26,13 +27,17 @@ _TI_ALIASES = {
 
 def _split_ids(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
     """Explode cells holding several territory ids (and names) separated by ';'."""
-    ids = frame["id_ti"].str.split(MULTI_SEP)
+    def pieces(cell: str) -> list[str]:
+        parts = [clean_text(p) for p in str(cell).split(MULTI_SEP)]
+        kept = [p for p in parts if p]   # a trailing ';' leaves an empty piece
+        return kept or [""]
+
+    ids = frame["id_ti"].map(pieces)
     if "lib_ti" in frame:
-        libs = frame["lib_ti"].str.split(MULTI_SEP)
-        # Names may legitimately contain ';' only if the ids do not: pair them when counts match.
-        pair = ids.str.len() == libs.str.len()
-        libs = libs.where(pair, frame["lib_ti"].map(lambda v: [v]))
-        libs = [lib if len(lib) == len(i) else lib * len(i) for lib, i in zip(libs, ids)]
+        libs = frame["lib_ti"].map(pieces)
+        # Names may contain ';': pair names with ids only when the counts match.
+        libs = [lib if len(lib) == len(i) else [clean_text(whole)] * len(i)
+                for lib, i, whole in zip(libs, ids, frame["lib_ti"])]
         frame = frame.assign(id_ti=ids, lib_ti=libs).explode(["id_ti", "lib_ti"])
     else:
         frame = frame.assign(id_ti=ids).explode("id_ti")
@@ -41,8 +46,9 @@ def _split_ids(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
         frame["lib_ti"] = frame["lib_ti"].map(clean_text)
     bad = frame[~frame["id_ti"].str.fullmatch(r"[A-Za-z0-9_\-]+", na=False)]
     if len(bad):
-        row = bad.iloc[0]
-        raise InputFormatError(f"{path}:{row['_line']}: column id_ti: invalid territory id {row['id_ti']!r}")
+        line, tid = bad["_line"].iloc[0], bad["id_ti"].iloc[0]
+        what = "no territory id" if tid == "" else f"invalid territory id {tid!r}"
+        raise InputFormatError(f"{path}:{line}: column id_ti: {what}")
     return frame.reset_index(drop=True)
 
 
@@ -60,20 +66,37 @@ class ListProblem:
         return f"{self.path}:{self.line}: {self.id_ti}: {self.code!r}: {self.problem}"
 
 
+def _problems(frame: pd.DataFrame, mask: pd.Series, path: Path, column: str, problem) -> list[ListProblem]:
+    bad = frame[mask]
+    return [ListProblem(str(path), int(line), tid, code, problem(code) if callable(problem) else problem)
+            for line, tid, code in zip(bad["_line"], bad["id_ti"], bad[column])]
+
+
+def _tag(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
+    frame.attrs["source"] = str(path)
+    return frame
+
+
 def read_ti_communes(path: Path) -> tuple[pd.DataFrame, list[ListProblem]]:
-    """The list by commune: columns id_ti, lib_ti, insee_com, lib_com, _line (one row per pair)."""
+    """The list by commune: columns id_ti, lib_ti, insee_com, lib_com, _line (one row per pair).
+
+    Codes are normalised (lost leading zero restored, 2A/2B upper-cased). Rows whose code is not
+    an INSEE commune code are returned as problems; duplicated (id_ti, insee_com) rows are merged
+    (the first line is kept). ``frame.attrs["source"]`` is the file read.
+    """
     frame = read_csv(path, ["id_ti", "insee_com"], ["lib_ti", "lib_com"], _TI_ALIASES)
     frame = _split_ids(frame, path)
-    frame["insee_com"] = frame["insee_com"].map(normalise_insee)
-    problems = [ListProblem(str(path), r._line, r.id_ti, r.insee_com, "not an INSEE commune code")
-                for r in frame[~frame["insee_com"].str.match(INSEE_RE)].itertuples()]
-    frame = frame[frame["insee_com"].str.match(INSEE_RE)]
-    dup = frame.duplicated(["id_ti", "insee_com"])
-    frame = frame[~dup]
+    raw = frame["insee_com"]
+    frame["insee_com"] = raw.map(normalise_insee)
+    ok = frame["insee_com"].str.match(INSEE_RE)
+    problems = _problems(frame.assign(insee_com=raw), ~ok, path, "insee_com",
+                         lambda c: "no commune code" if c == "" else "not an INSEE commune code")
+    frame = frame[ok]
+    frame = frame[~frame.duplicated(["id_ti", "insee_com"])]
     for col in ("lib_ti", "lib_com"):
         if col not in frame:
             frame[col] = pd.NA
-    return frame.reset_index(drop=True), problems
+    return _tag(frame.reset_index(drop=True), path), problems
 
 
 def read_ti_groupements(path: Path) -> tuple[pd.DataFrame, list[ListProblem]]:
@@ -81,6 +104,7 @@ def read_ti_groupements(path: Path) -> tuple[pd.DataFrame, list[ListProblem]]:
 
     Accepts the official one-row-per-groupement shape and the aggregated shape with a
     ``siren_groupements`` column of ';'-separated SIRENs (ANCT's 2018-2022 derived file).
+    A row without any SIREN, or with a value that is not a SIREN, is returned as a problem.
     """
     aliases = dict(_TI_ALIASES)
     frame = read_csv(path, ["id_ti"], ["lib_ti", "siren_groupement", "siren_groupements",
@@ -90,20 +114,25 @@ def read_ti_groupements(path: Path) -> tuple[pd.DataFrame, list[ListProblem]]:
                                f"found {', '.join(c for c in frame.columns if c != '_line')}")
     frame = _split_ids(frame, path)
     if "siren_groupement" not in frame:
-        frame["siren_groupement"] = frame["siren_groupements"].str.split(r"[;,]")
+        frame["siren_groupement"] = frame["siren_groupements"].str.split(r"[;,]", regex=True)
         frame = frame.explode("siren_groupement")
         frame["lib_groupement"] = pd.NA
-    frame["siren_groupement"] = frame["siren_groupement"].map(normalise_siren)
-    frame = frame[frame["siren_groupement"] != ""]
+        frame["siren_groupement"] = frame["siren_groupement"].fillna("").map(normalise_siren)
+        # Empty bits of a ';'-joined cell (trailing separator) are dropped; an empty cell is not.
+        blank = frame["siren_groupement"] == ""
+        frame = frame[~blank | ~frame.index.duplicated(keep=False)]
+    else:
+        frame["siren_groupement"] = frame["siren_groupement"].map(normalise_siren)
+    frame = frame.reset_index(drop=True)
     ok = frame["siren_groupement"].str.match(SIREN_RE)
-    problems = [ListProblem(str(path), r._line, r.id_ti, r.siren_groupement, "not a SIREN (9 digits)")
-                for r in frame[~ok].itertuples()]
+    problems = _problems(frame, ~ok, path, "siren_groupement",
+                         lambda c: "no SIREN" if c == "" else "not a SIREN (9 digits)")
     frame = frame[ok].drop_duplicates(["id_ti", "siren_groupement"])
     for col in ("lib_ti", "lib_groupement", "nature_juridique"):
         if col not in frame:
             frame[col] = pd.NA
     cols = ["id_ti", "lib_ti", "siren_groupement", "lib_groupement", "nature_juridique", "_line"]
-    return frame[cols].reset_index(drop=True), problems
+    return _tag(frame[cols].reset_index(drop=True), path), problems
 
 
 def _read_json(path: Path) -> list:
@@ -111,7 +140,7 @@ def _read_json(path: Path) -> list:
         data = json.loads(decode_text(read_bytes(path), path))
     except json.JSONDecodeError as err:
         raise InputFormatError(f"{path}:{err.lineno}: invalid JSON ({err.msg})") from None
-    if not isinstance(data, list):
+    if not isinstance(data, list) or not all(isinstance(item, dict) for item in data):
         raise InputFormatError(f"{path}: expected a JSON array of objects")
     return data
 
@@ -140,7 +169,10 @@ def read_admin(cog: int, communes_path: Path, epci_path: Path, ept_path: Path) -
         ])
     except KeyError as err:
         raise InputFormatError(f"{communes_path}: commune without {err} field") from None
-    com["population"] = pd.array(com["population"], dtype="Int64")
+    if com.empty:
+        raise InputFormatError(f"{communes_path}: no commune of type commune-actuelle")
+    com["code"] = com["code"].astype(str)
+    com["population"] = pd.array(pd.to_numeric(com["population"], errors="coerce"), dtype="Int64")
     member_rows = []
     for path, default_type in ((epci_path, None), (ept_path, "EPT")):
         for g in _read_json(path):
@@ -159,12 +191,30 @@ def read_admin(cog: int, communes_path: Path, epci_path: Path, ept_path: Path) -
 CHANGE_COLUMNS = ["MOD", "DATE_EFF", "TYPECOM_AV", "COM_AV", "TYPECOM_AP", "COM_AP"]
 
 
+def _parse_dates(values: pd.Series) -> pd.Series:
+    """ISO dates (INSEE's format), else day-first dates (dd/mm/yyyy, as a spreadsheet saves them)."""
+    iso = pd.to_datetime(values, errors="coerce", format="ISO8601")
+    other = iso.isna()
+    if other.any():
+        iso[other] = pd.to_datetime(values[other], errors="coerce", format="%d/%m/%Y")
+    return iso
+
+
 def read_commune_changes(path: Path) -> pd.DataFrame:
-    """INSEE 'mouvements de communes': MOD, DATE_EFF (datetime), TYPECOM_AV, COM_AV, TYPECOM_AP, COM_AP."""
+    """INSEE 'mouvements de communes': MOD, DATE_EFF (datetime), TYPECOM_AV, COM_AV, TYPECOM_AP, COM_AP.
+
+    Codes are normalised like the lists' (lost leading zero restored), so both sides match.
+    """
     frame = read_csv(path, [c.lower() for c in CHANGE_COLUMNS], ["libelle_av", "libelle_ap"])
     frame.columns = [c.upper() if c != "_line" else c for c in frame.columns]
-    frame["DATE_EFF"] = pd.to_datetime(frame["DATE_EFF"], errors="coerce")
+    frame["DATE_EFF"] = _parse_dates(frame["DATE_EFF"])
     bad = frame[frame["DATE_EFF"].isna()]
     if len(bad):
-        raise InputFormatError(f"{path}:{bad.iloc[0]['_line']}: column DATE_EFF: not a date")
-    return frame
+        raise InputFormatError(f"{path}:{bad['_line'].iloc[0]}: column DATE_EFF: not a date "
+                               "(expected YYYY-MM-DD)")
+    frame["MOD"] = frame["MOD"].str.replace(r"\.0$", "", regex=True)
+    for col in ("TYPECOM_AV", "TYPECOM_AP"):
+        frame[col] = frame[col].str.upper()
+    for col in ("COM_AV", "COM_AP"):
+        frame[col] = frame[col].map(normalise_insee)
+    return _tag(frame, path)

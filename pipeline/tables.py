@@ -1,4 +1,10 @@
-"""Robust reading of the CSV files third parties publish: encoding, BOM, separator, headers, codes."""
+"""Robust reading of the CSV files third parties publish: encoding, BOM, separator, headers, codes.
+
+:func:`read_csv` accepts UTF-8 (with or without BOM), UTF-16 with BOM and Windows-1252; gzip by
+magic bytes; ``,`` ``;`` tab or ``|`` separators (sniffed from the header, or Excel's ``sep=`` first
+line); quoted fields holding separators or line breaks; blank lines. Every row keeps ``_line``, the
+line where its record starts as a text editor shows it, so errors can name it.
+"""
 
 from __future__ import annotations
 
@@ -12,16 +18,17 @@ import pandas as pd
 
 from .errors import InputFormatError
 
-_WS = " \t\r\n\xa0\u202f\ufeff"
+_WS = " \t\r\n\xa0\u202f\u2007\u200b\ufeff"
 INSEE_RE = re.compile(r"^(?:\d{5}|2[AB]\d{3})$")
 SIREN_RE = re.compile(r"^\d{9}$")
+SEPARATORS = (",", ";", "\t", "|")
 
 
 def clean_text(value: object) -> object:
     """Strip spaces including non-breaking ones, and fold inner runs of whitespace."""
     if not isinstance(value, str):
         return value
-    return re.sub(r"[\s\xa0\u202f]+", " ", value).strip(_WS)
+    return re.sub(r"[\s\xa0\u202f\u2007\u200b]+", " ", value).strip(_WS)
 
 
 def read_bytes(path: Path) -> bytes:
@@ -39,72 +46,134 @@ def read_bytes(path: Path) -> bytes:
 
 
 def decode_text(data: bytes, path: Path) -> str:
-    """UTF-8 (with or without BOM), else Windows-1252."""
+    """UTF-8 (with or without BOM), UTF-16 with BOM, else Windows-1252."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        try:
+            return data.decode("utf-16")
+        except UnicodeDecodeError as err:
+            raise InputFormatError(f"{path}: invalid UTF-16 text ({err})") from None
+    if data.startswith(b"PK\x03\x04"):
+        raise InputFormatError(f"{path}: this is a zip archive or a spreadsheet workbook (.xlsx/.ods), "
+                               "not a text file; export it as CSV")
+    if b"\x00" in data:
+        line = data[: data.index(b"\x00")].count(b"\n") + 1
+        raise InputFormatError(f"{path}:{line}: NUL byte: this is not a text file")
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError:
-        try:
-            return data.decode("cp1252")
-        except UnicodeDecodeError as err:
-            raise InputFormatError(f"{path}: neither UTF-8 nor Windows-1252 text ({err})") from None
+        pass
+    try:
+        return data.decode("cp1252")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise InputFormatError(f"{path}:{line}: byte 0x{data[err.start]:02x} is neither UTF-8 nor "
+                               "Windows-1252 text") from None
 
 
-def _sniff_separator(header: str) -> str:
-    counts = {sep: header.count(sep) for sep in (",", ";", "\t", "|")}
-    return max(counts, key=counts.get) if max(counts.values()) > 0 else ","
+def sniff_separator(header: str) -> str:
+    """The most frequent candidate separator of a header line, quoted parts ignored (',' if none)."""
+    unquoted = re.sub(r'"[^"]*"', "", header)
+    counts = {sep: unquoted.count(sep) for sep in SEPARATORS}
+    best = max(counts, key=counts.get)   # ties: the first of SEPARATORS
+    return best if counts[best] > 0 else ","
+
+
+def _separator(text: str) -> tuple[str, str, int]:
+    """(separator, text without an Excel ``sep=`` first line, number of lines removed)."""
+    first, _, rest = text.partition("\n")
+    hint = re.fullmatch(r"\s*sep=(.)\s*", first)
+    if hint:
+        return hint.group(1), rest, 1
+    header = next((line for line in text.splitlines() if line.strip(_WS)), "")
+    return sniff_separator(header), text, 0
+
+
+def iter_records(text: str, sep: str, path: Path, offset: int = 0):
+    """Yield (line where the record starts, fields) for every non-blank record."""
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep, quotechar='"', strict=True)
+    previous = 0
+    try:
+        for fields in reader:
+            start, previous = previous + 1, reader.line_num
+            if any(f.strip(_WS) for f in fields):
+                yield start + offset, fields
+    except csv.Error as err:
+        raise InputFormatError(f"{path}:{reader.line_num + offset}: malformed CSV ({err})") from None
+
+
+def header_key(name: str) -> str:
+    """Normalised header: cleaned, lower case, spaces and dashes as underscores."""
+    return re.sub(r"[\s\-]+", "_", str(clean_text(name)).lower())
 
 
 def read_csv(path: Path, required: list[str], optional: list[str] = (),
              aliases: dict[str, str] | None = None) -> pd.DataFrame:
     """Read a CSV as strings with normalised headers, cleaned values and a ``_line`` column.
 
-    ``aliases`` maps alternative header names (lower case) to the canonical name. Missing required
-    columns raise one error naming the expected and the found columns.
+    ``aliases`` maps alternative header names (normalised, see :func:`header_key`) to the canonical
+    name. Missing required columns raise one error naming the expected and the found columns.
+    When two headers mean the same column, the one spelled canonically (else the first) is used.
+    A file without any data row is an error. Values are stripped (non-breaking spaces included);
+    a row shorter than the header is padded with empty values; a longer one is an error unless the
+    extra fields are empty (a trailing separator).
     """
     text = decode_text(read_bytes(path), path)
-    if not text.strip():
-        raise InputFormatError(f"{path}: empty file, expected columns {', '.join(required)}")
-    first = text.splitlines()[0]
-    sep = _sniff_separator(first)
-    try:
-        frame = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False,
-                            quoting=csv.QUOTE_MINIMAL, skip_blank_lines=True)
-    except (pd.errors.ParserError, csv.Error) as err:
-        raise InputFormatError(f"{path}: malformed CSV ({err})") from None
+    expected = ", ".join(list(required) + list(optional))
+    sep, text, offset = _separator(text)
+    records = iter_records(text, sep, path, offset)
+    first = next(records, None)
+    if first is None:
+        raise InputFormatError(f"{path}: empty file, expected a header line with columns {expected}")
+    header_line, header = first
     aliases = aliases or {}
-    names = []
-    for col in frame.columns:
-        key = clean_text(str(col)).lower().replace(" ", "_")
-        names.append(aliases.get(key, key))
-    frame.columns = names
-    missing = [c for c in required if c not in frame.columns]
+    keys = [header_key(h) for h in header]
+    wanted = list(dict.fromkeys(list(required) + list(optional)))
+    position: dict[str, int] = {}
+    for pos, key in enumerate(keys):
+        name = aliases.get(key, key)
+        if name in wanted and (name not in position or (key == name and keys[position[name]] != name)):
+            position[name] = pos
+    missing = [c for c in required if c not in position]
     if missing:
         raise InputFormatError(
-            f"{path}: missing column(s) {', '.join(missing)}; expected {', '.join(list(required) + list(optional))}"
-            f" (optional: {', '.join(optional) or 'none'}); found {', '.join(map(str, frame.columns))}"
-        )
-    keep = [c for c in list(required) + list(optional) if c in frame.columns]
-    frame = frame[keep].copy()
-    for col in keep:
-        frame[col] = frame[col].map(clean_text)
-    # Line numbers as a text editor shows them (header = 1). Quoted multi-line fields are rare here.
-    frame["_line"] = range(2, len(frame) + 2)
-    frame = frame[~(frame[keep] == "").all(axis=1)]
-    return frame.reset_index(drop=True)
+            f"{path}:{header_line}: missing column(s) {', '.join(missing)}; expected {expected}"
+            f" (optional: {', '.join(optional) or 'none'}); found {', '.join(k or '(empty)' for k in keys)}"
+            f" (separator {sep!r})")
+    keep = [c for c in wanted if c in position]
+    columns: dict[str, list] = {c: [] for c in keep}
+    lines: list[int] = []
+    width = len(header)
+    for line, fields in records:
+        if len(fields) > width and any(f.strip(_WS) for f in fields[width:]):
+            raise InputFormatError(f"{path}:{line}: {len(fields)} fields but the header (line {header_line}) "
+                                   f"has {width}; quote values that contain the separator {sep!r}")
+        values = [clean_text(fields[position[c]]) if position[c] < len(fields) else "" for c in keep]
+        if not any(values):   # nothing usable in the columns read
+            continue
+        for col, value in zip(keep, values):
+            columns[col].append(value)
+        lines.append(line)
+    if not lines:
+        raise InputFormatError(f"{path}: no data row after the header (line {header_line})")
+    frame = pd.DataFrame(columns, dtype=str)
+    frame["_line"] = lines
+    frame.attrs["source"] = str(path)
+    return frame
 
 
 def normalise_insee(code: str) -> str:
     """Restore a commune code that lost its leading zero (``1001`` -> ``01001``); keep 2A/2B."""
-    code = clean_text(code or "").upper()
+    code = re.sub(r"[\s\xa0\u202f\u2007\u200b\ufeff]+", "", str(code or "")).upper()
+    if code.endswith(".0") and code[:-2].isdigit():   # a number that went through a float
+        code = code[:-2]
     if re.fullmatch(r"\d{4}", code):
         return "0" + code
-    if code.endswith(".0") and code[:-2].isdigit():   # a number that went through a float
-        return normalise_insee(code[:-2])
     return code
 
 
 def normalise_siren(code: str) -> str:
-    code = clean_text(code or "").replace(" ", "")
+    """Remove spaces, undo a float (``.0``) and restore a lost leading zero of a SIREN."""
+    code = re.sub(r"[\s\xa0\u202f\u2007\u200b\ufeff]+", "", str(code or ""))
     if code.endswith(".0") and code[:-2].isdigit():
         code = code[:-2]
     if re.fullmatch(r"\d{8}", code):
