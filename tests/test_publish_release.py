@@ -1,7 +1,8 @@
 """Release mechanics: atomic swap, failures (a writer raising, a full disk), retention, phases.
 
 Uses a subset of the realistic territories (Guadeloupe, Martinique, Guyane, Mayotte, La Reunion
-plus some metropolitan ones) so each publish takes about a second.
+plus Centre-Val de Loire) and, since these tests are about the release mechanics, draws the preview
+once per module and reuses its bytes (the preview itself is tested in test_publish_formats.py).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pipeline.errors import PipelineError, PublishError
 from pipeline.publish import STABLE_NAMES, publish_release, release_dir, stable_paths
 from pipeline.publish import geojson as geojson_mod
 from pipeline.publish import gpkg as gpkg_mod
+from pipeline.publish import preview as preview_mod
 from pipeline.publish import release as release_mod
 from pipeline.settings import Settings
 from publish_fixtures import cached_territories
@@ -29,6 +31,20 @@ def small(mirror) -> gpd.GeoDataFrame:
     frame = cached_territories(mirror)
     keep = frame["id_ti"].str.startswith(("ti-01", "ti-02", "ti-03", "ti-04", "ti-06", "ti-24"))
     return frame[keep].reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def preview_png(small) -> bytes:
+    return preview_mod.render_preview_bytes(small)
+
+
+@pytest.fixture(autouse=True)
+def _preview_drawn_once(preview_png, monkeypatch):
+    def render_preview(territories, path, title=None):
+        path.write_bytes(preview_png)
+        return path
+
+    monkeypatch.setattr(preview_mod, "render_preview", render_preview)
 
 
 def _publish(frame, out, build_id, **kw):
@@ -130,7 +146,8 @@ def test_a_successful_publish_replaces_every_stable_file(small, tmp_path):
     first = _snapshot(tmp_path)
     manifest = _publish(small.iloc[:-1], tmp_path, "second")
     second = _snapshot(tmp_path)
-    assert all(first[name] != second[name] for name in first)
+    assert all(first[name] != second[name] for name in first if not name.endswith(".png"))
+    assert set(first) == set(second)
     assert json.loads(second["manifest.json"])["build_id"] == "second"
     assert manifest["outputs"][0]["rows"] == len(small) - 1
 
@@ -141,6 +158,19 @@ def test_retention_keeps_the_last_releases(small, tmp_path):
     kept = sorted(p.name for p in (tmp_path / "releases").iterdir())
     assert kept == ["b2", "b3"]
     assert json.loads((tmp_path / "manifest.json").read_text())["build_id"] == "b3"
+
+
+def test_retention_counts_releases_per_phase(small, tmp_path):
+    other = small.assign(phase="2018-2022")
+    for i in range(3):
+        _publish(small, tmp_path, f"a{i}", keep=2)
+        _publish(other, tmp_path, f"o{i}", keep=2, phase="2018-2022")
+    _publish(other, tmp_path, "a2", keep=2, phase="2018-2022")  # same build id as a 2023-2027 release
+    releases = tmp_path / "releases"
+    assert sorted(p.name for p in releases.iterdir()) == ["a1", "a2", "o2"]
+    assert (releases / "a2" / "manifest.json").is_file()  # the 2023-2027 part of a2 is kept
+    assert (releases / "a2" / "phase=2018-2022" / "manifest.json").is_file()
+    assert not (releases / "a1" / "phase=2018-2022").exists()
 
 
 def test_retention_never_deletes_the_current_release(small, tmp_path):

@@ -5,7 +5,8 @@ its stable files and ``releases/<build_id>/phase=P/`` for its release files)::
 
     territoires-industrie.parquet | .geojson | .gpkg | -100m.geojson | -1km.geojson | .png
     manifest.json                      <- replaced last
-    releases/<build_id>/...            <- the same files + manifest, kept for settings.keep_releases builds
+    releases/<build_id>/...            <- the same files + manifest; the last settings.keep_releases
+                                          releases of each phase are kept
 
 Sequence: write and re-read every output in a hidden staging folder ``releases/.staging-*``; move
 them into ``releases/<build_id>/``; copy each to a temporary file beside its stable path; only
@@ -189,34 +190,56 @@ def _remove_stale(output_dir: Path, stable: Path) -> None:
                 f.unlink()
 
 
-def _release_built_at(path: Path) -> str:
-    for m in [path / MANIFEST_NAME, *sorted(path.glob(f"phase=*/{MANIFEST_NAME}"))]:
-        with contextlib.suppress(Exception):
-            return str(read_manifest(m)["built_at"])
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(path.stat().st_mtime))
+def _built_at(manifest: Path) -> str:
+    with contextlib.suppress(Exception):
+        return str(read_manifest(manifest)["built_at"])
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(manifest.parent.stat().st_mtime))
 
 
-def apply_retention(output_dir: Path, keep: int, current: str) -> list[str]:
-    """Delete release folders beyond the ``keep`` newest (never ``current``); return deleted ids."""
+def _remove_phase_part(folder: Path, phase: str) -> None:
+    """Delete one phase's files from a release folder; the folder too once it is empty."""
+    if phase_subdir(phase):
+        shutil.rmtree(folder / phase_subdir(phase), ignore_errors=True)
+    else:
+        for child in folder.iterdir():
+            if child.is_dir() and child.name.startswith("phase="):
+                continue
+            if child.is_dir():
+                shutil.rmtree(child, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    child.unlink()
+    with contextlib.suppress(OSError):
+        folder.rmdir()  # only succeeds when empty
+
+
+def apply_retention(output_dir: Path, keep: int, current: str, phase: str = DEFAULT_PHASE) -> list[str]:
+    """Keep the ``keep`` newest releases of ``phase`` (always ``current``); return the deleted ids.
+
+    Releases are ordered by their manifest's ``built_at``. Only this phase's part of an older
+    release folder is deleted (another phase published under the same build id stays).
+    """
     releases = Path(output_dir) / RELEASES_DIR
     if not releases.is_dir():
         return []
     folders = [d for d in releases.iterdir() if d.is_dir() and not d.name.startswith(".")]
-    folders.sort(key=lambda d: (_release_built_at(d), d.name), reverse=True)
+    mine = [d for d in folders if (release_dir(output_dir, d.name, phase) / MANIFEST_NAME).is_file()]
+    mine.sort(key=lambda d: (_built_at(release_dir(output_dir, d.name, phase) / MANIFEST_NAME), d.name),
+              reverse=True)
     keep = max(1, int(keep))
-    kept = [d for d in folders if d.name == current]
-    for d in folders:
+    kept = [d for d in mine if d.name == current]
+    for d in mine:
         if len(kept) >= keep:
             break
         if d not in kept:
             kept.append(d)
     deleted = []
-    for d in folders:
+    for d in mine:
         if d not in kept:
-            shutil.rmtree(d, ignore_errors=True)
+            _remove_phase_part(d, phase)
             deleted.append(d.name)
     if deleted:
-        log.info("release retention (keep %d): deleted %s", keep, ", ".join(deleted))
+        log.info("release retention (%s, keep %d): deleted %s", phase, keep, ", ".join(deleted))
     return deleted
 
 
@@ -319,7 +342,7 @@ def publish_release(
                     f"could not replace {target}: {_cause(err)}"
                 ) from err
         _fsync_dir(stable)
-        apply_retention(output_dir, settings.keep_releases, build_id)
+        apply_retention(output_dir, settings.keep_releases, build_id, phase)
     log.info("published release %s (%s) in %.1f s", build_id, phase, time.perf_counter() - t_start)
     return manifest
 
