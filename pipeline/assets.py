@@ -49,6 +49,20 @@ def _md_table(rows: list[dict], limit: int = 50) -> MetadataValue:
     return MetadataValue.md(text)
 
 
+def _thumbnail_markdown(png, width: int = 480) -> str:
+    """The preview as an inline image the Dagster UI shows (a small thumbnail, base64)."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    with Image.open(png) as img:
+        img.thumbnail((width, width))
+        buf = io.BytesIO()
+        img.convert("RGB").save(buf, format="JPEG", quality=80)
+    return f"![preview](data:image/jpeg;base64,{base64.b64encode(buf.getvalue()).decode()})"
+
+
 def _md_list(items: list, limit: int = 50) -> MetadataValue:
     if not items:
         return MetadataValue.md("_none_")
@@ -288,8 +302,10 @@ def publish_asset(phase: str):
             meta[f"{label} bytes"] = out.get("bytes")
             meta[f"{label} path"] = MetadataValue.path(str(settings.output_dir / out["path"]))
             meta[f"{label} sha256"] = str(out.get("sha256") or "")
-            if out.get("format") == "png" or str(out.get("path", "")).endswith(".png"):
-                meta["preview_png"] = MetadataValue.path(str(settings.output_dir / out["path"]))
+            if str(out.get("path", "")).endswith(".png"):
+                png = settings.output_dir / out["path"]
+                meta["preview_png"] = MetadataValue.path(str(png))
+                meta["preview"] = MetadataValue.md(_thumbnail_markdown(png))
         return Output(manifest, metadata=meta)
 
     return published
