@@ -206,7 +206,7 @@ def phase_assets(phase: str):
         t = time.perf_counter()
         dissolved, stats = dissolve_clean(coverage, membership.members)
         return Output((dissolved, stats), metadata={
-            **{k: (str(v) if isinstance(v, dict) else v) for k, v in stats.as_dict().items()},
+            **{k: (str(v) if isinstance(v, dict) else getattr(v, "item", lambda: v)()) for k, v in stats.as_dict().items()},
             "territories": len(dissolved), "elapsed_s": round(time.perf_counter() - t, 3)})
 
     extra_ins = {}

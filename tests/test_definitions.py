@@ -1,0 +1,168 @@
+"""The Dagster code location as ``workspace.yaml`` names it: assets, blocking checks, job, schedule,
+sensor; the fetch retry rules; and a failing blocking check that must leave the published files alone."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+from pathlib import Path
+
+import pytest
+import yaml
+from dagster import AssetKey, AssetSelection, DagsterInstance, Failure, build_asset_context, materialize
+
+from http_server import FaultServer, Reply
+from pipeline import quality
+from pipeline.assets import ALL_ASSETS, SOURCE_ASSETS
+from pipeline.build import publish_build
+from pipeline.catalog import load_catalog
+from pipeline.checks import ALL_CHECKS
+from pipeline.errors import SourceError
+from pipeline.resources import PipelineSettings
+from pipeline.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+CATALOG = load_catalog(Settings())
+
+
+@pytest.fixture(scope="module")
+def defs():
+    """The object workspace.yaml points `dagster dev` at."""
+    entry = yaml.safe_load((ROOT / "workspace.yaml").read_text())["load_from"][0]["python_module"]
+    return getattr(importlib.import_module(entry["module_name"]), entry["attribute"])
+
+
+def test_asset_keys(defs):
+    keys = {k.to_user_string() for k in defs.resolve_all_asset_keys()}
+    expected = {f"sources/{n}" for n in CATALOG.sources} | {
+        "commune_boundaries", "clean_communes", "commune_changes", "admin_cog2023", "admin_cog2024",
+        "admin_cog2025", "plan_table"}
+    for phase in ("2023_2027", "2018_2022"):
+        expected |= {f"membership_{phase}", f"territory_shapes_{phase}", f"territories_{phase}", f"published_{phase}"}
+    assert keys == expected
+
+
+def test_asset_checks_are_blocking(defs):
+    graph = defs.resolve_asset_graph()
+    checks = {(k.asset_key.to_user_string(), k.name): graph.get_check_spec(k).blocking for k in graph.asset_check_keys}
+    names = {"territory_count", "geometries_valid", "communes_accounted_for", "area_matches_communes",
+             "holes_are_enclaves", "no_unexpected_overlaps"}
+    assert set(checks) == {(f"territories_{p}", n) for p in ("2023_2027", "2018_2022") for n in names}
+    assert all(checks.values())
+
+
+def test_job_schedule_and_sensor(defs):
+    job = defs.resolve_job_def("build_all")
+    assert {k.to_user_string() for k in job.asset_layer.executable_asset_keys} == {
+        k.to_user_string() for k in defs.resolve_all_asset_keys()}
+    schedule = defs.resolve_schedule_def("weekly_build")
+    assert (schedule.job_name, schedule.cron_schedule, schedule.execution_timezone) == (
+        "build_all", "0 6 * * 1", "Europe/Paris")
+    sensor = defs.resolve_sensor_def("source_change_sensor")
+    assert sensor.job_name == "build_all" and sensor.minimum_interval_seconds == 3600
+
+
+def test_schedule_and_sensor_settings_from_env(defs):
+    from pipeline.schedules import AutomationSettingError, build_schedule, build_source_sensor
+
+    job = defs.resolve_job_def("build_all")
+    s = build_schedule(job, {"TI_SCHEDULE_CRON": "30 2 * * *", "TI_SCHEDULE_TIMEZONE": "UTC"})
+    assert (s.cron_schedule, s.execution_timezone) == ("30 2 * * *", "UTC")
+    with pytest.raises(AutomationSettingError, match="TI_SCHEDULE_CRON='every monday'"):
+        build_schedule(job, {"TI_SCHEDULE_CRON": "every monday"})
+    with pytest.raises(AutomationSettingError, match="TI_SCHEDULE_TIMEZONE='Mars/Olympus'"):
+        build_schedule(job, {"TI_SCHEDULE_TIMEZONE": "Mars/Olympus"})
+    assert build_source_sensor(job, {"TI_SENSOR_INTERVAL_SECONDS": "600"}).minimum_interval_seconds == 600
+    with pytest.raises(AutomationSettingError, match="TI_SENSOR_INTERVAL_SECONDS"):
+        build_source_sensor(job, {"TI_SENSOR_INTERVAL_SECONDS": "soon"})
+
+
+# ---------------------------------------------------------------- retries of the fetch assets
+def _source_asset(name: str):
+    return next(a for a in SOURCE_ASSETS if a.key == AssetKey(["sources", name]))
+
+
+@pytest.fixture
+def live_env(monkeypatch, tmp_path):
+    monkeypatch.delenv("TI_MIRROR_DIR", raising=False)
+    monkeypatch.setenv("TI_RAW_DIR", str(tmp_path / "raw"))
+    monkeypatch.setenv("TI_HTTP_RETRIES", "1")
+    monkeypatch.setenv("TI_HTTP_BACKOFF", "0")
+    with FaultServer() as srv:
+        srv.route("/ti2018.csv", b"id_ti,siren\nti-1,200000000\n", content_type="text/csv")
+        monkeypatch.setenv("TI_URL_TI2018_GROUPEMENTS", srv.url("/ti2018.csv"))
+        yield srv
+
+
+def _invoke(name: str):
+    return _source_asset(name)(context=build_asset_context(), pipeline_settings=PipelineSettings())
+
+
+def test_fetch_4xx_is_a_failure_dagster_does_not_retry(live_env):
+    assert _source_asset("ti2018_groupements").op.retry_policy.max_retries == 2
+    live_env.script("/ti2018.csv", Reply(status=404))
+    with pytest.raises(Failure) as info:
+        _invoke("ti2018_groupements")
+    assert info.value.allow_retries is False and "HTTP 404" in info.value.description
+    # through a real run: the step fails once, with no retry scheduled
+    live_env.script("/ti2018.csv", Reply(status=404))
+    with DagsterInstance.ephemeral() as instance:
+        result = materialize([_source_asset("ti2018_groupements")], instance=instance,
+                             resources={"pipeline_settings": PipelineSettings()}, raise_on_error=False)
+    kinds = [e.event_type_value for e in result.all_events]
+    assert not result.success and "STEP_FAILURE" in kinds and "STEP_UP_FOR_RETRY" not in kinds
+    assert len(live_env.hits("/ti2018.csv", "GET")) == 2
+
+
+def test_fetch_5xx_and_network_errors_stay_retryable(live_env):
+    live_env.script("/ti2018.csv", Reply(status=503), Reply(status=503))
+    with pytest.raises(SourceError) as info:
+        _invoke("ti2018_groupements")
+    assert not isinstance(info.value, Failure) and info.value.retryable is True   # the RetryPolicy applies
+    assert "HTTP 503" in str(info.value)
+    # after the server recovers, the same asset succeeds
+    out = _invoke("ti2018_groupements")
+    assert out.value.sha256 == hashlib.sha256(b"id_ti,siren\nti-1,200000000\n").hexdigest()
+
+
+# ---------------------------------------------------------------- a blocking check that fails
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def published_before(real_build, mirror, tmp_path_factory):
+    """A previous good release in a fresh output folder, published with the core."""
+    base = tmp_path_factory.mktemp("blocked")
+    settings = Settings(mirror_dir=mirror, raw_dir=base / "raw", output_dir=base / "out")
+    manifest = publish_build(real_build, settings)
+    return settings, manifest
+
+
+def test_failing_blocking_check_stops_publish_and_keeps_files(published_before, monkeypatch):
+    settings, before = published_before
+    out = settings.output_dir
+    snapshot = _snapshot(out)
+    assert "manifest.json" in snapshot and "territoires-industrie.parquet" in snapshot
+
+    def broken_count(territories, expected):
+        return quality.CheckResult("territory_count", False, True, "forced failure for the test",
+                                   {"expected": expected, "found": -1})
+
+    monkeypatch.setattr(quality, "check_count", broken_count)
+    resources = {"pipeline_settings": PipelineSettings(mirror_dir=str(settings.mirror_dir),
+                                                       raw_dir=str(settings.raw_dir), output_dir=str(out))}
+    with DagsterInstance.ephemeral() as instance:
+        result = materialize([*ALL_ASSETS, *ALL_CHECKS], resources=resources, instance=instance,
+                             selection=AssetSelection.assets("published_2023_2027").upstream(),
+                             raise_on_error=False)
+    assert not result.success
+    materialized = {e.event_specific_data.materialization.asset_key.to_user_string()
+                    for e in result.get_asset_materialization_events()}
+    assert "territories_2023_2027" in materialized and "published_2023_2027" not in materialized
+    started = {e.step_key for e in result.all_events if e.event_type_value == "STEP_START"}
+    assert "published_2023_2027" not in started                    # the publish asset never ran
+    failed = [c for c in result.get_asset_check_evaluations() if not c.passed]
+    assert [(c.asset_key.to_user_string(), c.check_name) for c in failed] == [("territories_2023_2027",
+                                                                              "territory_count")]
+    assert _snapshot(out) == snapshot                               # stable files and manifest byte-identical
