@@ -6,7 +6,7 @@ published file; ``--force`` rebuilds anyway. ``check-sources`` prints each sourc
 
 Exit codes: 0 built and published (or, for ``check-sources``, every probe answered); 3 nothing
 changed, nothing rebuilt; 2 a failure the user can act on (one line on stderr: the PipelineError
-message); 1 an unexpected error (with its traceback); 130 interrupted.
+message); 1 an unexpected error (with its traceback); 130 interrupted; 141 output pipe closed.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ EXIT_UNEXPECTED = 1
 EXIT_FAILED = 2
 EXIT_UNCHANGED = 3
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141
 PHASE_CHOICES = ("2023-2027", "2018-2022", "all")
 
 
@@ -139,6 +140,20 @@ def changes_since_manifest(settings, phase: str, input_sha256: dict[str, str]) -
     return reasons
 
 
+def precheck_plans(settings, phase_spec, fetched) -> None:
+    """Validate the plan table against the territory ids of the phase's lists before the long build
+    (PlanTableError naming the file, line and column); the build reads it again to publish."""
+    from .plans import read_plans
+    from .sources import read_ti_communes, read_ti_groupements
+
+    ids: set[str] = set()
+    for name, reader in ((phase_spec.communes, read_ti_communes), (phase_spec.groupements, read_ti_groupements)):
+        if name:
+            frame, _ = reader(fetched[name].path)
+            ids |= set(frame["id_ti"].astype(str))
+    read_plans(settings.plans_path, sorted(ids))
+
+
 # ---------------------------------------------------------------- commands
 def build_phase(settings, phase: str, force: bool, progress: Progress) -> dict | None:
     """Build and publish one phase if needed; the new manifest, or None when nothing changed."""
@@ -153,12 +168,14 @@ def build_phase(settings, phase: str, force: bool, progress: Progress) -> dict |
     names = core.phase_sources(catalog, phase)
     mode = "mirror " + str(settings.mirror_dir) if settings.offline else "live URLs"
     with progress.step(f"{phase}: reading {len(names)} sources ({mode})"):
-        shas = {}
+        fetched = {}
         for name in names:
-            result = fetch_source(catalog.source(name), settings)
-            shas[name] = result.sha256
+            fetched[name] = result = fetch_source(catalog.source(name), settings)
             progress.line(f"  {name}: sha256 {result.sha256[:12]}, {result.size:,} bytes, release {result.release}")
-    reasons = changes_since_manifest(settings, phase, shas)
+    if phase == core.CURRENT_PHASE and settings.plans_path is not None:
+        precheck_plans(settings, catalog.phases[phase], fetched)
+        progress.line(f"{phase}: plan table {settings.plans_path} is valid")
+    reasons = changes_since_manifest(settings, phase, {n: r.sha256 for n, r in fetched.items()})
     if not reasons and not force:
         progress.line(f"{phase}: nothing changed since the published build (inputs, plan table, code version); "
                       "use --force to rebuild")
@@ -254,6 +271,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:                   # e.g. `check-sources | head`: the reader left
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except Exception as err:  # noqa: BLE001 - the last resort: show everything
         traceback.print_exc(file=sys.stderr)
         print(f"unexpected error: {type(err).__name__}: {err}", file=sys.stderr, flush=True)

@@ -1,0 +1,161 @@
+"""The command line, run in process (``main([...])``) on the real shared data into temporary folders."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline import cli
+from pipeline.cli import main
+from pipeline.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(argv: list[str]) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(argv)
+    return code, out.getvalue(), err.getvalue()
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != ".publish.lock"}
+
+
+@pytest.fixture(scope="module")
+def built(mirror, tmp_path_factory):
+    """One real build and publish of 2023-2027 with the CLI (shared by the tests of this module)."""
+    out = tmp_path_factory.mktemp("cli") / "out"
+    args = ["build", "--offline", "--mirror", str(mirror), "--output", str(out)]
+    code, stdout, stderr = run(args)
+    return {"args": args, "out": out, "code": code, "stderr": stderr}
+
+
+def manifest(out: Path) -> dict:
+    return json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+
+
+def test_build_publishes_and_exits_0(built):
+    assert built["code"] == 0, built["stderr"]
+    out = built["out"]
+    m = manifest(out)
+    assert m["phase"] == "2023-2027" and all(c["passed"] for c in m["checks"])
+    for entry in m["outputs"]:
+        assert (out / entry["path"]).is_file()
+    log = built["stderr"]
+    assert "building (read, reconcile, dissolve, attributes, checks) ..." in log   # progress lines
+    assert f"published build {m['build_id']}" in log and "Traceback" not in log
+
+
+def test_unchanged_second_run_exits_3_and_touches_nothing(built):
+    before = snapshot(built["out"])
+    code, _, stderr = run(built["args"])
+    assert code == 3, stderr
+    assert "nothing changed" in stderr
+    assert snapshot(built["out"]) == before
+
+
+def test_force_rebuilds_and_exits_0(built):
+    old = manifest(built["out"])["build_id"]
+    code, _, stderr = run([*built["args"], "--force"])
+    assert code == 0, stderr
+    assert "rebuilding: --force" in stderr
+    new = manifest(built["out"])["build_id"]
+    assert new != old
+    assert {d.name for d in (built["out"] / "releases").iterdir()} >= {old, new}
+
+
+def test_what_counts_as_a_change(built, tmp_path, monkeypatch):
+    out = built["out"]
+    settings = Settings(mirror_dir=Path(built["args"][3]), output_dir=out)
+    shas = {i["source"]: i["sha256"] for i in manifest(out)["inputs"]}
+    assert cli.changes_since_manifest(settings, "2023-2027", shas) == []
+    assert cli.changes_since_manifest(settings, "2023-2027", {**shas, "ti2023_communes": "0" * 64}) == [
+        f"input ti2023_communes: {shas['ti2023_communes'][:12]} -> {'0' * 12}"]
+    plans = tmp_path / "plans.csv"
+    plans.write_text("id_ti,axe_innovation\nti-8418,true\n", encoding="utf-8")
+    with_plans = Settings(mirror_dir=settings.mirror_dir, output_dir=out, plans_path=plans)
+    assert cli.changes_since_manifest(with_plans, "2023-2027", shas)[0].startswith("plan table: none -> ")
+    monkeypatch.setattr(cli, "__version__", "99.0")
+    assert cli.changes_since_manifest(settings, "2023-2027", shas) == [
+        f"pipeline_version {manifest(out)['pipeline_version']} -> 99.0"]
+    assert cli.changes_since_manifest(settings, "2018-2022", shas)[0].startswith("no published manifest")
+
+
+def test_bad_plan_file_exits_2_with_one_line_and_keeps_files(built, tmp_path):
+    before = snapshot(built["out"])
+    bad = tmp_path / "plans.csv"
+    bad.write_text("id_ti,axe_innovation\nti-8418,maybe\n", encoding="utf-8")
+    code, _, stderr = run([*built["args"], "--plans", str(bad)])
+    assert code == 2
+    lines = stderr.strip().splitlines()
+    assert lines[-1].startswith("error: ") and f"{bad}:2: column axe_innovation" in lines[-1]
+    assert "Traceback" not in stderr and "building" not in stderr      # refused before the long build
+    assert snapshot(built["out"]) == before
+
+    code, _, stderr = run([*built["args"], "--plans", str(tmp_path / "missing.csv")])
+    assert code == 2 and stderr.strip() == f"error: plan table not found: {tmp_path / 'missing.csv'} (TI_PLANS_PATH / --plans)"
+
+
+def test_bad_mirror_path_exits_2_with_one_line(tmp_path):
+    code, _, stderr = run(["build", "--offline", "--mirror", str(tmp_path / "nowhere"), "--output", str(tmp_path / "o")])
+    assert code == 2
+    assert stderr.strip() == f"error: mirror folder not found: {tmp_path / 'nowhere'} (TI_MIRROR_DIR / --mirror)"
+    assert not (tmp_path / "o").exists()
+
+
+def test_mirror_missing_a_file_exits_2_naming_it(tmp_path):
+    (tmp_path / "empty").mkdir()
+    code, _, stderr = run(["build", "--offline", "--mirror", str(tmp_path / "empty"), "--output", str(tmp_path / "o")])
+    assert code == 2
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("error: source communes_boundaries: mirror file not found: ")
+    assert "Traceback" not in stderr
+
+
+def test_offline_needs_a_mirror(monkeypatch, tmp_path):
+    monkeypatch.delenv("TI_MIRROR_DIR", raising=False)
+    code, _, stderr = run(["build", "--offline", "--output", str(tmp_path)])
+    assert code == 2 and stderr.strip() == "error: --offline needs the mirror folder: set TI_MIRROR_DIR or pass --mirror DIR"
+
+
+def test_unexpected_error_exits_1_with_traceback(monkeypatch, mirror, tmp_path):
+    def boom(*args, **kwargs):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(cli, "build_phase", boom)
+    code, _, stderr = run(["build", "--offline", "--mirror", str(mirror), "--output", str(tmp_path)])
+    assert code == 1
+    assert "Traceback" in stderr and stderr.strip().splitlines()[-1] == "unexpected error: RuntimeError: disk on fire"
+
+
+def test_check_sources_prints_each_probe(mirror, tmp_path):
+    from pipeline.catalog import load_catalog
+
+    names = list(load_catalog(Settings()).sources)
+    code, stdout, _ = run(["check-sources", "--offline", "--mirror", str(mirror)])
+    assert code == 0
+    rows = [line.split("\t") for line in stdout.strip().splitlines()]
+    assert [r[0] for r in rows] == [*names, "plan_table"]
+    assert all(r[1] == "mirror" and r[2].startswith("sha256:") and len(r[2]) == 71 for r in rows[:-1])
+    assert rows[-1][2] == "none"
+
+    (tmp_path / "empty").mkdir()
+    code, stdout, stderr = run(["check-sources", "--offline", "--mirror", str(tmp_path / "empty")])
+    assert code == 2 and stdout.count("\tERROR\t") == len(names)
+    assert stderr.strip() == f"error: {len(names)} of {len(names)} sources could not be probed (see above)"
+
+
+def test_python_dash_m_entry_point(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "pipeline", "build", "--offline", "--mirror", str(tmp_path / "no")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"error: mirror folder not found: {tmp_path / 'no'} (TI_MIRROR_DIR / --mirror)"
