@@ -165,7 +165,7 @@ def build_membership(*, communes_list: pd.DataFrame | None, groupements_list: pd
                           f"code and has no successor in the INSEE change history")
             continue
         if missing:
-            what = "has" if missing == [code] else f"maps to {', '.join(sorted(raw))} of which"
+            what = "has" if raw == {code} else f"maps to {', '.join(sorted(raw))} of which"
             errors.append(f"{tid}: commune {code} ({where[(tid, code)]}) {what} no polygon in the "
                           f"COG {boundary_cog} boundaries: {', '.join(missing)}")
             if not targets:

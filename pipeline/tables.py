@@ -166,7 +166,7 @@ def normalise_insee(code: str) -> str:
     code = re.sub(r"[\s\xa0\u202f\u2007\u200b\ufeff]+", "", str(code or "")).upper()
     if code.endswith(".0") and code[:-2].isdigit():   # a number that went through a float
         code = code[:-2]
-    if re.fullmatch(r"\d{4}", code):
+    if re.fullmatch(r"[1-9]\d{3}", code):   # no commune code starts with 00
         return "0" + code
     return code
 
@@ -176,6 +176,6 @@ def normalise_siren(code: str) -> str:
     code = re.sub(r"[\s\xa0\u202f\u2007\u200b\ufeff]+", "", str(code or ""))
     if code.endswith(".0") and code[:-2].isdigit():
         code = code[:-2]
-    if re.fullmatch(r"\d{8}", code):
+    if re.fullmatch(r"[1-9]\d{7}", code):
         return "0" + code
     return code
