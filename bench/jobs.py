@@ -112,8 +112,7 @@ class Steps:
 # module attributes of the core that are wrapped as steps (missing ones are skipped)
 BUILD_STEPS = ["fetch_all", "load_boundaries", "load_changes", "load_admin", "phase_membership",
                "dissolve", "assemble", "run_checks"]
-GEOMETRY_STEPS = ["clean_zone", "clean_coverage", "repair_coverage", "union_territories",
-                  "dissolve_zone", "fill_gaps", "_fill_gaps", "to_wgs84"]
+GEOMETRY_STEPS = ["clean_coverage", "clean_zone", "dissolve_clean"]   # not the threaded helpers
 
 
 def job_ours(args, steps: Steps) -> dict:

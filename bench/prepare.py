@@ -145,8 +145,9 @@ def densify_factor(geoms: np.ndarray, crs_per_geom: np.ndarray, factor: float) -
     bad = np.flatnonzero(~shapely.is_valid(out) & shapely.is_valid(geoms))
     if len(bad):
         fixed = shapely.make_valid(out[bad], method="structure", keep_collapsed=False)
+        # keep real parts only: the repair also yields zero-area slivers at the crossing
         polys = [shapely.MultiPolygon([p for p in shapely.get_parts(g)
-                                       if p.geom_type == "Polygon"]) for g in fixed]
+                                       if p.geom_type == "Polygon" and p.area > 1e-10]) for g in fixed]
         out[bad] = polys
     return out, hi
 

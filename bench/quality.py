@@ -90,24 +90,39 @@ def read_result(path: Path) -> gpd.GeoDataFrame:
     return gdf[["id_ti", "geometry"]].set_crs(4326, allow_override=True)
 
 
-def project(result: gpd.GeoDataFrame, ref: Reference) -> dict[str, tuple[int, shapely.Geometry]]:
-    """{id_ti: (crs, metric geometry)}."""
+def project(result: gpd.GeoDataFrame, ref: Reference) -> dict[str, tuple]:
+    """{id_ti: (crs, metric geometry, metric parts)}.
+
+    Parts are the result's own parts (in EPSG:4326) projected one by one: projecting a whole
+    multipolygon can make it invalid by float rounding (parts that touch), and repairing that
+    would invent slivers that are not in the result. The whole geometry is repaired if needed for
+    overlays (IoU, overlaps, gap cover).
+    """
     out = {}
     res = result.assign(zone=result.id_ti.map(ref.zone_of_ti).fillna(2154).astype(int))
     for crs, grp in res.groupby("zone"):
-        geoms = grp.geometry.to_crs(crs).values
-        out.update({t: (crs, g) for t, g in zip(grp.id_ti, geoms)})
+        src = np.asarray(grp.geometry.values)
+        geoms = np.asarray(grp.geometry.to_crs(crs).values)
+        bad = ~shapely.is_valid(geoms)
+        geoms[bad] = shapely.make_valid(geoms[bad], method="structure", keep_collapsed=False)
+        parts, owner = shapely.get_parts(src, return_index=True)
+        mparts = np.asarray(gpd.GeoSeries(parts, crs=4326).to_crs(crs).values)
+        for i, (t, g) in enumerate(zip(grp.id_ti, geoms)):
+            out[t] = (crs, g, mparts[owner == i])
     return out
 
 
 def iou(a: dict, b: dict) -> dict:
     """Per-territory IoU of two projected results: min, median, and count of ids in a only."""
     vals = []
-    for t, (_, ga) in a.items():
+    for t, (_, ga, _) in a.items():
         if t not in b:
             continue
         gb = b[t][1]
-        inter = shapely.intersection(ga, gb).area
+        try:
+            inter = shapely.intersection(ga, gb).area
+        except shapely.errors.GEOSException:   # an invalid input (the naive dissolve makes some)
+            inter = shapely.intersection(shapely.make_valid(ga), shapely.make_valid(gb)).area
         union = ga.area + gb.area - inter
         vals.append(inter / union if union else 1.0)
     vals = np.array(vals) if vals else np.array([np.nan])
@@ -127,11 +142,11 @@ def evaluate(result: gpd.GeoDataFrame, ref: Reference) -> tuple[dict, dict]:
     holes = enclaves = gap_holes = parts = slivers = 0
     gap_hole_m2 = 0.0
     communes = ref.communes
-    for t, (crs, g) in proj.items():
+    for t, (crs, g, gparts) in proj.items():
         tree = ref.trees[crs]
         zgeoms, zid = ref.arrays[crs]
         mparts = ref.parts[crs]
-        for part in shapely.get_parts(g):
+        for part in gparts:
             parts += 1
             for ring in part.interiors:
                 holes += 1
@@ -156,7 +171,7 @@ def evaluate(result: gpd.GeoDataFrame, ref: Reference) -> tuple[dict, dict]:
     scope = ref.gaps[ref.gaps.in_scope] if len(ref.gaps) else ref.gaps
     unfilled = 0
     by_zone: dict[int, list] = {}
-    for _, (crs, g) in proj.items():
+    for _, (crs, g, _) in proj.items():
         by_zone.setdefault(crs, []).append(g)
     trees = {crs: shapely.STRtree(gs) for crs, gs in by_zone.items()}
     for row in scope.itertuples():
@@ -176,7 +191,7 @@ def evaluate(result: gpd.GeoDataFrame, ref: Reference) -> tuple[dict, dict]:
                 ov_area += a
                 ov_pairs += int(a > 1.0)
     member_area = shapely.area(communes[communes.id_ti.notna()].geometry.values).sum()
-    total = sum(g.area for _, g in proj.values())
+    total = sum(g.area for _, g, _ in proj.values())
     q.update(overlap_km2=round(ov_area / 1e6, 4), overlap_pairs=ov_pairs,
              area_diff_pct=round(100 * (total - member_area) / member_area, 4))
     return q, proj

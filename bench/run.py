@@ -211,6 +211,45 @@ def summarise(records: list[dict], inputs: dict) -> dict:
     return {"stats": stats, "ratios": ratios, "growth": growth}
 
 
+def recover(results_dir: Path, args) -> None:
+    """Records, summary, quality and RESULTS.md from a results dir's *.measure.json files."""
+    import re
+    records = []
+    for path in sorted(results_dir.glob("*.measure.json")):
+        m = re.fullmatch(r"(\w+)-(\d+)x-run(\d+)\.measure\.json", path.name)
+        method, scale, run = m.group(1), int(m.group(2)), int(m.group(3))
+        rec = {"method": method, "scale": scale, "run": run, **json.loads(path.read_text())}
+        rec.setdefault("load1_before", float("nan"))
+        report = results_dir / f"{method}-{scale}x-run{run}.json"
+        if report.is_file():
+            rec["report"] = json.loads(report.read_text())
+        rec["output"] = str(output_of(method, results_dir / f"{method}-{scale}x"))
+        rec["warmup"] = method == "dagster" and run == 0
+        records.append(rec)
+    scales = sorted({r["scale"] for r in records})
+    methods = [m for m in ALL_METHODS if any(r["method"] == m for r in records)]
+    inputs = {}
+    for scale in scales:
+        mir = json.loads((prepare.scale_dir(scale) / "mirror.json").read_text())
+        peer = json.loads((prepare.scale_dir(scale) / "members_input.json").read_text())
+        inputs[str(scale)] = {"all_vertices": mir["vertices_all"], "step_m": mir["step_m"],
+                              "boundaries_bytes": mir["boundaries_bytes"],
+                              "coverage_invalid_communes": mir["coverage_invalid_communes"],
+                              "member_communes": peer["communes"], "member_vertices": peer["vertices"],
+                              "geojson_bytes": peer["bytes"]}
+    info = {"command": f"(recovered from {results_dir.name})", "started": results_dir.name,
+            "finished": "?", "machine": machine(), "runs": max(r["run"] for r in records),
+            "scales": scales, "methods": methods, "inputs": inputs, "records": records,
+            "members_source": prepare.read_members()[1]}
+    info["machine"]["mapshaper"] = MAPSHAPER_VERSION
+    info.update(summarise(records, inputs))
+    if not args.no_quality:
+        info["quality"] = evaluate_quality(records, scales, methods)
+    (results_dir / "results.json").write_text(json.dumps(info, indent=1, default=str))
+    Path(args.output).write_text(render(info, note=args.note))
+    print(f"wrote {args.output}")
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scales", default=None, help="vertex factors, e.g. 1,4,16 (default)")
@@ -222,6 +261,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--refresh-members", action="store_true",
                     help="recompute bench/work/members.csv from the core (else reused)")
     ap.add_argument("--output", default=str(BENCH / "RESULTS.md"))
+    ap.add_argument("--recover", metavar="RESULTS_DIR",
+                    help="rebuild the figures of an interrupted run from its per-job files")
     ap.add_argument("--note", default="", help="free text written under the title of RESULTS.md")
     args = ap.parse_args(argv)
     scales = [int(s) for s in (args.scales or ("1,4" if args.quick else "1,4,16")).split(",")]
@@ -235,6 +276,8 @@ def main(argv: list[str] | None = None) -> None:
     dagster_scales = {int(s) for s in args.dagster_scales.split(",") if s}
     command = "python bench/run.py " + " ".join(argv if argv is not None else sys.argv[1:])
 
+    if args.recover:
+        return recover(Path(args.recover), args)
     started = datetime.now(timezone.utc)
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
     results_dir = WORK / "results" / stamp
@@ -273,11 +316,12 @@ def main(argv: list[str] | None = None) -> None:
     info["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     info["records"] = records
     info.update(summarise(records, inputs))
+    raw = results_dir / "results.json"
+    raw.write_text(json.dumps(info, indent=1, default=str))   # kept even if quality fails
     if not args.no_quality:
         print("quality ...", flush=True)
         info["quality"] = evaluate_quality(records, scales, methods)
-    raw = results_dir / "results.json"
-    raw.write_text(json.dumps(info, indent=1, default=str))
+        raw.write_text(json.dumps(info, indent=1, default=str))
     Path(args.output).write_text(render(info, note=args.note))
     print(f"wrote {args.output} and {raw}")
 
