@@ -269,6 +269,20 @@ def test_unknown_codes_and_a_territory_with_no_valid_commune(tmp_path):
     assert set(m.members["insee_com"]) == {"01001", "2A004"}
 
 
+def test_pre_1976_corsica_code_is_followed_to_2a(tmp_path):
+    path = write(tmp_path, "l.csv", "id_ti,insee_com\nti-9402,20004\nti-9402,2C004\n")
+    lst, problems = read_ti_communes(path)
+    assert [str(p) for p in problems] == [f"{path}:3: ti-9402: '2C004': not an INSEE commune code"]
+    corsica_split = pd.DataFrame({"MOD": ["41"], "DATE_EFF": [pd.Timestamp("1976-01-01")], "TYPECOM_AV": ["COM"],
+                                  "COM_AV": ["20004"], "TYPECOM_AP": ["COM"], "COM_AP": ["2A004"]})
+    m = build_membership(communes_list=lst, groupements_list=None, admin=ADMIN, changes=corsica_split,
+                         boundary_codes={"01001", "2A004"}, boundary_cog=2024, list_problems=problems)
+    assert list(m.members["insee_com"]) == ["2A004"]
+    assert m.reconciled == [{"id_ti": "ti-9402", "code_list": "20004", "codes_boundary": ["2A004"],
+                             "how": "old or delegated code"}]
+    assert m.errors == [str(problems[0])]
+
+
 def test_commune_missing_from_the_boundaries_is_named(tmp_path):
     bnd = gpd.GeoDataFrame({"code_insee": ["01001", "2A004"]},
                            geometry=[shapely.box(5, 46, 5.1, 46.1), shapely.box(9, 42, 9.1, 42.1)], crs=4326)
