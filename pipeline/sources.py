@@ -19,7 +19,8 @@ _TI_ALIASES = {
     "id_territoire": "id_ti", "lib_territoire": "lib_ti", "code_insee": "insee_com",
     "insee": "insee_com", "com": "insee_com", "depcom": "insee_com", "codgeo": "insee_com",
     "code_commune": "insee_com", "insee_commune": "insee_com", "code_insee_commune": "insee_com",
-    "nom_commune": "lib_com", "lib_commune": "lib_com", "libelle_commune": "lib_com", "siren": "siren_groupement", "siren_epci": "siren_groupement",
+    "nom_commune": "lib_com", "lib_commune": "lib_com", "libelle_commune": "lib_com",
+    "siren": "siren_groupement", "siren_epci": "siren_groupement",
     "lib_grpt": "lib_groupement", "nom_groupement": "lib_groupement",
     "type_groupement": "nature_juridique", "type_groupement_resolved_cog2023": "nature_juridique",
 }
