@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from dagster import Definitions, define_asset_job, in_process_executor
+from dagster import AssetSelection, Definitions, define_asset_job, in_process_executor
 
 from .assets import ALL_ASSETS
 from .checks import ALL_CHECKS
 from .resources import PipelineSettings
 from .schedules import build_schedule, build_source_sensor
 
-build_all_job = define_asset_job("build_all", selection="*",
+build_all_job = define_asset_job("build_all", selection=AssetSelection.all(),
                                  description="Fetch every source, rebuild what changed, check, publish.")
 
 defs = Definitions(

@@ -60,11 +60,10 @@ class DissolveStats:
 
     def as_dict(self) -> dict:
         return {
-            "communes_cleaned": self.communes_cleaned, "zones": self.zones,
-            "holes_kept": self.holes_kept, "gaps_filled": self.gaps_filled,
-            "gaps_filled_ha": round(self.gaps_filled_m2 / 1e4, 2), "noise_filled": self.noise_filled,
-            "small_parts": self.small_parts,
-            "parts": self.parts,
+            "communes_cleaned": int(self.communes_cleaned), "zones": {k: int(v) for k, v in self.zones.items()},
+            "holes_kept": int(self.holes_kept), "gaps_filled": int(self.gaps_filled),
+            "gaps_filled_ha": round(float(self.gaps_filled_m2) / 1e4, 2), "noise_filled": int(self.noise_filled),
+            "small_parts": int(self.small_parts), "parts": int(self.parts),
         }
 
 
@@ -231,7 +230,7 @@ def _territory(zone: ZoneCoverage, tid: str, codes: list[str]) -> tuple:
             area = shapely.area(metric(gap, zone.crs))
             if area > GAP_MIN_M2:
                 stats.gaps_filled += 1
-                stats.gaps_filled_m2 += area
+                stats.gaps_filled_m2 += float(area)
             else:
                 stats.noise_filled += 1
     union = _fill_gaps(union, zone, inside, stats)
