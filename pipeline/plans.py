@@ -14,11 +14,9 @@ pyarrow writes it as ``date32``, GeoJSON as ``"YYYY-MM-DD"``.
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import difflib
 import hashlib
-import io
 import re
 import tomllib
 from collections.abc import Iterable
@@ -28,6 +26,7 @@ from urllib.parse import urlsplit
 
 import pandas as pd
 
+from . import tables
 from .errors import InputFormatError, PlanTableError
 from .settings import ASSETS_DIR
 
@@ -227,24 +226,22 @@ def _clean(value: str) -> str:
 
 
 def _decode(data: bytes, label: str) -> tuple[str, str]:
+    """Text and encoding name; the byte-level checks are those of every CSV the pipeline reads."""
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise PlanTableError(f"{label}: file is UTF-16; save it as 'CSV UTF-8' (or CSV Windows-1252)")
-    if data.startswith(b"PK\x03\x04"):
-        raise PlanTableError(f"{label}: file looks like a spreadsheet workbook (.xlsx/.ods); export it as CSV")
-    if b"\x00" in data:
-        raise PlanTableError(f"{label}: file contains NUL bytes; it is not a text CSV")
     try:
-        return data.decode("utf-8-sig"), "utf-8"
+        text = tables.decode_text(data, label)
+    except InputFormatError as err:
+        raise PlanTableError(str(err)) from None
+    return text, ("utf-8" if _is_utf8(data) else "cp1252")
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8-sig")
     except UnicodeDecodeError:
-        pass
-    try:
-        return data.decode("cp1252"), "cp1252"
-    except UnicodeDecodeError as err:
-        line = data[: err.start].count(b"\n") + 1
-        raise PlanTableError(
-            f"{label}:{line}: byte 0x{data[err.start]:02x} is neither UTF-8 nor Windows-1252; "
-            "save the file as 'CSV UTF-8'"
-        ) from None
+        return False
+    return True
 
 
 def _separator(text: str, label: str) -> tuple[str, str, int]:
@@ -268,15 +265,10 @@ def _separator(text: str, label: str) -> tuple[str, str, int]:
 
 def _records(text: str, sep: str, label: str, offset: int):
     """Yield (line where the record starts, fields) for every non-blank record."""
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep, quotechar='"', strict=True)
-    previous = 0
     try:
-        for fields in reader:
-            start, previous = previous + 1, reader.line_num
-            if any(f.strip() for f in fields):
-                yield start + offset, fields
-    except csv.Error as err:
-        raise PlanTableError(f"{label}:{reader.line_num + offset}: malformed CSV ({err})") from None
+        yield from tables.iter_records(text, sep, label, offset)
+    except InputFormatError as err:
+        raise PlanTableError(str(err)) from None
 
 
 def _header(fields: list[str], label: str, line: int) -> list[str | None]:
