@@ -24,15 +24,28 @@ def _events(changes: pd.DataFrame, start: pd.Timestamp | None, end: pd.Timestamp
 
 
 def _apply(codes: set[str], events: pd.DataFrame) -> dict[str, set[str]]:
-    state = {c: {c} for c in codes}
+    """Follow each code through the events, day by day; cost grows with the events, not the codes."""
+    state: dict[str, set[str]] = {}            # only codes some event touched
+    holders: dict[str, set[str]] = {}          # current code -> original codes mapped to it
     for _, day in events.groupby("DATE_EFF", sort=True):
         edges: dict[str, set[str]] = defaultdict(set)
-        for av, ap in zip(day["COM_AV"], day["COM_AP"]):
+        for av, ap in zip(day["COM_AV"].tolist(), day["COM_AP"].tolist()):
             edges[av].add(ap)
-        for code, current in state.items():
-            if any(c in edges for c in current):
-                state[code] = set().union(*(edges.get(c, {c}) for c in current))
-    return state
+        moved: list[tuple[str, str]] = []       # (original, current code it leaves)
+        for av in edges:
+            owners = holders.pop(av, set())
+            if av in codes and av not in state:   # an original code no event touched yet
+                owners.add(av)
+            moved += [(orig, av) for orig in owners]
+        for orig, av in moved:
+            current = state.get(orig, {orig})
+            current.discard(av)
+            state[orig] = current
+        for orig, av in moved:
+            state[orig] |= edges[av]
+            for new in edges[av]:
+                holders.setdefault(new, set()).add(orig)
+    return {c: state.get(c, {c}) for c in codes}
 
 
 def forward(changes: pd.DataFrame, codes: set[str], from_cog: int, to_cog: int) -> dict[str, set[str]]:

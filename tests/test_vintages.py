@@ -135,3 +135,29 @@ def test_real_2023_to_2025(real):
     assert len(changed) == 36
     assert ti.loc[ti["insee_com"].isin(changed), "id_ti"].nunique() == 26
     assert all(mapping[c] for c in codes)   # every 2023 code has a 2025 commune
+
+
+def _reference_apply(codes, events):
+    """The plain algorithm (every code, every day), as an oracle for the sparse one."""
+    from collections import defaultdict
+
+    state = {c: {c} for c in codes}
+    for _, day in events.groupby("DATE_EFF", sort=True):
+        edges = defaultdict(set)
+        for av, ap in zip(day["COM_AV"], day["COM_AP"]):
+            edges[av].add(ap)
+        for code, current in state.items():
+            if any(c in edges for c in current):
+                state[code] = set().union(*(edges.get(c, {c}) for c in current))
+    return state
+
+
+def test_sparse_mapping_equals_the_plain_algorithm_on_the_whole_history(mirror):
+    from pipeline.sources import read_commune_changes
+    from pipeline.vintages import _apply, _events
+
+    changes = read_commune_changes(mirror / "admin" / "insee_mvtcommunes_1943-2025_via-COGiter-0.0.15.csv.gz")
+    codes = set(changes["COM_AV"]) | set(changes["COM_AP"])
+    for start, end in ((None, "2025-01-01"), ("1990-01-01", "2010-01-01"), ("2023-01-01", "2024-01-01")):
+        events = _events(changes, pd.Timestamp(start) if start else None, pd.Timestamp(end))
+        assert _apply(codes, events) == _reference_apply(codes, events), (start, end)
