@@ -7,6 +7,7 @@ from pathlib import Path
 
 import geopandas as gpd
 import pandas as pd
+import pyarrow.parquet as pq
 import pyogrio
 import shapely
 
@@ -38,6 +39,12 @@ def _pick(columns: list[str], aliases: list[str]) -> str | None:
     return next((lower[a] for a in aliases if a in lower), None)
 
 
+def _wanted(columns: list[str]) -> list[str]:
+    """The columns this reader uses (only those are loaded: the files may carry many more)."""
+    lower = {c.lower() for c in CODE_ALIASES + DEP_ALIASES + NAME_ALIASES + POP_ALIASES}
+    return [c for c in columns if c.lower() in lower or c in ("geometry", "geom", "wkb_geometry")]
+
+
 def departement_of(code: str) -> str:
     return code[:3] if code.startswith("97") else code[:2]
 
@@ -56,10 +63,11 @@ def read_boundaries(path: Path) -> tuple[gpd.GeoDataFrame, BoundaryReport]:
         with open(path, "rb") as fh:
             magic = fh.read(4)
         if magic == b"PAR1":
-            frame = gpd.read_parquet(path)
+            frame = gpd.read_parquet(path, columns=_wanted(pq.read_schema(path).names))
         else:
             name = f"/vsigzip/{path}" if magic[:2] == b"\x1f\x8b" else str(path)
-            frame = gpd.read_file(name, engine="pyogrio")
+            fields = pyogrio.read_info(name)["fields"].tolist()
+            frame = gpd.read_file(name, engine="pyogrio", columns=_wanted(fields))
     except (OSError, ValueError, pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError) as err:
         raise InputFormatError(f"{path}: cannot read commune boundaries ({err})") from None
     if len(frame) == 0:

@@ -7,6 +7,7 @@ Each step is a plain function; the Dagster assets call the same functions one by
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,7 +18,8 @@ from . import quality
 from .boundaries import BoundaryReport, read_boundaries
 from .catalog import Catalog, PhaseSpec, load_catalog
 from .fetch import FetchResult, fetch_source
-from .geometry import DissolveStats, dissolve
+from . import geometry
+from .geometry import DissolveStats
 from .history import overlaps
 from .membership import Membership, build_membership
 from .schema import TERRITORY_COLUMNS
@@ -187,20 +189,27 @@ def build_territories(settings: Settings | None = None, phase: str = CURRENT_PHA
     fetched = fetch_all(settings, catalog, phase_sources(catalog, phase))
     lap("fetch")
     boundaries, report = load_boundaries(fetched)
-    changes = load_changes(fetched)
+    lap("boundaries")
     spec = catalog.phases[phase]
-    admins = {cog: load_admin(catalog, fetched, cog)
-              for cog in sorted({spec.list_cog, catalog.boundaries().cog})}
-    lap("read")
-    codes = set(boundaries["code_insee"])
-    membership = phase_membership(catalog, phase, fetched, admins[spec.list_cog], changes, codes)
-    previous = None
-    if phase == CURRENT_PHASE and PREVIOUS_PHASE in catalog.phases:
-        prev_cog = catalog.phases[PREVIOUS_PHASE].list_cog
-        prev_admin = admins.get(prev_cog) or load_admin(catalog, fetched, prev_cog)
-        previous = phase_membership(catalog, PREVIOUS_PHASE, fetched, prev_admin, changes, codes)
-    lap("membership")
-    dissolved, stats = dissolve(boundaries, membership.members)
+    with ThreadPoolExecutor(1) as pool:
+        # The coverage repair is GEOS work that releases the GIL: it runs on the other core while
+        # this thread parses the lists and references and reconciles the codes (Python work).
+        cleaning = pool.submit(geometry.clean_coverage, boundaries)
+        changes = load_changes(fetched)
+        admins = {cog: load_admin(catalog, fetched, cog)
+                  for cog in sorted({spec.list_cog, catalog.boundaries().cog})}
+        lap("read")
+        codes = set(boundaries["code_insee"].tolist())
+        membership = phase_membership(catalog, phase, fetched, admins[spec.list_cog], changes, codes)
+        previous = None
+        if phase == CURRENT_PHASE and PREVIOUS_PHASE in catalog.phases:
+            prev_cog = catalog.phases[PREVIOUS_PHASE].list_cog
+            prev_admin = admins.get(prev_cog) or load_admin(catalog, fetched, prev_cog)
+            previous = phase_membership(catalog, PREVIOUS_PHASE, fetched, prev_admin, changes, codes)
+        lap("membership")
+        coverage = cleaning.result()
+    lap("clean_wait")
+    dissolved, stats = geometry.dissolve_clean(coverage, membership.members)
     lap("dissolve")
     territories = assemble(phase, membership, dissolved, boundaries,
                            admins.get(catalog.boundaries().cog), previous)

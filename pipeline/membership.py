@@ -132,9 +132,13 @@ def build_membership(*, communes_list: pd.DataFrame | None, groupements_list: pd
     listed = set(chosen["insee_com"])
     known = admin.codes
     if admin.cog <= boundary_cog:
-        mapping = vintages.forward(changes, known & listed, admin.cog, boundary_cog)
+        # one walk over every code of the list year: the listed codes' successors (unrestricted,
+        # so a successor missing from the boundaries is reported) and, below, the predecessors
+        full_map = vintages.forward(changes, known, admin.cog, boundary_cog)
+        mapping = {c: full_map[c] for c in known & listed}
     else:
-        mapping = vintages.code_mapping(changes, known & listed, admin.cog, boundary_cog, boundary_codes)
+        full_map = vintages.code_mapping(changes, known, admin.cog, boundary_cog, boundary_codes)
+        mapping = {c: full_map[c] for c in known & listed}
     how_of: dict[str, str] = {}
     unknown = sorted(listed - known)
     history = vintages.from_history(changes, set(unknown) - boundary_codes, boundary_cog) if unknown else {}
@@ -148,25 +152,29 @@ def build_membership(*, communes_list: pd.DataFrame | None, groupements_list: pd
         else:
             mapping[code] = set()
     # All codes of the list year, to find successors that absorbed communes outside any territory.
-    full_map = vintages.code_mapping(changes, known, admin.cog, boundary_cog, boundary_codes)
-    preds = vintages.predecessors(full_map)
+    preds = vintages.predecessors({c: t & boundary_codes for c, t in full_map.items() if t != {c}})
     in_any = listed
 
     rows, reconciled, absorbed = [], [], []
     first = chosen.sort_values("_line", kind="stable").drop_duplicates(["id_ti", "insee_com"])
-    where = {(t, c): _where(line, src) for t, c, line, src in
-             zip(first["id_ti"], first["insee_com"], first["_line"], first["_source"])}
+    located = {(t, c): (line, src) for t, c, line, src in
+               zip(first["id_ti"].tolist(), first["insee_com"].tolist(), first["_line"].tolist(),
+                   first["_source"].tolist())}
+
+    def where(key: tuple[str, str]) -> str:
+        return _where(*located[key])
+
     for tid, code in zip(first["id_ti"].tolist(), first["insee_com"].tolist()):
         raw = mapping.get(code, set())
         targets = {t for t in raw if t in boundary_codes}
         missing = sorted(raw - targets)
         if not raw:
-            errors.append(f"{tid}: commune {code} ({where[(tid, code)]}) is not a COG {admin.cog} commune "
+            errors.append(f"{tid}: commune {code} ({where((tid, code))}) is not a COG {admin.cog} commune "
                           f"code and has no successor in the INSEE change history")
             continue
         if missing:
             what = "has" if raw == {code} else f"maps to {', '.join(sorted(raw))} of which"
-            errors.append(f"{tid}: commune {code} ({where[(tid, code)]}) {what} no polygon in the "
+            errors.append(f"{tid}: commune {code} ({where((tid, code))}) {what} no polygon in the "
                           f"COG {boundary_cog} boundaries: {', '.join(missing)}")
             if not targets:
                 continue

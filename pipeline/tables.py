@@ -24,11 +24,16 @@ SIREN_RE = re.compile(r"^\d{9}$")
 SEPARATORS = (",", ";", "\t", "|")
 
 
+_SPACES = re.compile(r"[\s\xa0\u202f\u2007\u200b]+")
+_NEEDS_CLEANING = re.compile(r"^[\s\xa0\u202f\u2007\u200b\ufeff]|[\s\xa0\u202f\u2007\u200b\ufeff]$"
+                             r"|[\t\r\n\xa0\u202f\u2007\u200b\ufeff]|  ")
+
+
 def clean_text(value: object) -> object:
     """Strip spaces including non-breaking ones, and fold inner runs of whitespace."""
-    if not isinstance(value, str):
+    if not isinstance(value, str) or not _NEEDS_CLEANING.search(value):
         return value
-    return re.sub(r"[\s\xa0\u202f\u2007\u200b]+", " ", value).strip(_WS)
+    return _SPACES.sub(" ", value).strip(_WS)
 
 
 def read_bytes(path: Path) -> bytes:
@@ -155,7 +160,7 @@ def read_csv(path: Path, required: list[str], optional: list[str] = (),
         lines.append(line)
     if not lines:
         raise InputFormatError(f"{path}: no data row after the header (line {header_line})")
-    frame = pd.DataFrame(columns, dtype=str)
+    frame = pd.DataFrame(columns, dtype=object)   # plain str objects: fast to iterate and map
     frame["_line"] = lines
     frame.attrs["source"] = str(path)
     return frame
