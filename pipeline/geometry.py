@@ -32,6 +32,7 @@ WGS84 = "EPSG:4326"
 METRO_CRS = 2154
 OVERSEAS_CRS = {"971": 5490, "972": 5490, "973": 2972, "974": 2975, "976": 4471}
 SMALL_PART_M2 = 10_000          # parts under 1 ha are reported
+BETWEEN_GAP_MAX_M2 = 1e6        # gaps between territories above 1 km2 are not filled
 GAP_MIN_M2 = 1.0                # uncovered areas under 1 m2 inside a hole are numerical noise
 GAP_WIDTH_M = 0.0               # > 0: gaps narrower than this (m) are merged into a neighbour by the
                                 # cleaning; off, because GEOS detects them unreliably on dense data and
@@ -54,6 +55,9 @@ class DissolveStats:
     holes_kept: int = 0                 # real enclaves (covered by communes outside the territory)
     gaps_filled: int = 0                # holes (or parts of holes) no commune covers
     gaps_filled_m2: float = 0.0
+    gaps_between_filled: int = 0        # gaps enclosed by several territories, given to one of them
+    gaps_between_m2: float = 0.0
+    gaps_between_left: int = 0          # gaps between territories too large to be slits (> 1 km2)
     noise_filled: int = 0               # uncovered bits of holes under 1 m2 (numerical noise)
     small_parts: int = 0                # polygon parts under 1 ha in the result
     parts: int = 0
@@ -62,6 +66,9 @@ class DissolveStats:
         return {
             "communes_cleaned": int(self.communes_cleaned), "zones": {k: int(v) for k, v in self.zones.items()},
             "holes_kept": int(self.holes_kept), "gaps_filled": int(self.gaps_filled),
+            "gaps_between_filled": int(self.gaps_between_filled),
+            "gaps_between_m2": round(float(self.gaps_between_m2), 1),
+            "gaps_between_left": int(self.gaps_between_left),
             "gaps_filled_ha": round(float(self.gaps_filled_m2) / 1e4, 2), "noise_filled": int(self.noise_filled),
             "small_parts": int(self.small_parts), "parts": int(self.parts),
         }
@@ -166,6 +173,54 @@ def _fill_gaps(territory: shapely.Geometry, zone: "ZoneCoverage", inside: set[st
     return shapely.union_all([territory, *fills])
 
 
+def _fill_gaps_between(zone: "ZoneCoverage", done: list, in_zone: list[int], member_codes: set[str],
+                       stats: "DissolveStats") -> None:
+    """Give each source gap enclosed by several territories to the one sharing its longest border.
+
+    A gap inside one territory is already filled (:func:`_fill_gaps`); here are the gaps whose
+    border touches two or more territories (and no commune outside them), which a plain
+    dissolve leaves as slits between territories. ``done`` rows are updated in place.
+    """
+    geoms = [done[i][0][4] for i in in_zone]
+    if len(geoms) < 2:
+        return
+    try:
+        union = shapely.coverage_union_all(geoms)
+    except shapely.errors.GEOSException:
+        union = shapely.union_all(geoms)
+    tree = shapely.STRtree(geoms)
+    fills: dict[int, list] = {}
+    for part in shapely.get_parts(union):
+        for ring in part.interiors:
+            hole = shapely.Polygon(ring)
+            idx = [i for i in zone.tree.query(hole, predicate="intersects") if zone.codes[i] not in member_codes]
+            uncovered = hole.difference(shapely.union_all(zone.geoms[idx])) if idx else hole
+            for piece in shapely.get_parts(uncovered):
+                if piece.is_empty or piece.area <= 0:
+                    continue
+                area = float(shapely.area(metric(piece, zone.crs)))
+                if area > BETWEEN_GAP_MAX_M2:   # not a slit: a missing commune, say; left visible
+                    stats.gaps_between_left += 1
+                    continue
+                near = tree.query(piece, predicate="intersects")
+                if not len(near):
+                    continue
+                shared = shapely.length(shapely.intersection(piece.boundary, [geoms[k] for k in near]))
+                best = int(near[int(np.argmax(shared))])
+                fills.setdefault(best, []).append(piece)
+                if area > GAP_MIN_M2:
+                    stats.gaps_between_filled += 1
+                    stats.gaps_between_m2 += area
+                else:
+                    stats.noise_filled += 1
+    for k, pieces in fills.items():
+        i = in_zone[k]
+        (tid, crs, _, communes_km2, geom), tstats = done[i]
+        geom = _as_multipolygon(shapely.union_all([geom, *pieces]))
+        area_km2 = float(shapely.area(metric(geom, zone.crs))) / 1e6
+        done[i] = ((tid, crs, area_km2, communes_km2, geom), tstats)
+
+
 def _as_multipolygon(geom: shapely.Geometry) -> shapely.MultiPolygon:
     parts = [p for p in shapely.get_parts(geom) if isinstance(p, shapely.Polygon) and not p.is_empty]
     return shapely.MultiPolygon(parts)
@@ -261,6 +316,10 @@ def dissolve_clean(coverage: CleanCoverage, members: pd.DataFrame) -> tuple[gpd.
         jobs.append((coverage.zones[int(crs)], tid, grp["insee_com"].tolist()))
     with ThreadPoolExecutor(THREADS) as pool:
         done = list(pool.map(lambda j: _territory(*j), jobs))
+    member_codes = set(members["insee_com"])
+    for crs in sorted({r[1] for r, _ in done}):
+        in_zone = [i for i, (r, _) in enumerate(done) if r[1] == crs]
+        _fill_gaps_between(coverage.zones[int(crs)], done, in_zone, member_codes, stats)
     for _, s in done:
         for name in ("gaps_filled", "gaps_filled_m2", "noise_filled", "small_parts", "parts", "holes_kept"):
             setattr(stats, name, getattr(stats, name) + getattr(s, name))

@@ -74,3 +74,34 @@ def test_real_sample_dissolves_into_valid_multipolygons(mirror):
     assert {"EPSG:2154", "EPSG:5490"} <= set(stats.zones)
     ratio = out["area_km2"] / out["communes_area_km2"]
     assert ((ratio - 1).abs() < 0.005).all()
+
+
+def test_gap_between_two_territories_goes_to_the_longest_border():
+    x0, y0 = 700_000, 6_600_000
+    # ti-1 (west, 2 km tall) and ti-2 (east, 2 km tall) around a 30 m wide slit; ti-1's commune
+    # wraps the slit on three sides (longer shared border), so the slit goes to ti-1.
+    slit = box(x0 + 1000, y0 + 500, x0 + 1030, y0 + 1500)
+    west = box(x0, y0, x0 + 1030, y0 + 2000).difference(slit)
+    # same vertices on both sides of the shared edge (as in a real coverage)
+    east = shapely.Polygon([(x0 + 1030, y0), (x0 + 2000, y0), (x0 + 2000, y0 + 2000), (x0 + 1030, y0 + 2000),
+                            (x0 + 1030, y0 + 1500), (x0 + 1030, y0 + 500)])
+    communes = _communes([("01001", "01", west), ("01002", "01", east)])
+    members = pd.DataFrame({"id_ti": ["ti-1", "ti-2"], "insee_com": ["01001", "01002"]})
+    out, stats = dissolve(communes, members)
+    assert stats.gaps_between_filled == 1 and stats.gaps_between_m2 == pytest.approx(30_000, rel=0.02)
+    areas = out.set_index("id_ti")["area_km2"]
+    assert areas["ti-1"] == pytest.approx(1.03 * 2, rel=1e-3) and areas["ti-2"] == pytest.approx(0.97 * 2, rel=1e-3)
+    assert all(len(holes(g)) == 0 for g in out.geometry)
+
+
+def test_large_hole_between_territories_is_not_filled():
+    x0, y0 = 700_000, 6_600_000
+    # a 2 km x 2 km area missing between two territories (e.g. a commune without polygon)
+    missing = box(x0 + 1000, y0 + 1000, x0 + 3000, y0 + 3000)
+    west = box(x0, y0, x0 + 2000, y0 + 4000).difference(missing)
+    east = box(x0 + 2000, y0, x0 + 4000, y0 + 4000).difference(missing)
+    communes = _communes([("01001", "01", west), ("01002", "01", east)])
+    members = pd.DataFrame({"id_ti": ["ti-1", "ti-2"], "insee_com": ["01001", "01002"]})
+    out, stats = dissolve(communes, members)
+    assert stats.gaps_between_filled == 0 and stats.gaps_between_left == 1
+    assert out["area_km2"].sum() == pytest.approx(16 - 4, rel=1e-3)
