@@ -245,6 +245,25 @@ def write_core_outputs(result: BuildResult, out_dir: Path) -> dict[str, Path]:
 
 
 # ---------------------------------------------------------------- publishing
+def code_fingerprint() -> str:
+    """sha256 over the package's code and the static assets that shape the outputs.
+
+    Written in the manifest, so that a changed pipeline (not only a version bump) is rebuilt.
+    """
+    import hashlib
+
+    from .settings import ASSETS_DIR, PROJECT_ROOT
+
+    digest = hashlib.sha256()
+    package = Path(__file__).resolve().parent
+    files = sorted(package.rglob("*.py")) + sorted(p for p in ASSETS_DIR.rglob("*") if p.is_file())
+    for path in files:
+        digest.update(str(path.relative_to(PROJECT_ROOT) if path.is_relative_to(PROJECT_ROOT)
+                          else path.name).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 def new_build_id() -> str:
     """Sortable, unique build id: UTC time plus a short random suffix."""
     import secrets
@@ -279,6 +298,7 @@ def publish_build(result: BuildResult, settings: Settings, plans=None, build_id:
                        "duplicates": result.boundary_report.duplicates},
         "plans": {"source": plans.source, "warnings": plans.warnings},
         "new_territories": int(territories["is_new"].fillna(False).sum()),
+        "code_fingerprint": code_fingerprint(),
         "timings_s": result.timings,
     }
     return publish_release(territories, settings, build_id=build_id or new_build_id(),

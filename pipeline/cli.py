@@ -123,6 +123,10 @@ def changes_since_manifest(settings, phase: str, input_sha256: dict[str, str]) -
     for key, now in (("pipeline_version", __version__), ("contract_version", CONTRACT_VERSION)):
         if manifest.get(key) != now:
             reasons.append(f"{key} {manifest.get(key)} -> {now}")
+    from .build import code_fingerprint
+
+    if manifest.get("extra", {}).get("code_fingerprint") != (now := code_fingerprint()):
+        reasons.append(f"code changed: {str(manifest.get('extra', {}).get('code_fingerprint'))[:12]} -> {now[:12]}")
     before = {i.get("source"): i.get("sha256") for i in manifest.get("inputs", [])}
     for name in sorted(set(before) | set(input_sha256)):
         if before.get(name) != input_sha256.get(name):

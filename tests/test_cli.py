@@ -88,6 +88,13 @@ def test_what_counts_as_a_change(built, tmp_path, monkeypatch):
     assert cli.changes_since_manifest(settings, "2023-2027", shas) == [
         f"pipeline_version {manifest(out)['pipeline_version']} -> 99.0"]
     assert cli.changes_since_manifest(settings, "2018-2022", shas)[0].startswith("no published manifest")
+    monkeypatch.undo()
+    # a code change without a version bump is seen through the manifest's code fingerprint
+    import pipeline.build
+
+    monkeypatch.setattr(pipeline.build, "code_fingerprint", lambda: "f" * 64)
+    assert cli.changes_since_manifest(settings, "2023-2027", shas) == [
+        f"code changed: {manifest(out)['extra']['code_fingerprint'][:12]} -> {'f' * 12}"]
 
 
 def test_bad_plan_file_exits_2_with_one_line_and_keeps_files(built, tmp_path):
