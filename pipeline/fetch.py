@@ -225,6 +225,17 @@ class _Downloaded:
     last_modified: str | None
 
 
+def conditional_headers(previous: dict | None, url: str) -> dict[str, str]:
+    """If-None-Match / If-Modified-Since from the cached copy's sidecar, only for the same URL."""
+    headers: dict[str, str] = {}
+    if previous is not None and previous.get("url") == url:
+        if previous.get("etag"):
+            headers["If-None-Match"] = previous["etag"]
+        if previous.get("last_modified"):
+            headers["If-Modified-Since"] = previous["last_modified"]
+    return headers
+
+
 def _fetch_live(spec: SourceSpec, settings: Settings, session: requests.Session) -> FetchResult:
     url = spec.url
     target = cache_path(spec, settings)
@@ -233,12 +244,7 @@ def _fetch_live(spec: SourceSpec, settings: Settings, session: requests.Session)
     except OSError as exc:
         raise SourceError(f"source {spec.name}: cannot create the cache folder {target.parent}: {exc}") from None
     previous = _valid_cache(spec, target)
-    conditional: dict[str, str] = {}
-    if previous is not None and previous.get("url") == url:
-        if previous.get("etag"):
-            conditional["If-None-Match"] = previous["etag"]
-        if previous.get("last_modified"):
-            conditional["If-Modified-Since"] = previous["last_modified"]
+    conditional = conditional_headers(previous, url)
     temps: list[Path] = []
 
     def attempt(n: int) -> _Downloaded:
@@ -368,12 +374,7 @@ def _probe_live(spec: SourceSpec, settings: Settings, session: requests.Session)
         return version
 
     previous = read_meta(cache_path(spec, settings))
-    conditional: dict[str, str] = {}
-    if previous is not None and previous.get("url") == url:
-        if previous.get("etag"):
-            conditional["If-None-Match"] = previous["etag"]
-        if previous.get("last_modified"):
-            conditional["If-Modified-Since"] = previous["last_modified"]
+    conditional = conditional_headers(previous, url)
 
     def get(n: int) -> str:
         resp = session.get(url, headers={"Accept-Encoding": http.ACCEPT_ENCODING, **conditional},
