@@ -236,11 +236,9 @@ def write_core_outputs(result: BuildResult, out_dir: Path) -> dict[str, Path]:
     paths = {"parquet": out_dir / "territoires-industrie.parquet",
              "geojson": out_dir / "territoires-industrie.geojson"}
     gdf.to_parquet(paths["parquet"], schema_version="1.1.0", write_covering_bbox=True, compression="zstd")
-    flat = gdf.copy()
-    for col in flat.columns:
-        if flat[col].dtype == object and col != "geometry":
-            flat[col] = flat[col].map(lambda v: ";".join(v) if isinstance(v, list) else v)
-    flat.to_file(paths["geojson"], driver="GeoJSON", engine="pyogrio", RFC7946="YES")
+    from .publish.geojson import write_geojson   # the published RFC 7946 writer
+
+    write_geojson(gdf, paths["geojson"])
     return paths
 
 

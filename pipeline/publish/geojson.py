@@ -1,6 +1,7 @@
 """GeoJSON (RFC 7946) writer and its read-back check.
 
-Written with the standard ``json`` module for full control: lon/lat (CRS84), no ``crs`` member,
+Written feature by feature with ``orjson`` (coordinates serialised straight from numpy arrays)
+for full control: lon/lat (CRS84), no ``crs`` member,
 exterior rings counterclockwise and holes clockwise, coordinates snapped to a decimal grid with
 ``shapely.set_precision`` (which keeps every geometry valid) and printed with at most that many
 decimals, list attributes as JSON arrays, dates as ISO strings, nulls as ``null``.
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
+import orjson
 import pandas as pd
 import shapely
 
@@ -45,18 +47,16 @@ def _polygonal_part(geom) -> shapely.MultiPolygon:
     return shapely.MultiPolygon(polys)
 
 
-def _ring(ring, decimals: int) -> list:
-    return np.round(np.asarray(ring.coords)[:, :2], decimals).tolist()
+def _ring(ring, decimals: int) -> np.ndarray:
+    return np.round(shapely.get_coordinates(ring), decimals)
 
 
-def geometry_json(geom: shapely.MultiPolygon, decimals: int = DEFAULT_DECIMALS) -> dict:
-    """A GeoJSON MultiPolygon dict with coordinates rounded to ``decimals``."""
+def geometry_json(geom: shapely.MultiPolygon, decimals: int = DEFAULT_DECIMALS, as_lists: bool = True) -> dict:
+    """A GeoJSON MultiPolygon dict with coordinates rounded to ``decimals`` (numpy rings if not as_lists)."""
+    ring = (lambda r: _ring(r, decimals).tolist()) if as_lists else (lambda r: _ring(r, decimals))
     return {
         "type": "MultiPolygon",
-        "coordinates": [
-            [_ring(p.exterior, decimals)] + [_ring(r, decimals) for r in p.interiors]
-            for p in geom.geoms
-        ],
+        "coordinates": [[ring(p.exterior)] + [ring(r) for r in p.interiors] for p in geom.geoms],
     }
 
 
@@ -81,30 +81,30 @@ def json_value(value):
     return value
 
 
-def feature_collection(frame: gpd.GeoDataFrame, decimals: int = DEFAULT_DECIMALS, geoms=None) -> dict:
-    """The FeatureCollection dict of ``frame`` (``geoms`` overrides the geometry column)."""
+def _features(frame: gpd.GeoDataFrame, decimals: int, geoms, as_lists: bool):
     geoms = rfc7946_geometries(frame.geometry.values if geoms is None else geoms, decimals)
     columns = [c for c in frame.columns if c != frame.geometry.name]
     records = frame[columns].astype(object).to_dict("records")
-    features = [
-        {
+    for rec, geom in zip(records, geoms):
+        yield {
             "type": "Feature",
             "properties": {k: json_value(v) for k, v in rec.items()},
-            "geometry": geometry_json(geom, decimals),
+            "geometry": geometry_json(geom, decimals, as_lists),
         }
-        for rec, geom in zip(records, geoms)
-    ]
-    return {"type": "FeatureCollection", "features": features}
+
+
+def feature_collection(frame: gpd.GeoDataFrame, decimals: int = DEFAULT_DECIMALS, geoms=None) -> dict:
+    """The FeatureCollection dict of ``frame`` (``geoms`` overrides the geometry column)."""
+    return {"type": "FeatureCollection", "features": list(_features(frame, decimals, geoms, True))}
 
 
 def write_geojson(frame: gpd.GeoDataFrame, path: Path, decimals: int = DEFAULT_DECIMALS, geoms=None) -> Path:
     """Write ``frame`` as RFC 7946 GeoJSON (UTF-8, compact, one feature per line)."""
-    fc = feature_collection(frame, decimals, geoms)
-    with open(path, "w", encoding="utf-8", newline="\n") as fh:
-        fh.write('{"type":"FeatureCollection","features":[\n')
-        for i, feat in enumerate(fc["features"]):
-            fh.write(("," if i else "") + json.dumps(feat, ensure_ascii=False, separators=(",", ":"), allow_nan=False) + "\n")
-        fh.write("]}\n")
+    with open(path, "wb") as fh:
+        fh.write(b'{"type":"FeatureCollection","features":[\n')
+        for i, feat in enumerate(_features(frame, decimals, geoms, False)):
+            fh.write((b"," if i else b"") + orjson.dumps(feat, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n")
+        fh.write(b"]}\n")
     return Path(path)
 
 
