@@ -116,6 +116,7 @@ def _src(name: str) -> AssetIn:
 def commune_boundaries(context: AssetExecutionContext, src):
     t = time.perf_counter()
     frame, report = core.load_boundaries({"communes_boundaries": src})
+    frame.attrs["boundary_report"] = report     # travels with the frame to the manifest
     return Output(frame, metadata={
         "rows": report.rows, "crs_read": report.crs, "repaired": _md_list(report.repaired),
         "empty_dropped": _md_list(report.empty), "duplicates": _md_list(report.duplicates),
@@ -229,7 +230,8 @@ def phase_assets(phase: str):
 
         result = core.BuildResult(
             phase=phase, territories=frame, membership=membership, dissolve_stats=stats,
-            boundary_report=BoundaryReport(len(boundaries), [], [], [], "EPSG:4326"), checks=[],
+            boundary_report=boundaries.attrs.get("boundary_report")
+            or BoundaryReport(len(boundaries), [], [], [], "EPSG:4326"), checks=[],
             inputs=[core.inputs_entry(sources[n], CATALOG) for n in sorted(sources)], previous=previous)
         new = int(frame["is_new"].fillna(False).sum())
         meta = {"territories": len(frame), "communes": int(frame["n_communes"].sum()),
