@@ -72,6 +72,14 @@ def expand_groupements(groupements: pd.DataFrame, admin: AdminRef) -> tuple[pd.D
     return out[["id_ti", "insee_com", "siren_groupement", "_line"]], errors
 
 
+def _names(frame: pd.DataFrame | None) -> dict[str, str]:
+    """First non-empty territory name per id in a list (whitespace cleaned)."""
+    if frame is None or "lib_ti" not in frame:
+        return {}
+    first = frame.dropna(subset=["lib_ti"]).groupby("id_ti")["lib_ti"].first()
+    return {tid: clean_text(lib) for tid, lib in first.items() if lib}
+
+
 def _release_key(release: str | None) -> str:
     return release if release and release[:4].isdigit() else ""
 
@@ -115,13 +123,10 @@ def build_membership(*, communes_list: pd.DataFrame | None, groupements_list: pd
             source_of[tid] = other
         chosen = pd.concat([chosen, extra], ignore_index=True)
 
-    # Territory names and groupements.
-    names = {}
-    for lst in (groupements_list, communes_list):
-        if lst is not None and "lib_ti" in lst:
-            for tid, lib in lst.dropna(subset=["lib_ti"]).groupby("id_ti")["lib_ti"].first().items():
-                if lib and (tid not in names or lst is (groupements_list if source_of.get(tid) == "groupements" else communes_list)):
-                    names[tid] = clean_text(lib)
+    # Territory names: from the list that defines the perimeter, else from the other one.
+    names_in = {"communes": _names(communes_list), "groupements": _names(groupements_list)}
+    names = {tid: names_in[src].get(tid) or next((n[tid] for n in names_in.values() if tid in n), tid)
+             for tid, src in source_of.items()}
     if groupements_list is not None:
         sirens = groupements_list.groupby("id_ti")["siren_groupement"].agg(lambda s: sorted(set(s)))
     else:

@@ -42,6 +42,9 @@ def test_attributes_of_known_territories(real_build):
     # trailing non-breaking spaces are cleaned from names
     assert not t["lib_ti"].str.contains("\xa0").any()
     assert t.loc["ti-2808", "lib_ti"] == t.loc["ti-2808", "lib_ti"].strip()
+    # names come from the list that defines the perimeter (2024-07-04), which renamed two territories
+    assert t.loc["ti-4421", "lib_ti"] == "Pays Vitryat"
+    assert t.loc["ti-8412", "lib_ti"].endswith("Terre Valserhône")
     # 641 groupements: 629 EPCI/EPT (1 to 17 per territory) + 12 single communes given by SIREN,
     # 11 of them in ti-7506 "Creuse Industrie" (only part of CC Haute-Correze)
     assert t["n_groupements"].sum() == 641 and t["n_groupements"].min() == 1
