@@ -291,6 +291,9 @@ def publish_asset(phase: str):
 
         plans = maybe_plans.get("plans")
         settings = pipeline_settings.settings()
+        # The blocking asset checks already stopped a wrong build before this step; they are run
+        # again here (0.3 s) because the manifest records their results and publish_build refuses
+        # to publish a failing build even when this asset is materialized on its own.
         build.checks = core.run_checks(build.territories, build.membership, boundaries,
                                        CATALOG.phases[phase].expected_territories)
         t = time.perf_counter()

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import TextIO
 
 from . import CONTRACT_VERSION, __version__
+from .fetch import sha256_file
 from .errors import PipelineError, PlanTableError
 
 EXIT_OK = 0
@@ -99,8 +99,7 @@ def settings_from_args(args: argparse.Namespace, env: dict[str, str] | None = No
 def plan_sha256(settings) -> str | None:
     if settings.plans_path is None:
         return None
-    with open(settings.plans_path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
+    return sha256_file(settings.plans_path)
 
 
 # ---------------------------------------------------------------- change detection

@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import zoneinfo
@@ -28,7 +27,7 @@ from dagster import (AssetCheckKey, AssetKey, AssetSelection, DagsterInvalidDefi
 
 from .catalog import load_catalog
 from .errors import PipelineError, SourceError
-from .fetch import probe_source
+from .fetch import probe_source, sha256_file
 from .resources import PipelineSettings
 from .settings import Settings
 
@@ -76,8 +75,7 @@ def plan_version(settings: Settings) -> str:
         return NO_PLAN_TABLE
     if not path.is_file():
         return f"missing:{path}"
-    with open(path, "rb") as fh:
-        return "sha256:" + hashlib.file_digest(fh, "sha256").hexdigest()
+    return "sha256:" + sha256_file(path)
 
 
 def probe_inputs(settings: Settings) -> tuple[dict[str, str], dict[str, str]]:
