@@ -2,26 +2,37 @@
 
 Main entry point: :func:`publish_release`. See ``release.py`` for the layout and the atomic swap,
 ``dictionary.py`` for the data dictionary (``docs/DATA_DICTIONARY.md``).
+
+The names below are imported on first use (PEP 562), so that importing one writer, e.g.
+``pipeline.publish.geojson``, does not load the others (matplotlib, pyogrio, sqlite...).
 """
 
 from __future__ import annotations
 
-from ..errors import PublishError
-from .dictionary import column_descriptions, column_kinds, render_data_dictionary, write_data_dictionary
-from .preview import preview_markdown, render_preview, render_preview_bytes
-from .release import (
-    DEFAULT_PHASE,
-    STABLE_NAMES,
-    apply_retention,
-    preview_path,
-    publish_release,
-    release_dir,
-    stable_paths,
-)
+import importlib
 
-__all__ = [
-    "DEFAULT_PHASE", "STABLE_NAMES", "PublishError", "apply_retention", "column_descriptions",
-    "column_kinds", "preview_markdown", "preview_path", "publish_release", "release_dir",
-    "render_data_dictionary", "render_preview", "render_preview_bytes", "stable_paths",
-    "write_data_dictionary",
-]
+from ..errors import PublishError
+
+# public name -> submodule that defines it
+_LAZY = {
+    **dict.fromkeys(("column_descriptions", "column_kinds", "render_data_dictionary", "write_data_dictionary"),
+                    "dictionary"),
+    **dict.fromkeys(("preview_markdown", "render_preview", "render_preview_bytes"), "preview"),
+    **dict.fromkeys(("DEFAULT_PHASE", "STABLE_NAMES", "apply_retention", "preview_path", "publish_release",
+                     "release_dir", "stable_paths"), "release"),
+}
+
+__all__ = ["PublishError", *sorted(_LAZY)]
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -5,13 +5,21 @@ for full control: lon/lat (CRS84), no ``crs`` member,
 exterior rings counterclockwise and holes clockwise, coordinates snapped to a decimal grid with
 ``shapely.set_precision`` (which keeps every geometry valid) and printed with at most that many
 decimals, list attributes as JSON arrays, dates as ISO strings, nulls as ``null``.
+
+The file is streamed: geometries are snapped and oriented in chunks of about
+:data:`CHUNK_COORDS` coordinates, the next chunks on worker threads (shapely releases the GIL)
+while the current one is written, so that memory holds a few chunks, never a second copy of
+every geometry. The bytes are the same as for one vectorised call (each geometry is processed
+on its own).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import math
+import os
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import geopandas as gpd
@@ -24,6 +32,8 @@ from ..errors import PublishError
 from .columns import to_multipolygons
 
 DEFAULT_DECIMALS = 6
+CHUNK_COORDS = 100_000  # coordinates per chunk of geometries snapped at once
+WORKERS = min(4, os.cpu_count() or 1)  # threads snapping chunks ahead of the writer
 
 
 def rfc7946_geometries(geoms, decimals: int = DEFAULT_DECIMALS) -> np.ndarray:
@@ -81,8 +91,47 @@ def json_value(value):
     return value
 
 
+def chunk_bounds(geoms, chunk_coords: int = CHUNK_COORDS) -> list[tuple[int, int]]:
+    """``(start, stop)`` row ranges holding about ``chunk_coords`` coordinates each (at least one row)."""
+    counts = np.cumsum(shapely.get_num_coordinates(np.asarray(geoms, dtype=object)))
+    bounds, start = [], 0
+    while start < len(counts):
+        done = counts[start - 1] if start else 0
+        stop = max(start + 1, int(np.searchsorted(counts, done + chunk_coords, side="right")))
+        bounds.append((start, stop))
+        start = stop
+    return bounds
+
+
+def iter_rfc7946_geometries(geoms, decimals: int = DEFAULT_DECIMALS, chunk_coords: int | None = None,
+                            workers: int | None = None):
+    """:func:`rfc7946_geometries` of ``geoms`` one by one, computed chunk by chunk, ahead on threads.
+
+    ``chunk_coords`` and ``workers`` default to :data:`CHUNK_COORDS` and :data:`WORKERS`.
+    """
+    geoms = np.asarray(geoms, dtype=object)
+    workers = WORKERS if workers is None else workers
+    bounds = chunk_bounds(geoms, CHUNK_COORDS if chunk_coords is None else chunk_coords)
+    if workers <= 1 or len(bounds) <= 1:
+        for start, stop in bounds:
+            yield from rfc7946_geometries(geoms[start:stop], decimals)
+        return
+    with ThreadPoolExecutor(workers, thread_name_prefix="geojson") as pool:
+        pending = deque()
+        try:
+            for start, stop in bounds:  # at most `workers` chunks computed ahead of the writer
+                pending.append(pool.submit(rfc7946_geometries, geoms[start:stop], decimals))
+                if len(pending) > workers:
+                    yield from pending.popleft().result()
+            while pending:
+                yield from pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
+
+
 def _features(frame: gpd.GeoDataFrame, decimals: int, geoms, as_lists: bool):
-    geoms = rfc7946_geometries(frame.geometry.values if geoms is None else geoms, decimals)
+    geoms = iter_rfc7946_geometries(frame.geometry.values if geoms is None else geoms, decimals)
     columns = [c for c in frame.columns if c != frame.geometry.name]
     records = frame[columns].astype(object).to_dict("records")
     for rec, geom in zip(records, geoms):
@@ -99,7 +148,7 @@ def feature_collection(frame: gpd.GeoDataFrame, decimals: int = DEFAULT_DECIMALS
 
 
 def write_geojson(frame: gpd.GeoDataFrame, path: Path, decimals: int = DEFAULT_DECIMALS, geoms=None) -> Path:
-    """Write ``frame`` as RFC 7946 GeoJSON (UTF-8, compact, one feature per line)."""
+    """Write ``frame`` as RFC 7946 GeoJSON (UTF-8, compact, one feature per line), streamed."""
     with open(path, "wb") as fh:
         fh.write(b'{"type":"FeatureCollection","features":[\n')
         for i, feat in enumerate(_features(frame, decimals, geoms, False)):
@@ -122,17 +171,39 @@ def max_decimals(coords: np.ndarray) -> int:
     return worst
 
 
+def more_decimals_than(coords: np.ndarray, decimals: int) -> bool:
+    """Whether some of ``coords`` need more than ``decimals`` decimals (same answer as
+    ``max_decimals(coords) > decimals``, without printing every value).
+
+    A value is on the 10^-decimals grid when it is the double nearest to k / 10^decimals for an
+    integer k (IEEE division rounds correctly, like parsing the decimal text), and then its shortest
+    repr has at most ``decimals`` decimals; only the values off the grid are printed and counted.
+    """
+    values = np.unique(np.asarray(coords, dtype=float).ravel())
+    if 0 <= decimals <= 15:
+        scale = float(10 ** decimals)
+        values = values[values != np.rint(values * scale) / scale]
+    return len(values) > 0 and max_decimals(values) > decimals
+
+
+def _load(path: Path) -> dict:
+    with open(path, "rb") as fh:
+        return orjson.loads(fh.read())
+
+
+def _parse_geometries(feats: list) -> np.ndarray:
+    texts = np.array([orjson.dumps(f["geometry"]) for f in feats], dtype=object)
+    return np.asarray(shapely.from_geojson(texts), dtype=object).reshape(len(feats))
+
+
 def read_geometries(path: Path) -> np.ndarray:
     """The geometries of a GeoJSON file, in file order."""
-    with open(path, encoding="utf-8") as fh:
-        doc = json.load(fh)
-    return np.array([shapely.from_geojson(json.dumps(f["geometry"])) for f in doc.get("features", [])], dtype=object)
+    return _parse_geometries(_load(path).get("features", []))
 
 
 def verify_geojson(path: Path, expected: gpd.GeoDataFrame, decimals: int = DEFAULT_DECIMALS) -> dict:
     """Re-read the file; raise PublishError unless it is RFC 7946 and has the expected rows."""
-    with open(path, encoding="utf-8") as fh:
-        doc = json.load(fh)
+    doc = _load(path)
     problems = []
     if "crs" in doc:
         problems.append("has a 'crs' member")
@@ -142,7 +213,9 @@ def verify_geojson(path: Path, expected: gpd.GeoDataFrame, decimals: int = DEFAU
     ids = [f["properties"].get("id_ti") for f in feats]
     if ids != list(expected["id_ti"]):
         problems.append("id_ti values or order differ from the source frame")
-    geoms = np.array([shapely.from_geojson(json.dumps(f["geometry"])) for f in feats], dtype=object)
+    rows = len(feats)
+    geoms = _parse_geometries(feats)
+    del doc, feats  # the parsed JSON tree is several times the file size
     if len(geoms):
         if not (shapely.get_type_id(geoms) == 6).all():
             problems.append("a geometry is not a MultiPolygon")
@@ -154,9 +227,9 @@ def verify_geojson(path: Path, expected: gpd.GeoDataFrame, decimals: int = DEFAU
         coords = shapely.get_coordinates(geoms)
         if (np.abs(coords[:, 0]) > 180).any() or (np.abs(coords[:, 1]) > 90).any():
             problems.append("coordinates outside [-180,180]x[-90,90]")
-        if max_decimals(coords) > decimals:
+        if more_decimals_than(coords, decimals):
             problems.append(f"coordinates with more than {decimals} decimals")
     if problems:
         raise PublishError(f"{path}: GeoJSON check failed: {'; '.join(problems)}")
-    return {"rows": len(feats), "format": "GeoJSON RFC 7946", "media_type": "application/geo+json",
+    return {"rows": rows, "format": "GeoJSON RFC 7946", "media_type": "application/geo+json",
             "coordinate_decimals": decimals}

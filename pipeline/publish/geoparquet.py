@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import geopandas as gpd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import PublishError
@@ -13,15 +14,23 @@ from ..errors import PublishError
 SCHEMA_VERSION = "1.1.0"
 
 
-def write_geoparquet(frame: gpd.GeoDataFrame, path: Path) -> Path:
+def write_geoparquet(frame: gpd.GeoDataFrame, path: Path, *, index: bool | None = False) -> Path:
     """Write ``frame`` (from :func:`~pipeline.publish.columns.prepare_frame`) as GeoParquet 1.1.
 
     zstd compression, a ``bbox`` covering column, exact ``geometry_types``, PROJJSON CRS; list
     columns are Arrow ``list<string>`` and dates ``date32``, row order kept (spatially sorted).
+    ``index`` is passed to ``to_parquet`` (None: a RangeIndex is kept as metadata only).
+
+    Arrow's allocator would keep the memory of the conversion and encoding buffers for reuse
+    (130 MB for a 21 MB file at 16x vertex density); it is handed back to the system afterwards,
+    so that the next writer does not pile its own peak on top of it. The file is unchanged.
     """
-    frame.to_parquet(
-        path, index=False, schema_version=SCHEMA_VERSION, write_covering_bbox=True, compression="zstd"
-    )
+    try:
+        frame.to_parquet(
+            path, index=index, schema_version=SCHEMA_VERSION, write_covering_bbox=True, compression="zstd"
+        )
+    finally:
+        pa.default_memory_pool().release_unused()
     return Path(path)
 
 

@@ -3,6 +3,7 @@
 Lists are stored as ``;``-joined strings (GeoPackage has no list type), dates as DATE, booleans
 as BOOLEAN. The style (``assets/styles/territoires-industrie.qml`` / ``.sld``) goes into the
 ``layer_styles`` table that QGIS reads, with ``useAsDefault = 1``, so QGIS applies it on open.
+pyogrio (GDAL) is imported inside the functions that use it, not by ``import`` of this module.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from pathlib import Path
 
 import geopandas as gpd
 import pandas as pd
-import pyogrio
 
 from ..errors import PublishError
 from ..settings import ASSETS_DIR
@@ -58,6 +58,8 @@ def gpkg_frame(frame: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
 
 def write_gpkg(frame: gpd.GeoDataFrame, path: Path, *, qml: Path = STYLE_QML, sld: Path = STYLE_SLD) -> Path:
     """Write the ``territoires_industrie`` layer and its default style into a new file."""
+    import pyogrio
+
     Path(path).unlink(missing_ok=True)  # GDAL would otherwise add the layer to the old file
     pyogrio.write_dataframe(
         gpkg_frame(frame), path, layer=LAYER, driver="GPKG", use_arrow=True,
@@ -101,6 +103,8 @@ def default_style(path: Path, layer: str = LAYER) -> dict | None:
 
 def verify_gpkg(path: Path, expected: gpd.GeoDataFrame) -> dict:
     """Re-read the file; raise PublishError unless layer, rows, geometry type and style are right."""
+    import pyogrio
+
     problems = []
     layers = [name for name, _ in pyogrio.list_layers(path)]
     if LAYER not in layers:

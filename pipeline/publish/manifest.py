@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 from .. import CONTRACT_VERSION, __version__
-from ..fetch import sha256_file
 
 MANIFEST_NAME = "manifest.json"
 
@@ -18,6 +17,8 @@ def utc_now() -> str:
 
 def output_entry(name: str, file: Path, stable_path: str, release_path: str, facts: dict) -> dict:
     """One ``outputs`` item: paths relative to the output dir, sha256, size and the writer's facts."""
+    from ..fetch import sha256_file  # here: pipeline.fetch loads requests, which writers don't need
+
     entry = {
         "name": name,
         "path": stable_path,

@@ -2,23 +2,21 @@
 
 Each zone is drawn in its metric CRS (Lambert-93, or the overseas CRS) so shapes look right.
 Used as the preview file of a release and as Dagster metadata (:func:`preview_markdown`).
+matplotlib is imported on first use only (it costs about half a second and tens of MB).
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import io
 from pathlib import Path
 
 import geopandas as gpd
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")  # headless; must precede pyplot
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from .light import zones  # noqa: E402
-from .zones import METROPOLE, ZONES, metric_epsg  # noqa: E402
+from .light import zones
+from .zones import METROPOLE, ZONES, metric_epsg
 
 FILL = "#f2994a"
 EDGE = "#7a370a"
@@ -33,6 +31,17 @@ _INSET_BOXES = {
 }
 
 
+@functools.cache
+def _pyplot():
+    """``matplotlib.pyplot``, switched to the headless Agg backend on the first call only."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # headless; must precede pyplot
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def _draw(ax, frame: gpd.GeoDataFrame, epsg: int, title: str | None = None) -> None:
     if len(frame):
         frame.to_crs(epsg).plot(ax=ax, color=FILL, edgecolor=EDGE, linewidth=0.3)
@@ -44,6 +53,7 @@ def _draw(ax, frame: gpd.GeoDataFrame, epsg: int, title: str | None = None) -> N
 
 def render_preview_bytes(territories: gpd.GeoDataFrame, title: str | None = None, dpi: int = 110) -> bytes:
     """The preview as PNG bytes (metropole + insets for 971, 972, 973, 974, 976)."""
+    plt = _pyplot()
     zone = zones(territories)
     fig = plt.figure(figsize=(10, 9), dpi=dpi)
     try:
@@ -83,7 +93,7 @@ def verify_png(path: Path) -> dict:
     raw = Path(path).read_bytes()
     if not raw.startswith(b"\x89PNG\r\n\x1a\n"):
         raise PublishError(f"{path}: preview is not a PNG")
-    img = plt.imread(io.BytesIO(raw), format="png")
+    img = _pyplot().imread(io.BytesIO(raw), format="png")
     if np.ptp(img[..., :3]) == 0:
         raise PublishError(f"{path}: preview image is blank")
     return {"rows": None, "format": "PNG", "media_type": "image/png", "width": int(img.shape[1]), "height": int(img.shape[0])}
