@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import geopandas as gpd
+import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pyogrio
@@ -94,6 +95,19 @@ def read_boundaries(path: Path) -> tuple[gpd.GeoDataFrame, BoundaryReport]:
     values that are not commune codes raises :class:`InputFormatError`.
     """
     path = Path(path)
+    frame = _read_any(path)
+    out, repaired, empty, sub_communal = _validate(frame, path)
+    out, repaired, empty = _to_wgs84(out, path, repaired, empty)
+    _check_extent(shapely.total_bounds(out.geometry.values), path, out.crs if frame.crs is None else frame.crs)
+    dup_mask = out["code_insee"].duplicated()
+    duplicates = sorted(set(out.loc[dup_mask, "code_insee"]))
+    out = out[~dup_mask].sort_values("code_insee").reset_index(drop=True)
+    report = BoundaryReport(rows=len(out), repaired=repaired, empty=empty, duplicates=duplicates,
+                            crs=_crs_name(frame.crs), sub_communal=sub_communal)
+    return out, report
+
+
+def _read_any(path: Path) -> gpd.GeoDataFrame:
     try:
         with open(path, "rb") as fh:
             magic = fh.read(4)
@@ -107,6 +121,16 @@ def read_boundaries(path: Path) -> tuple[gpd.GeoDataFrame, BoundaryReport]:
         raise InputFormatError(f"{path}: cannot read commune boundaries ({err})") from None
     if len(frame) == 0:
         raise InputFormatError(f"{path}: no commune polygon in the file")
+    return frame
+
+
+def _validate(frame: gpd.GeoDataFrame, path: Path, offset: int = 0
+              ) -> tuple[gpd.GeoDataFrame, list[str], list[str], list[str]]:
+    """Tidy columns, repaired geometries, dropped empty ones (in the file's CRS).
+
+    ``offset``: index of the frame's first feature in the file (for messages when read in batches).
+    The result keeps the frame's index (rows of the input), so callers can map rows back.
+    """
     code_col = _pick(list(frame.columns), CODE_ALIASES)
     if code_col is None:
         raise InputFormatError(f"{path}: no commune code column; expected one of {', '.join(CODE_ALIASES)}; "
@@ -114,13 +138,15 @@ def read_boundaries(path: Path) -> tuple[gpd.GeoDataFrame, BoundaryReport]:
     if frame.crs is None:
         raise InputFormatError(f"{path}: the boundaries have no CRS; declare one (EPSG:4326 expected)")
     frame, sub_communal = _drop_sub_communal(frame, code_col)
-    codes = frame[code_col].map(lambda v: "" if v is None or v != v else normalise_insee(str(v)))
-    bad = [(i, c) for i, c in enumerate(codes) if not INSEE_RE.match(c)]
-    if bad:
-        shown = ", ".join(f"feature {i + 1}: {c!r}" for i, c in bad[:5])
+    raw = frame[code_col]
+    codes = _normalise_codes(raw)
+    bad = np.flatnonzero(~codes.str.fullmatch(INSEE_RE.pattern).fillna(False).to_numpy())
+    if len(bad):
+        shown = ", ".join(f"feature {offset + frame.index[i] + 1}: {codes.iloc[i]!r}" for i in bad[:5])
         raise InputFormatError(f"{path}: column {code_col}: {len(bad)} value(s) are not INSEE commune codes "
                                f"({shown})")
-    out = gpd.GeoDataFrame({"code_insee": codes.to_numpy()}, geometry=frame.geometry.values, crs=frame.crs)
+    out = gpd.GeoDataFrame({"code_insee": codes.to_numpy()}, geometry=frame.geometry.values, crs=frame.crs,
+                           index=frame.index)
     name_col = _pick(list(frame.columns), NAME_ALIASES)
     out["nom"] = frame[name_col].astype("string").to_numpy() if name_col else pd.NA
     dep_col = _pick(list(frame.columns), DEP_ALIASES)
@@ -147,8 +173,22 @@ def read_boundaries(path: Path) -> tuple[gpd.GeoDataFrame, BoundaryReport]:
         raise InputFormatError(f"{path}: commune geometries must be polygons, found {', '.join(sorted(types))}")
     empty = list(out.loc[empty_mask, "code_insee"])
     out = out[~empty_mask]
-    if len(out) == 0:
-        raise InputFormatError(f"{path}: every commune geometry is empty")
+    return out, repaired, empty, sub_communal
+
+
+def _normalise_codes(values: pd.Series) -> pd.Series:
+    """Commune codes as strings, a lost leading zero restored (only the odd values go through Python)."""
+    codes = values.astype("string")
+    odd = ~codes.str.fullmatch(INSEE_RE.pattern).fillna(False)
+    if odd.any():
+        codes = codes.copy()
+        codes[odd] = ["" if v is None or v is pd.NA or v != v else normalise_insee(str(v))
+                      for v in values[odd.to_numpy()]]
+    return codes.fillna("")
+
+
+def _to_wgs84(out: gpd.GeoDataFrame, path: Path, repaired: list[str], empty: list[str]):
+    """Reprojected to EPSG:4326 if needed; degenerate (zero-area) polygons dropped into ``empty``."""
     if out.crs.to_epsg() != 4326:
         try:
             out = out.to_crs(4326)
@@ -157,21 +197,18 @@ def read_boundaries(path: Path) -> tuple[gpd.GeoDataFrame, BoundaryReport]:
     degenerate = (shapely.area(out.geometry.values) < DEGENERATE_DEG2)
     empty = sorted(empty + list(out.loc[degenerate, "code_insee"]))
     repaired = [c for c in repaired if c not in set(empty)]
-    out = out[~degenerate]
-    minx, miny, maxx, maxy = out.total_bounds
+    return out[~degenerate], repaired, empty
+
+
+def _check_extent(bounds, path: Path, crs) -> None:
+    minx, miny, maxx, maxy = bounds
     fx0, fy0, fx1, fy1 = FRANCE_LONLAT
     if minx < fx0 or maxx > fx1 or miny < fy0 or maxy > fy1:
         hint = (" they look like metres of a projected CRS (Lambert-93 is EPSG:2154)"
                 if max(abs(minx), abs(maxx), abs(miny), abs(maxy)) > 1000 else "")
         raise InputFormatError(
             f"{path}: coordinates ({minx:.1f}, {miny:.1f}, {maxx:.1f}, {maxy:.1f}) fall outside France "
-            f"in EPSG:4326: the declared CRS ({_crs_name(frame.crs)}) is probably wrong;{hint or ' check it'}")
-    dup_mask = out["code_insee"].duplicated()
-    duplicates = sorted(set(out.loc[dup_mask, "code_insee"]))
-    out = out[~dup_mask].sort_values("code_insee").reset_index(drop=True)
-    report = BoundaryReport(rows=len(out), repaired=repaired, empty=empty, duplicates=duplicates,
-                            crs=_crs_name(frame.crs), sub_communal=sub_communal)
-    return out, report
+            f"in EPSG:4326: the declared CRS ({_crs_name(crs)}) is probably wrong;{hint or ' check it'}")
 
 
 def _drop_sub_communal(frame: gpd.GeoDataFrame, code_col: str) -> tuple[gpd.GeoDataFrame, list[str]]:
@@ -192,3 +229,200 @@ def _drop_sub_communal(frame: gpd.GeoDataFrame, code_col: str) -> tuple[gpd.GeoD
 def _crs_name(crs) -> str:
     epsg = crs.to_epsg()
     return f"EPSG:{epsg}" if epsg else crs.to_string()
+
+
+class BoundarySet:
+    """The communes of a boundary file, with polygons decoded only for the communes that need them.
+
+    :func:`scan_boundaries` reads every polygon once, batch by batch, to check and report it like
+    :func:`read_boundaries`, but keeps only the attributes, the bounds and the few repaired polygons.
+    :meth:`load` then reads the file again and decodes the polygons asked for (the members of the
+    territories and their neighbours); the others stay as compact WKB and are decoded on demand
+    by :meth:`near` (enclaves, gaps). At 17 M vertices this holds 40 % fewer decoded vertices.
+    """
+
+    def __init__(self, communes: pd.DataFrame, report: BoundaryReport, bounds: np.ndarray, crs,
+                 geoms: np.ndarray | None = None, path: Path | None = None, rows: np.ndarray | None = None,
+                 repaired: dict[int, object] | None = None, has_z: bool = False, batch_size: int = 4096):
+        self.communes = communes          # code_insee, nom, departement, population; sorted by code
+        self.report = report
+        self.bounds = bounds              # (n, 4) lon/lat bounds, same order as communes
+        self.crs = crs
+        n = len(communes)
+        self._geoms = np.full(n, None, dtype=object) if geoms is None else np.asarray(geoms, dtype=object)
+        self._wkb = np.full(n, None, dtype=object)
+        self._path, self._rows, self._repaired, self._has_z = path, rows, repaired or {}, has_z
+        self._batch_size = batch_size
+        self._loaded = np.zeros(n, dtype=bool) if geoms is None else np.ones(n, dtype=bool)
+        self._trees: tuple | None = None
+
+    @property
+    def codes(self) -> np.ndarray:
+        return self.communes["code_insee"].to_numpy()
+
+    def load(self, keep: np.ndarray) -> np.ndarray:
+        """Decode the polygons of the communes where ``keep`` (bool, communes order) is true; returns them."""
+        keep = np.asarray(keep, dtype=bool)
+        todo = keep & ~self._loaded
+        if todo.any():
+            self._read(todo)
+        self._trees = None
+        return self._geoms[keep]
+
+    def geometries(self, positions) -> np.ndarray:
+        """Polygons of the communes at ``positions`` (decoded now for those not loaded; not kept)."""
+        positions = np.asarray(positions, dtype=int)
+        out = self._geoms[positions].copy()
+        lazy = ~self._loaded[positions]
+        if lazy.any():
+            out[lazy] = self._decode(self._wkb[positions[lazy]])
+        return out
+
+    def near(self, geom, loaded: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """Positions and polygons of the communes intersecting ``geom`` (only the not-loaded ones if not loaded)."""
+        if self._trees is None:
+            on = np.flatnonzero(self._loaded)
+            off = np.flatnonzero(~self._loaded)
+            self._trees = (on, shapely.STRtree(self._geoms[on]) if len(on) else None,
+                           off, shapely.STRtree(shapely.box(*self.bounds[off].T)) if len(off) else None)
+        on, on_tree, off, off_tree = self._trees
+        pos, geoms = [], []
+        if loaded and on_tree is not None:
+            hit = on[on_tree.query(geom, predicate="intersects")]
+            pos.append(hit)
+            geoms.append(self._geoms[hit])
+        if off_tree is not None:
+            cand = off[off_tree.query(geom)]
+            if len(cand):
+                g = self.geometries(cand)
+                ok = shapely.intersects(g, geom)
+                pos.append(cand[ok])
+                geoms.append(g[ok])
+        if not pos:
+            return np.zeros(0, dtype=int), np.zeros(0, dtype=object)
+        return np.concatenate(pos), np.concatenate(geoms)
+
+    def frame(self, keep: np.ndarray | None = None) -> gpd.GeoDataFrame:
+        """The loaded communes (or those where ``keep``) as a GeoDataFrame, like :func:`read_boundaries`."""
+        keep = self._loaded if keep is None else np.asarray(keep, dtype=bool)
+        geoms = self.load(keep)
+        out = self.communes[keep].reset_index(drop=True)
+        return gpd.GeoDataFrame(out, geometry=geoms, crs=self.crs)
+
+    def _decode(self, wkb: np.ndarray) -> np.ndarray:
+        geoms = shapely.from_wkb(wkb)
+        return shapely.force_2d(geoms) if self._has_z else geoms
+
+    def _read(self, todo: np.ndarray) -> None:
+        position = np.full(int(self._rows.max()) + 1, -1, dtype=np.int64)
+        position[self._rows] = np.arange(len(self._rows))
+        parquet = pq.ParquetFile(self._path, buffer_size=4 << 20, pre_buffer=False)
+        geom_col = _geo_meta(parquet)[0]
+        start = 0
+        for batch in parquet.iter_batches(batch_size=self._batch_size, columns=[geom_col]):
+            pos = position[start:start + batch.num_rows]
+            start += batch.num_rows
+            if len(pos) < batch.num_rows:
+                pos = np.concatenate([pos, np.full(batch.num_rows - len(pos), -1)])
+            use = pos >= 0
+            if not use.any():
+                continue
+            wkb = batch.column(0).to_numpy(zero_copy_only=False)[use]
+            pos = pos[use]
+            decode = todo[pos] & ~self._loaded[pos]
+            if decode.any():
+                self._geoms[pos[decode]] = self._decode(wkb[decode])
+                self._loaded[pos[decode]] = True
+            rest = ~self._loaded[pos]
+            self._wkb[pos[rest]] = wkb[rest]
+        for p, geom in self._repaired.items():     # repaired polygons replace the file's
+            if todo[p]:
+                self._geoms[p] = geom
+                self._wkb[p] = None
+            elif not self._loaded[p]:
+                self._wkb[p] = shapely.to_wkb(geom)
+        # decoded ones need no WKB any more
+        self._wkb[self._loaded] = None
+
+
+def _geo_meta(parquet: pq.ParquetFile) -> tuple[str, str, object]:
+    """Primary geometry column, its encoding and its CRS (GeoParquet metadata)."""
+    import json
+
+    meta = json.loads((parquet.schema_arrow.metadata or {}).get(b"geo", b"{}"))
+    geom_col = meta.get("primary_column", "geometry")
+    column = meta.get("columns", {}).get(geom_col, {})
+    return geom_col, str(column.get("encoding", "WKB")), column.get("crs", "OGC:CRS84")
+
+
+def scan_boundaries(path: Path, batch_size: int = 4096) -> BoundarySet:
+    """Check every commune of a boundary file like :func:`read_boundaries`, keep polygons for later.
+
+    GeoParquet files in EPSG:4326 (the published boundaries) are read batch by batch and no
+    polygon is kept; other files are read whole (all polygons loaded).
+    """
+    from pyproj import CRS
+
+    path = Path(path)
+    lazy = False
+    try:
+        with open(path, "rb") as fh:
+            lazy = fh.read(4) == b"PAR1"
+        if lazy:
+            parquet = pq.ParquetFile(path, buffer_size=4 << 20, pre_buffer=False)
+            geom_col, encoding, crs_meta = _geo_meta(parquet)
+            crs = None if crs_meta is None else CRS.from_user_input(crs_meta)
+            lazy = (geom_col in parquet.schema_arrow.names and encoding.upper() == "WKB"
+                    and crs is not None and crs.to_epsg() == 4326)
+    except (OSError, ValueError) as err:
+        raise InputFormatError(f"{path}: cannot read commune boundaries ({err})") from None
+    if not lazy:
+        frame, report = read_boundaries(path)
+        return BoundarySet(pd.DataFrame(frame.drop(columns="geometry")), report,
+                           shapely.bounds(frame.geometry.values), frame.crs, geoms=frame.geometry.values)
+    columns = [c for c in _wanted(parquet.schema_arrow.names) if c != geom_col] + [geom_col]
+    attrs, bounds, repaired_geoms = [], [], {}
+    repaired, empty, sub_communal = [], [], []
+    has_z = False
+    start = 0
+    try:
+        for batch in parquet.iter_batches(batch_size=batch_size, columns=columns):
+            geoms = shapely.from_wkb(batch.column(geom_col).to_numpy(zero_copy_only=False))
+            has_z = has_z or bool(shapely.has_z(geoms).any())
+            frame = gpd.GeoDataFrame(batch.drop_columns([geom_col]).to_pandas(), geometry=geoms, crs=crs)
+            frame.index = pd.RangeIndex(start, start + len(frame))
+            out, rep, emp, sub = _validate(frame, path)
+            out, rep, emp = _to_wgs84(out, path, rep, emp)
+            start += len(frame)
+            repaired += rep
+            empty += emp
+            sub_communal += sub
+            g = out.geometry.values
+            bounds.append(shapely.bounds(g))
+            if rep:
+                is_rep = out["code_insee"].isin(rep).to_numpy()
+                repaired_geoms.update(zip(out.index[is_rep], g[is_rep]))
+            attrs.append(pd.DataFrame(out.drop(columns="geometry")))
+    except (OSError, ValueError) as err:
+        raise InputFormatError(f"{path}: cannot read commune boundaries ({err})") from None
+    if not start:
+        raise InputFormatError(f"{path}: no commune polygon in the file")
+    communes = pd.concat(attrs)
+    bounds = np.concatenate(bounds)
+    if not len(communes):
+        raise InputFormatError(f"{path}: every commune geometry is empty")
+    _check_extent((bounds[:, 0].min(), bounds[:, 1].min(), bounds[:, 2].max(), bounds[:, 3].max()), path, crs)
+    rows = communes.index.to_numpy()
+    dup = communes["code_insee"].duplicated().to_numpy()
+    duplicates = sorted(set(communes.loc[dup, "code_insee"]))
+    order = np.argsort(communes["code_insee"].to_numpy()[~dup], kind="stable")
+    keep = np.flatnonzero(~dup)[order]
+    communes = communes.iloc[keep].reset_index(drop=True)
+    rows, bounds = rows[keep], bounds[keep]
+    position = {int(r): i for i, r in enumerate(rows)}
+    repaired_geoms = {position[int(r)]: g for r, g in repaired_geoms.items() if int(r) in position}
+    empty = sorted(empty)
+    report = BoundaryReport(rows=len(communes), repaired=sorted(repaired), empty=empty,
+                            duplicates=duplicates, crs=_crs_name(crs), sub_communal=sorted(sub_communal))
+    return BoundarySet(communes, report, bounds, crs, path=path, rows=rows, repaired=repaired_geoms,
+                       has_z=has_z, batch_size=batch_size)

@@ -6,6 +6,7 @@ Each step is a plain function; the Dagster assets call the same functions one by
 
 from __future__ import annotations
 
+import hashlib
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -13,15 +14,17 @@ from pathlib import Path
 
 import geopandas as gpd
 import pandas as pd
+import shapely
 
 from . import quality
-from .boundaries import BoundaryReport, read_boundaries
+from .boundaries import BoundaryReport, BoundarySet, read_boundaries, scan_boundaries
 from .catalog import Catalog, PhaseSpec, load_catalog
 from .fetch import FetchResult, fetch_source
 from . import geometry
 from .geometry import DissolveStats
 from .history import overlaps
 from .membership import Membership, build_membership
+from .parse_cache import cached_frames
 from .schema import TERRITORY_COLUMNS
 from .settings import Settings
 from .sources import AdminRef, read_admin, read_commune_changes, read_ti_communes, read_ti_groupements
@@ -49,17 +52,49 @@ def fetch_all(settings: Settings, catalog: Catalog, names: list[str]) -> dict[st
     return {name: fetch_source(catalog.source(name), settings) for name in names}
 
 
-def load_admin(catalog: Catalog, fetched: dict[str, FetchResult], cog: int) -> AdminRef:
-    paths = [fetched[catalog.decoupage(cog, w).name].path for w in ("communes", "epci", "ept")]
-    return read_admin(cog, *paths)
+def load_admin(catalog: Catalog, fetched: dict[str, FetchResult], cog: int,
+               cache_dir: Path | None = None) -> AdminRef:
+    """One COG year of decoupage-administratif; parsed once per input (``cache_dir``: parse cache)."""
+    results = [fetched[catalog.decoupage(cog, w).name] for w in ("communes", "epci", "ept")]
+    sha = "" if any(not r.sha256 for r in results) else \
+        hashlib.sha256("".join(r.sha256 for r in results).encode()).hexdigest()
+
+    def parse() -> dict[str, pd.DataFrame]:
+        ref = read_admin(cog, *(r.path for r in results))
+        return {"communes": ref.communes, "members": ref.members}
+
+    frames = cached_frames(cache_dir, f"admin{cog}", sha, ("communes", "members"), parse)
+    return AdminRef(cog=cog, communes=frames["communes"], members=frames["members"])
 
 
 def load_boundaries(fetched: dict[str, FetchResult]) -> tuple[gpd.GeoDataFrame, BoundaryReport]:
     return read_boundaries(fetched["communes_boundaries"].path)
 
 
-def load_changes(fetched: dict[str, FetchResult]) -> pd.DataFrame:
-    return read_commune_changes(fetched["insee_mvt_communes"].path)
+def scan_commune_boundaries(fetched: dict[str, FetchResult]) -> BoundarySet:
+    return scan_boundaries(fetched["communes_boundaries"].path)
+
+
+def member_coverage(boundaries: BoundarySet, members: pd.DataFrame) -> geometry.CleanCoverage:
+    """Decode the member communes and every commune whose bounds meet a member's, repair that coverage.
+
+    Communes far from every member are never decoded as a whole: the dissolve looks them up
+    around holes only (enclaves, gaps), through ``boundaries``.
+    """
+    codes = boundaries.codes
+    is_member = boundaries.communes["code_insee"].isin(members["insee_com"]).to_numpy()
+    boxes = shapely.box(*boundaries.bounds.T)
+    near = shapely.STRtree(boxes[is_member]).query(boxes)[0]
+    keep = is_member.copy()
+    keep[near] = True
+    return geometry.clean_coverage(boundaries.frame(keep), set(codes[is_member].tolist()), others=boundaries)
+
+
+def load_changes(fetched: dict[str, FetchResult], cache_dir: Path | None = None) -> pd.DataFrame:
+    """INSEE commune changes; parsed once per input (``cache_dir``: parse cache)."""
+    src = fetched["insee_mvt_communes"]
+    return cached_frames(cache_dir, "changes", src.sha256, ("changes",),
+                         lambda: {"changes": read_commune_changes(src.path)})["changes"]
 
 
 # ---------------------------------------------------------------- membership
@@ -143,7 +178,7 @@ def assemble(phase: str, membership: Membership, dissolved: gpd.GeoDataFrame,
     return out[columns[:-1] + extra + ["geometry"]]
 
 
-def run_checks(territories: gpd.GeoDataFrame, membership: Membership, boundaries: gpd.GeoDataFrame,
+def run_checks(territories: gpd.GeoDataFrame, membership: Membership, boundaries,
                expected: int) -> list[quality.CheckResult]:
     return [
         quality.check_count(territories, expected),
@@ -188,34 +223,39 @@ def build_territories(settings: Settings | None = None, phase: str = CURRENT_PHA
 
     fetched = fetch_all(settings, catalog, phase_sources(catalog, phase))
     lap("fetch")
-    boundaries, report = load_boundaries(fetched)
-    lap("boundaries")
     spec = catalog.phases[phase]
     with ThreadPoolExecutor(1) as pool:
-        # The coverage repair is GEOS work that releases the GIL: it runs on the other core while
-        # this thread parses the lists and references and reconciles the codes (Python work).
-        cleaning = pool.submit(geometry.clean_coverage, boundaries)
-        changes = load_changes(fetched)
-        admins = {cog: load_admin(catalog, fetched, cog)
+        # Geometry work (GEOS releases the GIL) runs on the other core while this thread parses
+        # the lists and references and reconciles the codes (Python work): first the check of
+        # every commune polygon, then, once the members are known, the coverage repair.
+        scanning = pool.submit(scan_commune_boundaries, fetched)
+        parsed = settings.raw_dir / "parsed"
+        changes = load_changes(fetched, parsed)
+        admins = {cog: load_admin(catalog, fetched, cog, parsed)
                   for cog in sorted({spec.list_cog, catalog.boundaries().cog})}
         lap("read")
-        codes = set(boundaries["code_insee"].tolist())
+        boundaries = scanning.result()
+        lap("boundaries")
+        codes = set(boundaries.codes.tolist())
         membership = phase_membership(catalog, phase, fetched, admins[spec.list_cog], changes, codes)
+        cleaning = pool.submit(member_coverage, boundaries, membership.members)
         previous = None
         if phase == CURRENT_PHASE and PREVIOUS_PHASE in catalog.phases:
             prev_cog = catalog.phases[PREVIOUS_PHASE].list_cog
-            prev_admin = admins.get(prev_cog) or load_admin(catalog, fetched, prev_cog)
+            prev_admin = admins.get(prev_cog) or load_admin(catalog, fetched, prev_cog, parsed)
             previous = phase_membership(catalog, PREVIOUS_PHASE, fetched, prev_admin, changes, codes)
         lap("membership")
         coverage = cleaning.result()
     lap("clean_wait")
     dissolved, stats = geometry.dissolve_clean(coverage, membership.members)
+    del coverage
     lap("dissolve")
-    territories = assemble(phase, membership, dissolved, boundaries,
+    territories = assemble(phase, membership, dissolved, boundaries.communes,
                            admins.get(catalog.boundaries().cog), previous)
     lap("attributes")
     results = run_checks(territories, membership, boundaries, spec.expected_territories) if checks else []
     lap("checks")
+    report = boundaries.report
     inputs = [inputs_entry(fetched[n], catalog) for n in fetched]
     return BuildResult(phase, territories, membership, stats, report, results, inputs, timings, previous)
 

@@ -156,8 +156,9 @@ def _fill_gaps(territory: shapely.Geometry, zone: "ZoneCoverage", inside: set[st
     for part in shapely.get_parts(territory):
         for ring in part.interiors:
             hole = shapely.Polygon(ring)
-            idx = [i for i in zone.tree.query(hole, predicate="intersects") if zone.codes[i] not in inside]
-            cover = shapely.union_all(zone.geoms[idx]) if idx else shapely.Polygon()
+            codes, geoms, _ = zone.near(hole)
+            outside = geoms[[c not in inside for c in codes]] if len(codes) else geoms
+            cover = shapely.union_all(outside) if len(outside) else shapely.Polygon()
             uncovered = hole.difference(cover)
             if not uncovered.is_empty and uncovered.area > 0:
                 fills.append(uncovered)
@@ -189,22 +190,22 @@ def _fill_gaps_between(zone: "ZoneCoverage", done: list, in_zone: list[int], mem
     except shapely.errors.GEOSException:
         union = shapely.union_all(geoms)
     tree = shapely.STRtree(geoms)
-    areas = zone.areas()
     fills: dict[int, list] = {}
     for part in shapely.get_parts(union):
         for ring in part.interiors:
             hole = shapely.Polygon(ring)
-            idx = [i for i in zone.tree.query(hole, predicate="intersects") if zone.codes[i] not in member_codes]
+            codes, near, areas = zone.near(hole)
+            out = np.array([c not in member_codes for c in codes], dtype=bool)
+            outside = near[out]
             # Most holes of the territories' union are exactly tiled by communes outside them
             # (real enclaves): their areas add up, so the costly difference is skipped.
-            if idx and hole.area - float(areas[idx].sum()) <= max(1e-11, 1e-9 * hole.area):
+            if len(outside) and hole.area - float(areas[out].sum()) <= max(1e-11, 1e-9 * hole.area):
                 continue
-            outside = zone.geoms[idx]
-            uncovered = hole.difference(shapely.union_all(outside)) if idx else hole
+            uncovered = hole.difference(shapely.union_all(outside)) if len(outside) else hole
             for piece in shapely.get_parts(uncovered):
                 if piece.is_empty or piece.area <= 0:
                     continue
-                if idx and shapely.length(shapely.intersection(piece.boundary, outside)).sum() > 0:
+                if len(outside) and shapely.length(shapely.intersection(piece.boundary, outside)).sum() > 0:
                     continue   # it borders a commune outside the territories: not a slit between them
                 area = float(shapely.area(metric(piece, zone.crs)))
                 if area > BETWEEN_GAP_MAX_M2:   # not a slit: a missing commune, say; left visible
@@ -245,7 +246,24 @@ class ZoneCoverage:
     index: dict[str, int]
     gaps: list = field(default_factory=list)     # narrow source gaps merged by the cleaning
     repaired: int = 0                             # communes whose polygon the cleaning changed
+    others: object = None                         # BoundarySet of the communes not loaded (or None)
     _areas: np.ndarray | None = field(default=None, repr=False)
+
+    def near(self, geom) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Codes, polygons and areas (square degrees) of the communes intersecting ``geom``.
+
+        The zone's cleaned communes, plus the communes of the boundary file that were not loaded
+        (far from every member: their source polygons, decoded for this query only).
+        """
+        idx = self.tree.query(geom, predicate="intersects")
+        codes, geoms, areas = self.codes[idx], self.geoms[idx], self.areas()[idx]
+        if self.others is not None:
+            pos, extra = self.others.near(geom, loaded=False)
+            if len(pos):
+                codes = np.concatenate([codes, self.others.codes[pos]])
+                geoms = np.concatenate([geoms, extra])
+                areas = np.concatenate([areas, shapely.area(extra)])
+        return codes, geoms, areas
 
     def areas(self) -> np.ndarray:
         """Areas of the cleaned communes in square degrees (only compared with each other)."""
@@ -264,11 +282,14 @@ class CleanCoverage:
         return sum(len(z.codes) for z in self.zones.values())
 
 
-def clean_coverage(communes: gpd.GeoDataFrame, codes: set[str] | None = None) -> CleanCoverage:
+def clean_coverage(communes: gpd.GeoDataFrame, codes: set[str] | None = None,
+                   others=None) -> CleanCoverage:
     """Repair each zone's coverage once (see :func:`clean_zone`).
 
     ``communes``: code_insee, departement, geometry (EPSG:4326). With ``codes``, zones without any of
-    these communes are skipped.
+    these communes are skipped. ``others``: a :class:`~pipeline.boundaries.BoundarySet` whose
+    communes not in ``communes`` are looked up (uncleaned) around holes; ``communes`` must then
+    hold every member commune and every commune whose bounds meet a member's.
     """
     if communes.crs is not None and communes.crs.to_epsg() != 4326:
         communes = communes.to_crs(WGS84)
@@ -285,7 +306,7 @@ def clean_coverage(communes: gpd.GeoDataFrame, codes: set[str] | None = None) ->
         cleaned = clean_zone(geoms[sel], GAP_WIDTH_M / METRES_PER_DEGREE, found)
         repaired = int(sum(a is not b for a, b in zip(cleaned, geoms[sel])))
         zones[int(crs)] = ZoneCoverage(int(crs), zcodes, cleaned, shapely.STRtree(cleaned),
-                                       {c: i for i, c in enumerate(zcodes)}, found, repaired)
+                                       {c: i for i, c in enumerate(zcodes)}, found, repaired, others)
     return CleanCoverage(zones, dict(zip(all_codes, crs_of.tolist())))
 
 

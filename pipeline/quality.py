@@ -54,26 +54,38 @@ def check_areas(territories: gpd.GeoDataFrame) -> CheckResult:
                        {"failing": sorted(bad), "max_relative_difference": float((ratio - 1).abs().max())})
 
 
-def check_holes(territories: gpd.GeoDataFrame, members, communes: gpd.GeoDataFrame) -> CheckResult:
+def check_holes(territories: gpd.GeoDataFrame, members, communes) -> CheckResult:
     """Every hole left inside a territory is a real enclave, covered by communes outside it.
 
     Checked against the source (uncleaned) polygons: the hole must be covered by communes (it is
     not a gap of the source), mostly by communes outside the territory (where the source has
     overlaps, cleaning may have given a member's overlapping bit to the enclave commune).
+    ``communes``: the boundary communes, a GeoDataFrame or a :class:`~pipeline.boundaries.BoundarySet`.
     """
-    geoms = communes.geometry.values
-    codes = communes["code_insee"].to_numpy()
-    tree = shapely.STRtree(geoms)
+    if hasattr(communes, "near"):      # a BoundarySet: polygons decoded around each hole only
+        codes = communes.codes
+
+        def near(hole):
+            pos, found = communes.near(hole)
+            return pos, found
+    else:
+        all_geoms = communes.geometry.values
+        codes = communes["code_insee"].to_numpy()
+        tree = shapely.STRtree(all_geoms)
+
+        def near(hole):
+            idx = tree.query(hole, predicate="intersects")
+            return idx, all_geoms[idx]
     inside = members.groupby("id_ti")["insee_com"].agg(set)
     gaps, enclaves = [], 0
     for tid, geom in zip(territories["id_ti"], territories.geometry.values):
         for part in shapely.get_parts(geom):
             for ring in part.interiors:
                 hole = shapely.Polygon(ring)
-                idx = tree.query(hole, predicate="intersects")
-                out = [i for i in idx if codes[i] not in inside[tid]]
-                cover = shapely.union_all(geoms[idx]) if len(idx) else shapely.Polygon()
-                cover_out = shapely.union_all(geoms[out]) if out else shapely.Polygon()
+                idx, geoms = near(hole)
+                out = np.array([codes[i] not in inside[tid] for i in idx], dtype=bool)
+                cover = shapely.union_all(geoms) if len(idx) else shapely.Polygon()
+                cover_out = shapely.union_all(geoms[out]) if out.any() else shapely.Polygon()
                 frac = shapely.area(shapely.intersection(hole, cover)) / hole.area if hole.area else 1.0
                 frac_out = shapely.area(shapely.intersection(hole, cover_out)) / hole.area if hole.area else 1.0
                 if frac < ENCLAVE_MIN_COVER or frac_out < 0.5:

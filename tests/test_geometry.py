@@ -105,3 +105,92 @@ def test_large_hole_between_territories_is_not_filled():
     out, stats = dissolve(communes, members)
     assert stats.gaps_between_filled == 0 and stats.gaps_between_left == 1
     assert out["area_km2"].sum() == pytest.approx(16 - 4, rel=1e-3)
+
+
+# ---------------------------------------------------------------- lean loading (members and neighbours)
+def _lean_dissolve(tmp_path, communes, members, batch_size=2):
+    from pipeline.boundaries import scan_boundaries
+    from pipeline.build import member_coverage
+    from pipeline.geometry import dissolve_clean
+
+    path = tmp_path / "b.parquet"
+    communes.to_parquet(path)
+    boundaries = scan_boundaries(path, batch_size=batch_size)
+    coverage = member_coverage(boundaries, members)
+    return dissolve_clean(coverage, members), coverage, boundaries
+
+
+def _ring_around(x0, y0, with_centre: bool):
+    """Eight member squares of 1 km around a 3 km x 3 km hole, itself a ring of eight non-member
+    squares around a centre square; the centre's bounds meet no member's bounds."""
+    cell = 1000
+    members, inner, rows = [], [], []
+    for i in range(5):
+        for j in range(5):
+            sq = box(x0 + i * cell, y0 + j * cell, x0 + (i + 1) * cell, y0 + (j + 1) * cell)
+            if i in (0, 4) or j in (0, 4):
+                members.append(sq)
+            elif (i, j) != (2, 2):
+                inner.append(sq)
+    code = iter(range(1001, 2000))
+    for g in members:
+        rows.append((f"01{next(code) % 1000:03d}", "01", g, True))
+    for g in inner:
+        rows.append((f"01{next(code) % 1000:03d}", "01", g, False))
+    if with_centre:
+        rows.append(("01999", "01", box(x0 + 2 * cell, y0 + 2 * cell, x0 + 3 * cell, y0 + 3 * cell), False))
+    communes = _communes([r[:3] for r in rows])
+    member_codes = [r[0] for r in rows if r[3]]
+    return communes, pd.DataFrame({"id_ti": "ti-1", "insee_com": member_codes})
+
+
+def test_commune_far_from_every_member_still_makes_an_enclave(tmp_path):
+    communes, members = _ring_around(700_000, 6_600_000, with_centre=True)
+    (out, stats), coverage, boundaries = _lean_dissolve(tmp_path, communes, members)
+    # the centre commune is not decoded for the repair (its bounds meet no member's) ...
+    assert "01999" not in coverage.zone_of and coverage.communes == len(communes) - 1
+    # ... but the dissolve finds it inside the hole: an enclave, not a gap to fill
+    assert stats.gaps_filled == 0 and stats.holes_kept == 1
+    assert out["area_km2"].iloc[0] == pytest.approx(16.0, rel=1e-3)
+    assert out.geometry.iloc[0].equals(dissolve(communes, members)[0].geometry.iloc[0])
+
+
+def test_gap_far_from_every_member_is_found_by_the_lean_dissolve(tmp_path):
+    communes, members = _ring_around(700_000, 6_600_000, with_centre=False)
+    (out, stats), _, _ = _lean_dissolve(tmp_path, communes, members)
+    # the centre square is covered by nobody (a 1 km2 source gap inside the territory's hole):
+    # filled like the whole-coverage dissolve fills it, the ring of enclave communes kept as a hole
+    full, full_stats = dissolve(communes, members)
+    assert (stats.gaps_filled, stats.holes_kept) == (full_stats.gaps_filled, full_stats.holes_kept) == (1, 1)
+    assert stats.gaps_filled_m2 == pytest.approx(1e6, rel=1e-3)
+    assert out.geometry.iloc[0].equals(full.geometry.iloc[0])
+
+
+def test_scan_reports_like_the_full_reader_across_batches(tmp_path):
+    from pipeline.boundaries import scan_boundaries
+
+    square = shapely.box(5.0, 46.0, 5.1, 46.1)
+    bowtie = shapely.Polygon([(5.1, 46.0), (5.2, 46.1), (5.2, 46.0), (5.1, 46.1), (5.1, 46.0)])
+    flat = shapely.Polygon([(5.3, 46.0), (5.31, 46.01), (5.32, 46.02), (5.3, 46.0)])
+    codes = ["01005", "01002", "01001", "01003", "01004", "01001", "01006"]
+    geoms = [shapely.box(5.4, 46.0, 5.5, 46.1), bowtie, square, None, flat,
+             shapely.box(6.0, 46.0, 6.1, 46.1), shapely.box(5.5, 46.0, 5.6, 46.1)]
+    frame = gpd.GeoDataFrame({"code_insee": codes}, geometry=geoms, crs=4326)
+    path = tmp_path / "b.parquet"
+    frame.to_parquet(path)
+    full, full_report = read_boundaries(path)
+    lean = scan_boundaries(path, batch_size=2)          # four batches
+    assert lean.report == full_report
+    assert full_report.repaired == ["01002"] and full_report.empty == ["01003", "01004"]
+    assert full_report.duplicates == ["01001"]
+    assert list(lean.codes) == list(full["code_insee"]) == ["01001", "01002", "01005", "01006"]
+    # nothing decoded yet; then only what is asked for, the repaired polygon in place of the file's
+    assert lean.frame().empty
+    got = lean.load(lean.communes["code_insee"].isin(["01002", "01006"]).to_numpy())
+    assert [g.equals(f) for g, f in zip(got, full.geometry.values[[1, 3]])] == [True, True]
+    # the others are decoded on demand, the first of a duplicated code kept
+    assert lean.geometries([0, 2])[0].equals(square) and lean.geometries([2])[0].equals(geoms[0])
+    pos, found = lean.near(shapely.box(5.05, 46.05, 5.45, 46.06))
+    assert sorted(lean.codes[pos]) == ["01001", "01002", "01005"] and len(found) == 3
+    pos, _ = lean.near(shapely.box(5.05, 46.05, 5.45, 46.06), loaded=False)
+    assert sorted(lean.codes[pos]) == ["01001", "01005"]

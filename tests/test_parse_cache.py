@@ -1,0 +1,79 @@
+"""The parse cache of reference tables: same frames as a fresh parse, reparsed when anything changes."""
+
+from __future__ import annotations
+
+import logging
+
+import pandas as pd
+import pytest
+
+from pipeline import build
+from pipeline.catalog import load_catalog
+from pipeline.parse_cache import cache_key, cached_frames
+from pipeline.settings import Settings
+
+
+def _frame(n: int) -> dict[str, pd.DataFrame]:
+    frame = pd.DataFrame({"pop": pd.array([1, None][:n], dtype="Int64")})
+    frame["code"] = pd.Series(["01001", None][:n], dtype=object)
+    return {"t": frame}
+
+
+def test_second_call_reads_the_cache_and_gives_identical_frames(tmp_path):
+    calls = []
+
+    def parse():
+        calls.append(1)
+        return _frame(2)
+
+    first = cached_frames(tmp_path, "k", "a" * 64, ("t",), parse)
+    second = cached_frames(tmp_path, "k", "a" * 64, ("t",), parse)
+    assert len(calls) == 1
+    pd.testing.assert_frame_equal(first["t"], second["t"])
+    assert second["t"]["code"].iloc[1] is None          # nulls and dtypes come back exactly
+    assert [p.name for p in tmp_path.iterdir()] == [cache_key("k", "a" * 64) + ".pickle"]
+
+
+def test_another_input_is_parsed_again_and_the_old_entry_dropped(tmp_path):
+    cached_frames(tmp_path, "k", "a" * 64, ("t",), lambda: _frame(2))
+    got = cached_frames(tmp_path, "k", "b" * 64, ("t",), lambda: _frame(1))
+    assert len(got["t"]) == 1
+    assert [p.name for p in tmp_path.iterdir()] == [cache_key("k", "b" * 64) + ".pickle"]
+
+
+def test_corrupt_or_unwritable_cache_never_fails_the_parse(tmp_path, caplog):
+    key = cache_key("k", "a" * 64)
+    (tmp_path / f"{key}.pickle").write_bytes(b"not a pickle")
+    with caplog.at_level(logging.WARNING, logger="pipeline.parse_cache"):
+        got = cached_frames(tmp_path, "k", "a" * 64, ("t",), lambda: _frame(2))
+    assert len(got["t"]) == 2 and "unreadable" in caplog.text
+    blocked = tmp_path / "file"
+    blocked.write_text("a file where the cache folder should be")
+    assert len(cached_frames(blocked, "k", "a" * 64, ("t",), lambda: _frame(1))["t"]) == 1
+    # without a folder or a checksum nothing is cached
+    assert len(cached_frames(None, "k", "a" * 64, ("t",), lambda: _frame(1))["t"]) == 1
+    assert len(cached_frames(tmp_path / "new", "k", "", ("t",), lambda: _frame(1))["t"]) == 1
+    assert not (tmp_path / "new").exists()
+
+
+def test_real_references_from_the_cache_equal_a_fresh_parse(mirror, tmp_path, monkeypatch):
+    settings = Settings(mirror_dir=mirror, raw_dir=tmp_path / "raw", output_dir=tmp_path / "out")
+    catalog = load_catalog(settings)
+    fetched = build.fetch_all(settings, catalog, build.phase_sources(catalog, "2023-2027"))
+    cache = settings.raw_dir / "parsed"
+    fresh_changes = build.load_changes(fetched, cache)
+    fresh_admin = build.load_admin(catalog, fetched, 2024, cache)
+
+    def refuse(*_a, **_k):
+        raise AssertionError("parsed again although cached")
+
+    monkeypatch.setattr(build, "read_admin", refuse)
+    monkeypatch.setattr(build, "read_commune_changes", refuse)
+    pd.testing.assert_frame_equal(build.load_changes(fetched, cache), fresh_changes)
+    cached = build.load_admin(catalog, fetched, 2024, cache)
+    pd.testing.assert_frame_equal(cached.communes, fresh_admin.communes)
+    pd.testing.assert_frame_equal(cached.members, fresh_admin.members)
+    assert len(cached.communes) > 34_000
+    # another COG year is another entry: parsed (and refused here)
+    with pytest.raises(AssertionError, match="parsed again"):
+        build.load_admin(catalog, fetched, 2023, cache)
