@@ -9,7 +9,6 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
-import pyogrio
 import shapely
 
 from .errors import InputFormatError
@@ -66,7 +65,8 @@ def _read_geoparquet(path: Path) -> gpd.GeoDataFrame:
         return gpd.read_parquet(path, columns=_wanted(parquet.schema_arrow.names))
     columns = [c for c in _wanted(parquet.schema_arrow.names) if c != geom_col] + [geom_col]
     geoms, attrs = [], []
-    for batch in parquet.iter_batches(batch_size=4096, columns=columns):
+    for batch in parquet.iter_batches(batch_size=_batch_rows(parquet, geom_col, None), columns=columns,
+                                      use_threads=False):
         geoms.append(shapely.from_wkb(batch.column(geom_col).to_numpy(zero_copy_only=False)))
         attrs.append(batch.drop_columns([geom_col]).to_pandas())
     crs_meta = meta.get("columns", {}).get(geom_col, {}).get("crs", "OGC:CRS84")
@@ -108,6 +108,8 @@ def read_boundaries(path: Path) -> tuple[gpd.GeoDataFrame, BoundaryReport]:
 
 
 def _read_any(path: Path) -> gpd.GeoDataFrame:
+    import pyogrio   # GDAL (about 30 MB resident): only for files other than GeoParquet
+
     try:
         with open(path, "rb") as fh:
             magic = fh.read(4)
@@ -243,7 +245,7 @@ class BoundarySet:
 
     def __init__(self, communes: pd.DataFrame, report: BoundaryReport, bounds: np.ndarray, crs,
                  geoms: np.ndarray | None = None, path: Path | None = None, rows: np.ndarray | None = None,
-                 repaired: dict[int, object] | None = None, has_z: bool = False, batch_size: int = 4096):
+                 repaired: dict[int, object] | None = None, has_z: bool = False, batch_size: int | None = None):
         self.communes = communes          # code_insee, nom, departement, population; sorted by code
         self.report = report
         self.bounds = bounds              # (n, 4) lon/lat bounds, same order as communes
@@ -254,6 +256,7 @@ class BoundarySet:
         self._path, self._rows, self._repaired, self._has_z = path, rows, repaired or {}, has_z
         self._batch_size = batch_size
         self._loaded = np.zeros(n, dtype=bool) if geoms is None else np.ones(n, dtype=bool)
+        self._released = np.zeros(n, dtype=bool)
         self._trees: tuple | None = None
 
     @property
@@ -273,34 +276,98 @@ class BoundarySet:
         """Polygons of the communes at ``positions`` (decoded now for those not loaded; not kept)."""
         positions = np.asarray(positions, dtype=int)
         out = self._geoms[positions].copy()
-        lazy = ~self._loaded[positions]
+        released = self._released[positions]
+        lazy = ~self._loaded[positions] & ~released
         if lazy.any():
             out[lazy] = self._decode(self._wkb[positions[lazy]])
+        if released.any():
+            out[released] = self._read_rows(positions[released])
         return out
 
-    def near(self, geom, loaded: bool = True) -> tuple[np.ndarray, np.ndarray]:
-        """Positions and polygons of the communes intersecting ``geom`` (only the not-loaded ones if not loaded)."""
+    def near(self, geom, loaded: bool = True, released: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """Positions and polygons of the communes intersecting ``geom``.
+
+        ``loaded``: include the decoded communes; ``released``: include the communes whose
+        polygons were :meth:`release`-d (read from the file again).
+        """
+        return self.near_many([geom], loaded, released)[0]
+
+    def near_many(self, geoms, loaded: bool = True, released: bool = True) -> list[tuple[np.ndarray, np.ndarray]]:
+        """:meth:`near` for several geometries, with one read of the file for the released polygons."""
         if self._trees is None:
             on = np.flatnonzero(self._loaded)
             off = np.flatnonzero(~self._loaded)
             self._trees = (on, shapely.STRtree(self._geoms[on]) if len(on) else None,
                            off, shapely.STRtree(shapely.box(*self.bounds[off].T)) if len(off) else None)
         on, on_tree, off, off_tree = self._trees
-        pos, geoms = [], []
-        if loaded and on_tree is not None:
-            hit = on[on_tree.query(geom, predicate="intersects")]
-            pos.append(hit)
-            geoms.append(self._geoms[hit])
-        if off_tree is not None:
-            cand = off[off_tree.query(geom)]
+        geoms = np.asarray(geoms, dtype=object)
+        cands = [off[off_tree.query(g)] if off_tree is not None else np.zeros(0, dtype=int) for g in geoms]
+        if not released:
+            cands = [c[~self._released[c]] for c in cands]
+        fetch = np.unique(np.concatenate(cands)) if cands else np.zeros(0, dtype=int)
+        fetch = fetch[self._released[fetch]]
+        fetched = dict(zip(fetch.tolist(), self._read_rows(fetch))) if len(fetch) else {}
+        out = []
+        for g, cand in zip(geoms, cands):
+            pos, found = [], []
+            if loaded and on_tree is not None:
+                hit = on[on_tree.query(g, predicate="intersects")]
+                pos.append(hit)
+                found.append(self._geoms[hit])
             if len(cand):
-                g = self.geometries(cand)
-                ok = shapely.intersects(g, geom)
+                lazy = np.empty(len(cand), dtype=object)
+                from_file = self._released[cand]
+                lazy[from_file] = [fetched[int(p)] for p in cand[from_file]]
+                if (~from_file).any():
+                    lazy[~from_file] = self._decode(self._wkb[cand[~from_file]])
+                ok = shapely.intersects(lazy, g)
                 pos.append(cand[ok])
-                geoms.append(g[ok])
-        if not pos:
-            return np.zeros(0, dtype=int), np.zeros(0, dtype=object)
-        return np.concatenate(pos), np.concatenate(geoms)
+                found.append(lazy[ok])
+            out.append((np.concatenate(pos), np.concatenate(found)) if pos
+                       else (np.zeros(0, dtype=int), np.zeros(0, dtype=object)))
+        return out
+
+    def release(self, codes) -> int:
+        """Forget the decoded polygons of these communes (they are read from the file again if asked for).
+
+        Returns how many were released. Only for a file read lazily (see :func:`scan_boundaries`).
+        """
+        if self._path is None:
+            return 0
+        mask = self._loaded & self.communes["code_insee"].isin(codes).to_numpy()
+        self._geoms[mask] = None
+        self._loaded[mask] = False
+        self._released[mask] = True
+        self._trees = None
+        return int(mask.sum())
+
+    def _read_rows(self, positions: np.ndarray) -> np.ndarray:
+        """Polygons of the communes at ``positions`` read from the file (not kept)."""
+        want = np.zeros(len(self._rows), dtype=bool)
+        want[positions] = True
+        found: dict[int, object] = {}
+        for pos, wkb in self._batches(want):
+            found.update(zip(pos.tolist(), self._decode(wkb)))
+        for p in positions.tolist():
+            if p in self._repaired:
+                found[p] = self._repaired[p]
+        return np.array([found[p] for p in positions.tolist()], dtype=object)
+
+    def _batches(self, want: np.ndarray):
+        """(positions, WKB) of the wanted communes, batch by batch from the file."""
+        position = np.full(int(self._rows.max()) + 1, -1, dtype=np.int64)
+        position[self._rows] = np.arange(len(self._rows))
+        parquet = pq.ParquetFile(self._path, buffer_size=4 << 20, pre_buffer=False)
+        geom_col = _geo_meta(parquet)[0]
+        start = 0
+        rows_per_batch = _batch_rows(parquet, geom_col, self._batch_size)
+        for batch in parquet.iter_batches(batch_size=rows_per_batch, columns=[geom_col], use_threads=False):
+            pos = position[start:start + batch.num_rows]
+            start += batch.num_rows
+            use = np.flatnonzero(pos >= 0)
+            use = use[want[pos[use]]]
+            if len(use):
+                yield pos[use], batch.column(0).take(use).to_numpy(zero_copy_only=False)
 
     def frame(self, keep: np.ndarray | None = None) -> gpd.GeoDataFrame:
         """The loaded communes (or those where ``keep``) as a GeoDataFrame, like :func:`read_boundaries`."""
@@ -314,35 +381,33 @@ class BoundarySet:
         return shapely.force_2d(geoms) if self._has_z else geoms
 
     def _read(self, todo: np.ndarray) -> None:
-        position = np.full(int(self._rows.max()) + 1, -1, dtype=np.int64)
-        position[self._rows] = np.arange(len(self._rows))
-        parquet = pq.ParquetFile(self._path, buffer_size=4 << 20, pre_buffer=False)
-        geom_col = _geo_meta(parquet)[0]
-        start = 0
-        for batch in parquet.iter_batches(batch_size=self._batch_size, columns=[geom_col]):
-            pos = position[start:start + batch.num_rows]
-            start += batch.num_rows
-            if len(pos) < batch.num_rows:
-                pos = np.concatenate([pos, np.full(batch.num_rows - len(pos), -1)])
-            use = pos >= 0
-            if not use.any():
-                continue
-            wkb = batch.column(0).to_numpy(zero_copy_only=False)[use]
-            pos = pos[use]
-            decode = todo[pos] & ~self._loaded[pos]
+        """Decode the communes where ``todo``; keep the others' WKB (unless released) for :meth:`near`."""
+        want = ~self._loaded & ~self._released
+        for pos, wkb in self._batches(want):
+            decode = todo[pos]
             if decode.any():
                 self._geoms[pos[decode]] = self._decode(wkb[decode])
                 self._loaded[pos[decode]] = True
-            rest = ~self._loaded[pos]
-            self._wkb[pos[rest]] = wkb[rest]
+            self._wkb[pos[~decode]] = wkb[~decode]
         for p, geom in self._repaired.items():     # repaired polygons replace the file's
             if todo[p]:
                 self._geoms[p] = geom
-                self._wkb[p] = None
-            elif not self._loaded[p]:
+            elif not self._loaded[p] and not self._released[p]:
                 self._wkb[p] = shapely.to_wkb(geom)
-        # decoded ones need no WKB any more
-        self._wkb[self._loaded] = None
+        self._wkb[self._loaded] = None             # decoded ones need no WKB any more
+
+
+BATCH_BYTES = 8 << 20      # geometry bytes per batch when reading GeoParquet (bounds the reader's memory)
+
+
+def _batch_rows(parquet: pq.ParquetFile, column: str, batch_size: int | None) -> int:
+    """Rows per batch so that a batch holds about BATCH_BYTES of WKB (Arrow reads a batch's pages at once)."""
+    if batch_size:
+        return batch_size
+    meta = parquet.metadata
+    index = parquet.schema_arrow.get_field_index(column)
+    size = sum(meta.row_group(i).column(index).total_uncompressed_size for i in range(meta.num_row_groups))
+    return int(min(max(256, BATCH_BYTES * max(meta.num_rows, 1) // max(size, 1)), 65_536))
 
 
 def _geo_meta(parquet: pq.ParquetFile) -> tuple[str, str, object]:
@@ -355,7 +420,7 @@ def _geo_meta(parquet: pq.ParquetFile) -> tuple[str, str, object]:
     return geom_col, str(column.get("encoding", "WKB")), column.get("crs", "OGC:CRS84")
 
 
-def scan_boundaries(path: Path, batch_size: int = 4096) -> BoundarySet:
+def scan_boundaries(path: Path, batch_size: int | None = None) -> BoundarySet:
     """Check every commune of a boundary file like :func:`read_boundaries`, keep polygons for later.
 
     GeoParquet files in EPSG:4326 (the published boundaries) are read batch by batch and no
@@ -386,7 +451,8 @@ def scan_boundaries(path: Path, batch_size: int = 4096) -> BoundarySet:
     has_z = False
     start = 0
     try:
-        for batch in parquet.iter_batches(batch_size=batch_size, columns=columns):
+        rows_per_batch = _batch_rows(parquet, geom_col, batch_size)
+        for batch in parquet.iter_batches(batch_size=rows_per_batch, columns=columns, use_threads=False):
             geoms = shapely.from_wkb(batch.column(geom_col).to_numpy(zero_copy_only=False))
             has_z = has_z or bool(shapely.has_z(geoms).any())
             frame = gpd.GeoDataFrame(batch.drop_columns([geom_col]).to_pandas(), geometry=geoms, crs=crs)

@@ -20,7 +20,7 @@ from . import quality
 from .boundaries import BoundaryReport, BoundarySet, read_boundaries, scan_boundaries
 from .catalog import Catalog, PhaseSpec, load_catalog
 from .fetch import FetchResult, fetch_source
-from . import geometry
+from . import geometry, memory
 from .geometry import DissolveStats
 from .history import overlaps
 from .membership import Membership, build_membership
@@ -87,7 +87,9 @@ def member_coverage(boundaries: BoundarySet, members: pd.DataFrame) -> geometry.
     near = shapely.STRtree(boxes[is_member]).query(boxes)[0]
     keep = is_member.copy()
     keep[near] = True
-    return geometry.clean_coverage(boundaries.frame(keep), set(codes[is_member].tolist()), others=boundaries)
+    coverage = geometry.clean_coverage(boundaries.frame(keep), set(codes[is_member].tolist()), others=boundaries)
+    memory.trim()        # the repair's temporary structures are gone
+    return coverage
 
 
 def load_changes(fetched: dict[str, FetchResult], cache_dir: Path | None = None) -> pd.DataFrame:
@@ -211,6 +213,7 @@ def build_territories(settings: Settings | None = None, phase: str = CURRENT_PHA
                       checks: bool = True) -> BuildResult:
     """Fetch, reconcile, dissolve and check one phase end to end (no publishing)."""
     settings = settings or Settings.from_env()
+    memory.use_system_allocator()
     catalog = load_catalog(settings)
     timings: dict[str, float] = {}
     t = time.perf_counter()
@@ -235,6 +238,7 @@ def build_territories(settings: Settings | None = None, phase: str = CURRENT_PHA
                   for cog in sorted({spec.list_cog, catalog.boundaries().cog})}
         lap("read")
         boundaries = scanning.result()
+        memory.trim()        # the scan's decoded batches are gone: give their pages back
         lap("boundaries")
         codes = set(boundaries.codes.tolist())
         membership = phase_membership(catalog, phase, fetched, admins[spec.list_cog], changes, codes)
@@ -244,18 +248,24 @@ def build_territories(settings: Settings | None = None, phase: str = CURRENT_PHA
             prev_cog = catalog.phases[PREVIOUS_PHASE].list_cog
             prev_admin = admins.get(prev_cog) or load_admin(catalog, fetched, prev_cog, parsed)
             previous = phase_membership(catalog, PREVIOUS_PHASE, fetched, prev_admin, changes, codes)
+            del prev_admin
+        boundary_admin = admins.get(catalog.boundaries().cog)
+        del admins, changes, codes      # the references are not needed any more: free them for the repair
+        memory.trim()
         lap("membership")
         coverage = cleaning.result()
+    del scanning, cleaning      # futures keep their results alive
     lap("clean_wait")
-    dissolved, stats = geometry.dissolve_clean(coverage, membership.members)
+    dissolved, stats = geometry.dissolve_clean(coverage, membership.members, release=boundaries.release)
     del coverage
     lap("dissolve")
-    territories = assemble(phase, membership, dissolved, boundaries.communes,
-                           admins.get(catalog.boundaries().cog), previous)
+    territories = assemble(phase, membership, dissolved, boundaries.communes, boundary_admin, previous)
     lap("attributes")
     results = run_checks(territories, membership, boundaries, spec.expected_territories) if checks else []
     lap("checks")
     report = boundaries.report
+    del boundaries
+    memory.trim()        # the communes' polygons are gone: what follows (publishing) starts lower
     inputs = [inputs_entry(fetched[n], catalog) for n in fetched]
     return BuildResult(phase, territories, membership, stats, report, results, inputs, timings, previous)
 

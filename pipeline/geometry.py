@@ -28,6 +28,8 @@ import pandas as pd
 import pyproj
 import shapely
 
+from . import memory
+
 WGS84 = "EPSG:4326"
 METRO_CRS = 2154
 OVERSEAS_CRS = {"971": 5490, "972": 5490, "973": 2972, "974": 2975, "976": 4471}
@@ -258,12 +260,20 @@ class ZoneCoverage:
         idx = self.tree.query(geom, predicate="intersects")
         codes, geoms, areas = self.codes[idx], self.geoms[idx], self.areas()[idx]
         if self.others is not None:
-            pos, extra = self.others.near(geom, loaded=False)
+            pos, extra = self.others.near(geom, loaded=False, released=False)
             if len(pos):
                 codes = np.concatenate([codes, self.others.codes[pos]])
                 geoms = np.concatenate([geoms, extra])
                 areas = np.concatenate([areas, shapely.area(extra)])
         return codes, geoms, areas
+
+    def without(self, codes: set[str]) -> "ZoneCoverage":
+        """The same zone without these communes (their polygons can then be freed)."""
+        keep = np.array([c not in codes for c in self.codes], dtype=bool)
+        areas = None if self._areas is None else self._areas[keep]
+        zcodes, geoms = self.codes[keep], self.geoms[keep]
+        return ZoneCoverage(self.crs, zcodes, geoms, shapely.STRtree(geoms), {c: i for i, c in enumerate(zcodes)},
+                            self.gaps, self.repaired, self.others, areas)
 
     def areas(self) -> np.ndarray:
         """Areas of the cleaned communes in square degrees (only compared with each other)."""
@@ -342,8 +352,14 @@ def _territory(zone: ZoneCoverage, tid: str, codes: list[str]) -> tuple:
     return (tid, zone.crs, float(part_areas.sum()) / 1e6, communes_m2 / 1e6, union), stats
 
 
-def dissolve_clean(coverage: CleanCoverage, members: pd.DataFrame) -> tuple[gpd.GeoDataFrame, DissolveStats]:
-    """Dissolve member communes of a cleaned coverage into territories (see :func:`dissolve`)."""
+def dissolve_clean(coverage: CleanCoverage, members: pd.DataFrame,
+                   release=None) -> tuple[gpd.GeoDataFrame, DissolveStats]:
+    """Dissolve member communes of a cleaned coverage into territories (see :func:`dissolve`).
+
+    ``release``: a callable given the member codes once every territory is unioned; the member
+    polygons are then dropped from ``coverage`` (which is consumed: not to be dissolved again)
+    so that their memory is free for the gaps between territories and what follows.
+    """
     stats = DissolveStats(communes_cleaned=coverage.communes,
                           zones={f"EPSG:{c}": len(z.codes) for c, z in coverage.zones.items()})
     crs_of = members["insee_com"].map(coverage.zone_of)
@@ -353,6 +369,11 @@ def dissolve_clean(coverage: CleanCoverage, members: pd.DataFrame) -> tuple[gpd.
     with ThreadPoolExecutor(THREADS) as pool:
         done = list(pool.map(lambda j: _territory(*j), jobs))
     member_codes = set(members["insee_com"])
+    if release is not None:
+        del jobs      # they hold the zones
+        coverage.zones.update({crs: z.without(member_codes) for crs, z in coverage.zones.items()})
+        release(member_codes)
+        memory.trim()
     for crs in sorted({r[1] for r, _ in done}):
         in_zone = [i for i, (r, _) in enumerate(done) if r[1] == crs]
         _fill_gaps_between(coverage.zones[int(crs)], done, in_zone, member_codes, stats)

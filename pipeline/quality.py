@@ -62,38 +62,30 @@ def check_holes(territories: gpd.GeoDataFrame, members, communes) -> CheckResult
     overlaps, cleaning may have given a member's overlapping bit to the enclave commune).
     ``communes``: the boundary communes, a GeoDataFrame or a :class:`~pipeline.boundaries.BoundarySet`.
     """
-    if hasattr(communes, "near"):      # a BoundarySet: polygons decoded around each hole only
+    found = [(tid, shapely.Polygon(ring)) for tid, geom in zip(territories["id_ti"], territories.geometry.values)
+             for part in shapely.get_parts(geom) for ring in part.interiors]
+    if hasattr(communes, "near_many"):      # a BoundarySet: polygons decoded around the holes only
         codes = communes.codes
-
-        def near(hole):
-            pos, found = communes.near(hole)
-            return pos, found
+        near = communes.near_many([hole for _, hole in found])
     else:
         all_geoms = communes.geometry.values
         codes = communes["code_insee"].to_numpy()
         tree = shapely.STRtree(all_geoms)
-
-        def near(hole):
-            idx = tree.query(hole, predicate="intersects")
-            return idx, all_geoms[idx]
+        near = [(idx, all_geoms[idx]) for idx in (tree.query(hole, predicate="intersects") for _, hole in found)]
     inside = members.groupby("id_ti")["insee_com"].agg(set)
     gaps, enclaves = [], 0
-    for tid, geom in zip(territories["id_ti"], territories.geometry.values):
-        for part in shapely.get_parts(geom):
-            for ring in part.interiors:
-                hole = shapely.Polygon(ring)
-                idx, geoms = near(hole)
-                out = np.array([codes[i] not in inside[tid] for i in idx], dtype=bool)
-                cover = shapely.union_all(geoms) if len(idx) else shapely.Polygon()
-                cover_out = shapely.union_all(geoms[out]) if out.any() else shapely.Polygon()
-                frac = shapely.area(shapely.intersection(hole, cover)) / hole.area if hole.area else 1.0
-                frac_out = shapely.area(shapely.intersection(hole, cover_out)) / hole.area if hole.area else 1.0
-                if frac < ENCLAVE_MIN_COVER or frac_out < 0.5:
-                    gaps.append({"id_ti": tid, "covered": round(float(frac), 4),
-                                 "covered_by_outside": round(float(frac_out), 4),
-                                 "point": list(hole.representative_point().coords[0])})
-                else:
-                    enclaves += 1
+    for (tid, hole), (idx, geoms) in zip(found, near):
+        out = np.array([codes[i] not in inside[tid] for i in idx], dtype=bool)
+        cover = shapely.union_all(geoms) if len(idx) else shapely.Polygon()
+        cover_out = shapely.union_all(geoms[out]) if out.any() else shapely.Polygon()
+        frac = shapely.area(shapely.intersection(hole, cover)) / hole.area if hole.area else 1.0
+        frac_out = shapely.area(shapely.intersection(hole, cover_out)) / hole.area if hole.area else 1.0
+        if frac < ENCLAVE_MIN_COVER or frac_out < 0.5:
+            gaps.append({"id_ti": tid, "covered": round(float(frac), 4),
+                         "covered_by_outside": round(float(frac_out), 4),
+                         "point": list(hole.representative_point().coords[0])})
+        else:
+            enclaves += 1
     return CheckResult("holes_are_enclaves", not gaps, True,
                        "every hole inside a territory is covered by communes outside it (source gaps are filled)",
                        {"enclaves": enclaves, "gaps": gaps})

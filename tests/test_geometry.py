@@ -194,3 +194,11 @@ def test_scan_reports_like_the_full_reader_across_batches(tmp_path):
     assert sorted(lean.codes[pos]) == ["01001", "01002", "01005"] and len(found) == 3
     pos, _ = lean.near(shapely.box(5.05, 46.05, 5.45, 46.06), loaded=False)
     assert sorted(lean.codes[pos]) == ["01001", "01005"]
+    # released polygons are forgotten, then read from the file again when asked for
+    assert lean.release(["01002", "01006"]) == 2 and lean.frame().empty
+    assert lean.geometries([1])[0].equals(full.geometry.values[1])      # the repaired one
+    pos, found = lean.near(shapely.box(5.15, 46.05, 5.55, 46.06))
+    assert sorted(lean.codes[pos]) == ["01002", "01005", "01006"]
+    assert found[list(lean.codes[pos]).index("01002")].equals(full.geometry.values[1])
+    pos, _ = lean.near(shapely.box(5.15, 46.05, 5.55, 46.06), released=False)
+    assert list(lean.codes[pos]) == ["01005"]
