@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import codecs
 import json
+import re
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, partial
+from operator import attrgetter, is_not
 from pathlib import Path
+from typing import Any
 
+import msgspec
 import orjson
 import pandas as pd
 
 from .errors import InputFormatError
-from .tables import (INSEE_RE, SIREN_RE, clean_text, decode_text, normalise_insee,
+from .tables import (INSEE_RE, SIREN_RE, all_str, clean_text, decode_text, normalise_insee_series,
                      normalise_siren, read_bytes, read_csv)
 
 # The official files separate several territory ids in one cell with " ; ".
@@ -35,7 +40,9 @@ def _split_ids(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
         kept = [p for p in parts if p]   # a trailing ';' leaves an empty piece
         return kept or [""]
 
-    if not frame["id_ti"].str.contains(MULTI_SEP, regex=False).any():
+    ids = frame["id_ti"].tolist()
+    if (MULTI_SEP not in "\n".join(ids) if all_str(ids)
+            else not frame["id_ti"].str.contains(MULTI_SEP, regex=False).any()):
         return _check_ids(frame.reset_index(drop=True), path)   # one id per cell: already clean
     ids = frame["id_ti"].map(pieces)
     if "lib_ti" in frame:
@@ -52,8 +59,15 @@ def _split_ids(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
     return _check_ids(frame.reset_index(drop=True), path)
 
 
+_ID = r"[A-Za-z0-9_\-]+"
+_ID_RE = re.compile(_ID)
+
+
 def _check_ids(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
-    bad = frame[~frame["id_ti"].str.fullmatch(r"[A-Za-z0-9_\-]+", na=False)]
+    ids = frame["id_ti"].tolist()
+    if set(map(type, ids)) == {str} and all(map(_ID_RE.fullmatch, set(ids))):
+        return frame.reset_index(drop=True)   # every id valid (each distinct one checked once)
+    bad = frame[~frame["id_ti"].str.fullmatch(_ID, na=False)]
     if len(bad):
         line, tid = bad["_line"].iloc[0], bad["id_ti"].iloc[0]
         what = "no territory id" if tid == "" else f"invalid territory id {tid!r}"
@@ -96,7 +110,7 @@ def read_ti_communes(path: Path) -> tuple[pd.DataFrame, list[ListProblem]]:
     frame = read_csv(path, ["id_ti", "insee_com"], ["lib_ti", "lib_com"], _TI_ALIASES)
     frame = _split_ids(frame, path)
     raw = frame["insee_com"]
-    frame["insee_com"] = raw.map(normalise_insee)
+    frame["insee_com"] = normalise_insee_series(raw)
     ok = frame["insee_com"].str.match(INSEE_RE)
     problems = _problems(frame.assign(insee_com=raw), ~ok, path, "insee_com",
                          lambda c: "no commune code" if c == "" else "not an INSEE commune code")
@@ -144,8 +158,8 @@ def read_ti_groupements(path: Path) -> tuple[pd.DataFrame, list[ListProblem]]:
     return _tag(frame[cols].reset_index(drop=True), path), problems
 
 
-def _read_json(path: Path) -> list:
-    raw = read_bytes(path)
+def _read_json(path: Path, raw: bytes | None = None) -> list:
+    raw = read_bytes(path) if raw is None else raw
     try:   # orjson: several times faster than json on the 35,000-commune files
         data = orjson.loads(raw[3:] if raw.startswith(b"\xef\xbb\xbf") else raw)
     except orjson.JSONDecodeError:
@@ -156,6 +170,111 @@ def _read_json(path: Path) -> list:
     if not isinstance(data, list) or not all(isinstance(item, dict) for item in data):
         raise InputFormatError(f"{path}: expected a JSON array of objects")
     return data
+
+
+# Fast path: msgspec decodes only the fields read (the others are validated and skipped), several
+# times faster than building every object. Any file it does not take as is (invalid JSON, another
+# shape, a missing field) goes through _read_json and the dict-based code, errors included.
+class _Commune(msgspec.Struct, gc=False):
+    code: Any
+    type: Any = "commune-actuelle"
+    nom: Any = None
+    departement: Any = None
+    region: Any = None
+    siren: Any = None
+    population: Any = None
+    zone: Any = None
+
+
+class _Member(msgspec.Struct, gc=False):
+    code: Any
+
+
+class _Groupement(msgspec.Struct, gc=False):
+    code: Any
+    membres: list[_Member]
+    nom: Any = None
+    type: Any = None
+
+
+_COMMUNES = msgspec.json.Decoder(list[_Commune])
+_GROUPEMENTS = msgspec.json.Decoder(list[_Groupement])
+COMMUNE_FIELDS = ("code", "nom", "departement", "region", "siren", "population", "zone")
+MEMBER_COLUMNS = ["siren_groupement", "nom_groupement", "type_groupement", "insee_com"]
+
+
+def _decode_fast(raw: bytes, decoder: msgspec.json.Decoder) -> list | None:
+    body = raw[3:] if raw.startswith(b"\xef\xbb\xbf") else raw
+    if not body.isascii():
+        try:   # like orjson, UTF-8 only (msgspec does not check the fields it skips)
+            codecs.utf_8_decode(body, "strict", True)
+        except UnicodeDecodeError:
+            return None
+    try:
+        return decoder.decode(body)
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):   # ValidationError included
+        return None
+
+
+def _as_orjson_reads(columns) -> bool:
+    """True when every value is one orjson would give too (it reads integers beyond 64 bits as
+    floats; nested arrays and objects are not looked into: the dict-based path takes them)."""
+    for values in columns:
+        types = set(map(type, values))
+        if types - {str, type(None), int, float, bool}:
+            return False
+        if int in types:
+            ints = (list(filter(partial(is_not, None), values)) if types <= {int, type(None)}
+                    else [v for v in values if type(v) is int])
+            if min(ints) < -(1 << 63) or max(ints) >= 1 << 64:
+                return False
+    return True
+
+
+def _commune_columns(path: Path) -> dict[str, list]:
+    """The fields of the communes of type commune-actuelle, one list per field."""
+    raw = read_bytes(path)
+    fast = _decode_fast(raw, _COMMUNES)
+    if fast is not None:
+        kept = [c for c in fast if c.type == "commune-actuelle"]
+        columns = {f: list(map(attrgetter(f), kept)) for f in COMMUNE_FIELDS}
+        if _as_orjson_reads(columns.values()):
+            return columns
+    rows = _read_json(path, raw)
+    kept = [r for r in rows if r.get("type", "commune-actuelle") == "commune-actuelle"]
+    try:
+        codes = [r["code"] for r in kept]
+    except KeyError as err:
+        raise InputFormatError(f"{path}: commune without {err} field") from None
+    return {"code": codes, **{f: [r.get(f) for r in kept] for f in COMMUNE_FIELDS[1:]}}
+
+
+def _member_columns(path: Path, default_type: str | None) -> dict[str, list]:
+    """One entry per (groupement, member commune): SIREN, name and type of the groupement, commune."""
+    raw = read_bytes(path)
+    fast = _decode_fast(raw, _GROUPEMENTS)
+    columns: dict[str, list] = {c: [] for c in MEMBER_COLUMNS}
+    if fast is not None:
+        for g in fast:
+            n = len(g.membres)
+            columns["siren_groupement"] += [g.code] * n
+            columns["nom_groupement"] += [g.nom] * n
+            columns["type_groupement"] += [default_type or g.type] * n
+            columns["insee_com"] += map(attrgetter("code"), g.membres)
+        if _as_orjson_reads(columns.values()):
+            columns["siren_groupement"] = list(map(str, columns["siren_groupement"]))
+            return columns
+        columns = {c: [] for c in MEMBER_COLUMNS}
+    for g in _read_json(path, raw):
+        try:
+            for m in g["membres"]:
+                columns["siren_groupement"].append(str(g["code"]))
+                columns["nom_groupement"].append(g.get("nom"))
+                columns["type_groupement"].append(default_type or g.get("type"))
+                columns["insee_com"].append(m["code"])
+        except KeyError as err:
+            raise InputFormatError(f"{path}: groupement {g.get('code')} without {err} field") from None
+    return columns
 
 
 @dataclass
@@ -172,32 +291,15 @@ class AdminRef:
 
 
 def read_admin(cog: int, communes_path: Path, epci_path: Path, ept_path: Path) -> AdminRef:
-    rows = _read_json(communes_path)
-    try:
-        com = pd.DataFrame([
-            {"code": r["code"], "nom": r.get("nom"), "departement": r.get("departement"),
-             "region": r.get("region"), "siren": r.get("siren"), "population": r.get("population"),
-             "zone": r.get("zone")}
-            for r in rows if r.get("type", "commune-actuelle") == "commune-actuelle"
-        ])
-    except KeyError as err:
-        raise InputFormatError(f"{communes_path}: commune without {err} field") from None
-    if com.empty:
+    columns = _commune_columns(communes_path)
+    if not columns["code"]:
         raise InputFormatError(f"{communes_path}: no commune of type commune-actuelle")
+    com = pd.DataFrame(columns)
     com["code"] = com["code"].astype(str)
     com["population"] = pd.array(pd.to_numeric(com["population"], errors="coerce"), dtype="Int64")
-    member_rows = []
-    for path, default_type in ((epci_path, None), (ept_path, "EPT")):
-        for g in _read_json(path):
-            try:
-                for m in g["membres"]:
-                    member_rows.append({"siren_groupement": str(g["code"]), "nom_groupement": g.get("nom"),
-                                        "type_groupement": default_type or g.get("type"),
-                                        "insee_com": m["code"]})
-            except KeyError as err:
-                raise InputFormatError(f"{path}: groupement {g.get('code')} without {err} field") from None
-    members = pd.DataFrame(member_rows, columns=["siren_groupement", "nom_groupement",
-                                                 "type_groupement", "insee_com"])
+    epci, ept = _member_columns(epci_path, None), _member_columns(ept_path, "EPT")
+    columns = {c: epci[c] + ept[c] for c in MEMBER_COLUMNS}
+    members = pd.DataFrame(columns if columns["insee_com"] else [], columns=MEMBER_COLUMNS)   # [] -> object
     return AdminRef(cog=cog, communes=com, members=members)
 
 
@@ -225,9 +327,13 @@ def read_commune_changes(path: Path) -> pd.DataFrame:
     if len(bad):
         raise InputFormatError(f"{path}:{bad['_line'].iloc[0]}: column DATE_EFF: not a date "
                                "(expected YYYY-MM-DD)")
-    frame["MOD"] = frame["MOD"].str.replace(r"\.0$", "", regex=True)
+    mods = frame["MOD"].tolist()
+    if not all_str(mods) or ".0\n" in "\n".join(mods) + "\n":   # else nothing to replace
+        frame["MOD"] = frame["MOD"].str.replace(r"\.0$", "", regex=True)
     for col in ("TYPECOM_AV", "TYPECOM_AP"):
-        frame[col] = frame[col].str.upper()
+        kinds = frame[col].tolist()
+        if not all_str(kinds) or "\n".join(kinds).upper() != "\n".join(kinds):   # else all upper case
+            frame[col] = frame[col].str.upper()
     for col in ("COM_AV", "COM_AP"):
-        frame[col] = frame[col].map(normalise_insee)
+        frame[col] = normalise_insee_series(frame[col])
     return _tag(frame, path)

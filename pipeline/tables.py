@@ -12,6 +12,7 @@ import csv
 import gzip
 import io
 import re
+from operator import itemgetter
 from pathlib import Path
 
 import pandas as pd
@@ -89,8 +90,19 @@ def _separator(text: str) -> tuple[str, str, int]:
     hint = re.fullmatch(r"\s*sep=(.)\s*", first)
     if hint:
         return hint.group(1), rest, 1
-    header = next((line for line in text.splitlines() if line.strip(_WS)), "")
-    return sniff_separator(header), text, 0
+    return sniff_separator(_first_line(text)), text, 0
+
+
+def _first_line(text: str) -> str:
+    """The first non-blank line (as ``str.splitlines`` cuts them), looking at a growing prefix."""
+    size = 1 << 16
+    while True:
+        lines = text[:size].splitlines()
+        whole = size >= len(text)
+        found = next((line for line in (lines if whole else lines[:-1]) if line.strip(_WS)), None)
+        if found is not None or whole:
+            return found or ""
+        size *= 4
 
 
 def iter_records(text: str, sep: str, path: Path, offset: int = 0):
@@ -111,6 +123,49 @@ def header_key(name: str) -> str:
     return re.sub(r"[\s\-]+", "_", str(clean_text(name)).lower())
 
 
+def _records(text: str, sep: str, path: Path, offset: int
+             ) -> tuple[list[list[str]], list[int], InputFormatError | None]:
+    """Every record (blank ones included), the line where each starts, and the error that stopped
+    the reading (to raise once the records before it are checked), or None."""
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep, quotechar='"', strict=True)
+    try:
+        records = list(reader)   # C speed; line numbers below
+        if reader.line_num == len(records):   # no record spans several lines: record i is line i + 1
+            return records, list(range(1 + offset, len(records) + 1 + offset)), None
+    except csv.Error:
+        pass
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep, quotechar='"', strict=True)
+    records, lines, previous = [], [], 0
+    try:
+        for fields in reader:
+            records.append(fields)
+            lines.append(previous + 1 + offset)
+            previous = reader.line_num
+    except csv.Error as err:
+        return records, lines, InputFormatError(f"{path}:{reader.line_num + offset}: malformed CSV ({err})")
+    return records, lines, None
+
+
+# On values joined by NUL (not in decoded text): a value starting with a space (also searched in
+# the reversed text, for values ending with one; a literal first is much faster for ``re``).
+_STARTS_DIRTY = re.compile(r"\x00[\s\xa0\u202f\u2007\u200b\ufeff]")
+_DIRTY_ANYWHERE = ("\t", "\r", "\n", "\xa0", "\u202f", "\u2007", "\u200b", "\ufeff", "  ")
+
+
+def _clean_column(values: list[str], nul_free: bool) -> list[str]:
+    """``clean_text`` of every value, checking the whole column at once for values to clean."""
+    if nul_free:
+        joined = "\x00" + "\x00".join(values) + "\x00"
+        if not (any(d in joined for d in _DIRTY_ANYWHERE) or _STARTS_DIRTY.search(joined)
+                or _STARTS_DIRTY.search(joined[::-1])):
+            return values   # nothing clean_text would change
+    unique = set(values)
+    if 2 * len(unique) < len(values):   # repeated values (territory names): clean each once
+        cleaned = {v: clean_text(v) for v in unique}
+        return list(map(cleaned.__getitem__, values))
+    return [clean_text(v) for v in values]
+
+
 def read_csv(path: Path, required: list[str], optional: list[str] = (),
              aliases: dict[str, str] | None = None) -> pd.DataFrame:
     """Read a CSV as strings with normalised headers, cleaned values and a ``_line`` column.
@@ -125,11 +180,13 @@ def read_csv(path: Path, required: list[str], optional: list[str] = (),
     text = decode_text(read_bytes(path), path)
     expected = ", ".join(list(required) + list(optional))
     sep, text, offset = _separator(text)
-    records = iter_records(text, sep, path, offset)
-    first = next(records, None)
-    if first is None:
+    records, record_lines, error = _records(text, sep, path, offset)
+    start = next((i for i, fields in enumerate(records) if any(f.strip(_WS) for f in fields)), None)
+    if start is None:
+        if error:
+            raise error
         raise InputFormatError(f"{path}: empty file, expected a header line with columns {expected}")
-    header_line, header = first
+    header_line, header = record_lines[start], records[start]
     aliases = aliases or {}
     keys = [header_key(h) for h in header]
     wanted = list(dict.fromkeys(list(required) + list(optional)))
@@ -145,19 +202,26 @@ def read_csv(path: Path, required: list[str], optional: list[str] = (),
             f" (optional: {', '.join(optional) or 'none'}); found {', '.join(k or '(empty)' for k in keys)}"
             f" (separator {sep!r})")
     keep = [c for c in wanted if c in position]
-    columns: dict[str, list] = {c: [] for c in keep}
-    lines: list[int] = []
+    rows, lines = records[start + 1:], record_lines[start + 1:]
     width = len(header)
-    for line, fields in records:
-        if len(fields) > width and any(f.strip(_WS) for f in fields[width:]):
-            raise InputFormatError(f"{path}:{line}: {len(fields)} fields but the header (line {header_line}) "
-                                   f"has {width}; quote values that contain the separator {sep!r}")
-        values = [clean_text(fields[position[c]]) if position[c] < len(fields) else "" for c in keep]
-        if not any(values):   # nothing usable in the columns read
-            continue
-        for col, value in zip(keep, values):
-            columns[col].append(value)
-        lines.append(line)
+    lengths = set(map(len, rows))
+    if lengths and max(lengths) > width:
+        for line, fields in zip(lines, rows):
+            if len(fields) > width and any(f.strip(_WS) for f in fields[width:]):
+                raise InputFormatError(f"{path}:{line}: {len(fields)} fields but the header (line "
+                                       f"{header_line}) has {width}; quote values that contain the "
+                                       f"separator {sep!r}")
+    if error:
+        raise error
+    if lengths and min(lengths) < width:   # short rows (blank lines too) are padded
+        rows = [f if len(f) >= width else f + [""] * (width - len(f)) for f in rows]
+    nul_free = "\x00" not in text
+    columns = {c: _clean_column(list(map(itemgetter(position[c]), rows)), nul_free) for c in keep}
+    if all("" in values for values in columns.values()):   # rows with nothing usable are dropped
+        used = [i for i, values in enumerate(zip(*columns.values())) if any(values)]
+        if len(used) < len(lines):
+            columns = {c: [values[i] for i in used] for c, values in columns.items()}
+            lines = [lines[i] for i in used]
     if not lines:
         raise InputFormatError(f"{path}: no data row after the header (line {header_line})")
     frame = pd.DataFrame(columns, dtype=object)   # plain str objects: fast to iterate and map
@@ -174,6 +238,24 @@ def normalise_insee(code: str) -> str:
     if re.fullmatch(r"[1-9]\d{3}", code):   # no commune code starts with 00
         return "0" + code
     return code
+
+
+_INSEE_AS_IS = re.compile(r"\d{5}|2[AB]\d{3}")
+_INSEE_LINES = re.compile(r"(?:(?:\d{5}|2[AB]\d{3})\n)*(?:\d{5}|2[AB]\d{3})")   # codes joined by \n
+
+
+def all_str(values: list) -> bool:
+    """Whether every value is a ``str`` (no missing value): joined, they can be checked at once."""
+    return set(map(type, values)) <= {str}
+
+
+def normalise_insee_series(values: pd.Series) -> pd.Series:
+    """:func:`normalise_insee` of every value; well-formed codes (nearly all) are kept as they are."""
+    codes = values.tolist()
+    if not (codes and all_str(codes) and _INSEE_LINES.fullmatch("\n".join(codes))):
+        as_is = _INSEE_AS_IS.fullmatch
+        codes = [v if isinstance(v, str) and as_is(v) else normalise_insee(v) for v in codes]
+    return pd.Series(codes, index=values.index, name=values.name)
 
 
 def normalise_siren(code: str) -> str:

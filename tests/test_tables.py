@@ -1,0 +1,82 @@
+"""CSV reading helpers (pipeline.tables): cleaning, code normalisation, error order, line numbers.
+
+Bad-input cases seen through the list readers are in test_inputs_bad.py; these pin what the
+column-wise reading must keep: the same values as ``clean_text`` / ``normalise_insee`` one by one,
+and the first problem of the file reported, in file order.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pipeline.errors import InputFormatError
+from pipeline.tables import clean_text, normalise_insee, normalise_insee_series, read_csv
+
+
+def write(tmp_path: Path, text: str, name: str = "t.csv") -> Path:
+    path = tmp_path / name
+    path.write_bytes(text.encode("utf-8"))
+    return path
+
+
+@pytest.mark.parametrize("values", [
+    ["01001", "2A004", "97101", "75056"],                                  # all well formed
+    ["01001", "1001", "1002.0", "01 003", "2a004", " 2B033\xa0", "", "ABCDE", None, float("nan"), "٠١٠٠١"],
+])
+def test_normalise_insee_series_is_normalise_insee_of_each_value(values):
+    series = pd.Series(values, dtype=object, index=range(10, 10 + len(values)), name="insee_com")
+    expected = series.map(normalise_insee)
+    got = normalise_insee_series(series)
+    pd.testing.assert_series_equal(got, expected)
+    assert got.tolist()[:2] == ["01001", "2A004" if values[1] == "2A004" else "01001"]
+
+
+def test_values_are_cleaned_like_clean_text(tmp_path):
+    raw = ["a\u3000b", "\u3000a", "a  b", "a\u202fb", "x\u200b", "\ufeffy", "plain", " z ", "a\x0bb"]
+    path = write(tmp_path, "id,name,other\n" + "".join(f'{i},"{v}",same\n' for i, v in enumerate(raw)))
+    frame = read_csv(path, ["id", "name", "other"])
+    assert frame["name"].tolist() == [clean_text(v) for v in raw]
+    assert frame["name"].tolist()[:5] == ["a\u3000b", "a", "a b", "a b", "x"]
+    assert frame["other"].tolist() == ["same"] * len(raw) and frame["_line"].tolist() == list(range(2, 11))
+
+
+def test_the_first_problem_in_file_order_is_reported(tmp_path):
+    # a header without a required column, then a broken quote: the header is named
+    path = write(tmp_path, 'a,b\n1,2\n"3,4\n')
+    with pytest.raises(InputFormatError, match=r":1: missing column\(s\) c;"):
+        read_csv(path, ["a", "c"])
+    # a row with too many fields (line 3) before a broken quote (line 5)
+    path = write(tmp_path, 'a,b\n1,2\n1,2,3\n1,2\n"3,4\n')
+    with pytest.raises(InputFormatError, match=r":3: 3 fields but the header \(line 1\) has 2"):
+        read_csv(path, ["a", "b"])
+    # the broken quote first
+    path = write(tmp_path, 'a,b\n"1"x,2\n1,2,3\n')
+    with pytest.raises(InputFormatError, match=r":2: malformed CSV \(',' expected after '\"'\)"):
+        read_csv(path, ["a", "b"])
+    # a broken quote with no data row before it: the CSV error, not "no data row"
+    path = write(tmp_path, '\na,b\n"1\n')
+    with pytest.raises(InputFormatError, match=r":3: malformed CSV"):
+        read_csv(path, ["a", "b"])
+
+
+def test_line_numbers_after_records_spanning_lines_and_blank_lines(tmp_path):
+    path = write(tmp_path, 'a,b\n\n1,"x\ny"\n2,z\n\n3,"\n\n"\n4,w\n')
+    frame = read_csv(path, ["a", "b"])
+    assert frame[["a", "_line"]].values.tolist() == [["1", 3], ["2", 5], ["3", 7], ["4", 10]]
+    assert frame["b"].tolist() == ["x y", "z", "", "w"]
+
+
+def test_separator_sniffed_after_a_long_blank_start(tmp_path):
+    path = write(tmp_path, "\n" * 70_000 + "a;b\n1;2\n")
+    frame = read_csv(path, ["a", "b"])
+    assert frame[["a", "b", "_line"]].values.tolist() == [["1", "2", 70_002]]
+
+
+def test_short_rows_are_padded_and_empty_rows_dropped(tmp_path):
+    path = write(tmp_path, "a,b,c\n1\n,,\n2,,x\n , \xa0,\n")
+    frame = read_csv(path, ["a", "b"], ["c"])
+    assert frame.drop(columns="_line").values.tolist() == [["1", "", ""], ["2", "", "x"]]
+    assert frame["_line"].tolist() == [2, 4]
