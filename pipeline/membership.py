@@ -10,6 +10,7 @@ commune is an error and is left out of ``Membership.territories``.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -60,7 +61,7 @@ def expand_groupements(groupements: pd.DataFrame, admin: AdminRef) -> tuple[pd.D
                                how="left")
     found = by_grp.dropna(subset=["insee_com"])
     rest = by_grp[by_grp["insee_com"].isna()].drop(columns="insee_com")
-    com_siren = admin.communes.dropna(subset=["siren"])[["siren", "code"]].rename(
+    com_siren = admin.communes[["siren", "code"]].dropna(subset=["siren"]).rename(
         columns={"siren": "siren_groupement", "code": "insee_com"})
     as_commune = rest.merge(com_siren, on="siren_groupement", how="left")
     unknown = as_commune[as_commune["insee_com"].isna()]
@@ -76,8 +77,21 @@ def _names(frame: pd.DataFrame | None) -> dict[str, str]:
     """First non-empty territory name per id in a list (whitespace cleaned)."""
     if frame is None or "lib_ti" not in frame:
         return {}
-    first = frame.dropna(subset=["lib_ti"]).groupby("id_ti")["lib_ti"].first()
+    ids, libs = frame["id_ti"].tolist(), frame["lib_ti"].tolist()
+    if set(map(type, ids)) | set(map(type, libs)) == {str}:   # no missing id or name: at C speed
+        first = dict(zip(reversed(ids), reversed(libs)))   # the first name of each id is set last
+    else:
+        first = frame.dropna(subset=["lib_ti"]).groupby("id_ti")["lib_ti"].first()
     return {tid: clean_text(lib) for tid, lib in first.items() if lib}
+
+
+def _codes_by_id(frame: pd.DataFrame, column: str) -> dict[str, set]:
+    """The set of values of ``column`` for each territory id (missing ids left out, as groupby does)."""
+    out: dict[str, set] = defaultdict(set)
+    for tid, value in zip(frame["id_ti"].tolist(), frame[column].tolist()):
+        if type(tid) is str or not pd.isna(tid):
+            out[tid].add(value)
+    return out
 
 
 def _release_key(release: str | None) -> str:
@@ -108,13 +122,17 @@ def build_membership(*, communes_list: pd.DataFrame | None, groupements_list: pd
     primary = order[0]
     disagreements = []
     if len(frames) == 2:
-        a = frames["communes"].groupby("id_ti")["insee_com"].agg(set)
-        b = frames["groupements"].groupby("id_ti")["insee_com"].agg(set)
-        for tid in sorted(set(a.index) | set(b.index)):
-            sa, sb = a.get(tid, set()), b.get(tid, set())
-            if sa != sb:
-                disagreements.append({"id_ti": tid, "only_in_communes_list": sorted(sa - sb),
-                                      "only_in_groupements_list": sorted(sb - sa)})
+        # A territory's two sets of codes differ exactly where the (territory, code) pairs do.
+        pairs = [set(zip(f["id_ti"].tolist(), f["insee_com"].tolist()))
+                 for f in (frames["communes"], frames["groupements"])]
+        only = [defaultdict(list), defaultdict(list)]
+        for side, extra in enumerate((pairs[0] - pairs[1], pairs[1] - pairs[0])):
+            for tid, code in extra:
+                if type(tid) is str or not pd.isna(tid):   # as groupby, missing ids left out
+                    only[side][tid].append(code)
+        for tid in sorted(only[0].keys() | only[1].keys()):
+            disagreements.append({"id_ti": tid, "only_in_communes_list": sorted(only[0].get(tid, [])),
+                                  "only_in_groupements_list": sorted(only[1].get(tid, []))})
     chosen = frames[primary]
     source_of = {tid: primary for tid in chosen["id_ti"].unique()}
     for other in order[1:]:  # territories missing from the primary list come from the other one
@@ -127,23 +145,23 @@ def build_membership(*, communes_list: pd.DataFrame | None, groupements_list: pd
     names_in = {"communes": _names(communes_list), "groupements": _names(groupements_list)}
     names = {tid: names_in[src].get(tid) or next((n[tid] for n in names_in.values() if tid in n), tid)
              for tid, src in source_of.items()}
+    sirens: dict[str, list[str]] = {}
     if groupements_list is not None:
-        sirens = groupements_list.groupby("id_ti")["siren_groupement"].agg(lambda s: sorted(set(s)))
-    else:
-        sirens = pd.Series(dtype=object)
+        sirens = {tid: sorted(s) for tid, s in _codes_by_id(groupements_list, "siren_groupement").items()}
 
     # Each listed code -> its codes in the boundary COG (before restricting to the boundary codes,
     # so that a successor missing from the boundaries is reported, not dropped).
-    listed = set(chosen["insee_com"])
+    listed = set(chosen["insee_com"].tolist())
     known = admin.codes
+    # One walk over every code of the list year: the listed codes' successors (forward: not
+    # restricted to the boundaries, so a successor missing from them is reported) and, below, the
+    # predecessors. Only the codes that do not map to themselves alone are returned.
     if admin.cog <= boundary_cog:
-        # one walk over every code of the list year: the listed codes' successors (unrestricted,
-        # so a successor missing from the boundaries is reported) and, below, the predecessors
-        full_map = vintages.forward(changes, known, admin.cog, boundary_cog)
-        mapping = {c: full_map[c] for c in known & listed}
+        moved = vintages.forward_moved(changes, known, admin.cog, boundary_cog)
     else:
-        full_map = vintages.code_mapping(changes, known, admin.cog, boundary_cog, boundary_codes)
-        mapping = {c: full_map[c] for c in known & listed}
+        moved = vintages.code_mapping_moved(changes, known, admin.cog, boundary_cog, boundary_codes)
+    # Listed code -> its codes in the boundary COG; a code of the list year left out maps to itself.
+    mapping = {c: t for c, t in moved.items() if c in listed}
     how_of: dict[str, str] = {}
     unknown = sorted(listed - known)
     history = vintages.from_history(changes, set(unknown) - boundary_codes, boundary_cog) if unknown else {}
@@ -157,20 +175,32 @@ def build_membership(*, communes_list: pd.DataFrame | None, groupements_list: pd
         else:
             mapping[code] = set()
     # All codes of the list year, to find successors that absorbed communes outside any territory.
-    preds = vintages.predecessors({c: t & boundary_codes for c, t in full_map.items() if t != {c}})
+    preds = vintages.predecessors({c: t & boundary_codes for c, t in moved.items() if t != {c}})
     in_any = listed
 
-    rows, reconciled, absorbed = [], [], []
+    reconciled, absorbed = [], []
     first = chosen.sort_values("_line", kind="stable").drop_duplicates(["id_ti", "insee_com"])
-    located = {(t, c): (line, src) for t, c, line, src in
-               zip(first["id_ti"].tolist(), first["insee_com"].tolist(), first["_line"].tolist(),
-                   first["_source"].tolist())}
+    first_ids, first_codes = first["id_ti"].tolist(), first["insee_com"].tolist()
+    located: dict[tuple[str, str], tuple] = {}
 
     def where(key: tuple[str, str]) -> str:
+        if not located:   # built for the first error only
+            located.update({(t, c): (line, src) for t, c, line, src in
+                            zip(first_ids, first_codes, first["_line"].tolist(), first["_source"].tolist())})
         return _where(*located[key])
 
-    for tid, code in zip(first["id_ti"].tolist(), first["insee_com"].tolist()):
-        raw = mapping.get(code, set())
+    # territory -> boundary code -> [list codes, status] ("matched" unless one of the list codes was
+    # reconciled), or None for the common case: the boundary code itself, matched.
+    merged: dict[str, dict[str, list | None]] = defaultdict(dict)
+    for tid, code in zip(first_ids, first_codes):
+        raw = mapping.get(code)
+        if raw is None:   # a code of the list year that maps to itself
+            if code in boundary_codes:   # the common case
+                entry = merged[tid].setdefault(code, None)
+                if entry is not None:   # the successor of another listed code too
+                    entry[0].append(code)
+                continue
+            raw = {code}
         targets = {t for t in raw if t in boundary_codes}
         missing = sorted(raw - targets)
         if not raw:
@@ -188,32 +218,45 @@ def build_membership(*, communes_list: pd.DataFrame | None, groupements_list: pd
             reconciled.append({"id_ti": tid, "code_list": code, "codes_boundary": sorted(targets),
                                "how": how_of.get(code) or
                                ("split" if len(targets) > 1 else "merger or code change")})
+        by_code = merged[tid]
         for t in targets:
-            rows.append((tid, t, code, how))
-    merged: dict[tuple[str, str], list] = {}
-    for tid, t, code, how in rows:
-        entry = merged.setdefault((tid, t), [set(), "matched"])
-        entry[0].add(code)
-        if how == "reconciled":
-            entry[1] = "reconciled"
-    members = pd.DataFrame(
-        [(tid, t, sorted(codes), status) for (tid, t), (codes, status) in sorted(merged.items())],
-        columns=["id_ti", "insee_com", "codes_list", "status"])
-    for tid, succ in zip(members["id_ti"].tolist(), members["insee_com"].tolist()):
-        outside = sorted(p for p in preds.get(succ, set()) if p not in in_any)
-        if outside:
-            absorbed.append({"id_ti": tid, "successor": succ, "absorbed": outside})
+            entry = by_code.get(t)
+            if entry is None:
+                entry = by_code[t] = [[t] if t in by_code else [], "matched"]
+            entry[0].append(code)
+            if how == "reconciled":
+                entry[1] = "reconciled"
+    columns: dict[str, list] = {"id_ti": [], "insee_com": [], "codes_list": [], "status": []}
+    for tid in sorted(merged):   # sorted by (territory, boundary code)
+        by_code = merged[tid]
+        targets = sorted(by_code)
+        entries = [by_code[t] for t in targets]
+        columns["id_ti"] += [tid] * len(targets)
+        columns["insee_com"] += targets
+        columns["codes_list"] += [[t] if e is None else e[0] if len(e[0]) == 1 else sorted(set(e[0]))
+                                  for t, e in zip(targets, entries)]
+        columns["status"] += ["matched" if e is None else e[1] for e in entries]
+    members = pd.DataFrame(columns) if columns["id_ti"] else pd.DataFrame([], columns=list(columns))
+    hits = preds.keys() & set(columns["insee_com"])
+    for tid, succ in zip(columns["id_ti"], columns["insee_com"]):
+        if succ in hits:
+            outside = sorted(p for p in preds[succ] if p not in in_any)
+            if outside:
+                absorbed.append({"id_ti": tid, "successor": succ, "absorbed": outside})
 
-    multi = members[members["insee_com"].duplicated(keep=False)]
-    shared_list = [{"insee_com": c, "id_ti": sorted(g)} for c, g in multi.groupby("insee_com")["id_ti"]]
+    shared_list = []
+    if len(set(columns["insee_com"])) < len(columns["insee_com"]):   # a commune in several territories
+        multi = members[members["insee_com"].duplicated(keep=False)]
+        shared_list = [{"insee_com": c, "id_ti": sorted(g)} for c, g in multi.groupby("insee_com")["id_ti"]]
 
     # A territory without any valid commune has no perimeter: it is reported and left out of
     # ``territories`` (so the territory count check names the shortfall too).
-    with_members = set(members["id_ti"])
-    errors += [f"{t}: no valid commune" for t in sorted(set(chosen["id_ti"]) - with_members)]
+    with_members = set(merged)
+    chosen_ids = set(chosen["id_ti"].tolist())
+    errors += [f"{t}: no valid commune" for t in sorted(chosen_ids - with_members)]
     tids = sorted(with_members)
     # Territories whose every row was unusable (reported in list_problems) are named too.
-    dropped = sorted({p.id_ti for p in list_problems} - set(chosen["id_ti"]) - {""})
+    dropped = sorted({p.id_ti for p in list_problems} - chosen_ids - {""})
     errors += [f"{t}: no valid commune (every row of the list is invalid)" for t in dropped]
     territories = pd.DataFrame({
         "id_ti": tids,
@@ -224,4 +267,4 @@ def build_membership(*, communes_list: pd.DataFrame | None, groupements_list: pd
     return Membership(members=members, territories=territories, list_cog=admin.cog,
                       boundary_cog=boundary_cog, reconciled=reconciled, absorbed_outside=absorbed,
                       shared_communes=shared_list, disagreements=disagreements, errors=errors,
-                      listed_codes=len(chosen[["id_ti", "insee_com"]].drop_duplicates()))
+                      listed_codes=len(first))   # one row per distinct (territory, code)

@@ -23,14 +23,26 @@ def _events(changes: pd.DataFrame, start: pd.Timestamp | None, end: pd.Timestamp
     return ev.sort_values("DATE_EFF", kind="stable")
 
 
-def _apply(codes: set[str], events: pd.DataFrame) -> dict[str, set[str]]:
-    """Follow each code through the events, day by day; cost grows with the events, not the codes."""
+def _moves(codes: set[str], events: pd.DataFrame) -> dict[str, set[str]]:
+    """Follow each code through the events, day by day; cost grows with the events, not the codes.
+
+    Only the codes some event touched are returned (any other code maps to itself).
+    """
     state: dict[str, set[str]] = {}            # only codes some event touched
     holders: dict[str, set[str]] = {}          # current code -> original codes mapped to it
-    for _, day in events.groupby("DATE_EFF", sort=True):
+    if events.empty:
+        return state
+    days = events["DATE_EFF"].tolist()
+    avs, aps = events["COM_AV"].tolist(), events["COM_AP"].tolist()
+    start = 0
+    while start < len(days):   # events are sorted by date: one day is a run of equal dates
+        end = start + 1
+        while end < len(days) and days[end] == days[start]:
+            end += 1
         edges: dict[str, set[str]] = defaultdict(set)
-        for av, ap in zip(day["COM_AV"].tolist(), day["COM_AP"].tolist()):
+        for av, ap in zip(avs[start:end], aps[start:end]):
             edges[av].add(ap)
+        start = end
         moved: list[tuple[str, str]] = []       # (original, current code it leaves)
         for av in edges:
             owners = holders.pop(av, set())
@@ -45,19 +57,60 @@ def _apply(codes: set[str], events: pd.DataFrame) -> dict[str, set[str]]:
             state[orig] |= edges[av]
             for new in edges[av]:
                 holders.setdefault(new, set()).add(orig)
-    return {c: state.get(c, {c}) for c in codes}
+    return state
+
+
+def _apply(codes: set[str], events: pd.DataFrame) -> dict[str, set[str]]:
+    """Every code of ``codes`` -> its codes after the events (itself when no event touched it)."""
+    state = _moves(codes, events)
+    return {c: state[c] if c in state else {c} for c in codes}
+
+
+def _window(changes: pd.DataFrame, from_cog: int, to_cog: int) -> pd.DataFrame:
+    return _events(changes, pd.Timestamp(f"{from_cog}-01-01"), pd.Timestamp(f"{to_cog}-01-01"))
 
 
 def forward(changes: pd.DataFrame, codes: set[str], from_cog: int, to_cog: int) -> dict[str, set[str]]:
     """Successors in COG ``to_cog`` of each code valid in COG ``from_cog`` (from_cog <= to_cog)."""
-    start = pd.Timestamp(f"{from_cog}-01-01")
-    end = pd.Timestamp(f"{to_cog}-01-01")
-    return _apply(codes, _events(changes, start, end))
+    return _apply(codes, _window(changes, from_cog, to_cog))
+
+
+def forward_moved(changes: pd.DataFrame, codes: set[str], from_cog: int, to_cog: int) -> dict[str, set[str]]:
+    """:func:`forward` restricted to the codes whose successors are not the code itself alone."""
+    return {c: t for c, t in _moves(codes, _window(changes, from_cog, to_cog)).items()
+            if not (len(t) == 1 and c in t)}
 
 
 def from_history(changes: pd.DataFrame, codes: set[str], to_cog: int) -> dict[str, set[str]]:
     """Successors in COG ``to_cog`` of codes of any earlier date (old or delegated codes)."""
     return _apply(codes, _events(changes, None, pd.Timestamp(f"{to_cog}-01-01")))
+
+
+def code_mapping_moved(changes: pd.DataFrame, from_codes: set[str], from_cog: int, to_cog: int,
+                       to_codes: set[str]) -> dict[str, set[str]]:
+    """:func:`code_mapping` restricted to the codes that do not map to themselves alone.
+
+    Every code of ``from_codes`` left out maps to ``{code}``.
+    """
+    out: dict[str, set[str]] = {}
+    if from_cog <= to_cog:
+        for c, targets in _moves(from_codes, _window(changes, from_cog, to_cog)).items():
+            out[c] = {t for t in targets if t in to_codes}
+        for c in from_codes - to_codes:   # untouched codes missing from the target year
+            if c not in out:
+                out[c] = set()
+    else:
+        moves = _moves(to_codes, _window(changes, to_cog, from_cog))
+        olds: dict[str, set[str]] = defaultdict(set)
+        for old, news in moves.items():
+            for new in news:
+                olds[new].add(old)
+        # a code of to_codes no event touched maps back to itself (and to the codes merged into it)
+        for c in (from_codes & (olds.keys() | moves.keys())) | (from_codes - to_codes):
+            out[c] = set(olds.get(c, set()))
+            if c in to_codes and c not in moves:
+                out[c].add(c)
+    return {c: t for c, t in out.items() if not (len(t) == 1 and c in t)}
 
 
 def code_mapping(changes: pd.DataFrame, from_codes: set[str], from_cog: int, to_cog: int,
@@ -67,16 +120,8 @@ def code_mapping(changes: pd.DataFrame, from_codes: set[str], from_cog: int, to_
     Backward mappings (from_cog > to_cog) invert the forward mapping of the ``to_cog`` codes.
     Targets are restricted to ``to_codes``; a code with no valid target maps to an empty set.
     """
-    if from_cog <= to_cog:
-        mapping = forward(changes, from_codes, from_cog, to_cog)
-    else:
-        fwd = forward(changes, to_codes, to_cog, from_cog)
-        mapping = defaultdict(set)
-        for old, news in fwd.items():
-            for new in news:
-                mapping[new].add(old)
-        mapping = {c: set(mapping.get(c, set())) for c in from_codes}
-    return {c: {t for t in targets if t in to_codes} for c, targets in mapping.items()}
+    moved = code_mapping_moved(changes, from_codes, from_cog, to_cog, to_codes)
+    return {c: moved[c] if c in moved else {c} for c in from_codes}
 
 
 def predecessors(mapping: dict[str, set[str]]) -> dict[str, set[str]]:

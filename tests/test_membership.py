@@ -262,3 +262,24 @@ def test_real_both_lists_disagree_on_three_territories(real, mirror):
     names = m.territories.set_index("id_ti")["lib_ti"]
     assert names["ti-4421"] == "Pays Vitryat"                # the newer list's name, \xa0 stripped
     assert not names.str.contains("\xa0").any()
+
+
+def test_codes_merged_into_one_commune_whatever_the_list_order(admin):
+    """A listed commune and a code merged into it make one member row (sorted codes, reconciled),
+    the merged code listed before or after its successor; rows sorted by territory, commune."""
+    for rows in ((("ti-2", "2A004"), ("ti-1", "01003"), ("ti-1", "01002"), ("ti-1", "01001")),
+                 (("ti-1", "01002"), ("ti-1", "01003"), ("ti-2", "2A004"), ("ti-1", "01001"))):
+        m = build(admin, commune_list(*rows))
+        assert m.errors == []
+        assert m.members.to_dict("list") == {
+            "id_ti": ["ti-1", "ti-1", "ti-2"], "insee_com": ["01001", "01002", "2A004"],
+            "codes_list": [["01001"], ["01002", "01003"], ["2A004"]],
+            "status": ["matched", "reconciled", "matched"]}
+        assert m.listed_codes == 4
+
+
+def test_no_valid_commune_at_all_gives_empty_frames_with_their_columns(admin):
+    m = build(admin, commune_list(("ti-1", "01998"), ("ti-1", "01999")))
+    assert list(m.members.columns) == ["id_ti", "insee_com", "codes_list", "status"] and m.members.empty
+    assert m.territories.empty and m.errors[-1] == "ti-1: no valid commune"
+    assert m.summary()["member_communes"] == 0 and m.listed_codes == 2

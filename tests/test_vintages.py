@@ -97,6 +97,24 @@ def test_predecessors_invert_a_mapping():
     assert inv["01011"] == {"01010"}
 
 
+def _moved(mapping: dict[str, set[str]]) -> dict[str, set[str]]:
+    return {c: t for c, t in mapping.items() if t != {c}}
+
+
+@pytest.mark.parametrize("from_cog, to_cog", [(2023, 2024), (2023, 2025), (2024, 2025), (2024, 2023),
+                                              (2025, 2023), (2025, 2024), (2024, 2024)])
+def test_moved_mappings_are_the_mappings_without_the_codes_mapping_to_themselves(from_cog, to_cog):
+    cogs = {2023: COG2023, 2024: COG2024, 2025: COG2025}
+    codes, targets = cogs[from_cog] | {"09999"}, cogs[to_cog]
+    assert vintages.code_mapping_moved(EVENTS, codes, from_cog, to_cog, targets) == _moved(
+        vintages.code_mapping(EVENTS, codes, from_cog, to_cog, targets))
+    if from_cog <= to_cog:
+        assert vintages.forward_moved(EVENTS, codes, from_cog, to_cog) == _moved(
+            vintages.forward(EVENTS, codes, from_cog, to_cog))
+    # a code absent from the target year maps to nothing; one no event touched is left out
+    assert vintages.code_mapping_moved(EVENTS, {"09999", "01050"}, from_cog, to_cog, targets) == {"09999": set()}
+
+
 # ---------------------------------------------------------------- real change history (TI_MIRROR_DIR)
 @pytest.fixture(scope="module")
 def real(mirror):
@@ -161,3 +179,12 @@ def test_sparse_mapping_equals_the_plain_algorithm_on_the_whole_history(mirror):
     for start, end in ((None, "2025-01-01"), ("1990-01-01", "2010-01-01"), ("2023-01-01", "2024-01-01")):
         events = _events(changes, pd.Timestamp(start) if start else None, pd.Timestamp(end))
         assert _apply(codes, events) == _reference_apply(codes, events), (start, end)
+
+
+def test_real_moved_mappings_both_ways(real):
+    ch, a24, a25, _ = real
+    for codes, cog, to_codes, to_cog in ((a24.codes, 2024, a25.codes, 2025), (a25.codes, 2025, a24.codes, 2024)):
+        full = vintages.code_mapping(ch, codes, cog, to_cog, to_codes)
+        moved = vintages.code_mapping_moved(ch, codes, cog, to_cog, to_codes)
+        assert moved == _moved(full) and 0 < len(moved) < 500
+    assert vintages.forward_moved(ch, a24.codes, 2024, 2025) == _moved(vintages.forward(ch, a24.codes, 2024, 2025))
