@@ -110,8 +110,8 @@ class Steps:
 
 
 # module attributes of the core that are wrapped as steps (missing ones are skipped)
-BUILD_STEPS = ["fetch_all", "load_boundaries", "load_changes", "load_admin", "phase_membership",
-               "dissolve", "assemble", "run_checks"]
+BUILD_STEPS = ["fetch_all", "scan_commune_boundaries", "load_changes", "load_admin", "phase_membership",
+               "member_coverage", "assemble", "run_checks"]
 GEOMETRY_STEPS = ["clean_coverage", "clean_zone", "dissolve_clean"]   # not the threaded helpers
 
 
@@ -125,7 +125,8 @@ def job_ours(args, steps: Steps) -> dict:
     steps.wrap(build, BUILD_STEPS)
     steps.wrap(geometry, GEOMETRY_STEPS, prefix="geometry.")
     out = Path(args.out)
-    settings = Settings(mirror_dir=Path(args.mirror), raw_dir=out / "raw", output_dir=out / "published")
+    raw = Path(args.raw) if args.raw else out / "raw"
+    settings = Settings(mirror_dir=Path(args.mirror), raw_dir=raw, output_dir=out / "published")
     result = steps.run("build_territories", build.build_territories, settings, phase="2023-2027")
     paths = steps.run("write_core_outputs", build.write_core_outputs, result, out)
     info = {"rows": len(result.territories), "outputs": {k: str(v) for k, v in paths.items()},
@@ -161,6 +162,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--report", required=True)
     ap.add_argument("--members")
+    ap.add_argument("--raw", help="download and parse cache (persists between runs, like data_raw)")
     args = ap.parse_args(argv)
     sampler = Sampler()
     steps = Steps(sampler)
