@@ -157,3 +157,67 @@ def test_package_attributes_are_lazy_but_complete():
         assert getattr(publish, name) is not None
     with pytest.raises(AttributeError):
         publish.no_such_name  # noqa: B018
+
+
+def _feature(id_ti: str, coords) -> dict:
+    return {"type": "Feature", "properties": {"id_ti": id_ti}, "geometry": {"type": "MultiPolygon", "coordinates": coords}}
+
+
+def _write_layout(path, feats: list[dict]) -> None:
+    """A file in the writer's layout: header line, one feature per line, footer line."""
+    body = b"".join((b"," if i else b"") + orjson.dumps(f) + b"\n" for i, f in enumerate(feats))
+    path.write_bytes(geojson._HEADER + body + geojson._FOOTER)
+
+
+SQUARE = [[[[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0], [0.0, 0.0]]]]  # counterclockwise
+
+
+def test_read_back_of_the_written_layout_is_one_feature_at_a_time_and_same_as_a_whole_parse(tmp_path):
+    frame = _synthetic()
+    path = geojson.write_geojson(frame, tmp_path / "t.geojson")
+    assert geojson._feature_lines(path) is not None
+    pretty = tmp_path / "pretty.geojson"  # the same document in another layout: parsed as a whole
+    pretty.write_bytes(orjson.dumps(orjson.loads(path.read_bytes()), option=orjson.OPT_INDENT_2))
+    assert geojson._feature_lines(pretty) is None
+    assert shapely.equals_exact(geojson.read_geometries(pretty), geojson.read_geometries(path), tolerance=0).all()
+    assert geojson.verify_geojson(pretty, frame)["rows"] == geojson.verify_geojson(path, frame)["rows"] == len(frame)
+
+
+def test_verify_reports_a_crs_member_outside_the_writer_layout(tmp_path):
+    frame = _synthetic(2)
+    path = geojson.write_geojson(frame, tmp_path / "t.geojson")
+    doc = orjson.loads(path.read_bytes())
+    doc["crs"] = {"type": "name", "properties": {"name": "EPSG:4326"}}
+    path.write_bytes(orjson.dumps(doc))
+    with pytest.raises(PublishError, match="'crs' member"):
+        geojson.verify_geojson(path, frame)
+
+
+@pytest.mark.parametrize("text", [
+    geojson._HEADER + orjson.dumps(_feature("a", SQUARE)) + b"\n",  # no footer
+    geojson._HEADER + b'{"type":"Feature"\n' + geojson._FOOTER,  # broken feature line
+    geojson._HEADER + geojson._FOOTER + b"]}\n",  # text after the footer
+])
+def test_verify_rejects_text_that_is_not_json(tmp_path, text):
+    path = tmp_path / "t.geojson"
+    path.write_bytes(text)
+    with pytest.raises(ValueError):
+        geojson.verify_geojson(path, gpd.GeoDataFrame({"id_ti": ["a"]}, geometry=[shapely.box(0, 0, 1, 1)]))
+
+
+@pytest.mark.parametrize("coords,problem", [
+    ([[list(reversed(SQUARE[0][0]))]], "rings are not oriented"),
+    ([[[[0.0, 0.0], [1.0, 1.0], [1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]]], "1 invalid geometries, e.g. Self-intersection"),
+    ([[[[0.0, 0.0], [181.0, 0.0], [181.0, 1.0], [0.0, 1.0], [0.0, 0.0]]]], r"outside \[-180,180\]"),
+    ([[[[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0000001], [0.0, 0.0]]]], "more than 6 decimals"),
+])
+def test_verify_reports_each_geometry_problem_in_any_chunk(tmp_path, monkeypatch, coords, problem):
+    monkeypatch.setattr(geojson, "CHUNK_COORDS", 6)  # one geometry per chunk: the bad one is the 4th
+    feats = [_feature(f"ti-{i}", SQUARE) for i in range(3)] + [_feature("ti-3", coords), _feature("ti-4", SQUARE)]
+    path = tmp_path / "t.geojson"
+    _write_layout(path, feats)
+    frame = gpd.GeoDataFrame({"id_ti": [f"ti-{i}" for i in range(5)]}, geometry=[shapely.box(0, 0, 1, 1)] * 5)
+    with pytest.raises(PublishError, match=problem):
+        geojson.verify_geojson(path, frame)
+    _write_layout(path, [_feature(f"ti-{i}", SQUARE) for i in range(5)])
+    assert geojson.verify_geojson(path, frame)["rows"] == 5

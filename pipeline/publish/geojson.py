@@ -34,6 +34,10 @@ from .columns import to_multipolygons
 DEFAULT_DECIMALS = 6
 CHUNK_COORDS = 100_000  # coordinates per chunk of geometries snapped at once
 WORKERS = min(4, os.cpu_count() or 1)  # threads snapping chunks ahead of the writer
+# the layout of the written file: this header line, one feature per line (",{...}" after the
+# first), this footer line; the read-back check reads such a file one feature at a time
+_HEADER = b'{"type":"FeatureCollection","features":[\n'
+_FOOTER = b"]}\n"
 
 
 def rfc7946_geometries(geoms, decimals: int = DEFAULT_DECIMALS) -> np.ndarray:
@@ -150,10 +154,10 @@ def feature_collection(frame: gpd.GeoDataFrame, decimals: int = DEFAULT_DECIMALS
 def write_geojson(frame: gpd.GeoDataFrame, path: Path, decimals: int = DEFAULT_DECIMALS, geoms=None) -> Path:
     """Write ``frame`` as RFC 7946 GeoJSON (UTF-8, compact, one feature per line), streamed."""
     with open(path, "wb") as fh:
-        fh.write(b'{"type":"FeatureCollection","features":[\n')
+        fh.write(_HEADER)
         for i, feat in enumerate(_features(frame, decimals, geoms, False)):
             fh.write((b"," if i else b"") + orjson.dumps(feat, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n")
-        fh.write(b"]}\n")
+        fh.write(_FOOTER)
     return Path(path)
 
 
@@ -186,49 +190,99 @@ def more_decimals_than(coords: np.ndarray, decimals: int) -> bool:
     return len(values) > 0 and max_decimals(values) > decimals
 
 
-def _load(path: Path) -> dict:
+def _feature_lines(path: Path):
+    """The features of a file in this writer's layout, parsed one line at a time; None otherwise.
+
+    Header line, then one JSON object per line (after a comma from the second one on), then the
+    footer line and nothing else: such a file is a valid FeatureCollection with exactly these
+    features and no other member. Any other text, even valid GeoJSON, gives None.
+    """
     with open(path, "rb") as fh:
-        return orjson.loads(fh.read())
+        if fh.readline() != _HEADER:
+            return None
+        feats = []
+        for i, line in enumerate(fh):
+            if line == _FOOTER:
+                return feats if fh.read(1) == b"" else None
+            if not line.endswith(b"\n") or (i > 0) != line.startswith(b","):
+                return None
+            try:
+                feat = orjson.loads(line[1 if i else 0:])
+            except orjson.JSONDecodeError:
+                return None
+            if not isinstance(feat, dict):
+                return None
+            feats.append((feat, shapely.from_geojson(orjson.dumps(feat.pop("geometry")))))
+    return None
 
 
-def _parse_geometries(feats: list) -> np.ndarray:
+def _read(path: Path) -> tuple[bool, list[dict], np.ndarray]:
+    """(has a 'crs' member, the features without geometry, their geometries), in file order.
+
+    A file in this writer's layout is parsed one feature at a time (the JSON tree of a whole file
+    is about ten times its size); any other file as one document.
+    """
+    feats = _feature_lines(path)
+    if feats is not None:
+        geoms = np.empty(len(feats), dtype=object)
+        geoms[:] = [g for _, g in feats]
+        return False, [f for f, _ in feats], geoms
+    with open(path, "rb") as fh:
+        doc = orjson.loads(fh.read())
+    feats = doc.get("features", [])
     texts = np.array([orjson.dumps(f["geometry"]) for f in feats], dtype=object)
-    return np.asarray(shapely.from_geojson(texts), dtype=object).reshape(len(feats))
+    geoms = np.asarray(shapely.from_geojson(texts), dtype=object).reshape(len(feats))
+    return "crs" in doc, [{k: v for k, v in f.items() if k != "geometry"} for f in feats], geoms
 
 
 def read_geometries(path: Path) -> np.ndarray:
     """The geometries of a GeoJSON file, in file order."""
-    return _parse_geometries(_load(path).get("features", []))
+    return _read(path)[2]
+
+
+def _geometry_problems(geoms: np.ndarray, decimals: int) -> list[str]:
+    """What is wrong with the geometries read back, checked chunk by chunk (copies of one chunk at a time)."""
+    not_multi = unoriented = out_of_range = too_precise = False
+    invalid, reason = 0, None
+    for start, stop in chunk_bounds(geoms):
+        part = geoms[start:stop]
+        not_multi |= not (shapely.get_type_id(part) == 6).all()
+        bad = ~shapely.is_valid(part)
+        if bad.any():
+            invalid += int(bad.sum())
+            reason = reason or shapely.is_valid_reason(part[bad][0])
+        unoriented |= not shapely.equals_exact(part, shapely.orient_polygons(part), tolerance=0).all()
+        coords = shapely.get_coordinates(part)
+        out_of_range |= bool((np.abs(coords[:, 0]) > 180).any() or (np.abs(coords[:, 1]) > 90).any())
+        too_precise = too_precise or more_decimals_than(coords, decimals)
+    problems = []
+    if not_multi:
+        problems.append("a geometry is not a MultiPolygon")
+    if invalid:
+        problems.append(f"{invalid} invalid geometries, e.g. {reason}")
+    if unoriented:
+        problems.append("rings are not oriented (exterior counterclockwise, holes clockwise)")
+    if out_of_range:
+        problems.append("coordinates outside [-180,180]x[-90,90]")
+    if too_precise:
+        problems.append(f"coordinates with more than {decimals} decimals")
+    return problems
 
 
 def verify_geojson(path: Path, expected: gpd.GeoDataFrame, decimals: int = DEFAULT_DECIMALS) -> dict:
     """Re-read the file; raise PublishError unless it is RFC 7946 and has the expected rows."""
-    doc = _load(path)
+    has_crs, feats, geoms = _read(path)
     problems = []
-    if "crs" in doc:
+    if has_crs:
         problems.append("has a 'crs' member")
-    feats = doc.get("features", [])
     if len(feats) != len(expected):
         problems.append(f"{len(feats)} features instead of {len(expected)}")
     ids = [f["properties"].get("id_ti") for f in feats]
     if ids != list(expected["id_ti"]):
         problems.append("id_ti values or order differ from the source frame")
     rows = len(feats)
-    geoms = _parse_geometries(feats)
-    del doc, feats  # the parsed JSON tree is several times the file size
     if len(geoms):
-        if not (shapely.get_type_id(geoms) == 6).all():
-            problems.append("a geometry is not a MultiPolygon")
-        invalid = ~shapely.is_valid(geoms)
-        if invalid.any():
-            problems.append(f"{int(invalid.sum())} invalid geometries, e.g. {shapely.is_valid_reason(geoms[invalid][0])}")
-        if not shapely.equals_exact(geoms, shapely.orient_polygons(geoms), tolerance=0).all():
-            problems.append("rings are not oriented (exterior counterclockwise, holes clockwise)")
-        coords = shapely.get_coordinates(geoms)
-        if (np.abs(coords[:, 0]) > 180).any() or (np.abs(coords[:, 1]) > 90).any():
-            problems.append("coordinates outside [-180,180]x[-90,90]")
-        if more_decimals_than(coords, decimals):
-            problems.append(f"coordinates with more than {decimals} decimals")
+        problems += _geometry_problems(geoms, decimals)
     if problems:
         raise PublishError(f"{path}: GeoJSON check failed: {'; '.join(problems)}")
     return {"rows": rows, "format": "GeoJSON RFC 7946", "media_type": "application/geo+json",

@@ -69,9 +69,13 @@ def coverage_valid_by_zone(frame: gpd.GeoDataFrame, geoms) -> dict[str, bool]:
     return {z: bool(shapely.coverage_is_valid(geoms[zone == z])) for z in dict.fromkeys(zone)}
 
 
-def check_light(frame: gpd.GeoDataFrame, light_geoms, tolerance_m: float) -> dict:
-    """Raise PublishError if a zone that was a valid coverage is not one any more; return facts."""
-    before = coverage_valid_by_zone(frame, frame.geometry.values)
+def check_light(frame: gpd.GeoDataFrame, light_geoms, tolerance_m: float,
+                source_valid: dict[str, bool] | None = None) -> dict:
+    """Raise PublishError if a zone that was a valid coverage is not one any more; return facts.
+
+    ``source_valid`` is :func:`coverage_valid_by_zone` of the source geometries, when known already.
+    """
+    before = coverage_valid_by_zone(frame, frame.geometry.values) if source_valid is None else source_valid
     after = coverage_valid_by_zone(frame, light_geoms)
     broken = [z for z in before if before[z] and not after[z]]
     if broken:

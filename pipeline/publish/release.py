@@ -152,6 +152,7 @@ def _write_outputs(frame: gpd.GeoDataFrame, staging: Path, build_id: str, phase:
          lambda p: geojson.verify_geojson(p, frame))
     step("gpkg", lambda p: gpkg.write_gpkg(frame, p), lambda p: gpkg.verify_gpkg(p, frame))
     full_size = (staging / names["geojson"]).stat().st_size
+    source_valid: dict[str, bool] = {}  # coverage check of the source, done once for every variant
     for variant in light.VARIANTS:
         def write_light(p, v=variant):
             geojson.write_geojson(frame, p, v.decimals, geoms=light.simplify_coverage(frame, v.tolerance_m))
@@ -161,7 +162,9 @@ def _write_outputs(frame: gpd.GeoDataFrame, staging: Path, build_id: str, phase:
             if p.stat().st_size >= full_size:
                 raise PublishError(f"{p}: light variant is not smaller than the full GeoJSON")
             out.update({"simplification_m": v.tolerance_m})
-            out.update(light.check_light(frame, geojson.read_geometries(p), v.tolerance_m))
+            if not source_valid:
+                source_valid.update(light.coverage_valid_by_zone(frame, frame.geometry.values))
+            out.update(light.check_light(frame, geojson.read_geometries(p), v.tolerance_m, source_valid))
             return out
 
         step(f"light_{variant.suffix}", write_light, verify_light)
