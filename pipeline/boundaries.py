@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -258,10 +260,14 @@ class BoundarySet:
         self._loaded = np.zeros(n, dtype=bool) if geoms is None else np.ones(n, dtype=bool)
         self._released = np.zeros(n, dtype=bool)
         self._trees: tuple | None = None
+        self._codes: np.ndarray | None = None
 
     @property
     def codes(self) -> np.ndarray:
-        return self.communes["code_insee"].to_numpy()
+        """Commune codes (object array of str, communes order)."""
+        if self._codes is None:
+            self._codes = np.asarray(self.communes["code_insee"].tolist(), dtype=object)
+        return self._codes
 
     def load(self, keep: np.ndarray) -> np.ndarray:
         """Decode the polygons of the communes where ``keep`` (bool, communes order) is true; returns them."""
@@ -334,7 +340,8 @@ class BoundarySet:
         """
         if self._path is None:
             return 0
-        mask = self._loaded & self.communes["code_insee"].isin(codes).to_numpy()
+        codes = codes if isinstance(codes, (set, frozenset)) else set(codes)
+        mask = self._loaded & np.fromiter((c in codes for c in self.codes), dtype=bool, count=len(self.codes))
         self._geoms[mask] = None
         self._loaded[mask] = False
         self._released[mask] = True
@@ -397,7 +404,8 @@ class BoundarySet:
         self._wkb[self._loaded] = None             # decoded ones need no WKB any more
 
 
-BATCH_BYTES = 8 << 20      # geometry bytes per batch when reading GeoParquet (bounds the reader's memory)
+SCAN_THREADS = 2
+BATCH_BYTES = 4 << 20      # geometry bytes per batch when reading GeoParquet (bounds the reader's memory)
 
 
 def _batch_rows(parquet: pq.ParquetFile, column: str, batch_size: int | None) -> int:
@@ -450,25 +458,45 @@ def scan_boundaries(path: Path, batch_size: int | None = None) -> BoundarySet:
     repaired, empty, sub_communal = [], [], []
     has_z = False
     start = 0
+
+    def check(batch, first: int) -> tuple:
+        """One batch: decoded, checked, repaired; only attributes, bounds and repairs are kept."""
+        geoms = shapely.from_wkb(batch.column(geom_col).to_numpy(zero_copy_only=False))
+        frame = gpd.GeoDataFrame(batch.drop_columns([geom_col]).to_pandas(), geometry=geoms, crs=crs)
+        frame.index = pd.RangeIndex(first, first + len(frame))
+        out, rep, emp, sub = _validate(frame, path)
+        out, rep, emp = _to_wgs84(out, path, rep, emp)
+        g = out.geometry.values
+        fixed = {}
+        if rep:
+            is_rep = out["code_insee"].isin(rep).to_numpy()
+            fixed = dict(zip(out.index[is_rep], g[is_rep]))
+        return (pd.DataFrame(out.drop(columns="geometry")), shapely.bounds(g), rep, emp, sub, fixed,
+                bool(shapely.has_z(geoms).any()))
+
+    def collect(result: tuple) -> None:
+        nonlocal has_z
+        frame, b, rep, emp, sub, fixed, z = result
+        attrs.append(frame)
+        bounds.append(b)
+        repaired.extend(rep)
+        empty.extend(emp)
+        sub_communal.extend(sub)
+        repaired_geoms.update(fixed)
+        has_z = has_z or z
+
     try:
         rows_per_batch = _batch_rows(parquet, geom_col, batch_size)
-        for batch in parquet.iter_batches(batch_size=rows_per_batch, columns=columns, use_threads=False):
-            geoms = shapely.from_wkb(batch.column(geom_col).to_numpy(zero_copy_only=False))
-            has_z = has_z or bool(shapely.has_z(geoms).any())
-            frame = gpd.GeoDataFrame(batch.drop_columns([geom_col]).to_pandas(), geometry=geoms, crs=crs)
-            frame.index = pd.RangeIndex(start, start + len(frame))
-            out, rep, emp, sub = _validate(frame, path)
-            out, rep, emp = _to_wgs84(out, path, rep, emp)
-            start += len(frame)
-            repaired += rep
-            empty += emp
-            sub_communal += sub
-            g = out.geometry.values
-            bounds.append(shapely.bounds(g))
-            if rep:
-                is_rep = out["code_insee"].isin(rep).to_numpy()
-                repaired_geoms.update(zip(out.index[is_rep], g[is_rep]))
-            attrs.append(pd.DataFrame(out.drop(columns="geometry")))
+        # batches are checked on two threads (GEOS releases the GIL), at most two in flight
+        with ThreadPoolExecutor(SCAN_THREADS) as pool:
+            pending: deque = deque()
+            for batch in parquet.iter_batches(batch_size=rows_per_batch, columns=columns, use_threads=False):
+                pending.append(pool.submit(check, batch, start))
+                start += batch.num_rows
+                if len(pending) >= SCAN_THREADS:
+                    collect(pending.popleft().result())
+            while pending:
+                collect(pending.popleft().result())
     except (OSError, ValueError) as err:
         raise InputFormatError(f"{path}: cannot read commune boundaries ({err})") from None
     if not start:
