@@ -285,9 +285,10 @@ def write_core_outputs(result: BuildResult, out_dir: Path) -> dict[str, Path]:
     gdf = result.territories
     paths = {"parquet": out_dir / "territoires-industrie.parquet",
              "geojson": out_dir / "territoires-industrie.geojson"}
-    gdf.to_parquet(paths["parquet"], schema_version="1.1.0", write_covering_bbox=True, compression="zstd")
     from .publish.geojson import write_geojson   # the published RFC 7946 writer
+    from .publish.geoparquet import write_geoparquet
 
+    write_geoparquet(gdf, paths["parquet"], index=None)
     write_geojson(gdf, paths["geojson"])
     return paths
 
