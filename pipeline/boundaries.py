@@ -333,15 +333,22 @@ class BoundarySet:
                        else (np.zeros(0, dtype=int), np.zeros(0, dtype=object)))
         return out
 
-    def release(self, codes) -> int:
+    def release(self, codes, keep_near=()) -> int:
         """Forget the decoded polygons of these communes (they are read from the file again if asked for).
 
-        Returns how many were released. Only for a file read lazily (see :func:`scan_boundaries`).
+        Communes whose bounds meet one of the ``keep_near`` geometries (the territories' holes,
+        which the checks look at) stay decoded. Returns how many were released. Only for a file
+        read lazily (see :func:`scan_boundaries`).
         """
         if self._path is None:
             return 0
         codes = codes if isinstance(codes, (set, frozenset)) else set(codes)
         mask = self._loaded & np.fromiter((c in codes for c in self.codes), dtype=bool, count=len(self.codes))
+        keep_near = [g for g in keep_near if g is not None]
+        if keep_near and mask.any():
+            cand = np.flatnonzero(mask)
+            hit = shapely.STRtree(keep_near).query(shapely.box(*self.bounds[cand].T))[0]
+            mask[cand[np.unique(hit)]] = False
         self._geoms[mask] = None
         self._loaded[mask] = False
         self._released[mask] = True
@@ -389,12 +396,13 @@ class BoundarySet:
 
     def _read(self, todo: np.ndarray) -> None:
         """Decode the communes where ``todo``; keep the others' WKB (unless released) for :meth:`near`."""
-        want = ~self._loaded & ~self._released
+        want = todo | (~self._loaded & ~self._released)
         for pos, wkb in self._batches(want):
             decode = todo[pos]
             if decode.any():
                 self._geoms[pos[decode]] = self._decode(wkb[decode])
                 self._loaded[pos[decode]] = True
+                self._released[pos[decode]] = False
             self._wkb[pos[~decode]] = wkb[~decode]
         for p, geom in self._repaired.items():     # repaired polygons replace the file's
             if todo[p]:
@@ -520,3 +528,27 @@ def scan_boundaries(path: Path, batch_size: int | None = None) -> BoundarySet:
                             duplicates=duplicates, crs=_crs_name(crs), sub_communal=sorted(sub_communal))
     return BoundarySet(communes, report, bounds, crs, path=path, rows=rows, repaired=repaired_geoms,
                        has_z=has_z, batch_size=batch_size)
+
+
+def boundary_codes(path: Path) -> set[str] | None:
+    """The commune codes of a GeoParquet boundary file from its attribute columns alone (fast).
+
+    The same codes as :func:`scan_boundaries` unless some polygons are empty or degenerate, so a
+    caller can start with them and check against the scan. None for other formats or any doubt.
+    """
+    try:
+        with open(path, "rb") as fh:
+            if fh.read(4) != b"PAR1":
+                return None
+        parquet = pq.ParquetFile(path)
+        names = parquet.schema_arrow.names
+        code_col = _pick(names, CODE_ALIASES)
+        if code_col is None:
+            return None
+        extra = [c for c in (_pick(names, ["commune"]), _pick(names, ["type"])) if c and c != code_col]
+        frame = parquet.read(columns=[code_col, *extra], use_threads=False).to_pandas()
+        frame, _ = _drop_sub_communal(frame, code_col)
+        codes = _normalise_codes(frame[code_col])
+        return set(codes.tolist()) if codes.str.fullmatch(INSEE_RE.pattern).all() else None
+    except Exception:   # noqa: BLE001 - only a shortcut: the scan reports any problem properly
+        return None

@@ -13,11 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import geopandas as gpd
+import numpy as np
 import pandas as pd
 import shapely
 
 from . import quality
-from .boundaries import BoundaryReport, BoundarySet, read_boundaries, scan_boundaries
+from .boundaries import BoundaryReport, BoundarySet, boundary_codes, read_boundaries, scan_boundaries
 from .catalog import Catalog, PhaseSpec, load_catalog
 from .fetch import FetchResult, fetch_source
 from . import geometry, memory
@@ -82,12 +83,14 @@ def member_coverage(boundaries: BoundarySet, members: pd.DataFrame) -> geometry.
     around holes only (enclaves, gaps), through ``boundaries``.
     """
     codes = boundaries.codes
-    is_member = boundaries.communes["code_insee"].isin(members["insee_com"]).to_numpy()
+    member_codes = set(members["insee_com"].tolist())
+    is_member = np.fromiter((c in member_codes for c in codes), dtype=bool, count=len(codes))
     boxes = shapely.box(*boundaries.bounds.T)
     near = shapely.STRtree(boxes[is_member]).query(boxes)[0]
     keep = is_member.copy()
     keep[near] = True
-    coverage = geometry.clean_coverage(boundaries.frame(keep), set(codes[is_member].tolist()), others=boundaries)
+    coverage = geometry.clean_coverage(boundaries.frame(keep), member_codes & set(codes[is_member].tolist()),
+                                       others=boundaries)
     memory.trim()        # the repair's temporary structures are gone
     return coverage
 
@@ -127,9 +130,31 @@ def _sorted_unique(values) -> list[str]:
 
 
 def assemble(phase: str, membership: Membership, dissolved: gpd.GeoDataFrame,
-             boundaries: gpd.GeoDataFrame, boundary_admin: AdminRef | None,
-             previous: Membership | None = None) -> gpd.GeoDataFrame:
-    """Territory rows with every contract column (plan columns are attached at publish time)."""
+             boundaries: pd.DataFrame, boundary_admin: AdminRef | None,
+             previous: Membership | None = None, attributes: pd.DataFrame | None = None) -> gpd.GeoDataFrame:
+    """Territory rows with every contract column (plan columns are attached at publish time).
+
+    ``attributes``: :func:`territory_attributes` computed beforehand (the build does it while the
+    coverage is repaired); computed here if not given.
+    """
+    out = attributes if attributes is not None else territory_attributes(
+        phase, membership, boundaries, boundary_admin, previous)
+    geo = dissolved.set_index("id_ti")
+    out = out.copy()
+    out["area_km2"] = geo["area_km2"].round(4)
+    out["communes_area_km2"] = geo["communes_area_km2"]
+    out = out.reset_index()
+    out = gpd.GeoDataFrame(out, geometry=geo.reindex(out["id_ti"]).geometry.values, crs=dissolved.crs)
+    for col in ("id_ti", "lib_ti", "phase"):
+        out[col] = out[col].astype("string")
+    columns = [c.name for c in TERRITORY_COLUMNS]
+    extra = [c for c in ("communes_area_km2", "perimeter_source") if c in out]
+    return out[columns[:-1] + extra + ["geometry"]]
+
+
+def territory_attributes(phase: str, membership: Membership, boundaries: pd.DataFrame,
+                         boundary_admin: AdminRef | None, previous: Membership | None = None) -> pd.DataFrame:
+    """The territories' columns that need no geometry, indexed by id_ti (see :func:`assemble`)."""
     members = membership.members
     info = boundaries[["code_insee", "departement", "population"]].rename(columns={"code_insee": "insee_com"})
     if boundary_admin is not None:
@@ -168,16 +193,7 @@ def assemble(phase: str, membership: Membership, dissolved: gpd.GeoDataFrame,
     else:
         out["is_new"] = pd.array([pd.NA] * len(out), dtype="boolean")
         out["ti_2018_2022"] = [[] for _ in range(len(out))]
-    geo = dissolved.set_index("id_ti")
-    out["area_km2"] = geo["area_km2"].round(4)
-    out["communes_area_km2"] = geo["communes_area_km2"]
-    out = out.reset_index()
-    out = gpd.GeoDataFrame(out, geometry=geo.reindex(out["id_ti"]).geometry.values, crs=dissolved.crs)
-    for col in ("id_ti", "lib_ti", "phase"):
-        out[col] = out[col].astype("string")
-    columns = [c.name for c in TERRITORY_COLUMNS]
-    extra = [c for c in ("communes_area_km2", "perimeter_source") if c in out]
-    return out[columns[:-1] + extra + ["geometry"]]
+    return out
 
 
 def run_checks(territories: gpd.GeoDataFrame, membership: Membership, boundaries,
@@ -237,11 +253,18 @@ def build_territories(settings: Settings | None = None, phase: str = CURRENT_PHA
         admins = {cog: load_admin(catalog, fetched, cog, parsed)
                   for cog in sorted({spec.list_cog, catalog.boundaries().cog})}
         lap("read")
+        # The codes from the file's attribute columns let the membership start before the scan
+        # ends; it is redone if the scan drops some communes (empty or degenerate polygons).
+        early = boundary_codes(fetched["communes_boundaries"].path)
+        membership = (phase_membership(catalog, phase, fetched, admins[spec.list_cog], changes, early)
+                      if early is not None else None)
+        lap("membership_early")
         boundaries = scanning.result()
         memory.trim()        # the scan's decoded batches are gone: give their pages back
         lap("boundaries")
         codes = set(boundaries.codes.tolist())
-        membership = phase_membership(catalog, phase, fetched, admins[spec.list_cog], changes, codes)
+        if membership is None or codes != early:
+            membership = phase_membership(catalog, phase, fetched, admins[spec.list_cog], changes, codes)
         cleaning = pool.submit(member_coverage, boundaries, membership.members)
         previous = None
         if phase == CURRENT_PHASE and PREVIOUS_PHASE in catalog.phases:
@@ -250,17 +273,20 @@ def build_territories(settings: Settings | None = None, phase: str = CURRENT_PHA
             previous = phase_membership(catalog, PREVIOUS_PHASE, fetched, prev_admin, changes, codes)
             del prev_admin
         boundary_admin = admins.get(catalog.boundaries().cog)
-        del admins, changes, codes      # the references are not needed any more: free them for the repair
+        del admins, changes, codes, early      # the references are not needed any more: free them for the repair
         memory.trim()
         lap("membership")
+        attributes = territory_attributes(phase, membership, boundaries.communes, boundary_admin, previous)
+        lap("attributes")
         coverage = cleaning.result()
     del scanning, cleaning      # futures keep their results alive
     lap("clean_wait")
     dissolved, stats = geometry.dissolve_clean(coverage, membership.members, release=boundaries.release)
     del coverage
     lap("dissolve")
-    territories = assemble(phase, membership, dissolved, boundaries.communes, boundary_admin, previous)
-    lap("attributes")
+    territories = assemble(phase, membership, dissolved, boundaries.communes, boundary_admin, previous,
+                           attributes=attributes)
+    lap("assemble")
     results = run_checks(territories, membership, boundaries, spec.expected_territories) if checks else []
     lap("checks")
     report = boundaries.report

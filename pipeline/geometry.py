@@ -356,8 +356,9 @@ def dissolve_clean(coverage: CleanCoverage, members: pd.DataFrame,
                    release=None) -> tuple[gpd.GeoDataFrame, DissolveStats]:
     """Dissolve member communes of a cleaned coverage into territories (see :func:`dissolve`).
 
-    ``release``: a callable given the member codes once every territory is unioned; the member
-    polygons are then dropped from ``coverage`` (which is consumed: not to be dissolved again)
+    ``release``: a callable given the member codes and the territories' holes once every territory
+    is unioned (:meth:`~pipeline.boundaries.BoundarySet.release`); the member polygons are then
+    dropped from ``coverage`` (which is consumed: not to be dissolved again)
     so that their memory is free for the gaps between territories and what follows.
     """
     stats = DissolveStats(communes_cleaned=coverage.communes,
@@ -372,7 +373,7 @@ def dissolve_clean(coverage: CleanCoverage, members: pd.DataFrame,
     if release is not None:
         del jobs      # they hold the zones
         coverage.zones.update({crs: z.without(member_codes) for crs, z in coverage.zones.items()})
-        release(member_codes)
+        release(member_codes, holes_of(r[4] for r, _ in done))
         memory.trim()
     for crs in sorted({r[1] for r, _ in done}):
         in_zone = [i for i, (r, _) in enumerate(done) if r[1] == crs]
@@ -407,3 +408,8 @@ def dissolve(communes: gpd.GeoDataFrame, members: pd.DataFrame) -> tuple[gpd.Geo
 def holes(geom: shapely.Geometry) -> list[shapely.Polygon]:
     """The holes of a (Multi)Polygon as polygons."""
     return [shapely.Polygon(r) for p in shapely.get_parts(geom) for r in p.interiors]
+
+
+def holes_of(geoms) -> list[shapely.Polygon]:
+    """The holes of several (Multi)Polygons."""
+    return [h for g in geoms for h in holes(g)]

