@@ -247,14 +247,17 @@ class BoundarySet:
 
     def __init__(self, communes: pd.DataFrame, report: BoundaryReport, bounds: np.ndarray, crs,
                  geoms: np.ndarray | None = None, path: Path | None = None, rows: np.ndarray | None = None,
-                 repaired: dict[int, object] | None = None, has_z: bool = False, batch_size: int | None = None):
+                 repaired: dict[int, object] | None = None, has_z: bool = False, batch_size: int | None = None,
+                 wkb: np.ndarray | None = None):
         self.communes = communes          # code_insee, nom, departement, population; sorted by code
         self.report = report
         self.bounds = bounds              # (n, 4) lon/lat bounds, same order as communes
         self.crs = crs
         n = len(communes)
         self._geoms = np.full(n, None, dtype=object) if geoms is None else np.asarray(geoms, dtype=object)
-        self._wkb = np.full(n, None, dtype=object)
+        # with ``wkb`` (a small file), every polygon's WKB stays in memory and the file is not read again
+        self._in_memory = wkb is not None
+        self._wkb = np.asarray(wkb, dtype=object) if wkb is not None else np.full(n, None, dtype=object)
         self._path, self._rows, self._repaired, self._has_z = path, rows, repaired or {}, has_z
         self._batch_size = batch_size
         self._loaded = np.zeros(n, dtype=bool) if geoms is None else np.ones(n, dtype=bool)
@@ -357,6 +360,8 @@ class BoundarySet:
 
     def _read_rows(self, positions: np.ndarray) -> np.ndarray:
         """Polygons of the communes at ``positions`` read from the file (not kept)."""
+        if self._in_memory:
+            return self._decode(self._wkb[positions])
         want = np.zeros(len(self._rows), dtype=bool)
         want[positions] = True
         found: dict[int, object] = {}
@@ -396,6 +401,12 @@ class BoundarySet:
 
     def _read(self, todo: np.ndarray) -> None:
         """Decode the communes where ``todo``; keep the others' WKB (unless released) for :meth:`near`."""
+        if self._in_memory:
+            idx = np.flatnonzero(todo & ~self._loaded)
+            self._geoms[idx] = self._decode(self._wkb[idx])
+            self._loaded[idx] = True
+            self._released[idx] = False
+            return
         want = todo | (~self._loaded & ~self._released)
         for pos, wkb in self._batches(want):
             decode = todo[pos]
@@ -413,6 +424,7 @@ class BoundarySet:
 
 
 SCAN_THREADS = 2
+IN_MEMORY_BYTES = 64 << 20  # GeoParquet geometry columns up to this size keep their WKB in memory (no 2nd read)
 BATCH_BYTES = 4 << 20      # geometry bytes per batch when reading GeoParquet (bounds the reader's memory)
 
 
@@ -436,7 +448,7 @@ def _geo_meta(parquet: pq.ParquetFile) -> tuple[str, str, object]:
     return geom_col, str(column.get("encoding", "WKB")), column.get("crs", "OGC:CRS84")
 
 
-def scan_boundaries(path: Path, batch_size: int | None = None) -> BoundarySet:
+def scan_boundaries(path: Path, batch_size: int | None = None, in_memory_bytes: int | None = None) -> BoundarySet:
     """Check every commune of a boundary file like :func:`read_boundaries`, keep polygons for later.
 
     GeoParquet files in EPSG:4326 (the published boundaries) are read batch by batch and no
@@ -467,9 +479,16 @@ def scan_boundaries(path: Path, batch_size: int | None = None) -> BoundarySet:
     has_z = False
     start = 0
 
+    index = parquet.schema_arrow.get_field_index(geom_col)
+    size = sum(parquet.metadata.row_group(i).column(index).total_uncompressed_size
+               for i in range(parquet.metadata.num_row_groups))
+    in_memory = size <= (IN_MEMORY_BYTES if in_memory_bytes is None else in_memory_bytes)
+    wkbs = []
+
     def check(batch, first: int) -> tuple:
         """One batch: decoded, checked, repaired; only attributes, bounds and repairs are kept."""
-        geoms = shapely.from_wkb(batch.column(geom_col).to_numpy(zero_copy_only=False))
+        raw = batch.column(geom_col).to_numpy(zero_copy_only=False)
+        geoms = shapely.from_wkb(raw)
         frame = gpd.GeoDataFrame(batch.drop_columns([geom_col]).to_pandas(), geometry=geoms, crs=crs)
         frame.index = pd.RangeIndex(first, first + len(frame))
         out, rep, emp, sub = _validate(frame, path)
@@ -480,11 +499,12 @@ def scan_boundaries(path: Path, batch_size: int | None = None) -> BoundarySet:
             is_rep = out["code_insee"].isin(rep).to_numpy()
             fixed = dict(zip(out.index[is_rep], g[is_rep]))
         return (pd.DataFrame(out.drop(columns="geometry")), shapely.bounds(g), rep, emp, sub, fixed,
-                bool(shapely.has_z(geoms).any()))
+                bool(shapely.has_z(geoms).any()), raw[out.index.to_numpy() - first] if in_memory else None)
 
     def collect(result: tuple) -> None:
         nonlocal has_z
-        frame, b, rep, emp, sub, fixed, z = result
+        frame, b, rep, emp, sub, fixed, z, w = result
+        wkbs.append(w)
         attrs.append(frame)
         bounds.append(b)
         repaired.extend(rep)
@@ -523,11 +543,16 @@ def scan_boundaries(path: Path, batch_size: int | None = None) -> BoundarySet:
     rows, bounds = rows[keep], bounds[keep]
     position = {int(r): i for i, r in enumerate(rows)}
     repaired_geoms = {position[int(r)]: g for r, g in repaired_geoms.items() if int(r) in position}
+    wkb = None
+    if in_memory:
+        wkb = np.concatenate(wkbs)[keep] if wkbs else np.zeros(0, dtype=object)
+        for p, g in repaired_geoms.items():
+            wkb[p] = shapely.to_wkb(g)
     empty = sorted(empty)
     report = BoundaryReport(rows=len(communes), repaired=sorted(repaired), empty=empty,
                             duplicates=duplicates, crs=_crs_name(crs), sub_communal=sorted(sub_communal))
     return BoundarySet(communes, report, bounds, crs, path=path, rows=rows, repaired=repaired_geoms,
-                       has_z=has_z, batch_size=batch_size)
+                       has_z=has_z, batch_size=batch_size, wkb=wkb)
 
 
 def boundary_codes(path: Path) -> set[str] | None:

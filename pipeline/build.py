@@ -229,6 +229,7 @@ def build_territories(settings: Settings | None = None, phase: str = CURRENT_PHA
                       checks: bool = True) -> BuildResult:
     """Fetch, reconcile, dissolve and check one phase end to end (no publishing)."""
     settings = settings or Settings.from_env()
+    memory.freeze_imports()
     memory.use_system_allocator()
     catalog = load_catalog(settings)
     timings: dict[str, float] = {}

@@ -39,3 +39,22 @@ def use_system_allocator() -> None:
 
     if pa.default_memory_pool().backend_name != "system":
         pa.set_memory_pool(pa.system_memory_pool())
+
+
+_FROZEN = False
+
+
+def freeze_imports() -> None:
+    """Move every object that exists now (modules, classes, the catalog) out of the GC's sight, once.
+
+    The cyclic garbage collector then no longer walks the hundreds of thousands of objects that
+    pandas, pyarrow and geopandas create at import, at each of its passes during the build nor at
+    interpreter exit (measured: 0.3-0.5 s of a 3 s build at 1x). Called by the first build of a
+    process only, so that objects of later builds are collected as usual.
+    """
+    global _FROZEN
+    if not _FROZEN:
+        import gc
+
+        gc.freeze()
+        _FROZEN = True

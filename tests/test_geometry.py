@@ -109,14 +109,14 @@ def test_large_hole_between_territories_is_not_filled():
 
 
 # ---------------------------------------------------------------- lean loading (members and neighbours)
-def _lean_dissolve(tmp_path, communes, members, batch_size=2):
+def _lean_dissolve(tmp_path, communes, members, batch_size=2, in_memory_bytes=None):
     from pipeline.boundaries import scan_boundaries
     from pipeline.build import member_coverage
     from pipeline.geometry import dissolve_clean
 
     path = tmp_path / "b.parquet"
     communes.to_parquet(path)
-    boundaries = scan_boundaries(path, batch_size=batch_size)
+    boundaries = scan_boundaries(path, batch_size=batch_size, in_memory_bytes=in_memory_bytes)
     coverage = member_coverage(boundaries, members)
     return dissolve_clean(coverage, members), coverage, boundaries
 
@@ -145,9 +145,11 @@ def _ring_around(x0, y0, with_centre: bool):
     return communes, pd.DataFrame({"id_ti": "ti-1", "insee_com": member_codes})
 
 
-def test_commune_far_from_every_member_still_makes_an_enclave(tmp_path):
+@pytest.mark.parametrize("in_memory_bytes", [0, None], ids=["read-again", "in-memory"])
+def test_commune_far_from_every_member_still_makes_an_enclave(tmp_path, in_memory_bytes):
     communes, members = _ring_around(700_000, 6_600_000, with_centre=True)
-    (out, stats), coverage, boundaries = _lean_dissolve(tmp_path, communes, members)
+    (out, stats), coverage, boundaries = _lean_dissolve(tmp_path, communes, members,
+                                                        in_memory_bytes=in_memory_bytes)
     # the centre commune is not decoded for the repair (its bounds meet no member's) ...
     assert "01999" not in coverage.zone_of and coverage.communes == len(communes) - 1
     # ... but the dissolve finds it inside the hole: an enclave, not a gap to fill
@@ -167,7 +169,8 @@ def test_gap_far_from_every_member_is_found_by_the_lean_dissolve(tmp_path):
     assert out.geometry.iloc[0].equals(full.geometry.iloc[0])
 
 
-def test_scan_reports_like_the_full_reader_across_batches(tmp_path):
+@pytest.mark.parametrize("in_memory_bytes", [0, None], ids=["read-again", "in-memory"])
+def test_scan_reports_like_the_full_reader_across_batches(tmp_path, in_memory_bytes):
     from pipeline.boundaries import scan_boundaries
 
     square = shapely.box(5.0, 46.0, 5.1, 46.1)
@@ -180,7 +183,7 @@ def test_scan_reports_like_the_full_reader_across_batches(tmp_path):
     path = tmp_path / "b.parquet"
     frame.to_parquet(path)
     full, full_report = read_boundaries(path)
-    lean = scan_boundaries(path, batch_size=2)          # four batches
+    lean = scan_boundaries(path, batch_size=2, in_memory_bytes=in_memory_bytes)     # four batches
     assert lean.report == full_report
     assert full_report.repaired == ["01002"] and full_report.empty == ["01003", "01004"]
     assert full_report.duplicates == ["01001"]
