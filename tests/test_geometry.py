@@ -227,3 +227,19 @@ def test_codes_from_the_attributes_match_the_scan_until_a_polygon_is_empty(tmp_p
     assert set(scan_boundaries(tmp_path / "b.parquet").codes) == {"01001"}
     frame.to_file(tmp_path / "b.geojson", driver="GeoJSON")
     assert boundary_codes(tmp_path / "b.geojson") is None
+
+
+def test_patch_is_cleaned_cluster_by_cluster_like_in_one_call():
+    from pipeline.geometry import _clean_clusters, _clusters
+
+    # two separate places with overlapping neighbours, and a lone square
+    a, b = box(0, 0, 1.01, 1), box(1, 0, 2, 1)
+    c, d = box(10, 0, 11, 1.02), box(10, 1, 11, 2)
+    e = box(20, 0, 21, 1)
+    geoms = np.array([a, c, b, e, d], dtype=object)
+    assert sorted(map(list, _clusters(geoms))) == [[0, 2], [1, 4], [3]]
+    one_call = shapely.coverage_clean(geoms)
+    by_cluster = _clean_clusters(geoms, 0.0)
+    assert all(x.equals(y) for x, y in zip(one_call, by_cluster))
+    assert not shapely.is_empty(shapely.coverage_invalid_edges(geoms)).all()
+    assert shapely.is_empty(shapely.coverage_invalid_edges(by_cluster)).all()
