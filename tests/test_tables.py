@@ -43,23 +43,20 @@ def test_values_are_cleaned_like_clean_text(tmp_path):
     assert frame["other"].tolist() == ["same"] * len(raw) and frame["_line"].tolist() == list(range(2, 11))
 
 
-def test_the_first_problem_in_file_order_is_reported(tmp_path):
+@pytest.mark.parametrize("content, columns, message", [
     # a header without a required column, then a broken quote: the header is named
-    path = write(tmp_path, 'a,b\n1,2\n"3,4\n')
-    with pytest.raises(InputFormatError, match=r":1: missing column\(s\) c;"):
-        read_csv(path, ["a", "c"])
+    ('a,b\n1,2\n"3,4\n', ["a", "c"], r":1: missing column\(s\) c;"),
     # a row with too many fields (line 3) before a broken quote (line 5)
-    path = write(tmp_path, 'a,b\n1,2\n1,2,3\n1,2\n"3,4\n')
-    with pytest.raises(InputFormatError, match=r":3: 3 fields but the header \(line 1\) has 2"):
-        read_csv(path, ["a", "b"])
+    ('a,b\n1,2\n1,2,3\n1,2\n"3,4\n', ["a", "b"], r":3: 3 fields but the header \(line 1\) has 2"),
     # the broken quote first
-    path = write(tmp_path, 'a,b\n"1"x,2\n1,2,3\n')
-    with pytest.raises(InputFormatError, match=r":2: malformed CSV \(',' expected after '\"'\)"):
-        read_csv(path, ["a", "b"])
+    ('a,b\n"1"x,2\n1,2,3\n', ["a", "b"], r":2: malformed CSV \(',' expected after '\"'\)"),
     # a broken quote with no data row before it: the CSV error, not "no data row"
-    path = write(tmp_path, '\na,b\n"1\n')
-    with pytest.raises(InputFormatError, match=r":3: malformed CSV"):
-        read_csv(path, ["a", "b"])
+    ('\na,b\n"1\n', ["a", "b"], r":3: malformed CSV"),
+], ids=["missing-column", "too-many-fields", "broken-quote", "quote-before-any-row"])
+def test_the_first_problem_in_file_order_is_reported(tmp_path, content, columns, message):
+    path = write(tmp_path, content)
+    with pytest.raises(InputFormatError, match=message):
+        read_csv(path, columns)
 
 
 def test_line_numbers_after_records_spanning_lines_and_blank_lines(tmp_path):
