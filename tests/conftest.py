@@ -22,6 +22,19 @@ def mirror_dir() -> Path | None:
     return path if path.is_dir() else None
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _caches_in_tmp(tmp_path_factory):
+    """No test writes to the project's data_raw/ or data_out/: unless a test sets its own,
+    TI_RAW_DIR and TI_OUTPUT_DIR point to temporary folders (the build writes its parse cache
+    to TI_RAW_DIR even in mirror mode)."""
+    patch = pytest.MonkeyPatch()
+    for name in ("TI_RAW_DIR", "TI_OUTPUT_DIR"):
+        if name not in os.environ:
+            patch.setenv(name, str(tmp_path_factory.mktemp(name.lower())))
+    yield
+    patch.undo()
+
+
 @pytest.fixture(scope="session")
 def mirror() -> Path:
     path = mirror_dir()
