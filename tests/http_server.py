@@ -27,6 +27,16 @@ def shared_data_dir() -> Path:
     return Path(value).expanduser().resolve() if value else (PROJECT_ROOT.parent / "shared" / "data")
 
 
+def require_shared_data() -> Path:
+    """:func:`shared_data_dir`, or skip the calling test module when it is missing."""
+    import pytest
+
+    data = shared_data_dir()
+    if not data.is_dir():
+        pytest.skip(f"shared mirror not found at {data} (set TI_MIRROR_DIR)", allow_module_level=True)
+    return data
+
+
 @dataclass
 class Reply:
     """One scripted answer."""

@@ -23,13 +23,11 @@ from pipeline.fetch import cache_path, fetch_source, meta_path, probe_source, sh
 from pipeline.settings import Settings
 
 try:
-    from http_server import FaultServer, shared_data_dir
+    from http_server import FaultServer, require_shared_data
 except ImportError:  # tests/ imported as a package
-    from tests.http_server import FaultServer, shared_data_dir
+    from tests.http_server import FaultServer, require_shared_data
 
-DATA = shared_data_dir()
-if not DATA.is_dir():
-    pytest.skip(f"shared mirror not found at {DATA} (set TI_MIRROR_DIR)", allow_module_level=True)
+DATA = require_shared_data()
 
 CSV = DATA / "territoires_industrie" / "ti2023_communes_anct_20231107.csv"
 GEOJSON = DATA / "boundaries" / "communes_cog2024_sample_dep01_dep23_dep971.geojson"

@@ -24,13 +24,11 @@ from pipeline.fetch import cache_path, fetch_source, meta_path, probe_source, sh
 from pipeline.settings import Settings
 
 try:
-    from http_server import FaultServer, Reply, shared_data_dir
+    from http_server import FaultServer, Reply, require_shared_data
 except ImportError:  # tests/ imported as a package
-    from tests.http_server import FaultServer, Reply, shared_data_dir
+    from tests.http_server import FaultServer, Reply, require_shared_data
 
-DATA = shared_data_dir()
-if not DATA.is_dir():
-    pytest.skip(f"shared mirror not found at {DATA} (set TI_MIRROR_DIR)", allow_module_level=True)
+DATA = require_shared_data()
 
 CSV = DATA / "territoires_industrie" / "ti2023_communes_anct_20231107.csv"
 EPCI_GZ = DATA / "admin" / "decoupage-administratif_4.1.0_cog2024" / "epci.json.gz"
