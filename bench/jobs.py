@@ -118,8 +118,8 @@ GEOMETRY_STEPS = ["clean_coverage", "clean_zone", "dissolve_clean"]   # not the 
 def job_ours(args, steps: Steps) -> dict:
     t0 = time.perf_counter()
     sys.path.insert(0, str(ROOT))
-    import pipeline.build as build      # noqa: PLC0415
-    import pipeline.geometry as geometry  # noqa: PLC0415
+    import pipeline.build.steps as build      # noqa: PLC0415
+    import pipeline.geometry.coverage as geometry  # noqa: PLC0415
     from pipeline.settings import Settings  # noqa: PLC0415
     steps.records.append({"step": "import", "depth": 0, "t0": t0, "t1": time.perf_counter()})
     steps.wrap(build, BUILD_STEPS)

@@ -281,7 +281,7 @@ def ensure_members(prefer_core: bool = True, refresh: bool = False) -> str:
     if prefer_core:
         try:
             sys.path.insert(0, str(ROOT))
-            from pipeline.build import build_territories      # noqa: PLC0415
+            from pipeline.build.steps import build_territories      # noqa: PLC0415
             from pipeline.settings import Settings             # noqa: PLC0415
         except ImportError:
             pass

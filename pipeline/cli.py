@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TextIO
 
 from . import CONTRACT_VERSION, __version__
-from .fetch import sha256_file
+from .sources.fetch import sha256_file
 from .errors import PipelineError, PlanTableError
 
 EXIT_OK = 0
@@ -108,7 +108,7 @@ def changes_since_manifest(settings, phase: str, input_sha256: dict[str, str]) -
 
     ``input_sha256`` maps each source the phase reads to the sha256 of its current file.
     """
-    from .build import CURRENT_PHASE
+    from .build.steps import CURRENT_PHASE
     from .publish.release import stable_paths
 
     paths = stable_paths(settings.output_dir, phase)
@@ -122,7 +122,7 @@ def changes_since_manifest(settings, phase: str, input_sha256: dict[str, str]) -
     for key, now in (("pipeline_version", __version__), ("contract_version", CONTRACT_VERSION)):
         if manifest.get(key) != now:
             reasons.append(f"{key} {manifest.get(key)} -> {now}")
-    from .build import code_fingerprint
+    from .build.steps import code_fingerprint
 
     if manifest.get("extra", {}).get("code_fingerprint") != (now := code_fingerprint()):
         reasons.append(f"code changed: {str(manifest.get('extra', {}).get('code_fingerprint'))[:12]} -> {now[:12]}")
@@ -146,8 +146,8 @@ def changes_since_manifest(settings, phase: str, input_sha256: dict[str, str]) -
 def precheck_plans(settings, phase_spec, fetched) -> None:
     """Validate the plan table against the territory ids of the phase's lists before the long build
     (PlanTableError naming the file, line and column); the build reads it again to publish."""
-    from .plans import read_plans
-    from .sources import read_ti_communes, read_ti_groupements
+    from .sources.plans import read_plans
+    from .sources.readers import read_ti_communes, read_ti_groupements
 
     ids: set[str] = set()
     for name, reader in ((phase_spec.communes, read_ti_communes), (phase_spec.groupements, read_ti_groupements)):
@@ -160,9 +160,9 @@ def precheck_plans(settings, phase_spec, fetched) -> None:
 # ---------------------------------------------------------------- commands
 def build_phase(settings, phase: str, force: bool, progress: Progress) -> dict | None:
     """Build and publish one phase if needed; the new manifest, or None when nothing changed."""
-    from . import build as core
-    from .catalog import load_catalog
-    from .fetch import fetch_source
+    from .build import steps as core
+    from .sources.catalog import load_catalog
+    from .sources.fetch import fetch_source
 
     catalog = load_catalog(settings)
     if phase not in catalog.phases:
@@ -200,7 +200,7 @@ def build_phase(settings, phase: str, force: bool, progress: Progress) -> dict |
 
 
 def cmd_build(args: argparse.Namespace, progress: Progress) -> int:
-    from .catalog import load_catalog
+    from .sources.catalog import load_catalog
 
     settings = settings_from_args(args)
     phases = list(load_catalog(settings).phases) if args.phase == "all" else [args.phase]
@@ -211,9 +211,9 @@ def cmd_build(args: argparse.Namespace, progress: Progress) -> int:
 
 
 def cmd_check_sources(args: argparse.Namespace, progress: Progress) -> int:
-    from .catalog import load_catalog
+    from .sources.catalog import load_catalog
     from .errors import SourceError
-    from .fetch import probe_source
+    from .sources.fetch import probe_source
 
     settings = settings_from_args(args)
     catalog = load_catalog(settings)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import importlib.resources
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-ASSETS_DIR = PROJECT_ROOT / "assets"
+# The static project data (source catalog, axes, styles, schemas, plan template): edited in the
+# repository's top-level assets/ and shipped inside the wheel as the package ``pipeline.static``
+# (pyproject.toml maps one onto the other, so there is one copy only).
+ASSETS_DIR = Path(str(importlib.resources.files("pipeline.static")))
 
 
 def _path(value: str | None, default: Path | None) -> Path | None:
@@ -21,8 +24,8 @@ class Settings:
     """Every knob of a build. Build one with :meth:`from_env` or directly in tests."""
 
     mirror_dir: Path | None = None          # TI_MIRROR_DIR: read sources from here, offline
-    raw_dir: Path = PROJECT_ROOT / "data_raw"      # TI_RAW_DIR: download cache
-    output_dir: Path = PROJECT_ROOT / "data_out"   # TI_OUTPUT_DIR: published files
+    raw_dir: Path = Path("data_raw")        # TI_RAW_DIR: download cache (default: in the working directory)
+    output_dir: Path = Path("data_out")     # TI_OUTPUT_DIR: published files (default: in the working directory)
     plans_path: Path | None = None          # TI_PLANS_PATH: user plan table (CSV)
     catalog_path: Path = ASSETS_DIR / "sources.toml"  # TI_CATALOG
     keep_releases: int = 5                  # TI_KEEP_RELEASES
@@ -45,8 +48,8 @@ class Settings:
         }
         return cls(
             mirror_dir=_path(env.get("TI_MIRROR_DIR"), None),
-            raw_dir=_path(env.get("TI_RAW_DIR"), base.raw_dir),
-            output_dir=_path(env.get("TI_OUTPUT_DIR"), base.output_dir),
+            raw_dir=_path(env.get("TI_RAW_DIR"), base.raw_dir.resolve()),
+            output_dir=_path(env.get("TI_OUTPUT_DIR"), base.output_dir.resolve()),
             plans_path=_path(env.get("TI_PLANS_PATH"), None),
             catalog_path=_path(env.get("TI_CATALOG"), base.catalog_path),
             keep_releases=int(env.get("TI_KEEP_RELEASES", base.keep_releases)),

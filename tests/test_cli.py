@@ -90,9 +90,9 @@ def test_what_counts_as_a_change(built, tmp_path, monkeypatch):
     assert cli.changes_since_manifest(settings, "2018-2022", shas)[0].startswith("no published manifest")
     monkeypatch.undo()
     # a code change without a version bump is seen through the manifest's code fingerprint
-    import pipeline.build
+    import pipeline.build.steps
 
-    monkeypatch.setattr(pipeline.build, "code_fingerprint", lambda: "f" * 64)
+    monkeypatch.setattr(pipeline.build.steps, "code_fingerprint", lambda: "f" * 64)
     assert cli.changes_since_manifest(settings, "2023-2027", shas) == [
         f"code changed: {manifest(out)['extra']['code_fingerprint'][:12]} -> {'f' * 12}"]
 
@@ -145,7 +145,7 @@ def test_unexpected_error_exits_1_with_traceback(monkeypatch, mirror, tmp_path):
 
 
 def test_check_sources_prints_each_probe(mirror, tmp_path):
-    from pipeline.catalog import load_catalog
+    from pipeline.sources.catalog import load_catalog
 
     names = list(load_catalog(Settings()).sources)
     code, stdout, _ = run(["check-sources", "--offline", "--mirror", str(mirror)])

@@ -12,13 +12,13 @@ import yaml
 from dagster import AssetKey, AssetSelection, DagsterInstance, Failure, build_asset_context, materialize
 
 from http_server import FaultServer, Reply
-from pipeline import quality
-from pipeline.assets import ALL_ASSETS, SOURCE_ASSETS
-from pipeline.build import publish_build
-from pipeline.catalog import load_catalog
-from pipeline.checks import ALL_CHECKS
+from pipeline.build import quality
+from pipeline.defs.assets import ALL_ASSETS, SOURCE_ASSETS
+from pipeline.build.steps import publish_build
+from pipeline.sources.catalog import load_catalog
+from pipeline.defs.checks import ALL_CHECKS
 from pipeline.errors import SourceError
-from pipeline.resources import PipelineSettings
+from pipeline.defs.resources import PipelineSettings
 from pipeline.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -63,7 +63,7 @@ def test_job_schedule_and_sensor(defs):
 
 
 def test_schedule_and_sensor_settings_from_env(defs):
-    from pipeline.schedules import AutomationSettingError, build_schedule, build_source_sensor
+    from pipeline.defs.automation import AutomationSettingError, build_schedule, build_source_sensor
 
     job = defs.resolve_job_def("build_all")
     s = build_schedule(job, {"TI_SCHEDULE_CRON": "30 2 * * *", "TI_SCHEDULE_TIMEZONE": "UTC"})

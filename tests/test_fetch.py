@@ -16,10 +16,10 @@ import shutil
 
 import pytest
 
-from pipeline import http as piphttp
-from pipeline.catalog import load_catalog
+from pipeline.sources import http as piphttp
+from pipeline.sources.catalog import load_catalog
 from pipeline.errors import SourceError
-from pipeline.fetch import cache_path, fetch_source, meta_path, probe_source, sha256_file
+from pipeline.sources.fetch import cache_path, fetch_source, meta_path, probe_source, sha256_file
 from pipeline.settings import Settings
 
 try:

@@ -3,7 +3,7 @@
 Each test injects one fault (5xx, 429 + Retry-After, 404, stalls, short bodies, truncated gzip,
 checksum mismatch, HTML error pages...) and asserts the exact outcome: attempts made, delays
 requested, the SourceError's key facts, the files left in the cache folder, and that a previously
-cached copy is byte-identical afterwards. ``pipeline.http.sleep`` is replaced by a recorder, so
+cached copy is byte-identical afterwards. ``pipeline.sources.http.sleep`` is replaced by a recorder, so
 backoff costs no time but every requested delay is checked; only the timeout tests really wait
 (client timeout 0.5 s).
 """
@@ -17,10 +17,10 @@ import socket
 
 import pytest
 
-from pipeline import http as piphttp
-from pipeline.catalog import load_catalog
+from pipeline.sources import http as piphttp
+from pipeline.sources.catalog import load_catalog
 from pipeline.errors import SourceError
-from pipeline.fetch import cache_path, fetch_source, meta_path, probe_source, sha256_file
+from pipeline.sources.fetch import cache_path, fetch_source, meta_path, probe_source, sha256_file
 from pipeline.settings import Settings
 
 try:
@@ -136,7 +136,7 @@ def test_429_retry_after_is_capped(tmp_path, server, sleeps):
 
 
 def test_retry_after_really_waits(tmp_path, server):
-    """Without the sleep recorder: the 1 s Retry-After is slept for real (checked via pipeline.http)."""
+    """Without the sleep recorder: the 1 s Retry-After is slept for real (checked via pipeline.sources.http)."""
     settings, spec, _ = csv_source(tmp_path, server)
     server.script(PATH, Reply(429, headers={"Retry-After": "1"}))
     waited: list[float] = []

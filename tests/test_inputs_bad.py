@@ -17,12 +17,12 @@ import pandas as pd
 import pytest
 import shapely
 
-from pipeline.boundaries import read_boundaries
-from pipeline.build import build_territories, publish_build
+from pipeline.sources.boundaries import read_boundaries
+from pipeline.build.steps import build_territories, publish_build
 from pipeline.errors import CheckFailedError, InputFormatError
-from pipeline.membership import build_membership
+from pipeline.reconcile.membership import build_membership
 from pipeline.settings import Settings
-from pipeline.sources import AdminRef, read_commune_changes, read_ti_communes, read_ti_groupements
+from pipeline.sources.readers import AdminRef, read_commune_changes, read_ti_communes, read_ti_groupements
 
 HEADER = "id_ti,lib_ti,insee_com,lib_com\n"
 
@@ -519,7 +519,7 @@ def test_arrondissements_municipaux_are_left_out_of_the_communes(tmp_path):
     import geopandas as gpd
     from shapely.geometry import box
 
-    from pipeline.boundaries import read_boundaries
+    from pipeline.sources.boundaries import read_boundaries
 
     frame = gpd.GeoDataFrame(
         {"code": ["75056", "75101", "75102", "92012"], "nom": ["Paris", "Paris 1er", "Paris 2e", "Boulogne"],

@@ -8,9 +8,9 @@ import geopandas as gpd
 import pytest
 from dagster import DagsterInstance, materialize
 
-from pipeline.assets import ALL_ASSETS
-from pipeline.checks import ALL_CHECKS
-from pipeline.resources import PipelineSettings
+from pipeline.defs.assets import ALL_ASSETS
+from pipeline.defs.checks import ALL_CHECKS
+from pipeline.defs.resources import PipelineSettings
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Reconciliation of territory lists into boundary communes (pipeline.membership).
+"""Reconciliation of territory lists into boundary communes (pipeline.reconcile.membership).
 
 Synthetic cases on tiny frames first (a COG 2023 admin reference, a few INSEE events, a set of
 COG 2024 boundary codes), then the figures of PROVENANCE.md section 4 on the real data.
@@ -9,9 +9,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from pipeline.catalog import load_catalog
-from pipeline.membership import build_membership, expand_groupements
-from pipeline.sources import (AdminRef, read_admin, read_commune_changes, read_ti_communes,
+from pipeline.sources.catalog import load_catalog
+from pipeline.reconcile.membership import build_membership, expand_groupements
+from pipeline.sources.readers import (AdminRef, read_admin, read_commune_changes, read_ti_communes,
                               read_ti_groupements)
 from pipeline.settings import Settings
 

@@ -7,9 +7,9 @@ import logging
 import pandas as pd
 import pytest
 
-from pipeline import build
-from pipeline.catalog import load_catalog
-from pipeline.parse_cache import cache_key, cached_frames
+from pipeline.build import steps as build
+from pipeline.sources.catalog import load_catalog
+from pipeline.sources.parse_cache import cache_key, cached_frames
 from pipeline.settings import Settings
 
 
@@ -44,7 +44,7 @@ def test_another_input_is_parsed_again_and_the_old_entry_dropped(tmp_path):
 def test_corrupt_or_unwritable_cache_never_fails_the_parse(tmp_path, caplog):
     key = cache_key("k", "a" * 64)
     (tmp_path / f"{key}.pickle").write_bytes(b"not a pickle")
-    with caplog.at_level(logging.WARNING, logger="pipeline.parse_cache"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.sources.parse_cache"):
         got = cached_frames(tmp_path, "k", "a" * 64, ("t",), lambda: _frame(2))
     assert len(got["t"]) == 2 and "unreadable" in caplog.text
     blocked = tmp_path / "file"

@@ -1,4 +1,4 @@
-"""Tests of the plan table reader (pipeline.plans): encodings, separators, cells, validation, join.
+"""Tests of the plan table reader (pipeline.sources.plans): encodings, separators, cells, validation, join.
 
 Every plan file here is synthetic, written in tmp_path; the territory ids it uses are real ones,
 read from the 2023-2027 ANCT list in TI_MIRROR_DIR.
@@ -19,7 +19,7 @@ import pytest
 import shapely
 
 from pipeline.errors import PipelineError, PlanTableError
-from pipeline.plans import (
+from pipeline.sources.plans import (
     AXIS_CODES,
     MAX_LISTED_PROBLEMS,
     NO_TABLE_WARNING,

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.plans import PLAN_COLUMNS
+from pipeline.sources.plans import PLAN_COLUMNS
 from pipeline.publish import column_descriptions, render_data_dictionary
 from pipeline.publish.columns import FORMAT_TYPES, declared_columns
-from pipeline.publish.dictionary import DICTIONARY_PATH
+from pipeline.publish.dictionary import DICTIONARY_PATH as _DICTIONARY_REL
 from pipeline.schema import TERRITORY_COLUMNS
+
+DICTIONARY_PATH = Path(__file__).resolve().parents[1] / _DICTIONARY_REL
 
 
 def test_data_dictionary_file_is_up_to_date():

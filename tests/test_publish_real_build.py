@@ -1,6 +1,6 @@
-"""Publishing the real core build (pipeline.build) of the 183 territories, end to end.
+"""Publishing the real core build (pipeline.build.steps) of the 183 territories, end to end.
 
-Runs only where ``pipeline.build.build_territories`` imports; uses the session's ``real_build``
+Runs only where ``pipeline.build.steps.build_territories`` imports; uses the session's ``real_build``
 fixture (tests/conftest.py), so the build itself is shared with the other real-build tests.
 """
 
@@ -17,9 +17,9 @@ from pipeline.publish import publish_release, stable_paths
 from pipeline.publish.gpkg import LAYER, default_style
 from pipeline.settings import Settings
 
-build = pytest.importorskip("pipeline.build", reason="pipeline.build (the core build) is not importable")
+build = pytest.importorskip("pipeline.build.steps", reason="pipeline.build.steps (the core build) is not importable")
 if not hasattr(build, "build_territories"):  # pragma: no cover
-    pytest.skip("pipeline.build has no build_territories", allow_module_level=True)
+    pytest.skip("pipeline.build.steps has no build_territories", allow_module_level=True)
 
 
 @pytest.fixture(scope="module")

@@ -16,10 +16,10 @@ import pytest
 from dagster import AssetCheckKey, AssetKey, DagsterInstance, build_schedule_context, build_sensor_context
 
 from http_server import FaultServer, Reply, shared_data_dir
-from pipeline.catalog import load_catalog
+from pipeline.sources.catalog import load_catalog
 from pipeline.definitions import defs
-from pipeline.resources import PipelineSettings
-from pipeline.schedules import PLAN_INPUT, SENSOR_NAME, read_cursor
+from pipeline.defs.resources import PipelineSettings
+from pipeline.defs.automation import PLAN_INPUT, SENSOR_NAME, read_cursor
 from pipeline.settings import Settings
 
 CATALOG = load_catalog(Settings())

@@ -1,4 +1,4 @@
-"""Admin reference reader (pipeline.sources.read_admin): the fast JSON path and the plain one agree.
+"""Admin reference reader (pipeline.sources.readers.read_admin): the fast JSON path and the plain one agree.
 
 read_admin decodes only the fields it keeps (msgspec); any file that path does not take as is goes
 through the generic JSON path. Both must give the same frames and the same errors.
@@ -13,9 +13,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline import sources
+from pipeline.sources import readers as sources
 from pipeline.errors import InputFormatError
-from pipeline.sources import read_admin
+from pipeline.sources.readers import read_admin
 
 COMMUNES = [
     {"code": "01001", "nom": "L'Abergement-Clémenciat", "type": "commune-actuelle", "departement": "01",

@@ -1,4 +1,4 @@
-"""CSV reading helpers (pipeline.tables): cleaning, code normalisation, error order, line numbers.
+"""CSV reading helpers (pipeline.sources.csv_tables): cleaning, code normalisation, error order, line numbers.
 
 Bad-input cases seen through the list readers are in test_inputs_bad.py; these pin what the
 column-wise reading must keep: the same values as ``clean_text`` / ``normalise_insee`` one by one,
@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from pipeline.errors import InputFormatError
-from pipeline.tables import clean_text, normalise_insee, normalise_insee_series, read_csv
+from pipeline.sources.csv_tables import clean_text, normalise_insee, normalise_insee_series, read_csv
 
 
 def write(tmp_path: Path, text: str, name: str = "t.csv") -> Path:

@@ -1,12 +1,12 @@
-"""COG code mapping (pipeline.vintages): synthetic INSEE events, then the real change history."""
+"""COG code mapping (pipeline.reconcile.vintages): synthetic INSEE events, then the real change history."""
 
 from __future__ import annotations
 
 import pandas as pd
 import pytest
 
-from pipeline import vintages
-from pipeline.sources import read_admin, read_commune_changes, read_ti_communes
+from pipeline.reconcile import vintages
+from pipeline.sources.readers import read_admin, read_commune_changes, read_ti_communes
 
 
 def changes(*events: tuple[str, str, str, str, str, str]) -> pd.DataFrame:
@@ -171,8 +171,8 @@ def _reference_apply(codes, events):
 
 
 def test_sparse_mapping_equals_the_plain_algorithm_on_the_whole_history(mirror):
-    from pipeline.sources import read_commune_changes
-    from pipeline.vintages import _apply, _events
+    from pipeline.sources.readers import read_commune_changes
+    from pipeline.reconcile.vintages import _apply, _events
 
     changes = read_commune_changes(mirror / "admin" / "insee_mvtcommunes_1943-2025_via-COGiter-0.0.15.csv.gz")
     codes = set(changes["COM_AV"]) | set(changes["COM_AP"])

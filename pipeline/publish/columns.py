@@ -59,7 +59,7 @@ class ColumnInfo:
 def plan_columns() -> list:
     """``pipeline.plans.PLAN_COLUMNS`` if that module is importable, else an empty list."""
     try:
-        from ..plans import PLAN_COLUMNS
+        from ..sources.plans import PLAN_COLUMNS
     except ImportError:
         return []
     return list(PLAN_COLUMNS)

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..settings import PROJECT_ROOT
 from .columns import FORMAT_TYPES, declared_columns
 from .gpkg import LAYER
 from .light import VARIANTS
 from .release import STABLE_NAMES
 
-DICTIONARY_PATH = PROJECT_ROOT / "docs" / "DATA_DICTIONARY.md"
+DICTIONARY_PATH = Path("docs") / "DATA_DICTIONARY.md"   # from the repository root (a developer tool)
 BBOX_DESCRIPTION = (
     "GeoParquet only: bounding box of the geometry (xmin, ymin, xmax, ymax), the 1.1 `covering` "
     "column that lets readers filter row groups spatially"

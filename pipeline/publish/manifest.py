@@ -17,7 +17,7 @@ def utc_now() -> str:
 
 def output_entry(name: str, file: Path, stable_path: str, release_path: str, facts: dict) -> dict:
     """One ``outputs`` item: paths relative to the output dir, sha256, size and the writer's facts."""
-    from ..fetch import sha256_file  # here: pipeline.fetch loads requests, which writers don't need
+    from ..sources.fetch import sha256_file   # here: pipeline.fetch loads requests, which writers don't need
 
     entry = {
         "name": name,

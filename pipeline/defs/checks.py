@@ -7,7 +7,7 @@ replaces the published files.
 
 from dagster import AssetCheckResult, AssetCheckSeverity, AssetIn, asset_check
 
-from . import quality
+from ..build import quality
 from .assets import CATALOG, PHASES, phase_key
 
 

@@ -28,9 +28,9 @@ from typing import IO, Callable, TypeVar
 import requests
 import urllib3
 
-from . import __version__
-from .errors import SourceError
-from .settings import Settings
+from .. import __version__
+from ..errors import SourceError
+from ..settings import Settings
 
 USER_AGENT = f"territoires-industrie/{__version__} (python-requests {requests.__version__})"
 CHUNK = 1 << 20

@@ -26,9 +26,9 @@ from urllib.parse import urlsplit
 
 import pandas as pd
 
-from . import tables
-from .errors import InputFormatError, PlanTableError
-from .settings import ASSETS_DIR
+from . import csv_tables as tables
+from ..errors import InputFormatError, PlanTableError
+from ..settings import ASSETS_DIR
 
 ID_COLUMN = "id_ti"
 AXIS_CODES = ("transition_ecologique", "innovation", "competences", "foncier")

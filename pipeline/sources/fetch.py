@@ -33,8 +33,8 @@ import requests
 
 from . import http
 from .catalog import SourceSpec
-from .errors import SourceError
-from .settings import Settings
+from ..errors import SourceError
+from ..settings import Settings
 
 HEAD_BYTES = 64 * 1024
 SHOWN_BYTES = 80

@@ -13,8 +13,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 import shapely
 
-from .errors import InputFormatError
-from .tables import INSEE_RE, normalise_insee
+from ..errors import InputFormatError
+from .csv_tables import INSEE_RE, normalise_insee
 
 CODE_ALIASES = ["code_insee", "code", "insee_com", "codgeo", "insee"]
 DEP_ALIASES = ["departement", "code_departement", "insee_dep", "dep", "code_dep"]

@@ -18,17 +18,18 @@ import pandas as pd
 import shapely
 
 from . import quality
-from .boundaries import BoundaryReport, BoundarySet, boundary_codes, read_boundaries, scan_boundaries
-from .catalog import Catalog, PhaseSpec, load_catalog
-from .fetch import FetchResult, fetch_source
-from . import geometry, memory
-from .geometry import DissolveStats
-from .history import overlaps
-from .membership import Membership, build_membership
-from .parse_cache import cached_frames
-from .schema import TERRITORY_COLUMNS
-from .settings import Settings
-from .sources import AdminRef, read_admin, read_commune_changes, read_ti_communes, read_ti_groupements
+from ..sources.boundaries import BoundaryReport, BoundarySet, boundary_codes, read_boundaries, scan_boundaries
+from ..sources.catalog import Catalog, PhaseSpec, load_catalog
+from ..sources.fetch import FetchResult, fetch_source
+from ..geometry import coverage as geometry
+from .. import memory
+from ..geometry.coverage import DissolveStats
+from ..reconcile.phase_overlap import overlaps
+from ..reconcile.membership import Membership, build_membership
+from ..sources.parse_cache import cached_frames
+from ..schema import TERRITORY_COLUMNS
+from ..settings import Settings
+from ..sources.readers import AdminRef, read_admin, read_commune_changes, read_ti_communes, read_ti_groupements
 
 CURRENT_PHASE = "2023-2027"
 PREVIOUS_PHASE = "2018-2022"
@@ -312,8 +313,8 @@ def write_core_outputs(result: BuildResult, out_dir: Path) -> dict[str, Path]:
     gdf = result.territories
     paths = {"parquet": out_dir / "territoires-industrie.parquet",
              "geojson": out_dir / "territoires-industrie.geojson"}
-    from .publish.geojson import write_geojson   # the published RFC 7946 writer
-    from .publish.geoparquet import write_geoparquet
+    from ..publish.geojson import write_geojson   # the published RFC 7946 writer
+    from ..publish.geoparquet import write_geoparquet
 
     write_geoparquet(gdf, paths["parquet"], index=None)
     write_geojson(gdf, paths["geojson"])
@@ -328,15 +329,16 @@ def code_fingerprint() -> str:
     """
     import hashlib
 
-    from .settings import ASSETS_DIR, PROJECT_ROOT
+    from ..settings import ASSETS_DIR
 
     digest = hashlib.sha256()
-    package = Path(__file__).resolve().parent
-    files = sorted(package.rglob("*.py")) + sorted(p for p in ASSETS_DIR.rglob("*") if p.is_file())
-    for path in files:
-        digest.update(str(path.relative_to(PROJECT_ROOT) if path.is_relative_to(PROJECT_ROOT)
-                          else path.name).encode())
-        digest.update(path.read_bytes())
+    package = Path(__file__).resolve().parent.parent
+    roots = [(package, sorted(package.rglob("*.py"))),
+             (ASSETS_DIR, sorted(p for p in ASSETS_DIR.rglob("*") if p.is_file() and p.suffix != ".pyc"))]
+    for root, files in roots:
+        for path in files:
+            digest.update(path.relative_to(root).as_posix().encode())
+            digest.update(path.read_bytes())
     return digest.hexdigest()
 
 
@@ -351,9 +353,9 @@ def new_build_id() -> str:
 def publish_build(result: BuildResult, settings: Settings, plans=None, build_id: str | None = None,
                   checks: list[quality.CheckResult] | None = None) -> dict:
     """Attach the plan table and publish a checked build; refuses a build whose blocking checks fail."""
-    from .errors import CheckFailedError
-    from .plans import attach_plans, read_plans
-    from .publish import publish_release
+    from ..errors import CheckFailedError
+    from ..sources.plans import attach_plans, read_plans
+    from ..publish import publish_release
 
     checks = result.checks if checks is None else checks
     if not quality.all_passed(checks):

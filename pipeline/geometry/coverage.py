@@ -28,7 +28,7 @@ import pandas as pd
 import pyproj
 import shapely
 
-from . import memory
+from .. import memory
 
 WGS84 = "EPSG:4326"
 METRO_CRS = 2154

@@ -25,11 +25,11 @@ from dagster import (AssetCheckKey, AssetKey, AssetSelection, DagsterInvalidDefi
                      RunRequest, ScheduleDefinition, SensorDefinition, SensorEvaluationContext, SensorResult,
                      SkipReason, sensor)
 
-from .catalog import load_catalog
-from .errors import PipelineError, SourceError
-from .fetch import probe_source, sha256_file
+from ..sources.catalog import load_catalog
+from ..errors import PipelineError, SourceError
+from ..sources.fetch import probe_source, sha256_file
 from .resources import PipelineSettings
-from .settings import Settings
+from ..settings import Settings
 
 DEFAULT_CRON = "0 6 * * 1"
 DEFAULT_TIMEZONE = "Europe/Paris"

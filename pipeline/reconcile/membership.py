@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from . import vintages
-from .sources import AdminRef, ListProblem
-from .tables import clean_text
+from ..sources.readers import AdminRef, ListProblem
+from ..sources.csv_tables import clean_text
 
 
 @dataclass

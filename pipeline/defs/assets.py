@@ -12,12 +12,12 @@ import pandas as pd
 from dagster import (AssetExecutionContext, AssetIn, AssetKey, Backoff, DataVersion, Failure, Jitter,
                      MetadataValue, Output, RetryPolicy, asset)
 
-from . import build as core
-from .catalog import load_catalog
-from .errors import SourceError
-from .fetch import fetch_source
+from ..build import steps as core
+from ..sources.catalog import load_catalog
+from ..errors import SourceError
+from ..sources.fetch import fetch_source
 from .resources import PipelineSettings
-from .settings import Settings
+from ..settings import Settings
 
 CATALOG = load_catalog(Settings.from_env())
 PHASES = list(CATALOG.phases)
@@ -130,7 +130,7 @@ def commune_boundaries(context: AssetExecutionContext, src):
                    "departement) and cleaned once with shapely.coverage_clean: overlaps removed, shared edges "
                    "identical. Both phases dissolve from it.")
 def clean_communes(context: AssetExecutionContext, commune_boundaries):
-    from .geometry import clean_coverage
+    from ..geometry.coverage import clean_coverage
 
     t = time.perf_counter()
     cov = clean_coverage(commune_boundaries)
@@ -203,7 +203,7 @@ def phase_assets(phase: str):
            description="Cleaned commune coverage dissolved per territory (coverage union); gaps of the source "
                        "inside a territory filled, real enclaves kept.")
     def shapes(context: AssetExecutionContext, membership, coverage):
-        from .geometry import dissolve_clean
+        from ..geometry.coverage import dissolve_clean
 
         t = time.perf_counter()
         dissolved, stats = dissolve_clean(coverage, membership.members)
@@ -226,7 +226,7 @@ def phase_assets(phase: str):
         previous = sources.pop("previous", None)
         dissolved, stats = shapes
         frame = core.assemble(phase, membership, dissolved, boundaries, admin, previous)
-        from .boundaries import BoundaryReport
+        from ..sources.boundaries import BoundaryReport
 
         result = core.BuildResult(
             phase=phase, territories=frame, membership=membership, dissolve_stats=stats,
@@ -243,7 +243,7 @@ def phase_assets(phase: str):
             meta["new_territories"] = new
             meta["new_territories_list"] = _md_list([f"{a} {b}" for a, b in
                                                      frame.loc[frame["is_new"].fillna(False), ["id_ti", "lib_ti"]].values])
-        from .publish.dictionary import column_descriptions
+        from ..publish.dictionary import column_descriptions
         from dagster import TableColumn, TableSchema
 
         desc = column_descriptions()
@@ -264,7 +264,7 @@ PHASE_ASSETS = [a for phase in PHASES for a in phase_assets(phase)]
        description="The user's per-territory plan table (TI_PLANS_PATH), validated; null columns when unset. "
                    "A change to it re-runs only this asset and the publishing.")
 def plan_table(context: AssetExecutionContext, pipeline_settings: PipelineSettings, membership):
-    from .plans import read_plans
+    from ..sources.plans import read_plans
 
     settings = pipeline_settings.settings()
     plans = read_plans(settings.plans_path, membership.territories["id_ti"])
@@ -287,7 +287,7 @@ def publish_asset(phase: str):
                        "manifest) written to a release folder, then swapped into the stable paths atomically.")
     def published(context: AssetExecutionContext, pipeline_settings: PipelineSettings, build, boundaries,
                   **maybe_plans):
-        from .publish.release import stable_paths
+        from ..publish.release import stable_paths
 
         plans = maybe_plans.get("plans")
         settings = pipeline_settings.settings()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .errors import InputFormatError
+from ..errors import InputFormatError
 
 _WS = " \t\r\n\xa0\u202f\u2007\u200b\ufeff"
 INSEE_RE = re.compile(r"^(?:\d{5}|2[AB]\d{3})$")

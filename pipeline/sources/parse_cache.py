@@ -26,7 +26,7 @@ import pickle
 import pandas as pd
 
 log = logging.getLogger(__name__)
-PARSERS = ("sources.py", "tables.py")     # modules whose code shapes the parsed frames
+PARSERS = ("readers.py", "csv_tables.py")     # modules whose code shapes the parsed frames
 FORMAT = "1"
 
 

@@ -6,8 +6,8 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import InputFormatError
-from .settings import Settings
+from ..errors import InputFormatError
+from ..settings import Settings
 
 
 @dataclass(frozen=True)

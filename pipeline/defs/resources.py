@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dagster import ConfigurableResource
 
-from .settings import Settings
+from ..settings import Settings
 
 
 class PipelineSettings(ConfigurableResource):
