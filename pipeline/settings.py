@@ -1,63 +1,175 @@
-"""Settings read from the environment (each has a default), shared by the core and Dagster."""
+"""The one settings object of a build, read from the TI_* environment variables and validated.
+
+The CLI reads it with :meth:`Settings.from_env`; Dagster gets the same object through the
+``PipelineSettings`` resource (``pipeline/defs/resources.py``), whose fields override the
+environment. Every value is checked against its range when the object is made; a bad one raises
+:class:`SettingsError` naming the variable, its value and the expected form, in one line.
+"""
 
 from __future__ import annotations
 
+import difflib
 import importlib.resources
+import logging
+import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import fields
 from pathlib import Path
+from typing import Annotated, Any, Mapping
+
+from pydantic import AfterValidator, ConfigDict, Field, ValidationError
+from pydantic.dataclasses import dataclass
+
+from .errors import PipelineError
+
+log = logging.getLogger(__name__)
 
 # The static project data (source catalog, axes, styles, schemas, plan template): edited in the
 # repository's top-level assets/ and shipped inside the wheel as the package ``pipeline.static``
 # (pyproject.toml maps one onto the other, so there is one copy only).
 ASSETS_DIR = Path(str(importlib.resources.files("pipeline.static")))
 
-
-def _path(value: str | None, default: Path | None) -> Path | None:
-    if value is None or value.strip() == "":
-        return default
-    return Path(value).expanduser().resolve()
+URL_PREFIX = "TI_URL_"
 
 
-@dataclass(frozen=True)
+class SettingsError(PipelineError):
+    """A TI_* setting has a value the pipeline cannot use."""
+
+
+def _absolute(path: Path | None) -> Path | None:
+    return None if path is None else path.expanduser().resolve()
+
+
+def _finite(value: float) -> float:
+    if not math.isfinite(value):
+        raise ValueError("must be a finite number")
+    return value
+
+
+def _urls(urls: dict[str, str]) -> dict[str, str]:
+    for name, url in urls.items():
+        if not url.lower().startswith(("https://", "http://")):
+            raise ValueError(f"{URL_PREFIX}{name.upper()} is not an http(s) URL")
+    return urls
+
+
+AbsPath = Annotated[Path, AfterValidator(_absolute)]
+OptPath = Annotated[Path | None, AfterValidator(_absolute)]
+Seconds = Annotated[float, AfterValidator(_finite)]
+
+
+@dataclass(frozen=True, config=ConfigDict(extra="forbid", validate_default=True))
 class Settings:
-    """Every knob of a build. Build one with :meth:`from_env` or directly in tests."""
+    """Every knob of a build; each field's ``env`` metadata names its variable.
 
-    mirror_dir: Path | None = None          # TI_MIRROR_DIR: read sources from here, offline
-    raw_dir: Path = Path("data_raw")        # TI_RAW_DIR: download cache (default: in the working directory)
-    output_dir: Path = Path("data_out")     # TI_OUTPUT_DIR: published files (default: in the working directory)
-    plans_path: Path | None = None          # TI_PLANS_PATH: user plan table (CSV)
-    catalog_path: Path = ASSETS_DIR / "sources.toml"  # TI_CATALOG
-    keep_releases: int = 5                  # TI_KEEP_RELEASES
-    http_timeout: float = 60.0              # TI_HTTP_TIMEOUT (seconds, connect and read)
-    http_retries: int = 4                   # TI_HTTP_RETRIES
-    http_backoff: float = 1.0               # TI_HTTP_BACKOFF (seconds, doubled each retry)
-    http_max_retry_after: float = 120.0     # TI_HTTP_MAX_RETRY_AFTER (cap on Retry-After)
-    url_overrides: dict[str, str] = field(default_factory=dict)  # TI_URL_<SOURCE>
+    Made by :meth:`from_env`, or directly (tests): the ranges are checked either way. Relative
+    paths are taken from the working directory when the object is made.
+    """
+
+    mirror_dir: OptPath = Field(None, json_schema_extra={
+        "env": "TI_MIRROR_DIR", "expect": "a folder with the layout of ../shared/data (unset: live URLs)"})
+    raw_dir: AbsPath = Field(Path("data_raw"), json_schema_extra={
+        "env": "TI_RAW_DIR", "expect": "a folder for the download and parse cache"})
+    output_dir: AbsPath = Field(Path("data_out"), json_schema_extra={
+        "env": "TI_OUTPUT_DIR", "expect": "the folder where files are published"})
+    plans_path: OptPath = Field(None, json_schema_extra={
+        "env": "TI_PLANS_PATH", "expect": "the plan table CSV (unset: plan columns are null)"})
+    catalog_path: AbsPath = Field(ASSETS_DIR / "sources.toml", json_schema_extra={
+        "env": "TI_CATALOG", "expect": "a source catalog TOML file"})
+    keep_releases: int = Field(5, ge=1, le=1000, json_schema_extra={
+        "env": "TI_KEEP_RELEASES", "expect": "a whole number of release folders from 1 to 1000"})
+    http_timeout: Seconds = Field(60.0, gt=0, le=3600, json_schema_extra={
+        "env": "TI_HTTP_TIMEOUT", "expect": "seconds, a number > 0 and <= 3600 (e.g. 60)"})
+    http_retries: int = Field(4, ge=0, le=20, json_schema_extra={
+        "env": "TI_HTTP_RETRIES", "expect": "a whole number of retries from 0 to 20"})
+    http_backoff: Seconds = Field(1.0, ge=0, le=600, json_schema_extra={
+        "env": "TI_HTTP_BACKOFF", "expect": "seconds, a number >= 0 and <= 600 (doubled at each retry)"})
+    http_max_retry_after: Seconds = Field(120.0, ge=0, le=3600, json_schema_extra={
+        "env": "TI_HTTP_MAX_RETRY_AFTER", "expect": "seconds, a number >= 0 and <= 3600 (cap on Retry-After)"})
+    schedule_cron: str = Field("0 6 * * 1", min_length=1, json_schema_extra={
+        "env": "TI_SCHEDULE_CRON", "expect": "a cron expression (e.g. '0 6 * * 1', Mondays at 06:00)"})
+    schedule_timezone: str = Field("Europe/Paris", min_length=1, json_schema_extra={
+        "env": "TI_SCHEDULE_TIMEZONE", "expect": "an IANA time zone (e.g. Europe/Paris)"})
+    # TI_URL_<SOURCE>: the key is the source name in lower case, checked against the catalog
+    # when it is loaded (a misspelt name is an error there, see catalog.load_catalog).
+    url_overrides: Annotated[dict[str, str], AfterValidator(_urls)] = Field(default_factory=dict, json_schema_extra={
+        "env": "TI_URL_<SOURCE>", "expect": "an http(s) URL"})
 
     @property
     def offline(self) -> bool:
         return self.mirror_dir is not None
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
-        env = dict(os.environ if env is None else env)
-        base = cls()
-        overrides = {
-            k[len("TI_URL_"):].lower(): v for k, v in env.items() if k.startswith("TI_URL_") and v
-        }
-        return cls(
-            mirror_dir=_path(env.get("TI_MIRROR_DIR"), None),
-            raw_dir=_path(env.get("TI_RAW_DIR"), base.raw_dir.resolve()),
-            output_dir=_path(env.get("TI_OUTPUT_DIR"), base.output_dir.resolve()),
-            plans_path=_path(env.get("TI_PLANS_PATH"), None),
-            catalog_path=_path(env.get("TI_CATALOG"), base.catalog_path),
-            keep_releases=int(env.get("TI_KEEP_RELEASES", base.keep_releases)),
-            http_timeout=float(env.get("TI_HTTP_TIMEOUT", base.http_timeout)),
-            http_retries=int(env.get("TI_HTTP_RETRIES", base.http_retries)),
-            http_backoff=float(env.get("TI_HTTP_BACKOFF", base.http_backoff)),
-            http_max_retry_after=float(
-                env.get("TI_HTTP_MAX_RETRY_AFTER", base.http_max_retry_after)
-            ),
-            url_overrides=overrides,
-        )
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        """Settings from ``env`` (default ``os.environ``): unset or empty variables keep their default.
+
+        Unknown ``TI_*`` variables are logged as warnings (with the closest known name).
+        """
+        env = os.environ if env is None else env
+        by_var = env_names()
+        values: dict[str, Any] = {}
+        for var, raw in env.items():
+            if not var.startswith("TI_") or raw is None:
+                continue
+            if var.startswith(URL_PREFIX):
+                if raw.strip():
+                    values.setdefault("url_overrides", {})[var[len(URL_PREFIX):].lower()] = raw.strip()
+            elif var in by_var:
+                if raw.strip():
+                    values[by_var[var]] = raw.strip()
+            else:
+                warn_unknown(var)
+        return cls.validated(values)
+
+    @classmethod
+    def validated(cls, values: Mapping[str, Any]) -> "Settings":
+        """``cls(**values)``, with a pydantic error turned into one line naming the variable."""
+        try:
+            return cls(**values)
+        except ValidationError as err:
+            raise SettingsError(describe(err, values)) from None
+
+    def replace(self, **changes: Any) -> "Settings":
+        """A copy with some fields changed, validated like the original."""
+        current = {f.name: getattr(self, f.name) for f in fields(self)}
+        return type(self).validated({**current, **changes})
+
+
+def env_names() -> dict[str, str]:
+    """Environment variable -> field name, for every field read from one variable."""
+    out = {}
+    for f in fields(Settings):
+        var = _meta(f.name)["env"]
+        if "<" not in var:
+            out[var] = f.name
+    return out
+
+
+# Variables read elsewhere than Settings (the Dagster layer's own knobs): known, not warned about.
+OTHER_VARIABLES = {"TI_SENSOR_INTERVAL_SECONDS"}
+
+
+def warn_unknown(var: str) -> None:
+    if var in OTHER_VARIABLES:
+        return
+    close = difflib.get_close_matches(var, [*env_names(), *OTHER_VARIABLES], n=1)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    log.warning("unknown setting %s ignored%s", var, hint)
+
+
+def _meta(name: str) -> dict:
+    field = Settings.__pydantic_fields__[name]
+    return field.json_schema_extra or {}
+
+
+def describe(err: ValidationError, values: Mapping[str, Any]) -> str:
+    """One line for the first problem: variable, value as given, expected form."""
+    first = err.errors()[0]
+    name = str(first["loc"][0]) if first["loc"] else "?"
+    if name not in Settings.__pydantic_fields__:
+        return f"unknown setting {name!r}"
+    meta = _meta(name)
+    value = values.get(name, first.get("input"))
+    if name == "url_overrides":
+        return f"{str(first['msg']).removeprefix('Value error, ')}: expected {meta['expect']}"
+    return f"{meta['env']}={str(value)!r:.80}: expected {meta['expect']}"

@@ -21,7 +21,7 @@ from pipeline.sources import http as piphttp
 from pipeline.sources.catalog import load_catalog
 from pipeline.errors import SourceError
 from pipeline.sources.fetch import cache_path, fetch_source, meta_path, probe_source, sha256_file
-from pipeline.settings import Settings
+from pipeline.settings import Settings, SettingsError
 
 try:
     from http_server import FaultServer, Reply, require_shared_data
@@ -55,7 +55,7 @@ def settings_for(tmp_path, url: str, name: str = "ti2023_communes", **kwargs) ->
     base = dict(raw_dir=tmp_path / "raw", http_timeout=2.0, http_retries=3, http_backoff=0.01,
                 http_max_retry_after=5.0, url_overrides={name: url})
     base.update(kwargs)
-    return Settings(**base)
+    return Settings.validated(base)
 
 
 def csv_source(tmp_path, server, path: str = PATH, **kwargs):
@@ -367,8 +367,12 @@ def test_probe_retries_then_reports(tmp_path, server, sleeps):
 
 
 def test_invalid_url_is_a_source_error(tmp_path, sleeps):
-    settings = settings_for(tmp_path, "htp:/nowhere")
-    spec = load_catalog(settings).source("ti2023_communes")
+    # As an override it is refused with the settings, naming the variable ...
+    with pytest.raises(SettingsError, match=r"^TI_URL_TI2023_COMMUNES is not an http\(s\) URL"):
+        settings_for(tmp_path, "htp:/nowhere")
+    # ... and from a catalog file, by the download, naming the source and the URL.
+    settings = settings_for(tmp_path, "https://127.0.0.1:9/x.csv")
+    spec = dataclasses.replace(load_catalog(settings).source("ti2023_communes"), url="htp:/nowhere")
     with pytest.raises(SourceError, match=r"source ti2023_communes: download of htp:/nowhere failed: invalid URL"):
         fetch_source(spec, settings)
     assert sleeps == []

@@ -16,10 +16,9 @@ from ..build import steps as core
 from ..sources.catalog import load_catalog
 from ..errors import SourceError
 from ..sources.fetch import fetch_source
-from .resources import PipelineSettings
-from ..settings import Settings
+from .resources import PipelineSettings, definition_settings
 
-CATALOG = load_catalog(Settings.from_env())
+CATALOG = load_catalog(definition_settings())
 PHASES = list(CATALOG.phases)
 BOUNDARY_COG = CATALOG.boundaries().cog
 

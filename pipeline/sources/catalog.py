@@ -95,6 +95,12 @@ def load_catalog(settings: Settings | None = None) -> Catalog:
         values["cog"] = int(values["cog"])
         values["url"] = settings.url_overrides.get(name, values["url"])
         sources[name] = SourceSpec(name=name, sha256=entry.get("sha256"), **values)
+    unknown = sorted(set(settings.url_overrides) - set(sources))
+    if unknown:
+        from ..settings import URL_PREFIX, SettingsError
+
+        raise SettingsError(f"{URL_PREFIX}{unknown[0].upper()}: no source named {unknown[0]!r} in {path} "
+                            f"(known: {', '.join(sorted(sources))})")
     phases = {
         name: PhaseSpec(
             name=name,

@@ -1,0 +1,284 @@
+"""Command line (``python -m pipeline`` / ``territoires-industrie``): build and publish with the core.
+
+``build`` rebuilds a phase only when something changed since its published manifest: an input's
+sha256, the plan table's sha256 (phase 2023-2027), the pipeline or contract version, or a missing
+published file; ``--force`` rebuilds anyway. ``check-sources`` prints each source's probe version.
+
+Exit codes: 0 built and published (or, for ``check-sources``, every probe answered); 3 nothing
+changed, nothing rebuilt; 2 a failure the user can act on (one line on stderr: the PipelineError
+message); 1 an unexpected error (with its traceback); 130 interrupted; 141 output pipe closed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import TextIO
+
+from . import CONTRACT_VERSION, __version__
+from .sources.fetch import sha256_file
+from .errors import PipelineError, PlanTableError
+
+EXIT_OK = 0
+EXIT_UNEXPECTED = 1
+EXIT_FAILED = 2
+EXIT_UNCHANGED = 3
+EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141
+PHASE_CHOICES = ("2023-2027", "2018-2022", "all")
+
+
+class UsageError(PipelineError):
+    """A command-line option or TI_* setting that cannot work (e.g. --offline without a mirror)."""
+
+
+# ---------------------------------------------------------------- progress
+class Progress:
+    """Plain progress lines on a stream (stderr): ``[  12.3s] message``, and a heartbeat line every
+    ``heartbeat`` seconds while a long step runs, so a terminal or a CI log never looks stuck."""
+
+    def __init__(self, stream: TextIO | None = None, heartbeat: float = 10.0):
+        self.stream = stream or sys.stderr
+        self.heartbeat = heartbeat
+        self.start = time.perf_counter()
+
+    def line(self, message: str) -> None:
+        print(f"[{time.perf_counter() - self.start:7.1f}s] {message}", file=self.stream, flush=True)
+
+    @contextlib.contextmanager
+    def step(self, what: str):
+        self.line(f"{what} ...")
+        t0 = time.perf_counter()
+        done = threading.Event()
+
+        def beat() -> None:
+            while not done.wait(self.heartbeat):
+                self.line(f"{what} ... still running ({time.perf_counter() - t0:.0f} s)")
+
+        thread = threading.Thread(target=beat, daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            thread.join()
+        self.line(f"{what}: done in {time.perf_counter() - t0:.1f} s")
+
+
+# ---------------------------------------------------------------- settings
+def settings_from_args(args: argparse.Namespace, env: dict[str, str] | None = None):
+    """Settings from the environment, overridden by --mirror / --output / --plans; checks --offline."""
+    from .settings import Settings
+
+    env = dict(os.environ if env is None else env)
+    for option, var in (("mirror", "TI_MIRROR_DIR"), ("output", "TI_OUTPUT_DIR"), ("plans", "TI_PLANS_PATH")):
+        value = getattr(args, option, None)
+        if value:
+            env[var] = str(value)
+    try:
+        settings = Settings.from_env(env)
+    except ValueError as err:
+        raise UsageError(f"invalid TI_* setting: {err}") from None
+    if getattr(args, "offline", False) and settings.mirror_dir is None:
+        raise UsageError("--offline needs the mirror folder: set TI_MIRROR_DIR or pass --mirror DIR")
+    if settings.mirror_dir is not None and not settings.mirror_dir.is_dir():
+        raise UsageError(f"mirror folder not found: {settings.mirror_dir} (TI_MIRROR_DIR / --mirror)")
+    if settings.plans_path is not None and not settings.plans_path.is_file():
+        raise PlanTableError(f"plan table not found: {settings.plans_path} (TI_PLANS_PATH / --plans)")
+    return settings
+
+
+def plan_sha256(settings) -> str | None:
+    if settings.plans_path is None:
+        return None
+    return sha256_file(settings.plans_path)
+
+
+# ---------------------------------------------------------------- change detection
+def changes_since_manifest(settings, phase: str, input_sha256: dict[str, str]) -> list[str]:
+    """Why ``phase`` needs a rebuild compared with its published manifest; [] when nothing changed.
+
+    ``input_sha256`` maps each source the phase reads to the sha256 of its current file.
+    """
+    from .build.steps import CURRENT_PHASE
+    from .publish.release import stable_paths
+
+    paths = stable_paths(settings.output_dir, phase)
+    try:
+        manifest = json.loads(paths["manifest"].read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return [f"no published manifest at {paths['manifest']}"]
+    except (OSError, ValueError) as err:
+        return [f"published manifest {paths['manifest']} unreadable ({err})"]
+    reasons = []
+    for key, now in (("pipeline_version", __version__), ("contract_version", CONTRACT_VERSION)):
+        if manifest.get(key) != now:
+            reasons.append(f"{key} {manifest.get(key)} -> {now}")
+    from .build.steps import code_fingerprint
+
+    if manifest.get("extra", {}).get("code_fingerprint") != (now := code_fingerprint()):
+        reasons.append(f"code changed: {str(manifest.get('extra', {}).get('code_fingerprint'))[:12]} -> {now[:12]}")
+    before = {i.get("source"): i.get("sha256") for i in manifest.get("inputs", [])}
+    for name in sorted(set(before) | set(input_sha256)):
+        if before.get(name) != input_sha256.get(name):
+            old, new = before.get(name), input_sha256.get(name)
+            reasons.append(f"input {name}: {(old or 'none')[:12]} -> {(new or 'none')[:12]}")
+    if phase == CURRENT_PHASE:
+        source = (manifest.get("extra", {}).get("plans") or {}).get("source") or {}
+        old, new = source.get("sha256"), plan_sha256(settings)
+        if old != new:
+            reasons.append(f"plan table: {(old or 'none')[:12]} -> {(new or 'none')[:12]}")
+    for out in manifest.get("outputs", []):
+        path = Path(settings.output_dir) / out.get("path", "")
+        if not path.is_file() or path.stat().st_size != out.get("bytes"):
+            reasons.append(f"published file missing or altered: {path}")
+    return reasons
+
+
+def precheck_plans(settings, phase_spec, fetched) -> None:
+    """Validate the plan table against the territory ids of the phase's lists before the long build
+    (PlanTableError naming the file, line and column); the build reads it again to publish."""
+    from .sources.plans import read_plans
+    from .sources.readers import read_ti_communes, read_ti_groupements
+
+    ids: set[str] = set()
+    for name, reader in ((phase_spec.communes, read_ti_communes), (phase_spec.groupements, read_ti_groupements)):
+        if name:
+            frame, _ = reader(fetched[name].path)
+            ids |= set(frame["id_ti"].astype(str))
+    read_plans(settings.plans_path, sorted(ids))
+
+
+# ---------------------------------------------------------------- commands
+def build_phase(settings, phase: str, force: bool, progress: Progress) -> dict | None:
+    """Build and publish one phase if needed; the new manifest, or None when nothing changed."""
+    from .build import steps as core
+    from .sources.catalog import load_catalog
+    from .sources.fetch import fetch_source
+
+    catalog = load_catalog(settings)
+    if phase not in catalog.phases:
+        raise UsageError(f"phase {phase!r} is not in the source catalog {settings.catalog_path} "
+                         f"(known: {', '.join(catalog.phases)})")
+    names = core.phase_sources(catalog, phase)
+    mode = "mirror " + str(settings.mirror_dir) if settings.offline else "live URLs"
+    with progress.step(f"{phase}: reading {len(names)} sources ({mode})"):
+        fetched = {}
+        for name in names:
+            fetched[name] = result = fetch_source(catalog.source(name), settings)
+            progress.line(f"  {name}: sha256 {result.sha256[:12]}, {result.size:,} bytes, release {result.release}")
+    if phase == core.CURRENT_PHASE and settings.plans_path is not None:
+        precheck_plans(settings, catalog.phases[phase], fetched)
+        progress.line(f"{phase}: plan table {settings.plans_path} is valid")
+    reasons = changes_since_manifest(settings, phase, {n: r.sha256 for n, r in fetched.items()})
+    if not reasons and not force:
+        progress.line(f"{phase}: nothing changed since the published build (inputs, plan table, code version); "
+                      "use --force to rebuild")
+        return None
+    progress.line(f"{phase}: rebuilding: " + ("--force" if not reasons else "; ".join(reasons[:5])
+                                             + (f"; and {len(reasons) - 5} more" if len(reasons) > 5 else "")))
+    with progress.step(f"{phase}: building (read, reconcile, dissolve, attributes, checks)"):
+        result = core.build_territories(settings, phase)
+    progress.line(f"{phase}: {len(result.territories)} territories; steps: "
+                  + ", ".join(f"{k} {v:.1f}s" for k, v in result.timings.items()))
+    for check in result.checks:
+        progress.line(f"  check {check.name}: {'passed' if check.passed else 'FAILED'}")
+    with progress.step(f"{phase}: publishing to {settings.output_dir}"):
+        manifest = core.publish_build(result, settings)
+    progress.line(f"{phase}: published build {manifest['build_id']}")
+    for out in manifest.get("outputs", []):
+        progress.line(f"  {Path(settings.output_dir) / out['path']}")
+    return manifest
+
+
+def cmd_build(args: argparse.Namespace, progress: Progress) -> int:
+    from .sources.catalog import load_catalog
+
+    settings = settings_from_args(args)
+    phases = list(load_catalog(settings).phases) if args.phase == "all" else [args.phase]
+    built = [p for p in phases if build_phase(settings, p, args.force, progress) is not None]
+    if not built:
+        return EXIT_UNCHANGED
+    return EXIT_OK
+
+
+def cmd_check_sources(args: argparse.Namespace, progress: Progress) -> int:
+    from .sources.catalog import load_catalog
+    from .errors import SourceError
+    from .sources.fetch import probe_source
+
+    settings = settings_from_args(args)
+    catalog = load_catalog(settings)
+    mode = "mirror" if settings.offline else "live"
+    failed = 0
+    for name, spec in catalog.sources.items():
+        where = spec.mirror_path(settings.mirror_dir) if settings.offline else spec.url
+        try:
+            version = probe_source(spec, settings)
+        except SourceError as err:
+            failed += 1
+            print(f"{name}\t{mode}\tERROR\t{err}")
+            continue
+        print(f"{name}\t{mode}\t{version}\t{where}")
+    plan = plan_sha256(settings)
+    print(f"plan_table\tfile\t{'sha256:' + plan if plan else 'none'}\t{settings.plans_path or '(TI_PLANS_PATH unset)'}")
+    if failed:
+        raise PipelineError(f"{failed} of {len(catalog.sources)} sources could not be probed (see above)")
+    return EXIT_OK
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--offline", action="store_true",
+                   help="read every source from the mirror folder (TI_MIRROR_DIR or --mirror), never the network")
+    p.add_argument("--mirror", metavar="DIR", help="mirror folder (overrides TI_MIRROR_DIR)")
+    p.add_argument("--plans", metavar="FILE", help="plan table CSV (overrides TI_PLANS_PATH)")
+    p.add_argument("-v", "--verbose", action="store_true", help="also show the pipeline's log messages")
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="territoires-industrie", description=__doc__.split("\n\n")[0])
+    sub = top.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("build", help="build and publish what changed",
+                       description="Build and publish the territories of a phase, only if an input changed.")
+    _add_common(b)
+    b.add_argument("--phase", choices=PHASE_CHOICES, default="2023-2027", help="phase to build (default 2023-2027)")
+    b.add_argument("--output", metavar="DIR", help="publish into DIR (overrides TI_OUTPUT_DIR)")
+    b.add_argument("--force", action="store_true", help="rebuild and publish even if nothing changed")
+    b.set_defaults(run=cmd_build)
+    c = sub.add_parser("check-sources", help="print each source's probe version",
+                       description="Probe each source cheaply (mirror: sha256; live: HEAD / conditional GET).")
+    _add_common(c)
+    c.set_defaults(run=cmd_check_sources)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
+    progress = Progress()
+    try:
+        return args.run(args, progress)
+    except PipelineError as err:
+        message = " ".join(str(err).split())
+        print(f"error: {message}", file=sys.stderr, flush=True)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:                   # e.g. `check-sources | head`: the reader left
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+    except Exception as err:  # noqa: BLE001 - the last resort: show everything
+        traceback.print_exc(file=sys.stderr)
+        print(f"unexpected error: {type(err).__name__}: {err}", file=sys.stderr, flush=True)
+        return EXIT_UNEXPECTED

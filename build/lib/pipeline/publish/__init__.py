@@ -1,0 +1,38 @@
+"""Publishing the territories for GIS users and services (GeoParquet, GeoJSON, GeoPackage...).
+
+Main entry point: :func:`publish_release`. See ``release.py`` for the layout and the atomic swap,
+``dictionary.py`` for the data dictionary (``docs/DATA_DICTIONARY.md``).
+
+The names below are imported on first use (PEP 562), so that importing one writer, e.g.
+``pipeline.publish.geojson``, does not load the others (matplotlib, pyogrio, sqlite...).
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from ..errors import PublishError
+
+# public name -> submodule that defines it
+_LAZY = {
+    **dict.fromkeys(("column_descriptions", "column_kinds", "render_data_dictionary", "write_data_dictionary"),
+                    "dictionary"),
+    **dict.fromkeys(("preview_markdown", "render_preview", "render_preview_bytes"), "preview"),
+    **dict.fromkeys(("DEFAULT_PHASE", "STABLE_NAMES", "apply_retention", "preview_path", "publish_release",
+                     "release_dir", "stable_paths"), "release"),
+}
+
+__all__ = ["PublishError", *sorted(_LAZY)]
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -1,0 +1,60 @@
+"""The release manifest: build id, time, versions, inputs, outputs (sha256, bytes, rows), checks."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+from .. import CONTRACT_VERSION, __version__
+
+MANIFEST_NAME = "manifest.json"
+
+
+def utc_now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def output_entry(name: str, file: Path, stable_path: str, release_path: str, facts: dict) -> dict:
+    """One ``outputs`` item: paths relative to the output dir, sha256, size and the writer's facts."""
+    from ..sources.fetch import sha256_file   # here: pipeline.fetch loads requests, which writers don't need
+
+    entry = {
+        "name": name,
+        "path": stable_path,
+        "release_path": release_path,
+        "sha256": sha256_file(file),
+        "bytes": Path(file).stat().st_size,
+    }
+    entry.update(facts)
+    entry.setdefault("rows", None)
+    return entry
+
+
+def build_manifest(
+    *, build_id: str, phase: str, built_at: str, release_path: str, inputs: list[dict],
+    outputs: list[dict], checks: list[dict], extra: dict | None, columns: list[dict], timings: dict,
+) -> dict:
+    return {
+        "build_id": build_id,
+        "built_at": built_at,
+        "contract_version": CONTRACT_VERSION,
+        "pipeline_version": __version__,
+        "phase": phase,
+        "release_path": release_path,
+        "inputs": list(inputs),
+        "outputs": outputs,
+        "checks": list(checks),
+        "columns": columns,
+        "timings_s": timings,
+        "extra": dict(extra or {}),
+    }
+
+
+def dumps(manifest: dict) -> str:
+    """Stable JSON text (indent 2, UTF-8; non-JSON values such as paths become strings)."""
+    return json.dumps(manifest, indent=2, ensure_ascii=False, default=str, allow_nan=False) + "\n"
+
+
+def read_manifest(path: Path) -> dict:
+    return json.loads(Path(path).read_text(encoding="utf-8"))

@@ -1,0 +1,268 @@
+"""Robust reading of the CSV files third parties publish: encoding, BOM, separator, headers, codes.
+
+:func:`read_csv` accepts UTF-8 (with or without BOM), UTF-16 with BOM and Windows-1252; gzip by
+magic bytes; ``,`` ``;`` tab or ``|`` separators (sniffed from the header, or Excel's ``sep=`` first
+line); quoted fields holding separators or line breaks; blank lines. Every row keeps ``_line``, the
+line where its record starts as a text editor shows it, so errors can name it.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import re
+from operator import itemgetter
+from pathlib import Path
+
+import pandas as pd
+
+from ..errors import InputFormatError
+
+_WS = " \t\r\n\xa0\u202f\u2007\u200b\ufeff"
+INSEE_RE = re.compile(r"^(?:\d{5}|2[AB]\d{3})$")
+SIREN_RE = re.compile(r"^\d{9}$")
+SEPARATORS = (",", ";", "\t", "|")
+
+
+_SPACES = re.compile(r"[\s\xa0\u202f\u2007\u200b]+")
+_NEEDS_CLEANING = re.compile(r"^[\s\xa0\u202f\u2007\u200b\ufeff]|[\s\xa0\u202f\u2007\u200b\ufeff]$"
+                             r"|[\t\r\n\xa0\u202f\u2007\u200b\ufeff]|  ")
+
+
+def clean_text(value: object) -> object:
+    """Strip spaces including non-breaking ones, and fold inner runs of whitespace."""
+    if not isinstance(value, str) or not _NEEDS_CLEANING.search(value):
+        return value
+    return _SPACES.sub(" ", value).strip(_WS)
+
+
+def read_bytes(path: Path) -> bytes:
+    """Read a file, transparently un-gzipping it (by magic bytes, not by name)."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as err:
+        raise InputFormatError(f"{path}: cannot read file ({err.strerror or err})") from None
+    if data[:2] == b"\x1f\x8b":
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError) as err:
+            raise InputFormatError(f"{path}: corrupt gzip data ({err})") from None
+    return data
+
+
+def decode_text(data: bytes, path: Path) -> str:
+    """UTF-8 (with or without BOM), UTF-16 with BOM, else Windows-1252."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        try:
+            return data.decode("utf-16")
+        except UnicodeDecodeError as err:
+            raise InputFormatError(f"{path}: invalid UTF-16 text ({err})") from None
+    if data.startswith(b"PK\x03\x04"):
+        raise InputFormatError(f"{path}: this is a zip archive or a spreadsheet workbook (.xlsx/.ods), "
+                               "not a text file; export it as CSV")
+    if b"\x00" in data:
+        line = data[: data.index(b"\x00")].count(b"\n") + 1
+        raise InputFormatError(f"{path}:{line}: NUL byte: this is not a text file")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        pass
+    try:
+        return data.decode("cp1252")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise InputFormatError(f"{path}:{line}: byte 0x{data[err.start]:02x} is neither UTF-8 nor "
+                               "Windows-1252 text") from None
+
+
+def sniff_separator(header: str) -> str:
+    """The most frequent candidate separator of a header line, quoted parts ignored (',' if none)."""
+    unquoted = re.sub(r'"[^"]*"', "", header)
+    counts = {sep: unquoted.count(sep) for sep in SEPARATORS}
+    best = max(counts, key=counts.get)   # ties: the first of SEPARATORS
+    return best if counts[best] > 0 else ","
+
+
+def _separator(text: str) -> tuple[str, str, int]:
+    """(separator, text without an Excel ``sep=`` first line, number of lines removed)."""
+    first, _, rest = text.partition("\n")
+    hint = re.fullmatch(r"\s*sep=(.)\s*", first)
+    if hint:
+        return hint.group(1), rest, 1
+    return sniff_separator(_first_line(text)), text, 0
+
+
+def _first_line(text: str) -> str:
+    """The first non-blank line (as ``str.splitlines`` cuts them), looking at a growing prefix."""
+    size = 1 << 16
+    while True:
+        lines = text[:size].splitlines()
+        whole = size >= len(text)
+        found = next((line for line in (lines if whole else lines[:-1]) if line.strip(_WS)), None)
+        if found is not None or whole:
+            return found or ""
+        size *= 4
+
+
+def iter_records(text: str, sep: str, path: Path, offset: int = 0):
+    """Yield (line where the record starts, fields) for every non-blank record."""
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep, quotechar='"', strict=True)
+    previous = 0
+    try:
+        for fields in reader:
+            start, previous = previous + 1, reader.line_num
+            if any(f.strip(_WS) for f in fields):
+                yield start + offset, fields
+    except csv.Error as err:
+        raise InputFormatError(f"{path}:{reader.line_num + offset}: malformed CSV ({err})") from None
+
+
+def header_key(name: str) -> str:
+    """Normalised header: cleaned, lower case, spaces and dashes as underscores."""
+    return re.sub(r"[\s\-]+", "_", str(clean_text(name)).lower())
+
+
+def _records(text: str, sep: str, path: Path, offset: int
+             ) -> tuple[list[list[str]], list[int], InputFormatError | None]:
+    """Every record (blank ones included), the line where each starts, and the error that stopped
+    the reading (to raise once the records before it are checked), or None."""
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep, quotechar='"', strict=True)
+    try:
+        records = list(reader)   # C speed; line numbers below
+        if reader.line_num == len(records):   # no record spans several lines: record i is line i + 1
+            return records, list(range(1 + offset, len(records) + 1 + offset)), None
+    except csv.Error:
+        pass
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep, quotechar='"', strict=True)
+    records, lines, previous = [], [], 0
+    try:
+        for fields in reader:
+            records.append(fields)
+            lines.append(previous + 1 + offset)
+            previous = reader.line_num
+    except csv.Error as err:
+        return records, lines, InputFormatError(f"{path}:{reader.line_num + offset}: malformed CSV ({err})")
+    return records, lines, None
+
+
+# On values joined by NUL (not in decoded text): a value starting with a space (also searched in
+# the reversed text, for values ending with one; a literal first is much faster for ``re``).
+_STARTS_DIRTY = re.compile(r"\x00[\s\xa0\u202f\u2007\u200b\ufeff]")
+_DIRTY_ANYWHERE = ("\t", "\r", "\n", "\xa0", "\u202f", "\u2007", "\u200b", "\ufeff", "  ")
+
+
+def _clean_column(values: list[str], nul_free: bool) -> list[str]:
+    """``clean_text`` of every value, checking the whole column at once for values to clean."""
+    if nul_free:
+        joined = "\x00" + "\x00".join(values) + "\x00"
+        if not (any(d in joined for d in _DIRTY_ANYWHERE) or _STARTS_DIRTY.search(joined)
+                or _STARTS_DIRTY.search(joined[::-1])):
+            return values   # nothing clean_text would change
+    unique = set(values)
+    if 2 * len(unique) < len(values):   # repeated values (territory names): clean each once
+        cleaned = {v: clean_text(v) for v in unique}
+        return list(map(cleaned.__getitem__, values))
+    return [clean_text(v) for v in values]
+
+
+def read_csv(path: Path, required: list[str], optional: list[str] = (),
+             aliases: dict[str, str] | None = None) -> pd.DataFrame:
+    """Read a CSV as strings with normalised headers, cleaned values and a ``_line`` column.
+
+    ``aliases`` maps alternative header names (normalised, see :func:`header_key`) to the canonical
+    name. Missing required columns raise one error naming the expected and the found columns.
+    When two headers mean the same column, the one spelled canonically (else the first) is used.
+    A file without any data row is an error. Values are stripped (non-breaking spaces included);
+    a row shorter than the header is padded with empty values; a longer one is an error unless the
+    extra fields are empty (a trailing separator).
+    """
+    text = decode_text(read_bytes(path), path)
+    expected = ", ".join(list(required) + list(optional))
+    sep, text, offset = _separator(text)
+    records, record_lines, error = _records(text, sep, path, offset)
+    start = next((i for i, fields in enumerate(records) if any(f.strip(_WS) for f in fields)), None)
+    if start is None:
+        if error:
+            raise error
+        raise InputFormatError(f"{path}: empty file, expected a header line with columns {expected}")
+    header_line, header = record_lines[start], records[start]
+    aliases = aliases or {}
+    keys = [header_key(h) for h in header]
+    wanted = list(dict.fromkeys(list(required) + list(optional)))
+    position: dict[str, int] = {}
+    for pos, key in enumerate(keys):
+        name = aliases.get(key, key)
+        if name in wanted and (name not in position or (key == name and keys[position[name]] != name)):
+            position[name] = pos
+    missing = [c for c in required if c not in position]
+    if missing:
+        raise InputFormatError(
+            f"{path}:{header_line}: missing column(s) {', '.join(missing)}; expected {expected}"
+            f" (optional: {', '.join(optional) or 'none'}); found {', '.join(k or '(empty)' for k in keys)}"
+            f" (separator {sep!r})")
+    keep = [c for c in wanted if c in position]
+    rows, lines = records[start + 1:], record_lines[start + 1:]
+    width = len(header)
+    lengths = set(map(len, rows))
+    if lengths and max(lengths) > width:
+        for line, fields in zip(lines, rows):
+            if len(fields) > width and any(f.strip(_WS) for f in fields[width:]):
+                raise InputFormatError(f"{path}:{line}: {len(fields)} fields but the header (line "
+                                       f"{header_line}) has {width}; quote values that contain the "
+                                       f"separator {sep!r}")
+    if error:
+        raise error
+    if lengths and min(lengths) < width:   # short rows (blank lines too) are padded
+        rows = [f if len(f) >= width else f + [""] * (width - len(f)) for f in rows]
+    nul_free = "\x00" not in text
+    columns = {c: _clean_column(list(map(itemgetter(position[c]), rows)), nul_free) for c in keep}
+    if all("" in values for values in columns.values()):   # rows with nothing usable are dropped
+        used = [i for i, values in enumerate(zip(*columns.values())) if any(values)]
+        if len(used) < len(lines):
+            columns = {c: [values[i] for i in used] for c, values in columns.items()}
+            lines = [lines[i] for i in used]
+    if not lines:
+        raise InputFormatError(f"{path}: no data row after the header (line {header_line})")
+    frame = pd.DataFrame(columns, dtype=object)   # plain str objects: fast to iterate and map
+    frame["_line"] = lines
+    frame.attrs["source"] = str(path)
+    return frame
+
+
+def normalise_insee(code: str) -> str:
+    """Restore a commune code that lost its leading zero (``1001`` -> ``01001``); keep 2A/2B."""
+    code = re.sub(r"[\s\xa0\u202f\u2007\u200b\ufeff]+", "", str(code or "")).upper()
+    if code.endswith(".0") and code[:-2].isdigit():   # a number that went through a float
+        code = code[:-2]
+    if re.fullmatch(r"[1-9]\d{3}", code):   # no commune code starts with 00
+        return "0" + code
+    return code
+
+
+_INSEE_AS_IS = re.compile(r"\d{5}|2[AB]\d{3}")
+_INSEE_LINES = re.compile(r"(?:(?:\d{5}|2[AB]\d{3})\n)*(?:\d{5}|2[AB]\d{3})")   # codes joined by \n
+
+
+def all_str(values: list) -> bool:
+    """Whether every value is a ``str`` (no missing value): joined, they can be checked at once."""
+    return set(map(type, values)) <= {str}
+
+
+def normalise_insee_series(values: pd.Series) -> pd.Series:
+    """:func:`normalise_insee` of every value; well-formed codes (nearly all) are kept as they are."""
+    codes = values.tolist()
+    if not (codes and all_str(codes) and _INSEE_LINES.fullmatch("\n".join(codes))):
+        as_is = _INSEE_AS_IS.fullmatch
+        codes = [v if isinstance(v, str) and as_is(v) else normalise_insee(v) for v in codes]
+    return pd.Series(codes, index=values.index, name=values.name)
+
+
+def normalise_siren(code: str) -> str:
+    """Remove spaces, undo a float (``.0``) and restore a lost leading zero of a SIREN."""
+    code = re.sub(r"[\s\xa0\u202f\u2007\u200b\ufeff]+", "", str(code or ""))
+    if code.endswith(".0") and code[:-2].isdigit():
+        code = code[:-2]
+    if re.fullmatch(r"[1-9]\d{7}", code):
+        return "0" + code
+    return code

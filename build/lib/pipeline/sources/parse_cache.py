@@ -1,0 +1,92 @@
+"""Parsed reference tables cached beside the downloads, keyed by the input's sha256 and the parser.
+
+Parsing the three COG years of decoupage-administratif (JSON, 35,000 communes each) and the
+INSEE change history takes about a second of Python at every build, for files that change a few
+times a year. The parsed frames are kept as pickles in ``<TI_RAW_DIR>/parsed/`` (like Dagster's
+own filesystem IO manager, and the only format that gives back every dtype and null exactly, so
+the directory must be trusted like the code); the key
+is the sha256 of the input file, the name of the parser and a digest of the code that parses
+(``sources.py``, ``tables.py``) and of the pandas/numpy versions, so any change of input or of
+parser parses again. A cache that cannot be read or written is ignored (the file is parsed, a
+warning is logged): it never makes a build fail and never serves stale data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable
+
+import pickle
+
+import pandas as pd
+
+log = logging.getLogger(__name__)
+PARSERS = ("readers.py", "csv_tables.py")     # modules whose code shapes the parsed frames
+FORMAT = "1"
+
+
+@lru_cache(maxsize=1)
+def parser_digest() -> str:
+    import numpy as np
+
+    digest = hashlib.sha256(f"{FORMAT}|{pd.__version__}|{np.__version__}".encode())
+    here = Path(__file__).resolve().parent
+    for name in PARSERS:
+        digest.update((here / name).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def cache_key(kind: str, sha256: str) -> str:
+    return f"{kind}-{sha256[:32]}-{parser_digest()}"
+
+
+def cached_frames(cache_dir: Path | None, kind: str, sha256: str, names: tuple[str, ...],
+                  parse: Callable[[], dict[str, pd.DataFrame]]) -> dict[str, pd.DataFrame]:
+    """``parse()`` once per input file and parser version; later calls read the frames back.
+
+    ``names``: the frames ``parse`` returns (a dict name -> DataFrame). With ``cache_dir`` None,
+    or an input without a sha256, nothing is cached.
+    """
+    if cache_dir is None or not sha256:
+        return parse()
+    key = cache_key(kind, sha256)
+    path = Path(cache_dir) / f"{key}.pickle"
+    if path.is_file():
+        try:
+            with open(path, "rb") as fh:
+                frames = pickle.load(fh)
+            if isinstance(frames, dict) and set(names) <= set(frames):
+                return frames
+            log.warning("parse cache %s holds other frames: parsing %s again", key, kind)
+        except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError, ValueError) as err:
+            log.warning("parse cache %s unreadable (%s): parsing %s again", key, err, kind)
+    frames = parse()
+    try:
+        Path(cache_dir).mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                pickle.dump({n: frames[n] for n in names}, fh, protocol=pickle.HIGHEST_PROTOCOL)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        _prune(Path(cache_dir), kind, key)
+    except (OSError, pickle.PicklingError, TypeError) as err:
+        log.warning("parse cache %s not written (%s)", key, err)
+    return frames
+
+
+def _prune(cache_dir: Path, kind: str, keep: str) -> None:
+    """Drop older entries of the same kind (another sha256 or parser): one entry per input."""
+    for path in cache_dir.glob(f"{kind}-*.pickle"):
+        if path.name != keep + ".pickle":
+            try:
+                path.unlink()
+            except OSError:
+                pass
