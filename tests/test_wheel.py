@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -33,9 +34,19 @@ def _run(cmd, cwd, env, timeout=600):
 def installed(tmp_path_factory):
     mirror = require_shared_data()
     base = tmp_path_factory.mktemp("wheel")
+    # Built from a copy of the project's files: setuptools writes build/ and *.egg-info beside
+    # the sources, and tests write only to temporary folders.
+    source = base / "source"
+    skip_top = {".git", "build", "data_raw", "data_out", "bench", ".pytest_cache"}
+
+    def ignore(folder, names):
+        top = Path(folder) == ROOT
+        return [n for n in names if (top and n in skip_top) or n == "__pycache__" or n.endswith(".egg-info")]
+
+    shutil.copytree(ROOT, source, ignore=ignore)
     dist = base / "dist"
-    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dist),
-          str(ROOT)], cwd=base, env=os.environ)
+    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dist), str(source)],
+         cwd=base, env=os.environ)
     wheel = next(dist.glob("territoires_industrie-*.whl"))
     venv = base / "venv"
     _run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], cwd=base, env=os.environ)
