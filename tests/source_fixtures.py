@@ -19,7 +19,8 @@ HOSTS = ("https://www.data.gouv.fr", "https://static.data.gouv.fr", "https://unp
 
 
 def scratch_mirror(root: Path, source: Path, added: dict[str, bytes] = {}) -> Path:
-    """A mirror folder: a symlink to every file of ``source``, plus the ``added`` files."""
+    """A mirror folder: a symlink to every file of ``source``, plus the ``added`` files (new or
+    replacing one)."""
     mirror = root / "mirror"
     for f in source.rglob("*"):
         if f.is_file():
@@ -29,6 +30,7 @@ def scratch_mirror(root: Path, source: Path, added: dict[str, bytes] = {}) -> Pa
     for rel, body in added.items():
         target = mirror / rel
         target.parent.mkdir(parents=True, exist_ok=True)
+        target.unlink(missing_ok=True)      # a replaced file: never write through the symlink
         target.write_bytes(body)
     return mirror
 

@@ -398,5 +398,6 @@ def publish_build(result: BuildResult, settings: Settings, plans=None, build_id:
         "lock": lock_of_inputs(result.inputs),   # the manifest's top-level ``lock`` (see manifest.py)
     }
     return publish_release(territories, settings, build_id=build_id or new_build_id(),
-                           inputs=result.inputs, checks=[c.as_dict() for c in checks],
+                           inputs=[{k: v for k, v in i.items() if k != "lock"} for i in result.inputs],
+                           checks=[c.as_dict() for c in checks],
                            phase=result.phase, extra=extra)
