@@ -28,6 +28,7 @@ from ..geometry.coverage import DissolveStats
 from ..reconcile.phase_overlap import overlaps
 from ..reconcile.membership import Membership, build_membership, list_order
 from ..sources.parse_cache import cached_frames
+from ..errors import ReconciliationError
 from ..schema import TERRITORY_COLUMNS
 from ..settings import Settings
 from ..sources.readers import AdminRef, read_admin, read_commune_changes, read_ti_communes, read_ti_groupements
@@ -122,6 +123,11 @@ def load_changes(fetched: dict[str, FetchResult], cache_dir: Path | None = None)
 def phase_membership(catalog: Catalog, phase: str, fetched: dict[str, FetchResult], admin: AdminRef,
                      changes: pd.DataFrame, boundary_codes: set[str]) -> Membership:
     spec: PhaseSpec = catalog.phases[phase]
+    if list_cog(spec, fetched) != admin.cog:   # e.g. a Dagster graph made for the catalog's years
+        raise ReconciliationError(
+            f"{phase}: the list defining the perimeter is of COG {list_cog(spec, fetched)} (as resolved), but the "
+            f"COG {admin.cog} references were given; build with `python -m pipeline build`, or pin the list "
+            f"(TI_PIN_<SOURCE>) to a COG {admin.cog} release")
     communes_list = groupements_list = None
     problems = []
     releases = {}

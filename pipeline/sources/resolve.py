@@ -86,12 +86,12 @@ def _candidate(spec: SourceSpec, file: str, groups: dict, **where) -> Candidate:
 def mirror_candidates(spec: SourceSpec, mirror_dir: Path) -> list[Candidate]:
     """The catalog's mirror file (with the catalog's labels) and the matching files beside it."""
     known = PurePosixPath(spec.mirror)
+    patterns = spec.mirror_patterns + spec.patterns
     found = []
     if (mirror_dir / spec.mirror).is_file():
-        found.append(Candidate(file=known.name, cog=spec.cog, release=spec.mirror_release, mirror=spec.mirror,
-                               date=_candidate(spec, known.name, _match(spec, known.name, spec.mirror_patterns
-                                                                       + spec.patterns) or {}).date))
-    patterns = spec.mirror_patterns + spec.patterns
+        date = _candidate(spec, known.name, _match(spec, known.name, patterns) or {}).date
+        found.append(Candidate(file=known.name, cog=spec.cog, date=date, release=spec.mirror_release,
+                               mirror=spec.mirror))
     folder = mirror_dir / known.parent
     if patterns and folder.is_dir():
         for path in sorted(folder.iterdir()):
