@@ -79,7 +79,8 @@ def settings_from_args(args: argparse.Namespace, env: dict[str, str] | None = No
     from .settings import Settings
 
     env = dict(os.environ if env is None else env)
-    for option, var in (("mirror", "TI_MIRROR_DIR"), ("output", "TI_OUTPUT_DIR"), ("plans", "TI_PLANS_PATH")):
+    for option, var in (("mirror", "TI_MIRROR_DIR"), ("output", "TI_OUTPUT_DIR"), ("plans", "TI_PLANS_PATH"),
+                        ("lock", "TI_LOCK")):
         value = getattr(args, option, None)
         if value:
             env[var] = str(value)
@@ -162,7 +163,7 @@ def build_phase(settings, phase: str, force: bool, progress: Progress) -> dict |
     """Build and publish one phase if needed; the new manifest, or None when nothing changed."""
     from .build import steps as core
     from .sources.catalog import load_catalog
-    from .sources.fetch import fetch_source
+    from .sources.resolve import fetch_sources
 
     catalog = load_catalog(settings)
     if phase not in catalog.phases:
@@ -171,10 +172,10 @@ def build_phase(settings, phase: str, force: bool, progress: Progress) -> dict |
     names = core.phase_sources(catalog, phase)
     mode = "mirror " + str(settings.mirror_dir) if settings.offline else "live URLs"
     with progress.step(f"{phase}: reading {len(names)} sources ({mode})"):
-        fetched = {}
-        for name in names:
-            fetched[name] = result = fetch_source(catalog.source(name), settings)
-            progress.line(f"  {name}: sha256 {result.sha256[:12]}, {result.size:,} bytes, release {result.release}")
+        fetched = fetch_sources(settings, catalog, names)   # newest releases, pins, or the lock
+        for name, result in fetched.items():
+            progress.line(f"  {name}: sha256 {result.sha256[:12]}, {result.size:,} bytes, release {result.release}"
+                          f", COG {result.cog} ({(result.lock or {}).get('how', 'fixed')})")
     if phase == core.CURRENT_PHASE and settings.plans_path is not None:
         precheck_plans(settings, catalog.phases[phase], fetched)
         progress.line(f"{phase}: plan table {settings.plans_path} is valid")
@@ -204,6 +205,11 @@ def cmd_build(args: argparse.Namespace, progress: Progress) -> int:
 
     settings = settings_from_args(args)
     phases = list(load_catalog(settings).phases) if args.phase == "all" else [args.phase]
+    if settings.lock_path is not None:   # a lock is one phase's: its manifest's
+        from .sources.resolve import read_lock
+
+        read_lock(settings.lock_path)
+        phases = [json.loads(settings.lock_path.read_text(encoding="utf-8")).get("phase") or phases[0]]
     built = [p for p in phases if build_phase(settings, p, args.force, progress) is not None]
     if not built:
         return EXIT_UNCHANGED
@@ -213,7 +219,7 @@ def cmd_build(args: argparse.Namespace, progress: Progress) -> int:
 def cmd_check_sources(args: argparse.Namespace, progress: Progress) -> int:
     from .sources.catalog import load_catalog
     from .errors import SourceError
-    from .sources.fetch import probe_source
+    from .sources.resolve import probe_one
 
     settings = settings_from_args(args)
     catalog = load_catalog(settings)
@@ -222,7 +228,7 @@ def cmd_check_sources(args: argparse.Namespace, progress: Progress) -> int:
     for name, spec in catalog.sources.items():
         where = spec.mirror_path(settings.mirror_dir) if settings.offline else spec.url
         try:
-            version = probe_source(spec, settings)
+            version = probe_one(settings, catalog, name)
         except SourceError as err:
             failed += 1
             print(f"{name}\t{mode}\tERROR\t{err}")
@@ -252,6 +258,8 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--phase", choices=PHASE_CHOICES, default="2023-2027", help="phase to build (default 2023-2027)")
     b.add_argument("--output", metavar="DIR", help="publish into DIR (overrides TI_OUTPUT_DIR)")
     b.add_argument("--force", action="store_true", help="rebuild and publish even if nothing changed")
+    b.add_argument("--lock", metavar="MANIFEST", help="rebuild from exactly the sources locked in this manifest.json "
+                   "(its phase; overrides TI_LOCK)")
     b.set_defaults(run=cmd_build)
     c = sub.add_parser("check-sources", help="print each source's probe version",
                        description="Probe each source cheaply (mirror: sha256; live: HEAD / conditional GET).")

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 ASSETS_DIR = Path(str(importlib.resources.files("pipeline.static")))
 
 URL_PREFIX = "TI_URL_"
+PIN_PREFIX = "TI_PIN_"
 
 
 class SettingsError(PipelineError):
@@ -94,6 +95,12 @@ class Settings:
     # when it is loaded (a misspelt name is an error there, see catalog.load_catalog).
     url_overrides: Annotated[dict[str, str], AfterValidator(_urls)] = Field(default_factory=dict, json_schema_extra={
         "env": "TI_URL_<SOURCE>", "expect": "an http(s) URL"})
+    # TI_PIN_<SOURCE>: keep a source at one release (date, COG year, file name or resource id);
+    # the key is the source name in lower case, checked against the catalog like TI_URL_*.
+    pins: dict[str, str] = Field(default_factory=dict, json_schema_extra={
+        "env": "TI_PIN_<SOURCE>", "expect": "a release date, COG year, file name or resource id"})
+    lock_path: OptPath = Field(None, json_schema_extra={
+        "env": "TI_LOCK", "expect": "a manifest.json whose 'lock' names the exact sources to rebuild from"})
 
     @property
     def offline(self) -> bool:
@@ -114,6 +121,9 @@ class Settings:
             if var.startswith(URL_PREFIX):
                 if raw.strip():
                     values.setdefault("url_overrides", {})[var[len(URL_PREFIX):].lower()] = raw.strip()
+            elif var.startswith(PIN_PREFIX):
+                if raw.strip():
+                    values.setdefault("pins", {})[var[len(PIN_PREFIX):].lower()] = raw.strip()
             elif var in by_var:
                 if raw.strip():
                     values[by_var[var]] = raw.strip()

@@ -25,11 +25,20 @@ class CheckResult:
         return asdict(self)
 
 
-def check_count(territories: gpd.GeoDataFrame, expected: int) -> CheckResult:
+def check_count(territories: gpd.GeoDataFrame, expected) -> CheckResult:
+    """Every territory of the lists built, one row each. ``expected``: the territory ids of the
+    lists (or, as before, a number)."""
     n = int(territories["id_ti"].nunique())
-    return CheckResult("territory_count", n == expected and n == len(territories), True,
-                       f"exactly {expected} territories, one row each",
-                       {"expected": expected, "found": n, "rows": len(territories)})
+    if isinstance(expected, int):
+        return CheckResult("territory_count", n == expected and n == len(territories), True,
+                           f"exactly {expected} territories, one row each",
+                           {"expected": expected, "found": n, "rows": len(territories)})
+    wanted, built = set(expected), set(territories["id_ti"].tolist())
+    missing, unexpected = sorted(wanted - built), sorted(built - wanted)
+    return CheckResult("territory_count", not missing and not unexpected and n == len(territories), True,
+                       f"every territory of the lists built ({len(wanted)}), one row each",
+                       {"expected": len(wanted), "found": n, "rows": len(territories),
+                        "missing": missing, "unexpected": unexpected})
 
 
 def check_geometries(territories: gpd.GeoDataFrame) -> CheckResult:

@@ -20,13 +20,15 @@ import shapely
 from . import quality
 from ..sources.boundaries import BoundaryReport, BoundarySet, boundary_codes, read_boundaries, scan_boundaries
 from ..sources.catalog import Catalog, PhaseSpec, load_catalog
-from ..sources.fetch import FetchResult, fetch_source
+from ..sources.fetch import FetchResult
+from ..sources.resolve import fetch_sources, lock_of_inputs
 from ..geometry import coverage as geometry
 from .. import memory
 from ..geometry.coverage import DissolveStats
 from ..reconcile.phase_overlap import overlaps
-from ..reconcile.membership import Membership, build_membership
+from ..reconcile.membership import Membership, build_membership, list_order
 from ..sources.parse_cache import cached_frames
+from ..errors import ReconciliationError
 from ..schema import TERRITORY_COLUMNS
 from ..settings import Settings
 from ..sources.readers import AdminRef, read_admin, read_commune_changes, read_ti_communes, read_ti_groupements
@@ -51,7 +53,21 @@ def phase_sources(catalog: Catalog, phase: str) -> list[str]:
 
 
 def fetch_all(settings: Settings, catalog: Catalog, names: list[str]) -> dict[str, FetchResult]:
-    return {name: fetch_source(catalog.source(name), settings) for name in names}
+    """Resolve (newest release, pin or lock) and fetch the sources; the references follow the COG
+    years resolved (:func:`pipeline.sources.resolve.fetch_sources`)."""
+    return fetch_sources(settings, catalog, names)
+
+
+def list_cog(spec: PhaseSpec, fetched: dict[str, FetchResult]) -> int:
+    """COG year of the list defining the phase's perimeter (the most recent release read)."""
+    kinds = {"communes": spec.communes, "groupements": spec.groupements}
+    read = {k: fetched[n].release for k, n in kinds.items() if n and n in fetched}
+    return fetched[kinds[list_order(read)[0]]].cog if read else spec.list_cog
+
+
+def boundary_cog(catalog: Catalog, fetched: dict[str, FetchResult]) -> int:
+    src = fetched.get("communes_boundaries")
+    return src.cog if src is not None else catalog.boundaries().cog
 
 
 def load_admin(catalog: Catalog, fetched: dict[str, FetchResult], cog: int,
@@ -107,6 +123,11 @@ def load_changes(fetched: dict[str, FetchResult], cache_dir: Path | None = None)
 def phase_membership(catalog: Catalog, phase: str, fetched: dict[str, FetchResult], admin: AdminRef,
                      changes: pd.DataFrame, boundary_codes: set[str]) -> Membership:
     spec: PhaseSpec = catalog.phases[phase]
+    if list_cog(spec, fetched) != admin.cog:   # e.g. a Dagster graph made for the catalog's years
+        raise ReconciliationError(
+            f"{phase}: the list defining the perimeter is of COG {list_cog(spec, fetched)} (as resolved), but the "
+            f"COG {admin.cog} references were given; build with `python -m pipeline build`, or pin the list "
+            f"(TI_PIN_<SOURCE>) to a COG {admin.cog} release")
     communes_list = groupements_list = None
     problems = []
     releases = {}
@@ -120,9 +141,9 @@ def phase_membership(catalog: Catalog, phase: str, fetched: dict[str, FetchResul
         releases["groupements"] = fetched[spec.groupements].release
     return build_membership(
         communes_list=communes_list, groupements_list=groupements_list, admin=admin, changes=changes,
-        boundary_codes=boundary_codes, boundary_cog=catalog.boundaries().cog,
+        boundary_codes=boundary_codes, boundary_cog=boundary_cog(catalog, fetched),
         communes_release=releases.get("communes"), groupements_release=releases.get("groupements"),
-        list_problems=problems)
+        list_problems=problems, id_pattern=spec.id_pattern)
 
 
 # ---------------------------------------------------------------- territories
@@ -198,9 +219,10 @@ def territory_attributes(phase: str, membership: Membership, boundaries: pd.Data
 
 
 def run_checks(territories: gpd.GeoDataFrame, membership: Membership, boundaries,
-               expected: int) -> list[quality.CheckResult]:
+               expected=None) -> list[quality.CheckResult]:
+    """The blocking checks; ``expected``: the territory ids to build (default: every id of the lists)."""
     return [
-        quality.check_count(territories, expected),
+        quality.check_count(territories, membership.listed_territories if expected is None else expected),
         quality.check_geometries(territories),
         quality.check_members(membership.errors, membership.listed_codes, len(membership.members)),
         quality.check_areas(territories),
@@ -252,13 +274,13 @@ def build_territories(settings: Settings | None = None, phase: str = CURRENT_PHA
         scanning = pool.submit(scan_commune_boundaries, fetched)
         parsed = settings.raw_dir / "parsed"
         changes = load_changes(fetched, parsed)
-        admins = {cog: load_admin(catalog, fetched, cog, parsed)
-                  for cog in sorted({spec.list_cog, catalog.boundaries().cog})}
+        cog_list, cog_boundaries = list_cog(spec, fetched), boundary_cog(catalog, fetched)
+        admins = {cog: load_admin(catalog, fetched, cog, parsed) for cog in sorted({cog_list, cog_boundaries})}
         lap("read")
         # The codes from the file's attribute columns let the membership start before the scan
         # ends; it is redone if the scan drops some communes (empty or degenerate polygons).
         early = boundary_codes(fetched["communes_boundaries"].path)
-        membership = (phase_membership(catalog, phase, fetched, admins[spec.list_cog], changes, early)
+        membership = (phase_membership(catalog, phase, fetched, admins[cog_list], changes, early)
                       if early is not None else None)
         lap("membership_early")
         boundaries = scanning.result()
@@ -266,15 +288,15 @@ def build_territories(settings: Settings | None = None, phase: str = CURRENT_PHA
         lap("boundaries")
         codes = set(boundaries.codes.tolist())
         if membership is None or codes != early:
-            membership = phase_membership(catalog, phase, fetched, admins[spec.list_cog], changes, codes)
+            membership = phase_membership(catalog, phase, fetched, admins[cog_list], changes, codes)
         cleaning = pool.submit(member_coverage, boundaries, membership.members)
         previous = None
         if phase == CURRENT_PHASE and PREVIOUS_PHASE in catalog.phases:
-            prev_cog = catalog.phases[PREVIOUS_PHASE].list_cog
+            prev_cog = list_cog(catalog.phases[PREVIOUS_PHASE], fetched)
             prev_admin = admins.get(prev_cog) or load_admin(catalog, fetched, prev_cog, parsed)
             previous = phase_membership(catalog, PREVIOUS_PHASE, fetched, prev_admin, changes, codes)
             del prev_admin
-        boundary_admin = admins.get(catalog.boundaries().cog)
+        boundary_admin = admins.get(cog_boundaries)
         del admins, changes, codes, early      # the references are not needed any more: free them for the repair
         memory.trim()
         lap("membership")
@@ -289,7 +311,7 @@ def build_territories(settings: Settings | None = None, phase: str = CURRENT_PHA
     territories = assemble(phase, membership, dissolved, boundaries.communes, boundary_admin, previous,
                            attributes=attributes)
     lap("assemble")
-    results = run_checks(territories, membership, boundaries, spec.expected_territories) if checks else []
+    results = run_checks(territories, membership, boundaries) if checks else []
     lap("checks")
     report = boundaries.report
     del boundaries
@@ -303,7 +325,7 @@ def inputs_entry(result: FetchResult, catalog: Catalog) -> dict:
     return {"source": result.source, "title": spec.title, "origin": result.origin, "mode": result.mode,
             "sha256": result.sha256, "size": result.size, "release": result.release, "cog": result.cog,
             "licence": spec.licence, "etag": result.etag, "last_modified": result.last_modified,
-            "fetched_at": result.fetched_at}
+            "fetched_at": result.fetched_at, "lock": result.lock}
 
 
 def write_core_outputs(result: BuildResult, out_dir: Path) -> dict[str, Path]:
@@ -379,7 +401,9 @@ def publish_build(result: BuildResult, settings: Settings, plans=None, build_id:
         "new_territories": int(territories["is_new"].fillna(False).sum()),
         "code_fingerprint": code_fingerprint(),
         "timings_s": result.timings,
+        "lock": lock_of_inputs(result.inputs),   # the manifest's top-level ``lock`` (see manifest.py)
     }
     return publish_release(territories, settings, build_id=build_id or new_build_id(),
-                           inputs=result.inputs, checks=[c.as_dict() for c in checks],
+                           inputs=[{k: v for k, v in i.items() if k != "lock"} for i in result.inputs],
+                           checks=[c.as_dict() for c in checks],
                            phase=result.phase, extra=extra)

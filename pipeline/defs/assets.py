@@ -15,7 +15,7 @@ from dagster import (AssetExecutionContext, AssetIn, AssetKey, Backoff, DataVers
 from ..build import steps as core
 from ..sources.catalog import load_catalog
 from ..errors import SourceError
-from ..sources.fetch import fetch_source
+from ..sources.resolve import fetch_one
 from .resources import PipelineSettings, definition_settings
 
 CATALOG = load_catalog(definition_settings())
@@ -81,10 +81,9 @@ def source_asset(name: str):
            kinds={"file"})
     def _fetch(context: AssetExecutionContext, pipeline_settings: PipelineSettings):
         settings = pipeline_settings.settings()
-        spec_now = load_catalog(settings).source(name)
         t = time.perf_counter()
-        try:
-            result = fetch_source(spec_now, settings)
+        try:   # the newest release, the pinned one, or the lock's (pipeline.sources.resolve)
+            result = fetch_one(settings, load_catalog(settings), name)
         except SourceError as err:
             if getattr(err, "retryable", False):
                 raise
@@ -293,8 +292,7 @@ def publish_asset(phase: str):
         # The blocking asset checks already stopped a wrong build before this step; they are run
         # again here (0.3 s) because the manifest records their results and publish_build refuses
         # to publish a failing build even when this asset is materialized on its own.
-        build.checks = core.run_checks(build.territories, build.membership, boundaries,
-                                       CATALOG.phases[phase].expected_territories)
+        build.checks = core.run_checks(build.territories, build.membership, boundaries)
         t = time.perf_counter()
         manifest = core.publish_build(build, settings, plans=plans, build_id=core.new_build_id())
         meta = {"build_id": manifest["build_id"], "contract_version": manifest["contract_version"],
@@ -302,6 +300,9 @@ def publish_asset(phase: str):
                 "output_dir": MetadataValue.path(str(settings.output_dir))}
         meta["manifest"] = MetadataValue.path(str(stable_paths(settings.output_dir, phase)["manifest"]))
         meta["dagster/row_count"] = len(build.territories)
+        from ..publish.changes import changes_markdown   # what changed since the previous release
+
+        meta["changes"] = MetadataValue.md(changes_markdown(settings.output_dir, phase) or "_none_")
         for out in manifest.get("outputs", []):
             label = out.get("name") or out.get("path")
             meta[f"{label} bytes"] = out.get("bytes")

@@ -2,7 +2,7 @@
 
 * ``weekly_build`` runs the ``build_all`` job (every asset and check) on ``TI_SCHEDULE_CRON``
   (default ``0 6 * * 1``: Monday 06:00) in ``TI_SCHEDULE_TIMEZONE`` (default ``Europe/Paris``).
-* ``source_change_sensor`` probes every catalog source with :func:`pipeline.fetch.probe_source`
+* ``source_change_sensor`` probes every catalog source's resolved release with :func:`pipeline.sources.resolve.probe_one`
   (mirror mode: sha256 of the file; live: HEAD / conditional GET validators) and the plan table
   (``TI_PLANS_PATH``: sha256 of the file), every ``TI_SENSOR_INTERVAL_SECONDS`` (default 3600).
   Its cursor is a JSON object ``{input name: last seen version}``. An empty cursor (first tick)
@@ -27,7 +27,8 @@ from dagster import (AssetCheckKey, AssetKey, AssetSelection, DagsterInvalidDefi
 
 from ..sources.catalog import load_catalog
 from ..errors import PipelineError, SourceError
-from ..sources.fetch import probe_source, sha256_file
+from ..sources.fetch import sha256_file
+from ..sources.resolve import probe_one
 from .resources import PipelineSettings
 from ..settings import Settings
 
@@ -85,7 +86,7 @@ def probe_inputs(settings: Settings) -> tuple[dict[str, str], dict[str, str]]:
     errors: dict[str, str] = {}
     for name, spec in catalog.sources.items():
         try:
-            versions[name] = probe_source(spec, settings)
+            versions[name] = probe_one(settings, catalog, name)   # the newest release's version
         except SourceError as err:
             errors[name] = str(err)
     versions[PLAN_INPUT] = plan_version(settings)

@@ -34,6 +34,7 @@ class PipelineSettings(ConfigurableResource):
     http_max_retry_after: str = ""
     schedule_cron: str = ""
     schedule_timezone: str = ""
+    lock_path: str = ""
 
     def settings(self) -> Settings:
         env = dict(os.environ)
@@ -49,11 +50,11 @@ def definition_settings() -> Settings:
 
     A bad TI_* value must not stop the code location from loading: it is logged here and the
     defaults are used for the definitions; the steps that read the settings at run time then
-    fail with the same one-line message. URL overrides are left out: a misspelt TI_URL_* is
-    reported by the run that loads the catalog to fetch, not by the code location.
+    fail with the same one-line message. URL overrides and pins are left out: a misspelt TI_URL_* or
+    TI_PIN_* is reported by the run that loads the catalog to fetch, not by the code location.
     """
     try:
-        return Settings.from_env().replace(url_overrides={})
+        return Settings.from_env().replace(url_overrides={}, pins={})
     except PipelineError as err:
         log.error("%s (the code location loads with the default settings; runs will fail until it is fixed)", err)
         catalog = os.environ.get("TI_CATALOG", "").strip()

@@ -35,6 +35,8 @@ def build_manifest(
     *, build_id: str, phase: str, built_at: str, release_path: str, inputs: list[dict],
     outputs: list[dict], checks: list[dict], extra: dict | None, columns: list[dict], timings: dict,
 ) -> dict:
+    extra = dict(extra or {})
+    lock = extra.pop("lock", None)     # the exact sources of the build (pipeline.sources.resolve)
     return {
         "build_id": build_id,
         "built_at": built_at,
@@ -43,11 +45,12 @@ def build_manifest(
         "phase": phase,
         "release_path": release_path,
         "inputs": list(inputs),
+        **({"lock": lock} if lock is not None else {}),
         "outputs": outputs,
         "checks": list(checks),
         "columns": columns,
         "timings_s": timings,
-        "extra": dict(extra or {}),
+        "extra": extra,
     }
 
 

@@ -30,7 +30,7 @@ from pathlib import Path
 import geopandas as gpd
 
 from ..errors import PublishError
-from . import geojson, geoparquet, gpkg, light, preview
+from . import changes, geojson, geoparquet, gpkg, light, preview
 from .columns import column_infos, prepare_frame
 from .manifest import MANIFEST_NAME, build_manifest, dumps, output_entry, read_manifest, utc_now
 
@@ -309,16 +309,22 @@ def publish_release(
                 raise
             except Exception as err:
                 raise _fail(build_id, f"could not write {MANIFEST_NAME} ({manifest_path})", err) from err
+            # changes.json + CHANGES.md against the stable release, swapped in with the manifest
+            try:
+                report = changes.report_for(stable, manifest, frame, MANIFEST_NAME, STABLE_NAMES["geoparquet"])
+                files = [STABLE_NAMES[n] for n in facts] + changes.write_changes(staging, report) + [MANIFEST_NAME]
+            except Exception as err:
+                raise _fail(build_id, f"could not write {changes.CHANGES_JSON}", err) from err
             # into the release folder
             final.mkdir(parents=True, exist_ok=True)
-            for name in [*facts, "manifest"]:
-                src = staging / STABLE_NAMES[name]
+            for file in files:
+                src = staging / file
                 os.replace(src, final / src.name)
                 moved.append(final / src.name)
             shutil.rmtree(staging, ignore_errors=True)
             # temporary copies beside the stable paths (this is where a full disk would show)
-            for name in [*facts, "manifest"]:
-                src = final / STABLE_NAMES[name]
+            for file in files:
+                src = final / file
                 try:
                     temps.append((_copy_to_temp(src, stable, build_id), stable / src.name))
                 except Exception as err:

@@ -10,6 +10,7 @@ commune is an error and is left out of ``Membership.territories``.
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -33,6 +34,8 @@ class Membership:
     disagreements: list[dict] = field(default_factory=list)     # id_ti, only_communes, only_groupements
     errors: list[str] = field(default_factory=list)
     listed_codes: int = 0
+    listed_territories: list[str] = field(default_factory=list)  # every territory id of the lists:
+                                                                  # each must be built (territory_count)
 
     def summary(self) -> dict:
         st = self.members["status"].value_counts().to_dict() if len(self.members) else {}
@@ -98,60 +101,92 @@ def _release_key(release: str | None) -> str:
     return release if release and release[:4].isdigit() else ""
 
 
-def build_membership(*, communes_list: pd.DataFrame | None, groupements_list: pd.DataFrame | None,
-                     admin: AdminRef, changes: pd.DataFrame, boundary_codes: set[str],
-                     boundary_cog: int, communes_release: str | None = None,
-                     groupements_release: str | None = None,
-                     list_problems: list[ListProblem] = ()) -> Membership:
-    """Reconcile the list(s) into one row per (territory, boundary commune)."""
-    errors = [str(p) for p in list_problems]
-    frames = {}
+def list_order(releases: dict[str, str | None]) -> list[str]:
+    """List kinds ("communes", "groupements") by precedence: the most recent release defines the
+    perimeter (ties: the list by commune); ``releases`` holds the kinds read."""
+    return sorted(releases, key=lambda k: (_release_key(releases[k]), k == "communes"), reverse=True)
+
+
+def _list_frames(communes_list: pd.DataFrame | None, groupements_list: pd.DataFrame | None,
+                 admin: AdminRef) -> tuple[dict[str, pd.DataFrame], list[str]]:
+    """Each list as (id_ti, insee_com, siren_groupement, _line, _source) rows; groupements expanded."""
+    frames, errors = {}, []
     if communes_list is not None:
         frames["communes"] = communes_list[["id_ti", "insee_com", "_line"]].assign(
             siren_groupement=pd.NA, _source=communes_list.attrs.get("source"))
     if groupements_list is not None:
-        expanded, grp_errors = expand_groupements(groupements_list, admin)
-        errors += grp_errors
+        expanded, errors = expand_groupements(groupements_list, admin)
         frames["groupements"] = expanded.assign(_source=groupements_list.attrs.get("source"))
     if not frames:
         raise ValueError("build_membership needs a list by commune or by groupement")
+    return frames, errors
 
-    # Which list defines each territory's perimeter: the most recent release; ties -> communes.
-    order = sorted(frames, key=lambda k: (_release_key(communes_release if k == "communes" else groupements_release),
-                                          k == "communes"), reverse=True)
-    primary = order[0]
-    disagreements = []
-    if len(frames) == 2:
-        # A territory's two sets of codes differ exactly where the (territory, code) pairs do.
-        pairs = [set(zip(f["id_ti"].tolist(), f["insee_com"].tolist()))
-                 for f in (frames["communes"], frames["groupements"])]
-        only = [defaultdict(list), defaultdict(list)]
-        for side, extra in enumerate((pairs[0] - pairs[1], pairs[1] - pairs[0])):
-            for tid, code in extra:
-                if type(tid) is str or not pd.isna(tid):   # as groupby, missing ids left out
-                    only[side][tid].append(code)
-        for tid in sorted(only[0].keys() | only[1].keys()):
-            disagreements.append({"id_ti": tid, "only_in_communes_list": sorted(only[0].get(tid, [])),
-                                  "only_in_groupements_list": sorted(only[1].get(tid, []))})
-    chosen = frames[primary]
-    source_of = {tid: primary for tid in chosen["id_ti"].unique()}
+
+def _disagreements(frames: dict[str, pd.DataFrame]) -> list[dict]:
+    """Per territory, the codes only one of the two lists has (a report, never an error)."""
+    if len(frames) != 2:
+        return []
+    # A territory's two sets of codes differ exactly where the (territory, code) pairs do.
+    pairs = [set(zip(f["id_ti"].tolist(), f["insee_com"].tolist()))
+             for f in (frames["communes"], frames["groupements"])]
+    only = [defaultdict(list), defaultdict(list)]
+    for side, extra in enumerate((pairs[0] - pairs[1], pairs[1] - pairs[0])):
+        for tid, code in extra:
+            if type(tid) is str or not pd.isna(tid):   # as groupby, missing ids left out
+                only[side][tid].append(code)
+    return [{"id_ti": tid, "only_in_communes_list": sorted(only[0].get(tid, [])),
+             "only_in_groupements_list": sorted(only[1].get(tid, []))}
+            for tid in sorted(only[0].keys() | only[1].keys())]
+
+
+def _perimeters(frames: dict[str, pd.DataFrame], order: list[str]) -> tuple[pd.DataFrame, dict[str, str]]:
+    """The rows defining each territory: from the first list of ``order`` that has it."""
+    chosen = frames[order[0]]
+    source_of = {tid: order[0] for tid in chosen["id_ti"].unique()}
     for other in order[1:]:  # territories missing from the primary list come from the other one
         extra = frames[other][~frames[other]["id_ti"].isin(source_of)]
         for tid in extra["id_ti"].unique():
             source_of[tid] = other
         chosen = pd.concat([chosen, extra], ignore_index=True)
+    return chosen, source_of
 
-    # Territory names: from the list that defines the perimeter, else from the other one.
-    names_in = {"communes": _names(communes_list), "groupements": _names(groupements_list)}
-    names = {tid: names_in[src].get(tid) or next((n[tid] for n in names_in.values() if tid in n), tid)
-             for tid, src in source_of.items()}
-    sirens: dict[str, list[str]] = {}
-    if groupements_list is not None:
-        sirens = {tid: sorted(s) for tid, s in _codes_by_id(groupements_list, "siren_groupement").items()}
 
-    # Each listed code -> its codes in the boundary COG (before restricting to the boundary codes,
-    # so that a successor missing from the boundaries is reported, not dropped).
-    listed = set(chosen["insee_com"].tolist())
+def validate_lists(frames: dict[str, pd.DataFrame], source_of: dict[str, str], admin: AdminRef,
+                   changes: pd.DataFrame, boundary_codes: set[str], boundary_cog: int,
+                   id_pattern: str | None) -> list[str]:
+    """Errors for codes no vintage knows, and territory ids of the wrong shape, in every list read.
+
+    The rows that define a territory's perimeter are checked again, code by code, when they are
+    mapped to the boundary vintage (:func:`_place`); here: the other list's rows, which are only
+    compared, so that a bad code there is not a mere disagreement. (Groupement SIRENs are checked by
+    :func:`expand_groupements`, whichever list defines the perimeter.)
+    """
+    errors = []
+    if id_pattern:
+        shape = re.compile(id_pattern)
+        for frame in frames.values():
+            first = frame.drop_duplicates("id_ti")
+            for tid, line, src in zip(first["id_ti"], first["_line"], first["_source"]):
+                if isinstance(tid, str) and not shape.fullmatch(tid):
+                    errors.append(f"{tid}: territory id {tid!r} ({_where(line, src)}) does not have the shape "
+                                  f"{id_pattern}")
+    other = frames.get("communes")
+    if other is None:
+        return errors
+    other = other[other["id_ti"].map(source_of).ne("communes")]
+    history = set(changes["COM_AV"].tolist()) | set(changes["COM_AP"].tolist())
+    unknown = other[~other["insee_com"].isin(admin.codes | boundary_codes | history)]
+    errors += [f"{tid}: commune {code} ({_where(line, src)}) exists in no COG vintage: not a COG {admin.cog} code, "
+               f"not in the COG {boundary_cog} boundaries, never in the INSEE change history"
+               for tid, code, line, src in zip(unknown["id_ti"], unknown["insee_com"], unknown["_line"],
+                                               unknown["_source"])]
+    return errors
+
+
+def _code_mapping(listed: set[str], admin: AdminRef, changes: pd.DataFrame, boundary_codes: set[str],
+                  boundary_cog: int) -> tuple[dict[str, set[str]], dict[str, str], dict[str, set[str]]]:
+    """Listed code -> its codes in the boundary COG (only codes that move, or are unknown to the
+    list year), how each unknown code was found, and the predecessors of every moved code."""
     known = admin.codes
     # One walk over every code of the list year: the listed codes' successors (forward: not
     # restricted to the boundaries, so a successor missing from them is reported) and, below, the
@@ -176,9 +211,25 @@ def build_membership(*, communes_list: pd.DataFrame | None, groupements_list: pd
             mapping[code] = set()
     # All codes of the list year, to find successors that absorbed communes outside any territory.
     preds = vintages.predecessors({c: t & boundary_codes for c, t in moved.items() if t != {c}})
-    in_any = listed
+    return mapping, how_of, preds
 
-    reconciled, absorbed = [], []
+
+@dataclass
+class _Placed:
+    columns: dict[str, list]     # id_ti, insee_com, codes_list, status: one entry per member
+    reconciled: list[dict]
+    errors: list[str]
+    territories: set[str]        # with at least one member
+    rows: int                    # distinct (territory, listed code)
+
+
+# The inner loop runs once per listed code (18,000 on the real list): plain dicts and lists, no
+# pandas per row, and the error locations looked up only when there is an error.
+def _place(chosen: pd.DataFrame, mapping: dict[str, set[str]], how_of: dict[str, str], admin: AdminRef,
+           boundary_codes: set[str], boundary_cog: int) -> _Placed:
+    """Every (territory, listed code) onto its boundary communes, or an error naming it."""
+    known = admin.codes
+    reconciled, errors = [], []
     first = chosen.sort_values("_line", kind="stable").drop_duplicates(["id_ti", "insee_com"])
     first_ids, first_codes = first["id_ti"].tolist(), first["insee_com"].tolist()
     located: dict[tuple[str, str], tuple] = {}
@@ -236,25 +287,69 @@ def build_membership(*, communes_list: pd.DataFrame | None, groupements_list: pd
         columns["codes_list"] += [[t] if e is None else e[0] if len(e[0]) == 1 else sorted(set(e[0]))
                                   for t, e in zip(targets, entries)]
         columns["status"] += ["matched" if e is None else e[1] for e in entries]
-    members = pd.DataFrame(columns) if columns["id_ti"] else pd.DataFrame([], columns=list(columns))
+    return _Placed(columns, reconciled, errors, set(merged), len(first))
+
+
+def _absorbed_and_shared(placed: _Placed, members: pd.DataFrame, preds: dict[str, set[str]],
+                         listed: set[str]) -> tuple[list[dict], list[dict]]:
+    """Successors that absorbed communes listed nowhere; communes in several territories."""
+    columns = placed.columns
+    absorbed = []
     hits = preds.keys() & set(columns["insee_com"])
     for tid, succ in zip(columns["id_ti"], columns["insee_com"]):
         if succ in hits:
-            outside = sorted(p for p in preds[succ] if p not in in_any)
+            outside = sorted(p for p in preds[succ] if p not in listed)
             if outside:
                 absorbed.append({"id_ti": tid, "successor": succ, "absorbed": outside})
-
-    shared_list = []
+    shared = []
     if len(set(columns["insee_com"])) < len(columns["insee_com"]):   # a commune in several territories
         multi = members[members["insee_com"].duplicated(keep=False)]
-        shared_list = [{"insee_com": c, "id_ti": sorted(g)} for c, g in multi.groupby("insee_com")["id_ti"]]
+        shared = [{"insee_com": c, "id_ti": sorted(g)} for c, g in multi.groupby("insee_com")["id_ti"]]
+    return absorbed, shared
+
+
+def build_membership(*, communes_list: pd.DataFrame | None, groupements_list: pd.DataFrame | None,
+                     admin: AdminRef, changes: pd.DataFrame, boundary_codes: set[str],
+                     boundary_cog: int, communes_release: str | None = None,
+                     groupements_release: str | None = None,
+                     list_problems: list[ListProblem] = (), id_pattern: str | None = None) -> Membership:
+    """Reconcile the list(s) into one row per (territory, boundary commune).
+
+    Steps: the lists as rows (:func:`_list_frames`), the list defining each territory
+    (:func:`list_order`, :func:`_perimeters`), the other list's codes validated
+    (:func:`validate_lists`) and compared (:func:`_disagreements`), the codes mapped to the
+    boundary vintage (:func:`_code_mapping`) and placed (:func:`_place`).
+    """
+    errors = [str(p) for p in list_problems]
+    frames, grp_errors = _list_frames(communes_list, groupements_list, admin)
+    errors += grp_errors
+    releases = {"communes": communes_release, "groupements": groupements_release}
+    order = list_order({k: releases[k] for k in frames})
+    disagreements = _disagreements(frames)
+    chosen, source_of = _perimeters(frames, order)
+    errors += validate_lists(frames, source_of, admin, changes, boundary_codes, boundary_cog, id_pattern)
+
+    # Territory names: from the list that defines the perimeter, else from the other one.
+    names_in = {"communes": _names(communes_list), "groupements": _names(groupements_list)}
+    names = {tid: names_in[src].get(tid) or next((n[tid] for n in names_in.values() if tid in n), tid)
+             for tid, src in source_of.items()}
+    sirens: dict[str, list[str]] = {}
+    if groupements_list is not None:
+        sirens = {tid: sorted(s) for tid, s in _codes_by_id(groupements_list, "siren_groupement").items()}
+
+    listed = set(chosen["insee_com"].tolist())
+    mapping, how_of, preds = _code_mapping(listed, admin, changes, boundary_codes, boundary_cog)
+    placed = _place(chosen, mapping, how_of, admin, boundary_codes, boundary_cog)
+    errors += placed.errors
+    columns = placed.columns
+    members = pd.DataFrame(columns) if columns["id_ti"] else pd.DataFrame([], columns=list(columns))
+    absorbed, shared_list = _absorbed_and_shared(placed, members, preds, listed)
 
     # A territory without any valid commune has no perimeter: it is reported and left out of
     # ``territories`` (so the territory count check names the shortfall too).
-    with_members = set(merged)
     chosen_ids = set(chosen["id_ti"].tolist())
-    errors += [f"{t}: no valid commune" for t in sorted(chosen_ids - with_members)]
-    tids = sorted(with_members)
+    errors += [f"{t}: no valid commune" for t in sorted(chosen_ids - placed.territories)]
+    tids = sorted(placed.territories)
     # Territories whose every row was unusable (reported in list_problems) are named too.
     dropped = sorted({p.id_ti for p in list_problems} - chosen_ids - {""})
     errors += [f"{t}: no valid commune (every row of the list is invalid)" for t in dropped]
@@ -264,7 +359,9 @@ def build_membership(*, communes_list: pd.DataFrame | None, groupements_list: pd
         "siren_groupements": [list(sirens.get(t, [])) for t in tids],
         "perimeter_source": [source_of[t] for t in tids],
     })
+    listed_ids = sorted({t for t in chosen_ids | set(dropped) if isinstance(t, str)})
     return Membership(members=members, territories=territories, list_cog=admin.cog,
-                      boundary_cog=boundary_cog, reconciled=reconciled, absorbed_outside=absorbed,
+                      boundary_cog=boundary_cog, reconciled=placed.reconciled, absorbed_outside=absorbed,
                       shared_communes=shared_list, disagreements=disagreements, errors=errors,
-                      listed_codes=len(first))   # one row per distinct (territory, code)
+                      listed_codes=placed.rows,   # one row per distinct (territory, code)
+                      listed_territories=listed_ids)

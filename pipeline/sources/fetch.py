@@ -55,6 +55,7 @@ class FetchResult:
     fetched_at: str = ""
     changed: bool = True     # False when the cached copy was reused (304 / same sha256)
     attempts: int = 1
+    lock: dict | None = None  # the release resolved (pipeline.sources.resolve), for the manifest's lock
 
     def as_metadata(self) -> dict:
         d = asdict(self)
