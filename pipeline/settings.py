@@ -54,6 +54,12 @@ def _urls(urls: dict[str, str]) -> dict[str, str]:
     return urls
 
 
+def _webhook(url: str | None) -> str | None:
+    if url is not None and not url.lower().startswith(("https://", "http://")):
+        raise ValueError("TI_ALERT_WEBHOOK_URL is not an http(s) URL")
+    return url
+
+
 AbsPath = Annotated[Path, AfterValidator(_absolute)]
 OptPath = Annotated[Path | None, AfterValidator(_absolute)]
 Seconds = Annotated[float, AfterValidator(_finite)]
@@ -101,6 +107,13 @@ class Settings:
         "env": "TI_PIN_<SOURCE>", "expect": "a release date, COG year, file name or resource id"})
     lock_path: OptPath = Field(None, json_schema_extra={
         "env": "TI_LOCK", "expect": "a manifest.json whose 'lock' names the exact sources to rebuild from"})
+    alert_webhook_url: Annotated[str | None, AfterValidator(_webhook)] = Field(None, json_schema_extra={
+        "env": "TI_ALERT_WEBHOOK_URL", "expect": "an http(s) URL that receives a JSON POST per failed run"})
+    # Dagster's freshness windows are at least one minute (warn at the age, fail at twice it).
+    release_max_age_days: Seconds = Field(8.0, ge=0.001, le=3650, json_schema_extra={
+        "env": "TI_RELEASE_MAX_AGE_DAYS", "expect": "days, a number >= 0.001 and <= 3650 (e.g. 8)"})
+    sources_max_age_hours: Seconds = Field(26.0, ge=0.02, le=8760, json_schema_extra={
+        "env": "TI_SOURCES_MAX_AGE_HOURS", "expect": "hours, a number >= 0.02 and <= 8760 (e.g. 26)"})
 
     @property
     def offline(self) -> bool:
@@ -156,7 +169,7 @@ def env_names() -> dict[str, str]:
 
 
 # Variables read elsewhere than Settings (the Dagster layer's own knobs): known, not warned about.
-OTHER_VARIABLES = {"TI_SENSOR_INTERVAL_SECONDS"}
+OTHER_VARIABLES = {"TI_SENSOR_INTERVAL_SECONDS", "TI_SOURCES_CRON"}
 
 
 def warn_unknown(var: str) -> None:

@@ -1,178 +1,207 @@
-"""Automation: a weekly schedule of the whole graph, and a sensor that rebuilds only what changed.
+"""Automation: declarative conditions on every asset, code versions, and the weekly safety net.
 
-* ``weekly_build`` runs the ``build_all`` job (every asset and check) on ``TI_SCHEDULE_CRON``
-  (default ``0 6 * * 1``: Monday 06:00) in ``TI_SCHEDULE_TIMEZONE`` (default ``Europe/Paris``).
-* ``source_change_sensor`` probes every catalog source's resolved release with :func:`pipeline.sources.resolve.probe_one`
-  (mirror mode: sha256 of the file; live: HEAD / conditional GET validators) and the plan table
-  (``TI_PLANS_PATH``: sha256 of the file), every ``TI_SENSOR_INTERVAL_SECONDS`` (default 3600).
-  Its cursor is a JSON object ``{input name: last seen version}``. An empty cursor (first tick)
-  requests a run of everything; a tick where nothing changed returns a SkipReason; otherwise one
-  RunRequest selects the changed inputs' assets and everything downstream of them (and the asset
-  checks of those assets), so assets not downstream of a change are not re-run: the run loads
-  them from their last materialization. A probe that fails is logged, keeps its previous version
-  and is tried again at the next tick.
+* **Change detection is Dagster's own.** The assets that read something outside the graph (the
+  ``sources`` group: a download or a mirror file; ``plans``: the TI_PLANS_PATH table) run again on
+  every tick of ``TI_SOURCES_CRON`` (default hourly): live, a conditional GET (304 when unchanged),
+  in mirror mode a sha256 of the file. Their data version is the file's sha256. Every other asset
+  runs when a dependency's data version changed, or when a dependency runs in the same tick (so one
+  run carries a change down the graph), when its own ``code_version`` changed, or when it is
+  missing. A fetch that brings the same bytes therefore rebuilds nothing, and a changed source
+  rebuilds only what depends on it. Dagster derives the data version of the other assets from their
+  code version and their inputs' data versions, so a code change propagates the same way.
+* **A failed run is retried**: an asset whose latest run failed is requested again at every
+  evaluation of ``automation_sensor`` (TI_SENSOR_INTERVAL_SECONDS apart) until it succeeds; a
+  change is never forgotten because the request was made.
+* **Code versions**: each asset's ``code_version`` is a digest of its step's function and of the
+  core modules that step runs (``STEP_CODE``, by asset group), so editing the dissolve marks the
+  dissolve and what is below it as changed, not the fetches.
+* **Freshness policies** (alerts.py) on the published and source assets.
+* ``weekly_build`` runs the whole ``build_all`` job on ``TI_SCHEDULE_CRON`` in
+  ``TI_SCHEDULE_TIMEZONE``: the safety net if the automation is off or its history was lost.
+
+No custom change sensor is left: Dagster expresses all of the above (the previous hand-written
+sensor built its own downstream selection and lost a change whose run failed).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
+import hashlib
+import inspect
 import os
 import zoneinfo
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 
-from dagster import (AssetCheckKey, AssetKey, AssetSelection, DagsterInvalidDefinitionError, Definitions,
-                     RunRequest, ScheduleDefinition, SensorDefinition, SensorEvaluationContext, SensorResult,
-                     SkipReason, sensor)
+from dagster import (AssetKey, AssetSelection, AssetsDefinition, AutomationCondition,
+                     AutomationConditionSensorDefinition, DagsterInvalidDefinitionError, ScheduleDefinition)
 
-from ..sources.catalog import load_catalog
-from ..errors import PipelineError, SourceError
-from ..sources.fetch import sha256_file
-from ..sources.resolve import probe_one
-from .resources import PipelineSettings
-from ..settings import Settings
+from ..errors import PipelineError
+from ..settings import ASSETS_DIR, Settings
+from .alerts import freshness_policy
 
 DEFAULT_CRON = "0 6 * * 1"
 DEFAULT_TIMEZONE = "Europe/Paris"
-DEFAULT_SENSOR_INTERVAL = 3600
+DEFAULT_SOURCES_CRON = "0 * * * *"
+DEFAULT_SENSOR_INTERVAL = 600
 SCHEDULE_NAME = "weekly_build"
-SENSOR_NAME = "source_change_sensor"
-PLAN_INPUT = "plan_table"          # the probed plan table's name in the cursor (and its asset key)
-NO_PLAN_TABLE = "none"
+SENSOR_NAME = "automation_sensor"
+# Groups whose assets read an input from outside the graph: re-run on TI_SOURCES_CRON.
+EXTERNAL_INPUT_GROUPS = ("sources", "plans")
+
+# The core code each group's steps run, relative to the package (``static/`` is the assets/
+# folder shipped as pipeline.static). A group not listed here hashes the whole package.
+PACKAGE_DIR = Path(__file__).resolve().parent.parent
+STEP_CODE: dict[str, tuple[str, ...]] = {
+    "sources": ("sources/catalog.py", "sources/fetch.py", "sources/http.py", "static/sources.toml"),
+    "reference": ("build/steps.py", "sources/boundaries.py", "sources/readers.py", "sources/csv_tables.py",
+                  "sources/parse_cache.py", "geometry/coverage.py"),
+    "phase_": ("build/steps.py", "build/quality.py", "reconcile/", "geometry/coverage.py", "sources/readers.py",
+               "schema.py"),
+    "plans": ("sources/plans.py",),
+    "publish": ("build/steps.py", "build/quality.py", "publish/", "schema.py", "static/"),
+}
 
 
 class AutomationSettingError(PipelineError):
-    """A TI_SCHEDULE_* / TI_SENSOR_* environment variable has a value Dagster cannot use."""
+    """A TI_SCHEDULE_* / TI_SOURCES_CRON / TI_SENSOR_* variable has a value Dagster cannot use."""
 
 
-# ---------------------------------------------------------------- schedule
-def build_schedule(job, env: Mapping[str, str] | None = None) -> ScheduleDefinition:
-    """The weekly schedule of ``job``, its cron and timezone read from ``env`` (default os.environ)."""
-    env = os.environ if env is None else env
-    cron = (env.get("TI_SCHEDULE_CRON") or DEFAULT_CRON).strip()
+def _env(env: Mapping[str, str] | None) -> Mapping[str, str]:
+    return os.environ if env is None else env
+
+
+def _timezone(env: Mapping[str, str]) -> str:
     timezone = (env.get("TI_SCHEDULE_TIMEZONE") or DEFAULT_TIMEZONE).strip()
     try:
         zoneinfo.ZoneInfo(timezone)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
         raise AutomationSettingError(
             f"TI_SCHEDULE_TIMEZONE={timezone!r} is not an IANA time zone (e.g. Europe/Paris, UTC)") from None
+    return timezone
+
+
+def _cron(env: Mapping[str, str], variable: str, default: str) -> str:
+    from dagster._utils.schedules import is_valid_cron_string
+
+    cron = (env.get(variable) or default).strip()
+    if not is_valid_cron_string(cron):
+        raise AutomationSettingError(f"{variable}={cron!r} is not a valid cron expression "
+                                     f"(five fields, e.g. {default!r})")
+    return cron
+
+
+# ---------------------------------------------------------------- schedule
+def build_schedule(job, env: Mapping[str, str] | None = None) -> ScheduleDefinition:
+    """The weekly schedule of ``job``, its cron and timezone read from ``env`` (default os.environ)."""
+    env = _env(env)
+    timezone = _timezone(env)
+    cron = (env.get("TI_SCHEDULE_CRON") or DEFAULT_CRON).strip()
     try:
         return ScheduleDefinition(
             name=SCHEDULE_NAME, job=job, cron_schedule=cron, execution_timezone=timezone,
             tags={"ti/trigger": SCHEDULE_NAME},
             description=f"Rebuild and publish everything on '{cron}' ({timezone}); set by TI_SCHEDULE_CRON "
-                        "and TI_SCHEDULE_TIMEZONE.")
+                        "and TI_SCHEDULE_TIMEZONE. The safety net of the declarative automation.")
     except DagsterInvalidDefinitionError:
         raise AutomationSettingError(
             f"TI_SCHEDULE_CRON={cron!r} is not a valid cron expression "
             f"(five fields, e.g. {DEFAULT_CRON!r} for Monday 06:00)") from None
 
 
-# ---------------------------------------------------------------- probes
-def plan_version(settings: Settings) -> str:
-    """``sha256:<hex>`` of the plan table, ``none`` when TI_PLANS_PATH is unset, ``missing:<path>``."""
-    path = settings.plans_path
-    if path is None:
-        return NO_PLAN_TABLE
-    if not path.is_file():
-        return f"missing:{path}"
-    return "sha256:" + sha256_file(path)
+# ---------------------------------------------------------------- conditions
+def _not_busy(condition: AutomationCondition) -> AutomationCondition:
+    return (condition & ~AutomationCondition.any_deps_missing() & ~AutomationCondition.any_deps_in_progress()
+            & ~AutomationCondition.in_progress())
 
 
-def probe_inputs(settings: Settings) -> tuple[dict[str, str], dict[str, str]]:
-    """(version per input, error message per input that could not be probed), catalog order."""
-    catalog = load_catalog(settings)
-    versions: dict[str, str] = {}
-    errors: dict[str, str] = {}
-    for name, spec in catalog.sources.items():
-        try:
-            versions[name] = probe_one(settings, catalog, name)   # the newest release's version
-        except SourceError as err:
-            errors[name] = str(err)
-    versions[PLAN_INPUT] = plan_version(settings)
-    return versions, errors
+def retry_failed() -> AutomationCondition:
+    """The latest run of the asset failed: request it again (at most once per evaluation)."""
+    return AutomationCondition.execution_failed().with_label("latest run failed")
 
 
-def input_asset_key(name: str) -> AssetKey:
-    """The asset fed by a probed input: ``sources/<name>``, or ``plan_table``."""
-    return AssetKey([PLAN_INPUT]) if name == PLAN_INPUT else AssetKey(["sources", name])
+def inputs_changed() -> AutomationCondition:
+    """An input's data version changed, or an input runs in this tick (one run carries a change down).
+
+    An external-input asset requested in this tick is not a reason to run: its fetch may bring the
+    same bytes, and the next tick sees whether its data version changed.
+    """
+    return (AutomationCondition.any_deps_match(AutomationCondition.data_version_changed())
+            | AutomationCondition.any_deps_match(AutomationCondition.will_be_requested())
+            .ignore(AssetSelection.groups(*EXTERNAL_INPUT_GROUPS))).with_label("an input changed")
 
 
-def downstream_selection(asset_graph, names) -> tuple[list[AssetKey], list[AssetCheckKey]]:
-    """The assets of the inputs ``names`` and everything downstream, and the checks on those assets."""
-    roots = [input_asset_key(n) for n in names]
-    keys = AssetSelection.assets(*roots).downstream().resolve(asset_graph)
-    checks = [k for k in asset_graph.asset_check_keys if k.asset_key in keys]
-    return (sorted(keys, key=lambda k: k.to_user_string()),
-            sorted(checks, key=lambda k: (k.asset_key.to_user_string(), k.name)))
+def asset_condition(check_cron: str | None = None, timezone: str = DEFAULT_TIMEZONE) -> AutomationCondition:
+    """When an asset runs: an input or its code changed, it is missing, or its latest run failed.
+
+    ``check_cron``: an external-input asset also runs on each tick of that cron, to see whether its
+    outside input changed (a conditional GET, a sha256 of the mirror file or of the plan table).
+    """
+    due = inputs_changed() | AutomationCondition.code_version_changed()
+    if check_cron:
+        due = due | AutomationCondition.cron_tick_passed(check_cron, timezone).with_label(f"check on {check_cron}")
+    return _not_busy(due.since_last_handled() | AutomationCondition.missing() | retry_failed())
 
 
-def read_cursor(cursor: str | None) -> dict[str, str]:
-    """The versions kept in a sensor cursor; {} for no cursor or one this code did not write."""
-    if not cursor:
-        return {}
+# ---------------------------------------------------------------- code versions
+def _step_files(group: str | None) -> list[Path]:
+    entries = next((paths for prefix, paths in STEP_CODE.items() if group and group.startswith(prefix)), ("",))
+    files: set[Path] = set()
+    for entry in entries:
+        base = ASSETS_DIR / entry[len("static/"):] if entry.startswith("static/") else PACKAGE_DIR / entry
+        if base.is_file():
+            files.add(base)
+        else:
+            files.update(p for p in base.rglob("*") if p.is_file() and p.suffix != ".pyc"
+                         and "__pycache__" not in p.parts)
+    return sorted(files)
+
+
+def _function_source(assets_def: AssetsDefinition) -> str:
+    """The source of the step's function (an edit to one asset's wrapper changes only that asset)."""
     try:
-        value = json.loads(cursor)
-    except ValueError:
-        return {}
-    if not isinstance(value, dict):
-        return {}
-    return {str(k): str(v) for k, v in value.items()}
+        return inspect.getsource(assets_def.op.compute_fn.decorated_fn)
+    except (AttributeError, OSError, TypeError):
+        return inspect.getsource(inspect.getmodule(assets_def.op.compute_fn.decorated_fn))
 
 
-# ---------------------------------------------------------------- sensor
-def _sensor_settings(settings: Settings) -> Settings:
-    """Probes are cheap and repeated every tick: at most one retry and a 30 s timeout each."""
-    return dataclasses.replace(settings, http_retries=min(settings.http_retries, 1),
-                               http_timeout=min(settings.http_timeout, 30.0))
+def code_version(assets_def: AssetsDefinition, group: str | None,
+                 read: Callable[[Path], bytes] = Path.read_bytes) -> str:
+    """16 hex digits of sha256 over the step's function and the core files of its group."""
+    digest = hashlib.sha256(_function_source(assets_def).encode())
+    for path in _step_files(group):
+        name = path.relative_to(PACKAGE_DIR) if path.is_relative_to(PACKAGE_DIR) else path.relative_to(ASSETS_DIR)
+        digest.update(name.as_posix().encode())
+        digest.update(read(path))
+    return digest.hexdigest()[:16]
 
 
-def evaluate_sources(context: SensorEvaluationContext, settings: Settings, asset_graph) -> SensorResult:
-    """One tick of the source sensor (see the module docstring)."""
-    previous = read_cursor(context.cursor)
-    versions, errors = probe_inputs(_sensor_settings(settings))
-    for name, message in errors.items():
-        context.log.warning(f"probe failed, kept the last seen version: {message}")
-    current = {**versions, **{n: previous[n] for n in errors if n in previous}}
-    cursor = json.dumps(current, sort_keys=True)
-    failed = f"; {len(errors)} probe(s) failed: {', '.join(errors)}" if errors else ""
-    if not versions.keys() - {PLAN_INPUT}:
-        return SensorResult(skip_reason=SkipReason(f"no source could be probed{failed}"),
-                            cursor=context.cursor)
-    if not previous:
-        return SensorResult(run_requests=[RunRequest(tags={"ti/trigger": SENSOR_NAME, "ti/changed": "first tick"})],
-                            cursor=cursor)
-    changed = [n for n in versions if previous.get(n) != versions[n]]
-    if not changed:
-        return SensorResult(skip_reason=SkipReason(f"no input changed since the last tick{failed}"), cursor=cursor)
-    for name in changed:
-        context.log.info(f"{name}: {previous.get(name, '(never seen)')} -> {versions[name]}")
-    assets, checks = downstream_selection(asset_graph, changed)
-    request = RunRequest(asset_selection=assets, asset_check_keys=checks,
-                         tags={"ti/trigger": SENSOR_NAME, "ti/changed": ",".join(changed)})
-    return SensorResult(run_requests=[request], cursor=cursor)
+def automate(assets: Iterable[AssetsDefinition], env: Mapping[str, str] | None = None,
+             read: Callable[[Path], bytes] = Path.read_bytes) -> list[AssetsDefinition]:
+    """The assets with their automation condition, code version and freshness policy (by group)."""
+    env = _env(env)
+    settings = Settings.from_env(dict(env))
+    external = asset_condition(_cron(env, "TI_SOURCES_CRON", DEFAULT_SOURCES_CRON), _timezone(env))
+    derived = asset_condition()
+
+    def with_automation(assets_def: AssetsDefinition) -> AssetsDefinition:
+        def mapped(spec):
+            condition = external if spec.group_name in EXTERNAL_INPUT_GROUPS else derived
+            return spec.replace_attributes(automation_condition=condition,
+                                           code_version=code_version(assets_def, spec.group_name, read),
+                                           freshness_policy=freshness_policy(spec.group_name, settings))
+        return assets_def.map_asset_specs(mapped)
+
+    return [with_automation(a) if isinstance(a, AssetsDefinition) and a.is_executable else a for a in assets]
 
 
-def _asset_graph(context: SensorEvaluationContext):
-    if context.repository_def is not None:
-        return context.repository_def.asset_graph
-    from .assets import ALL_ASSETS
-    from .checks import ALL_CHECKS
-
-    return Definitions(assets=ALL_ASSETS, asset_checks=ALL_CHECKS).resolve_asset_graph()
-
-
-def build_source_sensor(job, env: Mapping[str, str] | None = None) -> SensorDefinition:
-    """The change sensor targeting ``job``; its interval is TI_SENSOR_INTERVAL_SECONDS (default 3600)."""
-    env = os.environ if env is None else env
+def build_automation_sensor(env: Mapping[str, str] | None = None) -> AutomationConditionSensorDefinition:
+    """Evaluates every asset's condition each TI_SENSOR_INTERVAL_SECONDS (default 600, at least 30)."""
+    env = _env(env)
     raw = (env.get("TI_SENSOR_INTERVAL_SECONDS") or str(DEFAULT_SENSOR_INTERVAL)).strip()
     if not raw.isdigit() or int(raw) < 30:
         raise AutomationSettingError(f"TI_SENSOR_INTERVAL_SECONDS={raw!r} must be a whole number of seconds >= 30")
-
-    @sensor(name=SENSOR_NAME, job=job, minimum_interval_seconds=int(raw),
-            description="Probes every source (and the plan table) cheaply and runs only the changed inputs' "
-                        "assets and their downstream assets; the first tick runs everything.")
-    def source_change_sensor(context: SensorEvaluationContext, pipeline_settings: PipelineSettings):
-        return evaluate_sources(context, pipeline_settings.settings(), _asset_graph(context))
-
-    return source_change_sensor
+    return AutomationConditionSensorDefinition(
+        SENSOR_NAME, target=AssetSelection.all(), minimum_interval_seconds=int(raw),
+        run_tags={"ti/trigger": SENSOR_NAME},
+        description="Re-checks the sources on TI_SOURCES_CRON and rebuilds only what a changed input, a code "
+                    "change or a failed run requires (the assets' automation conditions).")

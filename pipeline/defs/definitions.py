@@ -7,17 +7,18 @@ from dagster import AssetSelection, Definitions, define_asset_job, in_process_ex
 from .assets import ALL_ASSETS
 from .checks import ALL_CHECKS
 from .resources import PipelineSettings
-from .automation import build_schedule, build_source_sensor
+from .alerts import failure_alert
+from .automation import automate, build_automation_sensor, build_schedule
 
 build_all_job = define_asset_job("build_all", selection=AssetSelection.all(),
                                  description="Fetch every source, rebuild what changed, check, publish.")
 
 defs = Definitions(
-    assets=ALL_ASSETS,
+    assets=automate(ALL_ASSETS),   # automation conditions, code versions, freshness (automation.py)
     asset_checks=ALL_CHECKS,
     jobs=[build_all_job],
     schedules=[build_schedule(build_all_job)],
-    sensors=[build_source_sensor(build_all_job)],
+    sensors=[build_automation_sensor(), failure_alert],
     resources={"pipeline_settings": PipelineSettings()},
     # One process: the steps share the machine's memory instead of each re-importing the stack
     # and re-reading pickles (measured: 2 min multiprocess vs under 1 min in process).

@@ -35,6 +35,9 @@ class PipelineSettings(ConfigurableResource):
     schedule_cron: str = ""
     schedule_timezone: str = ""
     lock_path: str = ""
+    alert_webhook_url: str = ""
+    release_max_age_days: str = ""
+    sources_max_age_hours: str = ""
 
     def settings(self) -> Settings:
         env = dict(os.environ)
