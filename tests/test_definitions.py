@@ -58,23 +58,10 @@ def test_job_schedule_and_sensor(defs):
     schedule = defs.resolve_schedule_def("weekly_build")
     assert (schedule.job_name, schedule.cron_schedule, schedule.execution_timezone) == (
         "build_all", "0 6 * * 1", "Europe/Paris")
-    sensor = defs.resolve_sensor_def("source_change_sensor")
-    assert sensor.job_name == "build_all" and sensor.minimum_interval_seconds == 3600
+    assert {s.name for s in defs.sensors} == {"automation_sensor", "failure_alert"}   # tests/test_schedules.py
 
 
-def test_schedule_and_sensor_settings_from_env(defs):
-    from pipeline.defs.automation import AutomationSettingError, build_schedule, build_source_sensor
-
-    job = defs.resolve_job_def("build_all")
-    s = build_schedule(job, {"TI_SCHEDULE_CRON": "30 2 * * *", "TI_SCHEDULE_TIMEZONE": "UTC"})
-    assert (s.cron_schedule, s.execution_timezone) == ("30 2 * * *", "UTC")
-    with pytest.raises(AutomationSettingError, match="TI_SCHEDULE_CRON='every monday'"):
-        build_schedule(job, {"TI_SCHEDULE_CRON": "every monday"})
-    with pytest.raises(AutomationSettingError, match="TI_SCHEDULE_TIMEZONE='Mars/Olympus'"):
-        build_schedule(job, {"TI_SCHEDULE_TIMEZONE": "Mars/Olympus"})
-    assert build_source_sensor(job, {"TI_SENSOR_INTERVAL_SECONDS": "600"}).minimum_interval_seconds == 600
-    with pytest.raises(AutomationSettingError, match="TI_SENSOR_INTERVAL_SECONDS"):
-        build_source_sensor(job, {"TI_SENSOR_INTERVAL_SECONDS": "soon"})
+# The TI_SCHEDULE_* / TI_SENSOR_* / TI_SOURCES_CRON variables: tests/test_schedules.py.
 
 
 # ---------------------------------------------------------------- retries of the fetch assets
