@@ -102,3 +102,10 @@ def test_freshness_policies_from_the_environment():
     assert all(policies[k].fail_window.to_timedelta() == dt.timedelta(days=6) for k in published)
     assert policies[SOURCE].warn_window.to_timedelta() == dt.timedelta(hours=12)
     assert all(policies[k] is None for k in policies if GRAPH.get(k).group_name not in ("publish", "sources"))
+
+
+def test_a_freshness_age_under_a_minute_names_the_variable():
+    from pipeline.defs.alerts import FreshnessSettingError
+
+    with pytest.raises(FreshnessSettingError, match=r"TI_SOURCES_MAX_AGE_HOURS=0.001 is under one minute"):
+        automate(ALL_ASSETS, {"TI_SOURCES_MAX_AGE_HOURS": "0.001"})

@@ -172,8 +172,9 @@ def test_materialize_everything_into_postgres(home, monkeypatch):
 
 
 def test_daemon_runs_the_schedule_and_records_it(home, tmp_path, monkeypatch):
-    """The daemon with the schedule set to every minute (TI_SCHEDULE_CRON) on a one-asset location."""
-    from dagster import DagsterRunStatus, RunsFilter
+    """The daemon with the schedule set to every minute (TI_SCHEDULE_CRON) on a one-asset location;
+    it also evaluates that asset's freshness policy (deploy/dagster.yaml enables it)."""
+    from dagster import DagsterEventType, DagsterRunStatus, RunsFilter
 
     env = {**home, "TI_SCHEDULE_CRON": "* * * * *", "TI_SCHEDULE_TIMEZONE": "UTC"}
     workspace = tmp_path / "workspace.yaml"
@@ -200,6 +201,15 @@ def test_daemon_runs_the_schedule_and_records_it(home, tmp_path, monkeypatch):
             assert runs, "no scheduled run within 180 s:\n" + (tmp_path / "daemon.log").read_text()[-3000:]
             assert runs[0].status == DagsterRunStatus.SUCCESS, (tmp_path / "daemon.log").read_text()[-3000:]
             assert runs[0].tags["ti/trigger"] == "weekly_build"
+            (materialized,) = instance.all_logs(runs[0].run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION)
+            source = materialized.dagster_event.asset_key
+            state = None
+            # The daemon's freshness evaluation (every 30 s) records the policy's state.
+            while time.monotonic() < deadline + 40 and state is None:
+                record = instance.get_freshness_state_records([source]).get(source)
+                state = record.freshness_state.value if record else None
+                time.sleep(2)
+            assert state == "PASS", f"freshness of {source.to_user_string()}: {state}"
     finally:
         os.killpg(daemon.pid, signal.SIGTERM)
         try:

@@ -18,6 +18,7 @@ import datetime as dt
 import requests
 from dagster import DefaultSensorStatus, FreshnessPolicy, RunFailureSensorContext, SkipReason, run_failure_sensor
 
+from ..errors import PipelineError
 from ..settings import Settings
 
 ALERT_SENSOR_NAME = "failure_alert"
@@ -59,12 +60,20 @@ def failure_alert(context: RunFailureSensorContext):
     return None
 
 
+class FreshnessSettingError(PipelineError):
+    """TI_RELEASE_MAX_AGE_DAYS / TI_SOURCES_MAX_AGE_HOURS below Dagster's smallest window (1 minute)."""
+
+
 def freshness_policy(group: str | None, settings: Settings) -> FreshnessPolicy | None:
     """The policy of an asset of ``group``: warn past the configured age, fail past twice it."""
     if group == RELEASE_GROUP:
-        age = dt.timedelta(days=settings.release_max_age_days)
+        variable, value, age = "TI_RELEASE_MAX_AGE_DAYS", settings.release_max_age_days, \
+            dt.timedelta(days=settings.release_max_age_days)
     elif group == SOURCES_GROUP:
-        age = dt.timedelta(hours=settings.sources_max_age_hours)
+        variable, value, age = "TI_SOURCES_MAX_AGE_HOURS", settings.sources_max_age_hours, \
+            dt.timedelta(hours=settings.sources_max_age_hours)
     else:
         return None
+    if age < dt.timedelta(minutes=1):
+        raise FreshnessSettingError(f"{variable}={value!r} is under one minute, Dagster's smallest freshness window")
     return FreshnessPolicy.time_window(fail_window=2 * age, warn_window=age)
