@@ -38,6 +38,7 @@ from dagster import (AssetKey, AssetSelection, AssetsDefinition, AutomationCondi
 from ..errors import PipelineError
 from ..settings import ASSETS_DIR, Settings
 from .alerts import freshness_policy
+from .resources import definition_settings
 
 DEFAULT_CRON = "0 6 * * 1"
 DEFAULT_TIMEZONE = "Europe/Paris"
@@ -178,8 +179,10 @@ def code_version(assets_def: AssetsDefinition, group: str | None,
 def automate(assets: Iterable[AssetsDefinition], env: Mapping[str, str] | None = None,
              read: Callable[[Path], bytes] = Path.read_bytes) -> list[AssetsDefinition]:
     """The assets with their automation condition, code version and freshness policy (by group)."""
+    # The code location loads even with a wrong TI_* value (definition_settings logs it); the
+    # runs then fail with the message. Tests pass ``env`` and get the error at once.
+    settings = definition_settings() if env is None else Settings.from_env(env)
     env = _env(env)
-    settings = Settings.from_env(dict(env))
     external = asset_condition(_cron(env, "TI_SOURCES_CRON", DEFAULT_SOURCES_CRON), _timezone(env))
     derived = asset_condition()
 
