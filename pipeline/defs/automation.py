@@ -2,7 +2,8 @@
 
 * **Change detection is Dagster's own.** The assets that read something outside the graph (the
   ``sources`` group: a download or a mirror file; ``plans``: the TI_PLANS_PATH table) run again on
-  every tick of ``TI_SOURCES_CRON`` (default hourly): live, a conditional GET (304 when unchanged),
+  every tick of ``TI_SOURCES_CRON`` (default hourly): the newest (or pinned) release is resolved and
+  fetched, live with a conditional GET (304 when unchanged),
   in mirror mode a sha256 of the file. Their data version is the file's sha256. Every other asset
   runs when a dependency's data version changed, or when a dependency runs in the same tick (so one
   run carries a change down the graph), when its own ``code_version`` changed, or when it is
@@ -53,7 +54,8 @@ EXTERNAL_INPUT_GROUPS = ("sources", "plans")
 # folder shipped as pipeline.static). A group not listed here hashes the whole package.
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
 STEP_CODE: dict[str, tuple[str, ...]] = {
-    "sources": ("sources/catalog.py", "sources/fetch.py", "sources/http.py", "static/sources.toml"),
+    "sources": ("sources/catalog.py", "sources/resolve.py", "sources/fetch.py", "sources/http.py",
+                "static/sources.toml"),
     "reference": ("build/steps.py", "sources/boundaries.py", "sources/readers.py", "sources/csv_tables.py",
                   "sources/parse_cache.py", "geometry/coverage.py"),
     "phase_": ("build/steps.py", "build/quality.py", "reconcile/", "geometry/coverage.py", "sources/readers.py",
