@@ -18,8 +18,10 @@ from pipeline.definitions import defs
 from pipeline.defs.assets import ALL_ASSETS
 from pipeline.defs.automation import EXTERNAL_INPUT_GROUPS, PACKAGE_DIR, automate, code_version
 
-# evaluate_automation_conditions selects with a beta parameter (include_sources) internally.
-pytestmark = pytest.mark.filterwarnings("ignore::dagster.BetaWarning")
+# evaluate_automation_conditions selects with a beta parameter (include_sources) internally;
+# Definitions.map_resolved_asset_specs (to edit one code version) is a preview API.
+pytestmark = [pytest.mark.filterwarnings("ignore::dagster.BetaWarning"),
+              pytest.mark.filterwarnings("ignore::dagster.PreviewWarning")]
 
 GRAPH = defs.resolve_asset_graph()
 KEYS = sorted(GRAPH.materializable_asset_keys, key=lambda k: k.to_user_string())
