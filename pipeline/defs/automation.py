@@ -33,7 +33,7 @@ import zoneinfo
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
-from dagster import (AssetKey, AssetSelection, AssetsDefinition, AutomationCondition,
+from dagster import (AssetSelection, AssetsDefinition, AutomationCondition,
                      AutomationConditionSensorDefinition, DagsterInvalidDefinitionError, ScheduleDefinition)
 
 from ..errors import PipelineError
@@ -113,6 +113,7 @@ def build_schedule(job, env: Mapping[str, str] | None = None) -> ScheduleDefinit
 
 # ---------------------------------------------------------------- conditions
 def _not_busy(condition: AutomationCondition) -> AutomationCondition:
+    """Never while the asset or one of its inputs is running or an input is missing: one request at a time."""
     return (condition & ~AutomationCondition.any_deps_missing() & ~AutomationCondition.any_deps_in_progress()
             & ~AutomationCondition.in_progress())
 
