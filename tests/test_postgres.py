@@ -44,9 +44,9 @@ def _postgres_bindir() -> Path | None:
 
 
 def _unavailable(reason: str):
-    """Skip where PostgreSQL cannot run; fail instead in CI (.ci/run sets TI_REQUIRE_POSTGRES=1)."""
-    if os.environ.get("TI_REQUIRE_POSTGRES") == "1":
-        pytest.fail(f"TI_REQUIRE_POSTGRES=1 but {reason}")
+    """Skip where PostgreSQL cannot run; fail instead in CI (.ci/run sets CI_REQUIRE_POSTGRES=1)."""
+    if os.environ.get("CI_REQUIRE_POSTGRES") == "1":
+        pytest.fail(f"CI_REQUIRE_POSTGRES=1 but {reason}")
     pytest.skip(reason)
 
 
