@@ -134,7 +134,8 @@ def commune_table(membership, refs: MembershipRefs | None, phase: str) -> pd.Dat
             how = "groupement"
         else:
             how = "listed"
-        rows.append((code, tid, how, _join(c for c in codes_list if c != code), via, _join(outside)))
+        from_codes = _join(c for c in codes_list if c != code or (tid, c) in reconciled)
+        rows.append((code, tid, how, from_codes, via, _join(outside)))
     out = pd.DataFrame(rows, columns=["insee_com", "id_ti", "how", "from_codes", "siren_groupement",
                                       "absorbed_outside"])
     out["lib_ti"] = out["id_ti"].map(terr["lib_ti"])
