@@ -46,7 +46,7 @@ COMMUNE_COLUMNS: dict[str, tuple[str, str]] = {
     "lib_ti": ("string", "territory name"),
     "phase": ("string", "programme phase"),
     "how": ("string", "how the commune got into the territory: " + ", ".join(HOW) + " (see the README)"),
-    "from_codes": ("string", "listed codes (list vintage) it comes from when they differ from `insee_com`, `;`-joined"),
+    "from_codes": ("string", "the listed code(s) (list vintage) behind a successor or a split part, `;`-joined"),
     "siren_groupement": ("string", "SIREN(s) of the listed groupement(s) that brought it, `;`-joined; "
                                    "empty when the list by commune defines the territory"),
     "absorbed_outside": ("string", "communes in no list that this commune absorbed, `;`-joined"),
