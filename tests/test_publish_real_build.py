@@ -195,5 +195,11 @@ def test_cli_build_all_publishes_the_same_layout_for_both_phases(mirror, tmp_pat
     assert len(old) == 149 and len(new) == 183
     assert old.dtypes.astype(str).to_dict() == new.dtypes.astype(str).to_dict()   # same types in both phases
     assert old["is_new"].all()   # the programme's first phase: every territory is new
+    for name in ("territoires-industrie.gpkg", "territoires-industrie.fgb"):   # GDAL field types too
+        infos = [pyogrio.read_info(out / phase / name, layer=0) for phase in found]
+        types = [dict(zip(i["fields"], zip(i["ogr_types"], i["ogr_subtypes"]))) for i in infos]
+        assert types[0] == types[1], name
+    members = pd.read_csv(out / "phase=2018-2022" / "territoires-industrie-communes.csv", dtype=str)
+    assert len(members) == old["n_communes"].sum() and (members["phase"] == "2018-2022").all()
     index = json.loads((out / "releases" / "index.json").read_text(encoding="utf-8"))
     assert sorted(r["phase"] for r in index["releases"]) == ["2018-2022", "2023-2027"]
