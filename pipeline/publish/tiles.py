@@ -26,8 +26,10 @@ from .provenance import KEY, dumps
 LAYER = "territoires"
 # (min zoom, max zoom, coverage simplification in m; 0: as published). A band's tolerance is about
 # half a pixel of a 256-pixel tile at its max zoom in France (156 543 m / 2^z * cos 46 deg / 2):
-# z4 ~3.4 km, z7 ~420 m; from z8 on the source's own generalisation (50 m) is below a pixel.
-BANDS = ((0, 4, 2000.0), (5, 7, 400.0), (8, 10, 0.0))
+# z4 ~3.4 km, z7 ~420 m; from z8 on the source's own generalisation (50 m) is below a pixel. A z9
+# tile (4096 units over ~54 km) keeps coordinates to ~13 m, finer than the source: web maps
+# overzoom it beyond z9, and a z10 band would double the tiles and the writing time.
+BANDS = ((0, 4, 2000.0), (5, 7, 400.0), (8, 9, 0.0))
 
 
 def write_pmtiles(frame: gpd.GeoDataFrame, path: Path, simplify: Simplifier, metadata: dict | None = None) -> Path:
