@@ -171,6 +171,7 @@ def test_manifest_and_release_index_validate_against_their_schemas(published_rea
     _validate(json.loads(stable_paths(out)["manifest"].read_text(encoding="utf-8")), "manifest.schema.json")
     index = json.loads((out / "releases" / "index.json").read_text(encoding="utf-8"))
     _validate(index, "releases-index.schema.json")
+    _validate(json.loads((out / "changes.json").read_text(encoding="utf-8")), "changes.schema.json")
     assert [r["build_id"] for r in index["releases"]] == ["real"]
     assert {f["name"] for f in index["releases"][0]["files"]} == {o["name"] for o in manifest["outputs"]}
     broken = dict(manifest, outputs=[dict(manifest["outputs"][0], sha256="not a hash")])
@@ -187,7 +188,7 @@ def test_cli_build_all_publishes_the_same_layout_for_both_phases(mirror, tmp_pat
     assert found == ["phase=2018-2022", "phase=2023-2027"]
     layouts = {phase: sorted(p.name for p in (out / phase).iterdir()) for phase in found}
     assert layouts["phase=2018-2022"] == layouts["phase=2023-2027"]
-    assert set(layouts["phase=2023-2027"]) == set(STABLE_NAMES.values())
+    assert set(layouts["phase=2023-2027"]) == set(STABLE_NAMES.values()) | {"changes.json", "CHANGES.md"}
     for name in STABLE_NAMES.values():   # the current phase is also at the root, byte for byte
         assert (out / name).read_bytes() == (out / "phase=2023-2027" / name).read_bytes(), name
     old = gpd.read_parquet(out / "phase=2018-2022" / "territoires-industrie.parquet")

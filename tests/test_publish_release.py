@@ -12,6 +12,7 @@ import json
 import os
 
 import geopandas as gpd
+import jsonschema
 import pytest
 
 from pipeline.errors import PipelineError, PublishError
@@ -20,7 +21,7 @@ from pipeline.publish import geojson as geojson_mod
 from pipeline.publish import gpkg as gpkg_mod
 from pipeline.publish import preview as preview_mod
 from pipeline.publish import release as release_mod
-from pipeline.settings import Settings
+from pipeline.settings import ASSETS_DIR, Settings
 from publish_fixtures import cached_territories
 
 INPUTS = [{"source": "s", "origin": "/m/s.csv", "sha256": "0" * 64, "size": 1, "release": "2023-11-07"}]
@@ -156,6 +157,12 @@ def test_a_successful_publish_replaces_every_stable_file(small, tmp_path):
     assert manifest["outputs"][0]["rows"] == len(small) - 1
 
 
+def _validate(doc: dict, schema_name: str) -> None:
+    schema = json.loads((ASSETS_DIR / "schemas" / schema_name).read_text(encoding="utf-8"))
+    jsonschema.Draft202012Validator.check_schema(schema)
+    jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker()).validate(doc)
+
+
 def _release_ids(out) -> list[str]:
     return sorted(p.name for p in (out / "releases").iterdir() if p.is_dir())
 
@@ -170,6 +177,12 @@ def test_retention_keeps_the_latest_of_each_content(small, tmp_path):
     assert _release_ids(tmp_path) == ["b3", "c1"]
     index = json.loads((tmp_path / "releases" / "index.json").read_text(encoding="utf-8"))
     assert [r["build_id"] for r in index["releases"]] == ["c1", "b3"]
+    _validate(index, "releases-index.schema.json")
+    report = json.loads((tmp_path / "changes.json").read_text(encoding="utf-8"))   # c1 against c0
+    assert report["first_release"] is False and report["previous_build_id"] == "c0"
+    _validate(report, "changes.schema.json")
+    with pytest.raises(jsonschema.ValidationError):
+        _validate(dict(report, territories_added=None), "changes.schema.json")
     for r in index["releases"]:
         for f in r["files"]:
             assert (tmp_path / f["path"]).stat().st_size == f["bytes"], f
