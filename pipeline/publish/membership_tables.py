@@ -170,12 +170,11 @@ def _typed(frame: pd.DataFrame, columns: dict[str, tuple[str, str]]) -> pd.DataF
     return pd.DataFrame(out).reset_index(drop=True)
 
 
-def spreadsheet_safe(value):
-    """A text cell a spreadsheet will not run as a formula: one starting with = + - @ (or a tab or
-    carriage return) gets a leading apostrophe (OWASP's CSV injection advice)."""
-    if isinstance(value, str) and value.startswith(_FORMULA_START):
-        return "'" + value
-    return value
+def spreadsheet_safe(column: pd.Series) -> pd.Series:
+    """Text cells a spreadsheet will not run as formulas: a value starting with = + - @ (or a tab
+    or carriage return) gets a leading apostrophe (OWASP's CSV injection advice)."""
+    risky = column.str.startswith(_FORMULA_START).fillna(False).astype(bool)
+    return column.mask(risky, "'" + column) if risky.any() else column
 
 
 def write_parquet(table: pd.DataFrame, path: Path, metadata: dict | None = None) -> Path:
@@ -187,7 +186,7 @@ def write_parquet(table: pd.DataFrame, path: Path, metadata: dict | None = None)
 
 
 def write_csv(table: pd.DataFrame, path: Path) -> Path:
-    safe = table.astype(object).where(table.notna(), None).map(spreadsheet_safe)
+    safe = table.apply(lambda c: spreadsheet_safe(c) if c.dtype == "string" else c)
     safe.to_csv(path, index=False, encoding="utf-8", lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
     return Path(path)
 
