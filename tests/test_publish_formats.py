@@ -19,6 +19,7 @@ import pytest
 import shapely
 
 from pipeline import CONTRACT_VERSION, __version__
+from pipeline.errors import PublishError
 from pipeline.publish import STABLE_NAMES, publish_release, stable_paths
 from pipeline.publish.columns import column_infos
 from pipeline.publish.geojson import max_decimals
@@ -27,6 +28,7 @@ from pipeline.publish.gpkg import LAYER, default_style
 from pipeline.publish.columns import prepare_frame
 from pipeline.publish.geojson import write_geojson
 from pipeline.publish.light import MAP_COLUMNS, TOLERANCES_M, decimals_for, simplify_coverage, zones
+from pipeline.publish.light import LightVariant, Simplifier, write_to_target
 from pipeline.publish.light import map_frame as light_map_frame
 from pipeline.publish.zones import metric_epsg
 from pipeline.settings import ASSETS_DIR, Settings
@@ -324,3 +326,11 @@ def test_manifest_lists_every_output_with_checksums(published):
         assert o["rows"] == (None if o["name"] == "preview" else 183)
         assert o["format"]
     assert [c["name"] for c in manifest["columns"]] == [c.name for c in column_infos(published["source"])]
+
+
+def test_a_size_target_that_cannot_be_met_is_refused_naming_the_file(territories, tmp_path):
+    frame = prepare_frame(territories[territories["id_ti"].str.startswith("ti-01")], "2023-2027")
+    variant = LightVariant("tiny", 100, "a test")
+    with pytest.raises(PublishError, match=r"x\.geojson: light variant 'tiny' is over 100 bytes even simplified at 10000 m"):
+        write_to_target(frame, tmp_path / "x.geojson", variant, Simplifier(frame),
+                        lambda path, decimals, geoms: write_geojson(frame, path, decimals, geoms=geoms))
