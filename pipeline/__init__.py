@@ -5,4 +5,4 @@ The core (sources, reconciliation, geometry, publishing) is plain Python; the Da
 """
 
 __version__ = "0.1.0"
-CONTRACT_VERSION = "1.0.0"
+CONTRACT_VERSION = "1.1.0"

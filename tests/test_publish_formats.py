@@ -19,12 +19,17 @@ import pytest
 import shapely
 
 from pipeline import CONTRACT_VERSION, __version__
+from pipeline.errors import PublishError
 from pipeline.publish import STABLE_NAMES, publish_release, stable_paths
 from pipeline.publish.columns import column_infos
 from pipeline.publish.geojson import max_decimals
 from pipeline.publish.geoparquet import geo_metadata
 from pipeline.publish.gpkg import LAYER, default_style
-from pipeline.publish.light import zones
+from pipeline.publish.columns import prepare_frame
+from pipeline.publish.geojson import write_geojson
+from pipeline.publish.light import MAP_COLUMNS, TOLERANCES_M, decimals_for, simplify_coverage, zones
+from pipeline.publish.light import LightVariant, Simplifier, write_to_target
+from pipeline.publish.light import map_frame as light_map_frame
 from pipeline.publish.zones import metric_epsg
 from pipeline.settings import ASSETS_DIR, Settings
 from publish_fixtures import cached_territories
@@ -246,30 +251,43 @@ def _overlap_km2(frame, geoms) -> float:
     return total
 
 
-@pytest.mark.parametrize("name,decimals", [("light_100m", 5), ("light_1km", 4)])
-def test_light_variant_smaller_valid_and_without_overlaps(published, name, decimals):
+@pytest.mark.parametrize("name", ["light_overview", "light_regional"])
+def test_light_variant_meets_its_target_valid_and_without_overlaps(published, name):
     paths = published["paths"]
-    assert paths[name].stat().st_size < paths["geojson"].stat().st_size
+    entry = next(o for o in published["manifest"]["outputs"] if o["name"] == name)
+    assert entry["bytes"] == paths[name].stat().st_size <= entry["max_bytes"]
     doc = _load(paths[name])
-    assert "crs" not in doc and len(doc["features"]) == 183
+    assert "crs" not in doc and len(doc["features"]) == 183   # no territory lost
+    assert set(doc["features"][0]["properties"]) == set(MAP_COLUMNS)
     geoms = np.array([shapely.from_geojson(json.dumps(f["geometry"])) for f in doc["features"]])
     assert shapely.is_valid(geoms).all() and (shapely.get_type_id(geoms) == 6).all()
-    assert max_decimals(shapely.get_coordinates(geoms)) <= decimals
+    assert not shapely.is_empty(geoms).any()
+    assert max_decimals(shapely.get_coordinates(geoms)) <= entry["coordinate_decimals"]
     full = _by_id(published["source"]).loc[[f["properties"]["id_ti"] for f in doc["features"]]]
     frame = full.reset_index()
-    assert shapely.get_num_coordinates(geoms).sum() < shapely.get_num_coordinates(frame.geometry.values).sum()
+    assert shapely.get_num_coordinates(geoms).sum() == entry["vertices"]
+    assert entry["vertices"] < shapely.get_num_coordinates(frame.geometry.values).sum()
     # shared borders stay shared: no overlap appears, and each zone stays a valid coverage
     assert _overlap_km2(frame, geoms) <= _overlap_km2(frame, frame.geometry.values) + 1e-6
     zone = zones(frame)
     for z in dict.fromkeys(zone):
         assert shapely.coverage_is_valid(geoms[zone == z]), z
-    entry = next(o for o in published["manifest"]["outputs"] if o["name"] == name)
-    assert entry["coverage_valid"] is True and entry["bytes"] == paths[name].stat().st_size
+    assert entry["coverage_valid"] is True
 
 
-def test_light_variants_get_lighter_with_tolerance(published):
-    sizes = [published["paths"][n].stat().st_size for n in ("geojson", "light_100m", "light_1km")]
-    assert sizes == sorted(sizes, reverse=True) and sizes[2] < sizes[0] / 2
+def test_light_variants_take_the_smallest_tolerance_that_meets_the_target(published, tmp_path):
+    entries = {o["name"]: o for o in published["manifest"]["outputs"]}
+    over, regional = entries["light_overview"], entries["light_regional"]
+    assert over["simplification_m"] > regional["simplification_m"]
+    assert over["bytes"] < regional["bytes"] < entries["geojson"]["bytes"]
+    # one step finer is over the target: the bisection found the smallest tolerance that meets it
+    frame = prepare_frame(published["source"], "2023-2027")
+    for e, tmp in ((over, tmp_path / "finer-overview.json"), (regional, tmp_path / "finer-regional.json")):
+        i = TOLERANCES_M.index(e["simplification_m"])
+        assert i > 0
+        finer = TOLERANCES_M[i - 1]
+        write_geojson(light_map_frame(frame), tmp, decimals_for(finer), geoms=simplify_coverage(frame, finer))
+        assert tmp.stat().st_size > e["max_bytes"]
 
 
 # ------------------------------------------------------------------ preview and manifest
@@ -299,7 +317,7 @@ def test_manifest_lists_every_output_with_checksums(published):
     assert manifest["inputs"] == INPUTS and manifest["checks"] == CHECKS
     assert manifest["extra"] == {"note": "formats test"}
     names = {o["name"] for o in manifest["outputs"]}
-    assert names == set(STABLE_NAMES) - {"manifest"}
+    assert names == {n for n in STABLE_NAMES if n != "manifest" and not n.startswith("membership_")}
     for o in manifest["outputs"]:
         for rel in (o["path"], o["release_path"]):
             data = (out / rel).read_bytes()
@@ -308,3 +326,11 @@ def test_manifest_lists_every_output_with_checksums(published):
         assert o["rows"] == (None if o["name"] == "preview" else 183)
         assert o["format"]
     assert [c["name"] for c in manifest["columns"]] == [c.name for c in column_infos(published["source"])]
+
+
+def test_a_size_target_that_cannot_be_met_is_refused_naming_the_file(territories, tmp_path):
+    frame = prepare_frame(territories[territories["id_ti"].str.startswith("ti-01")], "2023-2027")
+    variant = LightVariant("tiny", 100, "a test")
+    with pytest.raises(PublishError, match=r"x\.geojson: light variant 'tiny' is over 100 bytes even simplified at 10000 m"):
+        write_to_target(frame, tmp_path / "x.geojson", variant, Simplifier(frame),
+                        lambda path, decimals, geoms: write_geojson(frame, path, decimals, geoms=geoms))

@@ -12,6 +12,7 @@ import json
 import os
 
 import geopandas as gpd
+import jsonschema
 import pytest
 
 from pipeline.errors import PipelineError, PublishError
@@ -20,7 +21,7 @@ from pipeline.publish import geojson as geojson_mod
 from pipeline.publish import gpkg as gpkg_mod
 from pipeline.publish import preview as preview_mod
 from pipeline.publish import release as release_mod
-from pipeline.settings import Settings
+from pipeline.settings import ASSETS_DIR, Settings
 from publish_fixtures import cached_territories
 
 INPUTS = [{"source": "s", "origin": "/m/s.csv", "sha256": "0" * 64, "size": 1, "release": "2023-11-07"}]
@@ -70,8 +71,12 @@ def _assert_untouched_and_readable(out, before, build_id):
 def test_publish_writes_every_stable_file_and_the_release(small, tmp_path):
     manifest = _publish(small, tmp_path, "good")
     for name, path in stable_paths(tmp_path).items():
+        if name.startswith("membership_"):   # written only from a build's Membership (test_publish_real_build.py)
+            assert not path.exists(), name
+            continue
         assert path.is_file(), name
         assert (release_dir(tmp_path, "good") / path.name).read_bytes() == path.read_bytes()
+        assert (tmp_path / "phase=2023-2027" / path.name).read_bytes() == path.read_bytes()
     assert manifest["outputs"][0]["rows"] == len(small)
 
 
@@ -98,7 +103,7 @@ def test_disk_full_while_writing_leaves_previous_files_byte_identical(small, tmp
     real = geojson_mod.write_geojson
 
     def full_disk(frame, path, *args, **kwargs):
-        if "1km" in str(path):  # the fifth output: four files already written
+        if "regional" in str(path):  # a late output: six files already written
             with open(path, "wb") as fh:
                 fh.write(b'{"type":"FeatureCollection","features":[')
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
@@ -107,7 +112,7 @@ def test_disk_full_while_writing_leaves_previous_files_byte_identical(small, tmp
     monkeypatch.setattr(geojson_mod, "write_geojson", full_disk)
     with pytest.raises(PublishError, match="No space left on device") as info:
         _publish(small, tmp_path, "full")
-    assert "territoires-industrie-1km.geojson" in str(info.value)
+    assert "territoires-industrie-regional.geojson" in str(info.value)
     _assert_untouched_and_readable(tmp_path, before, "full")
 
 
@@ -152,12 +157,35 @@ def test_a_successful_publish_replaces_every_stable_file(small, tmp_path):
     assert manifest["outputs"][0]["rows"] == len(small) - 1
 
 
-def test_retention_keeps_the_last_releases(small, tmp_path):
-    for i in range(4):
+def _validate(doc: dict, schema_name: str) -> None:
+    schema = json.loads((ASSETS_DIR / "schemas" / schema_name).read_text(encoding="utf-8"))
+    jsonschema.Draft202012Validator.check_schema(schema)
+    jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker()).validate(doc)
+
+
+def _release_ids(out) -> list[str]:
+    return sorted(p.name for p in (out / "releases").iterdir() if p.is_dir())
+
+
+def test_retention_keeps_the_latest_of_each_content(small, tmp_path):
+    for i in range(4):   # the same content four times: the latest and the `keep` latest stay
         _publish(small, tmp_path, f"b{i}", keep=2)
-    kept = sorted(p.name for p in (tmp_path / "releases").iterdir())
-    assert kept == ["b2", "b3"]
+    assert _release_ids(tmp_path) == ["b2", "b3"]
     assert json.loads((tmp_path / "manifest.json").read_text())["build_id"] == "b3"
+    _publish(small.iloc[:-1], tmp_path, "c0", keep=1)   # new content: b3 stays, the latest of the first
+    _publish(small.iloc[:-1], tmp_path, "c1", keep=1)   # same content as c0: c0 goes
+    assert _release_ids(tmp_path) == ["b3", "c1"]
+    index = json.loads((tmp_path / "releases" / "index.json").read_text(encoding="utf-8"))
+    assert [r["build_id"] for r in index["releases"]] == ["c1", "b3"]
+    _validate(index, "releases-index.schema.json")
+    report = json.loads((tmp_path / "changes.json").read_text(encoding="utf-8"))   # c1 against c0
+    assert report["first_release"] is False and report["previous_build_id"] == "c0"
+    _validate(report, "changes.schema.json")
+    with pytest.raises(jsonschema.ValidationError):
+        _validate(dict(report, territories_added=None), "changes.schema.json")
+    for r in index["releases"]:
+        for f in r["files"]:
+            assert (tmp_path / f["path"]).stat().st_size == f["bytes"], f
 
 
 def test_retention_counts_releases_per_phase(small, tmp_path):
@@ -167,20 +195,21 @@ def test_retention_counts_releases_per_phase(small, tmp_path):
         _publish(other, tmp_path, f"o{i}", keep=2, phase="2018-2022")
     _publish(other, tmp_path, "a2", keep=2, phase="2018-2022")  # same build id as a 2023-2027 release
     releases = tmp_path / "releases"
-    assert sorted(p.name for p in releases.iterdir()) == ["a1", "a2", "o2"]
-    assert (releases / "a2" / "manifest.json").is_file()  # the 2023-2027 part of a2 is kept
+    assert _release_ids(tmp_path) == ["a1", "a2", "o2"]
+    assert (releases / "a2" / "phase=2023-2027" / "manifest.json").is_file()  # the 2023-2027 part of a2 is kept
     assert (releases / "a2" / "phase=2018-2022" / "manifest.json").is_file()
     assert not (releases / "a1" / "phase=2018-2022").exists()
 
 
 def test_retention_never_deletes_the_current_release(small, tmp_path):
-    _publish(small, tmp_path, "old", keep=5)
-    # a release folder that looks newer than the one being published
-    future = tmp_path / "releases" / "zz-future"
-    future.mkdir()
-    (future / "manifest.json").write_text(json.dumps({"built_at": "2999-01-01T00:00:00Z"}))
+    content = _publish(small, tmp_path, "old", keep=5)["content_sha256"]
+    # a release folder of the same content that looks newer than the one being published
+    future = release_dir(tmp_path, "zz-future")
+    future.mkdir(parents=True)
+    (future / "manifest.json").write_text(json.dumps({"built_at": "2999-01-01T00:00:00Z",
+                                                      "content_sha256": content}))
     _publish(small, tmp_path, "now", keep=1)
-    assert sorted(p.name for p in (tmp_path / "releases").iterdir()) == ["now"]
+    assert _release_ids(tmp_path) == ["now", "zz-future"]
 
 
 def test_other_phase_is_published_under_its_own_folder(small, tmp_path):
@@ -190,11 +219,13 @@ def test_other_phase_is_published_under_its_own_folder(small, tmp_path):
     manifest = _publish(other, tmp_path, "b1", phase="2018-2022")
     assert _snapshot(tmp_path) == main_before  # the 2023-2027 files are untouched
     for name, path in stable_paths(tmp_path, "2018-2022").items():
+        if name.startswith("membership_"):
+            continue
         assert path.parent == tmp_path / "phase=2018-2022" and path.is_file(), name
     assert {o["path"] for o in manifest["outputs"]} == {
-        f"phase=2018-2022/{STABLE_NAMES[n]}" for n in STABLE_NAMES if n != "manifest"}
+        f"phase=2018-2022/{STABLE_NAMES[n]}" for n in STABLE_NAMES if n != "manifest" and not n.startswith("membership_")}
     assert manifest["release_path"] == "releases/b1/phase=2018-2022"
-    assert (tmp_path / "releases" / "b1" / "manifest.json").is_file()  # the 2023-2027 release is kept
+    assert (tmp_path / "releases" / "b1" / "phase=2023-2027" / "manifest.json").is_file()  # the 2023-2027 release is kept
 
 
 def test_bad_input_is_refused_with_a_clear_message(small, tmp_path):

@@ -212,8 +212,8 @@ def territory_attributes(phase: str, membership: Membership, boundaries: pd.Data
         hist = overlaps(members, previous.members).set_index("id_ti")
         out["is_new"] = hist["is_new"].astype("boolean")
         out["ti_2018_2022"] = hist["ti_previous"]
-    else:
-        out["is_new"] = pd.array([pd.NA] * len(out), dtype="boolean")
+    else:   # the first phase of the programme: every territory is new; without the history: unknown
+        out["is_new"] = pd.array([True if phase == PREVIOUS_PHASE else pd.NA] * len(out), dtype="boolean")
         out["ti_2018_2022"] = [[] for _ in range(len(out))]
     return out
 
@@ -242,6 +242,7 @@ class BuildResult:
     inputs: list[dict]
     timings: dict[str, float] = field(default_factory=dict)
     previous: Membership | None = None
+    references: object | None = None   # publish.membership_tables.MembershipRefs (names, EPCI of the members)
 
     @property
     def passed(self) -> bool:
@@ -297,6 +298,8 @@ def build_territories(settings: Settings | None = None, phase: str = CURRENT_PHA
             previous = phase_membership(catalog, PREVIOUS_PHASE, fetched, prev_admin, changes, codes)
             del prev_admin
         boundary_admin = admins.get(cog_boundaries)
+        from ..publish.membership_tables import references
+        refs = references(membership, admins[cog_list], boundary_admin)
         del admins, changes, codes, early      # the references are not needed any more: free them for the repair
         memory.trim()
         lap("membership")
@@ -317,7 +320,7 @@ def build_territories(settings: Settings | None = None, phase: str = CURRENT_PHA
     del boundaries
     memory.trim()        # the communes' polygons are gone: what follows (publishing) starts lower
     inputs = [inputs_entry(fetched[n], catalog) for n in fetched]
-    return BuildResult(phase, territories, membership, stats, report, results, inputs, timings, previous)
+    return BuildResult(phase, territories, membership, stats, report, results, inputs, timings, previous, refs)
 
 
 def inputs_entry(result: FetchResult, catalog: Catalog) -> dict:
@@ -406,4 +409,5 @@ def publish_build(result: BuildResult, settings: Settings, plans=None, build_id:
     return publish_release(territories, settings, build_id=build_id or new_build_id(),
                            inputs=[{k: v for k, v in i.items() if k != "lock"} for i in result.inputs],
                            checks=[c.as_dict() for c in checks],
-                           phase=result.phase, extra=extra)
+                           phase=result.phase, extra=extra, membership=result.membership,
+                           references=result.references)

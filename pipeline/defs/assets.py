@@ -210,6 +210,8 @@ def phase_assets(phase: str):
             "territories": len(dissolved), "elapsed_s": round(time.perf_counter() - t, 3)})
 
     extra_ins = {}
+    if spec.list_cog != BOUNDARY_COG:   # the list's COG year: names and members of the listed groupements
+        extra_ins["list_admin"] = AssetIn(f"admin_cog{spec.list_cog}")
     if phase == core.CURRENT_PHASE and core.PREVIOUS_PHASE in CATALOG.phases:
         extra_ins["previous"] = AssetIn(f"membership_{phase_key(core.PREVIOUS_PHASE)}")
 
@@ -222,15 +224,18 @@ def phase_assets(phase: str):
     def territories(context: AssetExecutionContext, membership, shapes, boundaries, admin, **sources):
         t = time.perf_counter()
         previous = sources.pop("previous", None)
+        list_admin = sources.pop("list_admin", admin)
         dissolved, stats = shapes
         frame = core.assemble(phase, membership, dissolved, boundaries, admin, previous)
+        from ..publish.membership_tables import references as membership_references
         from ..sources.boundaries import BoundaryReport
 
         result = core.BuildResult(
             phase=phase, territories=frame, membership=membership, dissolve_stats=stats,
             boundary_report=boundaries.attrs.get("boundary_report")
             or BoundaryReport(len(boundaries), [], [], [], "EPSG:4326"), checks=[],
-            inputs=[core.inputs_entry(sources[n], CATALOG) for n in sorted(sources)], previous=previous)
+            inputs=[core.inputs_entry(sources[n], CATALOG) for n in sorted(sources)], previous=previous,
+            references=membership_references(membership, list_admin, admin))
         new = int(frame["is_new"].fillna(False).sum())
         meta = {"territories": len(frame), "communes": int(frame["n_communes"].sum()),
                 "area_km2": round(float(frame["area_km2"].sum()), 1),

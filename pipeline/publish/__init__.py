@@ -19,7 +19,7 @@ _LAZY = {
                     "dictionary"),
     **dict.fromkeys(("preview_markdown", "render_preview", "render_preview_bytes"), "preview"),
     **dict.fromkeys(("DEFAULT_PHASE", "STABLE_NAMES", "apply_retention", "preview_path", "publish_release",
-                     "release_dir", "stable_paths"), "release"),
+                     "release_dir", "stable_dirs", "stable_paths", "write_index"), "release"),
 }
 
 __all__ = ["PublishError", *sorted(_LAZY)]

@@ -25,15 +25,16 @@ from ..schema import TERRITORY_COLUMNS
 
 KINDS = ("string", "int", "float", "bool", "date", "list", "geometry")
 
-# kind -> (GeoParquet / Arrow, GeoJSON, GeoPackage)
-FORMAT_TYPES: dict[str, tuple[str, str, str]] = {
-    "string": ("string", "string", "TEXT"),
-    "int": ("int64", "integer", "INTEGER (int64)"),
-    "float": ("double", "number", "REAL"),
-    "bool": ("bool", "boolean", "BOOLEAN (integer 0/1)"),
-    "date": ("date32", "string YYYY-MM-DD", "DATE"),
-    "list": ("list<string>", "array of strings", "TEXT, values joined by `;`"),
-    "geometry": ("binary WKB, MultiPolygon", "MultiPolygon geometry", "MULTIPOLYGON geometry"),
+# kind -> (GeoParquet / Arrow, GeoJSON, GeoPackage, FlatGeobuf); the same in every phase
+FORMATS = ("GeoParquet", "GeoJSON", "GeoPackage", "FlatGeobuf")
+FORMAT_TYPES: dict[str, tuple[str, str, str, str]] = {
+    "string": ("string", "string", "TEXT", "String"),
+    "int": ("int64", "integer", "INTEGER (int64)", "Long (int64)"),
+    "float": ("double", "number", "REAL", "Double"),
+    "bool": ("bool", "boolean", "BOOLEAN (integer 0/1)", "Bool"),
+    "date": ("date32", "string YYYY-MM-DD", "DATE", "DateTime (midnight)"),
+    "list": ("list<string>", "array of strings", "TEXT, values joined by `;`", "String, values joined by `;`"),
+    "geometry": ("binary WKB, MultiPolygon", "MultiPolygon geometry", "MULTIPOLYGON geometry", "MultiPolygon"),
 }
 
 _DTYPE_KINDS = {

@@ -30,13 +30,17 @@ import shapely
 
 from ..errors import PublishError
 from .columns import to_multipolygons
+from .provenance import KEY
 
 DEFAULT_DECIMALS = 6
 CHUNK_COORDS = 100_000  # coordinates per chunk of geometries snapped at once
 WORKERS = min(4, os.cpu_count() or 1)  # threads snapping chunks ahead of the writer
-# the layout of the written file: this header line, one feature per line (",{...}" after the
-# first), this footer line; the read-back check reads such a file one feature at a time
-_HEADER = b'{"type":"FeatureCollection","features":[\n'
+# the layout of the written file: a header line (the type, then any foreign member such as the
+# build's metadata, then the opening of "features"), one feature per line (",{...}" after the
+# first), the footer line; the read-back check reads such a file one feature at a time
+_HEADER_START = b'{"type":"FeatureCollection",'
+_HEADER_END = b'"features":[\n'
+_HEADER = _HEADER_START + _HEADER_END   # the header line without foreign members
 _FOOTER = b"]}\n"
 
 
@@ -151,10 +155,20 @@ def feature_collection(frame: gpd.GeoDataFrame, decimals: int = DEFAULT_DECIMALS
     return {"type": "FeatureCollection", "features": list(_features(frame, decimals, geoms, True))}
 
 
-def write_geojson(frame: gpd.GeoDataFrame, path: Path, decimals: int = DEFAULT_DECIMALS, geoms=None) -> Path:
-    """Write ``frame`` as RFC 7946 GeoJSON (UTF-8, compact, one feature per line), streamed."""
+def _header(members: dict | None) -> bytes:
+    extra = b"".join(orjson.dumps(k) + b":" + orjson.dumps(v) + b"," for k, v in (members or {}).items())
+    return _HEADER_START + extra + _HEADER_END
+
+
+def write_geojson(frame: gpd.GeoDataFrame, path: Path, decimals: int = DEFAULT_DECIMALS, geoms=None,
+                  metadata: dict | None = None) -> Path:
+    """Write ``frame`` as RFC 7946 GeoJSON (UTF-8, compact, one feature per line), streamed.
+
+    ``metadata`` (the build's, see ``provenance.py``) is written as the foreign member
+    ``territoires_industrie`` of the FeatureCollection (RFC 7946 section 6.1).
+    """
     with open(path, "wb") as fh:
-        fh.write(_HEADER)
+        fh.write(_header({KEY: metadata} if metadata is not None else None))
         for i, feat in enumerate(_features(frame, decimals, geoms, False)):
             fh.write((b"," if i else b"") + orjson.dumps(feat, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n")
         fh.write(_FOOTER)
@@ -190,20 +204,34 @@ def more_decimals_than(coords: np.ndarray, decimals: int) -> bool:
     return len(values) > 0 and max_decimals(values) > decimals
 
 
+def _header_members(line: bytes) -> dict | None:
+    """The members of a header line of this writer's layout (without "features"), else None."""
+    if not (line.startswith(_HEADER_START) and line.endswith(_HEADER_END)):
+        return None
+    try:
+        doc = orjson.loads(line[: -len(_HEADER_END)] + b'"features":[]}')
+    except orjson.JSONDecodeError:
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
 def _feature_lines(path: Path):
-    """The features of a file in this writer's layout, parsed one line at a time; None otherwise.
+    """(foreign members, features) of a file in this writer's layout, parsed one line at a time;
+    None otherwise.
 
     Header line, then one JSON object per line (after a comma from the second one on), then the
     footer line and nothing else: such a file is a valid FeatureCollection with exactly these
-    features and no other member. Any other text, even valid GeoJSON, gives None.
+    features and the header's members. Any other text, even valid GeoJSON, gives None.
     """
     with open(path, "rb") as fh:
-        if fh.readline() != _HEADER:
+        members = _header_members(fh.readline())
+        if members is None:
             return None
+        members = {k: v for k, v in members.items() if k not in ("type", "features")}
         feats = []
         for i, line in enumerate(fh):
             if line == _FOOTER:
-                return feats if fh.read(1) == b"" else None
+                return (members, feats) if fh.read(1) == b"" else None
             if not line.endswith(b"\n") or (i > 0) != line.startswith(b","):
                 return None
             try:
@@ -216,23 +244,35 @@ def _feature_lines(path: Path):
     return None
 
 
-def _read(path: Path) -> tuple[bool, list[dict], np.ndarray]:
-    """(has a 'crs' member, the features without geometry, their geometries), in file order.
+def _read(path: Path) -> tuple[dict, list[dict], np.ndarray]:
+    """(the collection's members other than type and features, the features without geometry,
+    their geometries), in file order.
 
     A file in this writer's layout is parsed one feature at a time (the JSON tree of a whole file
     is about ten times its size); any other file as one document.
     """
-    feats = _feature_lines(path)
-    if feats is not None:
+    parsed = _feature_lines(path)
+    if parsed is not None:
+        members, feats = parsed
         geoms = np.empty(len(feats), dtype=object)
         geoms[:] = [g for _, g in feats]
-        return False, [f for f, _ in feats], geoms
+        return members, [f for f, _ in feats], geoms
     with open(path, "rb") as fh:
         doc = orjson.loads(fh.read())
     feats = doc.get("features", [])
     texts = np.array([orjson.dumps(f["geometry"]) for f in feats], dtype=object)
     geoms = np.asarray(shapely.from_geojson(texts), dtype=object).reshape(len(feats))
-    return "crs" in doc, [{k: v for k, v in f.items() if k != "geometry"} for f in feats], geoms
+    members = {k: v for k, v in doc.items() if k not in ("type", "features")}
+    return members, [{k: v for k, v in f.items() if k != "geometry"} for f in feats], geoms
+
+
+def file_metadata(path: Path) -> dict | None:
+    """The build's metadata written by :func:`write_geojson` (None if absent)."""
+    with open(path, "rb") as fh:
+        members = _header_members(fh.readline())
+    if members is None:
+        members = _read(path)[0]
+    return members.get(KEY)
 
 
 def read_geometries(path: Path) -> np.ndarray:
@@ -271,9 +311,9 @@ def _geometry_problems(geoms: np.ndarray, decimals: int) -> list[str]:
 
 def verify_geojson(path: Path, expected: gpd.GeoDataFrame, decimals: int = DEFAULT_DECIMALS) -> dict:
     """Re-read the file; raise PublishError unless it is RFC 7946 and has the expected rows."""
-    has_crs, feats, geoms = _read(path)
+    members, feats, geoms = _read(path)
     problems = []
-    if has_crs:
+    if "crs" in members:
         problems.append("has a 'crs' member")
     if len(feats) != len(expected):
         problems.append(f"{len(feats)} features instead of {len(expected)}")

@@ -18,6 +18,7 @@ import pandas as pd
 from ..errors import PublishError
 from ..settings import ASSETS_DIR
 from .columns import column_infos
+from .provenance import KEY, dumps
 
 LAYER = "territoires_industrie"
 STYLE_NAME = "territoires-industrie"
@@ -56,8 +57,13 @@ def gpkg_frame(frame: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
     return out
 
 
-def write_gpkg(frame: gpd.GeoDataFrame, path: Path, *, qml: Path = STYLE_QML, sld: Path = STYLE_SLD) -> Path:
-    """Write the ``territoires_industrie`` layer and its default style into a new file."""
+def write_gpkg(frame: gpd.GeoDataFrame, path: Path, *, qml: Path = STYLE_QML, sld: Path = STYLE_SLD,
+               metadata: dict | None = None) -> Path:
+    """Write the ``territoires_industrie`` layer and its default style into a new file.
+
+    ``metadata`` (the build's, see ``provenance.py``) becomes the layer's metadata item
+    ``territoires_industrie`` (a JSON text), which GDAL stores in the ``gpkg_metadata`` table.
+    """
     import pyogrio
 
     Path(path).unlink(missing_ok=True)  # GDAL would otherwise add the layer to the old file
@@ -65,6 +71,7 @@ def write_gpkg(frame: gpd.GeoDataFrame, path: Path, *, qml: Path = STYLE_QML, sl
         gpkg_frame(frame), path, layer=LAYER, driver="GPKG", use_arrow=True,
         promote_to_multi=True, geometry_type="MultiPolygon",
         dataset_options={"VERSION": "1.2"},  # readable without warnings by older GDAL/QGIS (3.22)
+        layer_metadata={KEY: dumps(metadata)} if metadata is not None else None,
     )
     add_default_style(path, LAYER, Path(qml).read_text(encoding="utf-8"), Path(sld).read_text(encoding="utf-8"))
     return Path(path)
@@ -86,6 +93,16 @@ def add_default_style(path: Path, layer: str, qml: str, sld: str, geometry_colum
             (layer, geometry_column, STYLE_NAME, qml, sld,
              "Default style: outlined fill, labels on lib_ti (territoires-industrie)"),
         )
+
+
+def file_metadata(path: Path) -> dict | None:
+    """The build's metadata written by :func:`write_gpkg` (None if absent)."""
+    import json
+
+    import pyogrio
+
+    text = (pyogrio.read_info(path, layer=LAYER).get("layer_metadata") or {}).get(KEY)
+    return json.loads(text) if text else None
 
 
 def default_style(path: Path, layer: str = LAYER) -> dict | None:

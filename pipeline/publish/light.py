@@ -1,16 +1,23 @@
-"""Light variants for web maps: the territories simplified as one coverage.
+"""Light variants for web maps: the territories simplified as one coverage, sized by a target.
 
 Each zone (metropole, each overseas departement) is projected to its metric CRS and simplified
 with ``shapely.coverage_simplify`` (tolerance in meters), so borders shared by two territories
-are simplified once and stay shared: no gap, no overlap appears between neighbours. Coordinates
-are then rounded to fewer decimals than the full file (5 for 100 m, 4 for 1 km), which is far
-below the tolerance.
+are simplified once and stay shared: no gap, no overlap appears between neighbours, and no
+territory disappears (coverage simplification keeps every polygon).
+
+A variant is defined by a size target, not by a tolerance: the source polygons are already
+generalised (at 50 m), so a fixed small tolerance changes almost nothing. :func:`write_to_target`
+picks the smallest tolerance of :data:`TOLERANCES_M` whose file meets the target, by bisection
+(the size decreases with the tolerance). Light files carry only :data:`MAP_COLUMNS`, what a map
+shows; the full attributes are in the full files.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
@@ -21,17 +28,29 @@ from .zones import metric_epsg, zone_of
 
 log = logging.getLogger(__name__)
 
+# what a web map shows (also the attributes of the vector tiles)
+MAP_COLUMNS = ("id_ti", "lib_ti", "phase", "is_new", "n_communes", "n_groupements", "population", "area_km2")
+# candidate tolerances (m), increasing
+TOLERANCES_M = (100.0, 150.0, 200.0, 300.0, 400.0, 500.0, 700.0, 1000.0, 1250.0, 1500.0, 2000.0, 3000.0,
+                5000.0, 10000.0)
+
 
 @dataclass(frozen=True)
 class LightVariant:
-    """One simplified variant: file suffix, tolerance (m) and coordinate decimals."""
+    """One light GeoJSON: file suffix, size target (bytes) and its use."""
 
     suffix: str
-    tolerance_m: float
-    decimals: int
+    max_bytes: int
+    use: str
 
 
-VARIANTS = (LightVariant("100m", 100.0, 5), LightVariant("1km", 1000.0, 4))
+VARIANTS = (LightVariant("overview", 300_000, "a national overview map"),
+            LightVariant("regional", 1_000_000, "regional maps"))
+
+
+def decimals_for(tolerance_m: float) -> int:
+    """Coordinate decimals whose step (1 decimal of a degree ~ 11 km) is about a tenth of the tolerance."""
+    return int(min(6, max(3, math.ceil(math.log10(111_000 * 10 / max(tolerance_m, 1.0))))))
 
 
 def zones(frame: gpd.GeoDataFrame) -> np.ndarray:
@@ -57,9 +76,56 @@ def simplify_coverage(frame: gpd.GeoDataFrame, tolerance_m: float) -> np.ndarray
     return out
 
 
+class Simplifier:
+    """:func:`simplify_coverage` of one frame, each tolerance computed once (0: the geometries as they are)."""
+
+    def __init__(self, frame: gpd.GeoDataFrame):
+        self.frame = frame
+        self._done: dict[float, np.ndarray] = {}
+
+    def __call__(self, tolerance_m: float) -> np.ndarray:
+        if not tolerance_m:
+            return np.asarray(self.frame.geometry.values, dtype=object)
+        if tolerance_m not in self._done:
+            self._done[tolerance_m] = simplify_coverage(self.frame, tolerance_m)
+        return self._done[tolerance_m]
+
+
 def _polygonal(geom):
     polys = [p for p in shapely.get_parts(geom) if p.geom_type in ("Polygon", "MultiPolygon")]
     return shapely.union_all(polys) if polys else geom
+
+
+def map_frame(frame: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    """``frame`` with only :data:`MAP_COLUMNS` (those it has) and its geometry."""
+    return frame[[c for c in MAP_COLUMNS if c in frame.columns] + [frame.geometry.name]]
+
+
+def write_to_target(frame: gpd.GeoDataFrame, path: Path, variant: LightVariant, simplify: Simplifier,
+                    write) -> dict:
+    """Write the smallest-tolerance variant that meets ``variant.max_bytes``; return its facts.
+
+    ``write(path, decimals, geoms)`` writes one candidate file. Raises PublishError when even the
+    largest tolerance gives a file over the target.
+    """
+    path = Path(path)
+    lo, hi, best, last = 0, len(TOLERANCES_M) - 1, None, None
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        tol = TOLERANCES_M[mid]
+        write(path, decimals_for(tol), simplify(tol))
+        last = mid
+        if path.stat().st_size <= variant.max_bytes:
+            best, hi = mid, mid - 1
+        else:
+            lo = mid + 1
+    if best is None:
+        raise PublishError(f"{path}: light variant {variant.suffix!r} is over {variant.max_bytes} bytes even "
+                           f"simplified at {TOLERANCES_M[-1]:g} m")
+    tol = TOLERANCES_M[best]
+    if last != best:
+        write(path, decimals_for(tol), simplify(tol))
+    return {"simplification_m": tol, "coordinate_decimals": decimals_for(tol), "max_bytes": variant.max_bytes}
 
 
 def coverage_valid_by_zone(frame: gpd.GeoDataFrame, geoms) -> dict[str, bool]:
@@ -71,10 +137,15 @@ def coverage_valid_by_zone(frame: gpd.GeoDataFrame, geoms) -> dict[str, bool]:
 
 def check_light(frame: gpd.GeoDataFrame, light_geoms, tolerance_m: float,
                 source_valid: dict[str, bool] | None = None) -> dict:
-    """Raise PublishError if a zone that was a valid coverage is not one any more; return facts.
+    """Raise PublishError if a territory is empty or a zone that was a valid coverage is not one
+    any more; return facts.
 
     ``source_valid`` is :func:`coverage_valid_by_zone` of the source geometries, when known already.
     """
+    light_geoms = np.asarray(light_geoms, dtype=object)
+    empty = frame["id_ti"][shapely.is_empty(light_geoms) | shapely.is_missing(light_geoms)].tolist()
+    if empty:
+        raise PublishError(f"light variant {tolerance_m:g} m: territories {', '.join(empty[:10])} disappeared")
     before = coverage_valid_by_zone(frame, frame.geometry.values) if source_valid is None else source_valid
     after = coverage_valid_by_zone(frame, light_geoms)
     broken = [z for z in before if before[z] and not after[z]]
@@ -83,4 +154,5 @@ def check_light(frame: gpd.GeoDataFrame, light_geoms, tolerance_m: float,
             f"light variant {tolerance_m:g} m: the territories of {', '.join(broken)} no longer form a "
             "valid coverage (overlaps or mismatched shared borders)"
         )
-    return {"coverage_valid": all(after.values()), "source_coverage_valid": all(before.values())}
+    return {"coverage_valid": all(after.values()), "source_coverage_valid": all(before.values()),
+            "vertices": int(shapely.get_num_coordinates(light_geoms).sum())}

@@ -34,6 +34,7 @@ def output_entry(name: str, file: Path, stable_path: str, release_path: str, fac
 def build_manifest(
     *, build_id: str, phase: str, built_at: str, release_path: str, inputs: list[dict],
     outputs: list[dict], checks: list[dict], extra: dict | None, columns: list[dict], timings: dict,
+    source_lock: str | None = None, content_sha256: str | None = None,
 ) -> dict:
     extra = dict(extra or {})
     lock = extra.pop("lock", None)     # the exact sources of the build (pipeline.sources.resolve)
@@ -44,6 +45,8 @@ def build_manifest(
         "pipeline_version": __version__,
         "phase": phase,
         "release_path": release_path,
+        "source_lock": source_lock,
+        "content_sha256": content_sha256,
         "inputs": list(inputs),
         **({"lock": lock} if lock is not None else {}),
         "outputs": outputs,

@@ -1,12 +1,18 @@
 """Publish a release: write every output into a release folder, verify it, then swap stable files.
 
-Layout under ``settings.output_dir`` (phase 2023-2027; another phase ``P`` uses ``phase=P/`` for
-its stable files and ``releases/<build_id>/phase=P/`` for its release files)::
+Layout under ``settings.output_dir``, the same for every phase ``P``::
 
-    territoires-industrie.parquet | .geojson | .gpkg | -100m.geojson | -1km.geojson | .png
-    manifest.json                      <- replaced last
-    releases/<build_id>/...            <- the same files + manifest; the last settings.keep_releases
-                                          releases of each phase are kept
+    phase=P/territoires-industrie.parquet | .geojson | .gpkg | .fgb | .pmtiles
+            territoires-industrie-overview.geojson | -regional.geojson | .png
+            territoires-industrie-communes.parquet | .csv | -groupements.parquet | .csv
+            manifest.json                          <- replaced last
+    territoires-industrie.* , manifest.json        <- the current phase (2023-2027) also here
+    releases/<build_id>/phase=P/...                <- the same files + manifest
+    releases/index.json                            <- every kept release (see :func:`write_index`)
+
+A release is kept as long as it is the latest of its content (``content_sha256`` of its manifest:
+the data without the build's metadata), or is among the ``settings.keep_releases`` latest of its
+phase (:func:`apply_retention`).
 
 Sequence: write and re-read every output in a hidden staging folder ``releases/.staging-*``; move
 them into ``releases/<build_id>/``; copy each to a temporary file beside its stable path; only
@@ -28,23 +34,29 @@ import uuid
 from pathlib import Path
 
 import geopandas as gpd
+import pandas as pd
 
 from ..errors import PublishError
-from . import changes, geojson, geoparquet, gpkg, light, preview
+from . import changes, geojson, geoparquet, gpkg, light, membership_tables, preview, tiles
 from .columns import column_infos, prepare_frame
 from .manifest import MANIFEST_NAME, build_manifest, dumps, output_entry, read_manifest, utc_now
+from .provenance import file_metadata, source_lock
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PHASE = "2023-2027"
 RELEASES_DIR = "releases"
+INDEX_NAME = "index.json"
 LOCK_NAME = ".publish.lock"
 BASENAME = "territoires-industrie"
 STABLE_NAMES: dict[str, str] = {
     "geoparquet": f"{BASENAME}.parquet",
     "geojson": f"{BASENAME}.geojson",
     "gpkg": f"{BASENAME}.gpkg",
+    "flatgeobuf": f"{BASENAME}.fgb",
+    "pmtiles": f"{BASENAME}.pmtiles",
     **{f"light_{v.suffix}": f"{BASENAME}-{v.suffix}.geojson" for v in light.VARIANTS},
+    **{f"membership_{t}_{ext}": f"{BASENAME}-{t}.{ext}" for t in membership_tables.TABLES for ext in ("parquet", "csv")},
     "preview": f"{BASENAME}.png",
     "manifest": MANIFEST_NAME,
 }
@@ -54,12 +66,20 @@ _PHASE = re.compile(r"^\d{4}-\d{4}$")
 
 
 def phase_subdir(phase: str) -> str:
-    """'' for the default phase, else ``phase=<phase>`` (relative to the output dir)."""
-    return "" if phase == DEFAULT_PHASE else f"phase={phase}"
+    """``phase=<phase>``: the folder of a phase's files (relative to the output dir or a release)."""
+    return f"phase={phase}"
 
 
 def stable_dir(output_dir: Path, phase: str = DEFAULT_PHASE) -> Path:
-    return Path(output_dir) / phase_subdir(phase) if phase_subdir(phase) else Path(output_dir)
+    """The output dir itself for the current phase (the contract's paths), else ``phase=<phase>/``."""
+    return Path(output_dir) if phase == DEFAULT_PHASE else Path(output_dir) / phase_subdir(phase)
+
+
+def stable_dirs(output_dir: Path, phase: str = DEFAULT_PHASE) -> list[Path]:
+    """Every folder that receives the stable files of ``phase``: ``phase=<phase>/``, and the
+    output dir itself for the current phase."""
+    dirs = [Path(output_dir) / phase_subdir(phase)]
+    return dirs + [Path(output_dir)] if phase == DEFAULT_PHASE else dirs
 
 
 def stable_paths(output_dir: Path, phase: str = DEFAULT_PHASE) -> dict[str, Path]:
@@ -69,8 +89,7 @@ def stable_paths(output_dir: Path, phase: str = DEFAULT_PHASE) -> dict[str, Path
 
 
 def release_dir(output_dir: Path, build_id: str, phase: str = DEFAULT_PHASE) -> Path:
-    base = Path(output_dir) / RELEASES_DIR / build_id
-    return base / phase_subdir(phase) if phase_subdir(phase) else base
+    return Path(output_dir) / RELEASES_DIR / build_id / phase_subdir(phase)
 
 
 def preview_path(output_dir: Path, phase: str = DEFAULT_PHASE) -> Path:
@@ -128,8 +147,14 @@ def _copy_to_temp(src: Path, dest_dir: Path, build_id: str) -> Path:
     return tmp
 
 
-def _write_outputs(frame: gpd.GeoDataFrame, staging: Path, build_id: str, phase: str) -> tuple[dict, dict]:
-    """Write and verify every data file in ``staging``; return (facts per name, seconds per name)."""
+def _write_outputs(frame: gpd.GeoDataFrame, staging: Path, build_id: str, phase: str, meta: dict,
+                   membership=None, references=None) -> tuple[dict, dict]:
+    """Write and verify every data file in ``staging``; return (facts per name, seconds per name).
+
+    ``meta`` is the build's metadata written inside each data file; the membership tables are
+    written when the build's ``membership`` is given. One step per file, each timed: the
+    sequence is long but flat.
+    """
     names = STABLE_NAMES
     facts: dict[str, dict] = {}
     timings: dict[str, float] = {}
@@ -146,31 +171,65 @@ def _write_outputs(frame: gpd.GeoDataFrame, staging: Path, build_id: str, phase:
             raise _fail(build_id, f"could not write {names[name]} ({path})", err) from err
         timings[name] = round(time.perf_counter() - t0, 3)
 
-    step("geoparquet", lambda p: geoparquet.write_geoparquet(frame, p),
+    step("geoparquet", lambda p: geoparquet.write_geoparquet(frame, p, metadata=meta),
          lambda p: geoparquet.verify_geoparquet(p, frame))
-    step("geojson", lambda p: geojson.write_geojson(frame, p),
+    step("geojson", lambda p: geojson.write_geojson(frame, p, metadata=meta),
          lambda p: geojson.verify_geojson(p, frame))
-    step("gpkg", lambda p: gpkg.write_gpkg(frame, p), lambda p: gpkg.verify_gpkg(p, frame))
-    full_size = (staging / names["geojson"]).stat().st_size
+    step("gpkg", lambda p: gpkg.write_gpkg(frame, p, metadata=meta), lambda p: gpkg.verify_gpkg(p, frame))
+    step("flatgeobuf", lambda p: tiles.write_flatgeobuf(frame, p, metadata=meta),
+         lambda p: tiles.verify_flatgeobuf(p, frame))
+    simplify = light.Simplifier(frame)   # each tolerance computed once for the tiles and the light files
+    step("pmtiles", lambda p: tiles.write_pmtiles(frame, p, simplify, metadata=meta),
+         lambda p: tiles.verify_pmtiles(p, frame))
     source_valid: dict[str, bool] = {}  # coverage check of the source, done once for every variant
+    small = light.map_frame(frame)
     for variant in light.VARIANTS:
-        def write_light(p, v=variant):
-            geojson.write_geojson(frame, p, v.decimals, geoms=light.simplify_coverage(frame, v.tolerance_m))
+        chosen: dict = {}
 
-        def verify_light(p, v=variant):
-            out = geojson.verify_geojson(p, frame, v.decimals)
-            if p.stat().st_size >= full_size:
-                raise PublishError(f"{p}: light variant is not smaller than the full GeoJSON")
-            out.update({"simplification_m": v.tolerance_m})
+        def write_light(p, v=variant, chosen=chosen):
+            chosen.update(light.write_to_target(
+                frame, p, v, simplify,
+                lambda path, decimals, geoms: geojson.write_geojson(small, path, decimals, geoms=geoms, metadata=meta)))
+
+        def verify_light(p, chosen=chosen):
+            out = geojson.verify_geojson(p, small, chosen["coordinate_decimals"])
+            out.update(chosen)
             if not source_valid:
                 source_valid.update(light.coverage_valid_by_zone(frame, frame.geometry.values))
-            out.update(light.check_light(frame, geojson.read_geometries(p), v.tolerance_m, source_valid))
+            out.update(light.check_light(frame, geojson.read_geometries(p), chosen["simplification_m"], source_valid))
             return out
 
         step(f"light_{variant.suffix}", write_light, verify_light)
+    if membership is not None:
+        for table, make in (("communes", membership_tables.commune_table),
+                            ("groupements", membership_tables.groupement_table)):
+            rows = make(membership, references, phase)
+            step(f"membership_{table}_parquet",
+                 lambda p, rows=rows: membership_tables.write_parquet(rows, p, meta),
+                 lambda p, rows=rows: {"rows": len(pd.read_parquet(p)), "format": "Parquet",
+                                       "media_type": "application/vnd.apache.parquet"})
+            step(f"membership_{table}_csv", lambda p, rows=rows: membership_tables.write_csv(rows, p),
+                 lambda p, rows=rows, table=table: {
+                     **membership_tables.verify(staging / names[f"membership_{table}_parquet"], p, rows),
+                     "format": "CSV (UTF-8, comma, one header line)", "media_type": "text/csv"})
     title = f"Territoires d'industrie {phase} - {len(frame)} territoires"
     step("preview", lambda p: preview.render_preview(frame, p, title), preview.verify_png)
     return facts, timings
+
+
+def content_sha256(staging: Path, names: list[str]) -> str:
+    """sha256 of the published data without the build's own metadata: the full GeoJSON's features
+    (its first line holds the metadata) and the membership CSV files (which have none)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(staging / STABLE_NAMES["geojson"], "rb") as fh:
+        fh.readline()
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    for name in sorted(n for n in names if n.startswith("membership_") and n.endswith("_csv")):
+        digest.update((staging / STABLE_NAMES[name]).read_bytes())
+    return digest.hexdigest()
 
 
 def _cleanup(paths: list[Path], dirs: list[Path]) -> None:
@@ -201,49 +260,71 @@ def _built_at(manifest: Path) -> str:
 
 def _remove_phase_part(folder: Path, phase: str) -> None:
     """Delete one phase's files from a release folder; the folder too once it is empty."""
-    if phase_subdir(phase):
-        shutil.rmtree(folder / phase_subdir(phase), ignore_errors=True)
-    else:
-        for child in folder.iterdir():
-            if child.is_dir() and child.name.startswith("phase="):
-                continue
-            if child.is_dir():
-                shutil.rmtree(child, ignore_errors=True)
-            else:
-                with contextlib.suppress(OSError):
-                    child.unlink()
+    shutil.rmtree(folder / phase_subdir(phase), ignore_errors=True)
     with contextlib.suppress(OSError):
         folder.rmdir()  # only succeeds when empty
 
 
-def apply_retention(output_dir: Path, keep: int, current: str, phase: str = DEFAULT_PHASE) -> list[str]:
-    """Keep the ``keep`` newest releases of ``phase`` (always ``current``); return the deleted ids.
+def _release_manifests(output_dir: Path, phase: str | None = None) -> list[tuple[Path, dict]]:
+    """(release folder, manifest) of every release of ``phase`` (every phase if None), newest first."""
+    releases = Path(output_dir) / RELEASES_DIR
+    found = []
+    pattern = f"*/{phase_subdir(phase)}/{MANIFEST_NAME}" if phase else f"*/phase=*/{MANIFEST_NAME}"
+    for path in releases.glob(pattern) if releases.is_dir() else []:
+        if path.parent.parent.name.startswith("."):
+            continue
+        try:
+            manifest = read_manifest(path)
+        except Exception:   # an unreadable manifest: kept, never indexed
+            continue
+        found.append((path.parent.parent, manifest))
+    found.sort(key=lambda fm: (str(fm[1].get("built_at", "")), fm[0].name), reverse=True)
+    return found
 
-    Releases are ordered by their manifest's ``built_at``. Only this phase's part of an older
+
+def apply_retention(output_dir: Path, keep: int, current: str, phase: str = DEFAULT_PHASE) -> list[str]:
+    """Delete the releases of ``phase`` that are neither the latest of their content nor among the
+    ``keep`` latest (``current`` always stays); return the deleted ids.
+
+    A release's content is its manifest's ``content_sha256`` (a release without one is its own
+    content). Releases are ordered by their manifest's ``built_at``. Only this phase's part of a
     release folder is deleted (another phase published under the same build id stays).
     """
-    releases = Path(output_dir) / RELEASES_DIR
-    if not releases.is_dir():
-        return []
-    folders = [d for d in releases.iterdir() if d.is_dir() and not d.name.startswith(".")]
-    mine = [d for d in folders if (release_dir(output_dir, d.name, phase) / MANIFEST_NAME).is_file()]
-    mine.sort(key=lambda d: (_built_at(release_dir(output_dir, d.name, phase) / MANIFEST_NAME), d.name),
-              reverse=True)
-    keep = max(1, int(keep))
-    kept = [d for d in mine if d.name == current]
-    for d in mine:
-        if len(kept) >= keep:
-            break
-        if d not in kept:
-            kept.append(d)
+    seen: set[str] = set()
     deleted = []
-    for d in mine:
-        if d not in kept:
-            _remove_phase_part(d, phase)
-            deleted.append(d.name)
+    for rank, (folder, manifest) in enumerate(_release_manifests(output_dir, phase)):
+        content = manifest.get("content_sha256") or f"build:{folder.name}"
+        latest_of_content = content not in seen
+        seen.add(content)
+        if latest_of_content or rank < max(1, int(keep)) or folder.name == current:
+            continue
+        _remove_phase_part(folder, phase)
+        deleted.append(folder.name)
     if deleted:
-        log.info("release retention (%s, keep %d): deleted %s", phase, keep, ", ".join(deleted))
+        log.info("release retention (%s): deleted %s (same content as a later release)", phase, ", ".join(deleted))
     return deleted
+
+
+def write_index(output_dir: Path) -> dict:
+    """Write ``releases/index.json``: every kept release of every phase, newest first, with its
+    build id, date, phase, source lock, content hash and files (paths relative to the output dir)."""
+    output_dir = Path(output_dir)
+    entries = []
+    for folder, m in _release_manifests(output_dir):
+        entries.append({
+            "build_id": m.get("build_id", folder.name), "built_at": m.get("built_at"), "phase": m.get("phase"),
+            "contract_version": m.get("contract_version"), "source_lock": source_lock(m),
+            "content_sha256": m.get("content_sha256"), "manifest": f"{m.get('release_path')}/{MANIFEST_NAME}",
+            "files": [{"name": o["name"], "path": o["release_path"], "sha256": o["sha256"], "bytes": o["bytes"]}
+                      for o in m.get("outputs", [])],
+        })
+    index = {"generated_at": utc_now(), "retention": "a release is kept while it is the latest of its content "
+             "(content_sha256) or among the latest TI_KEEP_RELEASES of its phase", "releases": entries}
+    path = output_dir / RELEASES_DIR / INDEX_NAME
+    tmp = path.with_name(f".{INDEX_NAME}{_TMP_SUFFIX}")
+    tmp.write_text(dumps(index), encoding="utf-8")
+    os.replace(tmp, path)
+    return index
 
 
 def publish_release(
@@ -255,12 +336,16 @@ def publish_release(
     checks: list[dict],
     phase: str = DEFAULT_PHASE,
     extra: dict | None = None,
+    membership=None,
+    references=None,
 ) -> dict:
     """Publish ``territories`` (one row per territory, EPSG:4326) as release ``build_id``.
 
-    Returns the manifest dict (also written as ``manifest.json`` in the release folder and at the
-    stable path). Raises PublishError, leaving the previous stable files untouched, on any failure
-    before the swap.
+    ``membership`` (the build's ``reconcile.membership.Membership``) and ``references``
+    (``membership_tables.MembershipRefs``) give the membership tables; without ``membership``
+    they are not written. Returns the manifest dict (also written as ``manifest.json`` in the
+    release folder and at the stable paths). Raises PublishError, leaving the previous stable
+    files untouched, on any failure before the swap.
     """
     t_start = time.perf_counter()
     if not _BUILD_ID.match(str(build_id)):
@@ -269,16 +354,19 @@ def publish_release(
         raise PublishError(f"phase {phase!r} must look like 2023-2027")
     output_dir = Path(settings.output_dir).resolve()
     stable = stable_dir(output_dir, phase)
+    dirs = stable_dirs(output_dir, phase)
     final = release_dir(output_dir, build_id, phase)
     try:
-        stable.mkdir(parents=True, exist_ok=True)
+        for d in dirs:
+            d.mkdir(parents=True, exist_ok=True)
         (output_dir / RELEASES_DIR).mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise _fail(build_id, f"cannot create the output folder {output_dir}", err) from err
 
     frame = prepare_frame(territories, phase)
     with _publish_lock(output_dir):
-        _remove_stale(output_dir, stable)
+        for d in dirs:
+            _remove_stale(output_dir, d)
         if (final / MANIFEST_NAME).exists():
             raise PublishError(f"release {build_id} of phase {phase} already exists ({final}); use a new build id")
         staging = output_dir / RELEASES_DIR / f".staging-{build_id}-{uuid.uuid4().hex[:8]}"
@@ -288,10 +376,12 @@ def publish_release(
         temps: list[tuple[Path, Path]] = []
         try:
             staging.mkdir(parents=True)
-            facts, timings = _write_outputs(frame, staging, build_id, phase)
+            meta = file_metadata(build_id, phase, {"inputs": inputs, "lock": (extra or {}).get("lock")})
+            facts, timings = _write_outputs(frame, staging, build_id, phase, meta, membership, references)
             outputs = [
                 output_entry(name, staging / STABLE_NAMES[name], _rel(stable / STABLE_NAMES[name], output_dir),
-                             _rel(final / STABLE_NAMES[name], output_dir), facts[name])
+                             _rel(final / STABLE_NAMES[name], output_dir),
+                             {"phase_path": _rel(dirs[0] / STABLE_NAMES[name], output_dir), **facts[name]})
                 for name in facts
             ]
             timings["total_before_swap"] = round(time.perf_counter() - t_start, 3)
@@ -299,6 +389,7 @@ def publish_release(
                 build_id=build_id, phase=phase, built_at=utc_now(), release_path=_rel(final, output_dir),
                 inputs=inputs, outputs=outputs, checks=checks, extra=extra,
                 columns=[{"name": c.name, "kind": c.kind} for c in column_infos(frame)], timings=timings,
+                source_lock=meta["source_lock"], content_sha256=content_sha256(staging, list(facts)),
             )
             manifest_path = staging / MANIFEST_NAME
             try:
@@ -322,13 +413,16 @@ def publish_release(
                 os.replace(src, final / src.name)
                 moved.append(final / src.name)
             shutil.rmtree(staging, ignore_errors=True)
-            # temporary copies beside the stable paths (this is where a full disk would show)
-            for file in files:
-                src = final / file
-                try:
-                    temps.append((_copy_to_temp(src, stable, build_id), stable / src.name))
-                except Exception as err:
-                    raise _fail(build_id, f"could not stage {src.name} in {stable}", err) from err
+            # temporary copies beside the stable paths (this is where a full disk would show),
+            # in swap order: every other file of every folder, then the manifests
+            for group in (files[:-1], files[-1:]):
+                for d in dirs:
+                    for file in group:
+                        src = final / file
+                        try:
+                            temps.append((_copy_to_temp(src, d, build_id), d / src.name))
+                        except Exception as err:
+                            raise _fail(build_id, f"could not stage {src.name} in {d}", err) from err
         except BaseException as err:
             _cleanup([t for t, _ in temps] + moved, [staging])
             if created is not None:
@@ -350,8 +444,13 @@ def publish_release(
                     f"publishing release {build_id}: swap interrupted after {done or 'no file'}: "
                     f"could not replace {target}: {_cause(err)}"
                 ) from err
-        _fsync_dir(stable)
+        for d in dirs:
+            _fsync_dir(d)
         apply_retention(output_dir, settings.keep_releases, build_id, phase)
+        try:
+            write_index(output_dir)
+        except OSError as err:   # the files are published; the next publish rewrites the index
+            log.warning("could not write %s/%s: %s", RELEASES_DIR, INDEX_NAME, _cause(err))
     log.info("published release %s (%s) in %.1f s", build_id, phase, time.perf_counter() - t_start)
     return manifest
 
@@ -363,5 +462,5 @@ def read_manifest_roundtrip(manifest: dict) -> dict:
     return json.loads(dumps(manifest))
 
 
-__all__ = ["DEFAULT_PHASE", "STABLE_NAMES", "publish_release", "stable_paths", "release_dir", "preview_path",
-           "apply_retention"]
+__all__ = ["DEFAULT_PHASE", "STABLE_NAMES", "publish_release", "stable_paths", "stable_dirs", "release_dir",
+           "preview_path", "apply_retention", "write_index"]
