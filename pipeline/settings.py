@@ -114,6 +114,17 @@ class Settings:
         "env": "TI_RELEASE_MAX_AGE_DAYS", "expect": "days, a number >= 0.001 and <= 3650 (e.g. 8)"})
     sources_max_age_hours: Seconds = Field(26.0, ge=0.02, le=8760, json_schema_extra={
         "env": "TI_SOURCES_MAX_AGE_HOURS", "expect": "hours, a number >= 0.02 and <= 8760 (e.g. 26)"})
+    # Limits on untrusted input (README "Limits"), and the change guard's switch.
+    max_source_mb: int = Field(2048, ge=1, le=1_000_000, json_schema_extra={
+        "env": "TI_MAX_SOURCE_MB", "expect": "a whole number of MiB >= 1 (cap on one source, as stored and decoded)"})
+    max_table_mb: int = Field(512, ge=1, le=100_000, json_schema_extra={
+        "env": "TI_MAX_TABLE_MB", "expect": "a whole number of MiB >= 1 (cap on a CSV/JSON table once un-gzipped)"})
+    http_deadline: Seconds = Field(1800.0, gt=0, le=7 * 86400, json_schema_extra={
+        "env": "TI_HTTP_DEADLINE", "expect": "seconds, a number > 0 (one whole download, retries included)"})
+    max_commune_vertices: int = Field(250_000, ge=100, le=1_000_000_000, json_schema_extra={
+        "env": "TI_MAX_COMMUNE_VERTICES", "expect": "a whole number >= 100 (vertices of one commune polygon)"})
+    accept_changes: bool = Field(False, json_schema_extra={
+        "env": "TI_ACCEPT_CHANGES", "expect": "1 or 0 (1: publish past the change guard, for one build)"})
 
     @property
     def offline(self) -> bool:

@@ -131,7 +131,7 @@ def test_missing_column_names_the_expected_and_found_columns(tmp_path):
     with pytest.raises(InputFormatError) as err:
         read_ti_communes(path)
     assert str(err.value) == (f"{path}:1: missing column(s) insee_com; expected id_ti, insee_com, lib_ti, lib_com"
-                              " (optional: lib_ti, lib_com); found id_ti, lib_ti, commune (separator ',')")
+                              " (optional: lib_ti, lib_com); found 'id_ti', 'lib_ti', 'commune' (separator ',')")
 
 
 def test_renamed_columns_are_recognised_by_their_aliases(tmp_path):

@@ -9,9 +9,9 @@ line where its record starts as a text editor shows it, so errors can name it.
 from __future__ import annotations
 
 import csv
-import gzip
 import io
 import re
+import zlib
 from operator import itemgetter
 from pathlib import Path
 
@@ -37,22 +37,105 @@ def clean_text(value: object) -> object:
     return _SPACES.sub(" ", value).strip(_WS)
 
 
-def read_bytes(path: Path) -> bytes:
-    """Read a file, transparently un-gzipping it (by magic bytes, not by name)."""
+MiB = 1 << 20
+SHOWN_CHARS = 40        # foreign content quoted in a message: at most this many characters, as repr()
+
+
+def shown(value: object, limit: int = SHOWN_CHARS) -> str:
+    """``repr`` of at most ``limit`` characters (or bytes) of foreign content, marked when cut."""
+    cut = value[:limit] if isinstance(value, (str, bytes)) else value
+    return repr(cut) + ("..." if isinstance(value, (str, bytes)) and len(value) > limit else "")
+
+
+def table_limit() -> int:
+    """Bytes a table may hold once un-gzipped (``TI_MAX_TABLE_MB``): it is read whole in memory."""
+    from ..settings import Settings
+
+    return Settings.from_env().max_table_mb * MiB
+
+
+def open_regular(path: Path, what: str = "file", error=InputFormatError):
+    """Open ``path`` for reading only if it is a regular file (not a device such as /dev/zero, a
+    FIFO or a directory, which would read for ever, block or fail obscurely)."""
+    import os
+    import stat
+
     try:
-        data = Path(path).read_bytes()
+        mode = os.stat(path).st_mode
     except OSError as err:
-        raise InputFormatError(f"{path}: cannot read file ({err.strerror or err})") from None
-    if data[:2] == b"\x1f\x8b":
+        raise error(f"{path}: cannot read {what} ({err.strerror or err})") from None
+    if not stat.S_ISREG(mode):
+        kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
+        raise error(f"{path}: cannot read {what}: it is {kind}")
+    try:
+        return open(path, "rb")
+    except OSError as err:
+        raise error(f"{path}: cannot read {what} ({err.strerror or err})") from None
+
+
+def read_bytes(path: Path, limit: int | None = None) -> bytes:
+    """Read a regular file, transparently un-gzipping it (by magic bytes, not by name).
+
+    ``limit`` (default :func:`table_limit`) caps both the file and its decoded size: a gzip bomb
+    is decoded in steps and refused as soon as it passes the cap, never expanded whole.
+    """
+    limit = table_limit() if limit is None else limit
+    with open_regular(path) as fh:
         try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError) as err:
-            raise InputFormatError(f"{path}: corrupt gzip data ({err})") from None
+            data = fh.read(limit + 1)
+        except OSError as err:
+            raise InputFormatError(f"{path}: cannot read file ({err.strerror or err})") from None
+    if len(data) > limit:
+        raise InputFormatError(f"{path}: file larger than {_size(limit)} (raise TI_MAX_TABLE_MB to read it)")
+    if data[:2] == b"\x1f\x8b":
+        data = _gunzip(data, limit, path)
     return data
 
 
+def _size(limit: int) -> str:
+    return f"{limit / MiB:g} MiB" if limit >= MiB else f"{limit} bytes"
+
+
+def _gunzip(data: bytes, limit: int, path: Path) -> bytes:
+    """Decode every gzip member of ``data``, stopping as soon as more than ``limit`` bytes come out."""
+    out: list[bytes] = []
+    total = 0
+    decoder = zlib.decompressobj(wbits=31)
+    rest = data
+    try:
+        while True:
+            chunk = decoder.decompress(rest, limit + 1 - total)
+            out.append(chunk)
+            total += len(chunk)
+            if total > limit:
+                raise InputFormatError(f"{path}: gzip data expands past {_size(limit)} "
+                                       "(raise TI_MAX_TABLE_MB to read it)")
+            if decoder.eof:
+                rest = decoder.unused_data
+                if not rest.strip(b"\x00"):       # trailing zero padding, as gzip accepts
+                    break
+                decoder = zlib.decompressobj(wbits=31)
+            elif decoder.unconsumed_tail:
+                rest = decoder.unconsumed_tail
+            else:
+                raise InputFormatError(f"{path}: corrupt gzip data (truncated)")
+    except zlib.error as err:
+        raise InputFormatError(f"{path}: corrupt gzip data ({err})") from None
+    return b"".join(out)
+
+
+# A multi-byte UTF-8 sequence: in a file that is not UTF-8 as a whole, the sign of a mixed file.
+NEWLINE = b"\n"
+_UTF8_SEQUENCE = re.compile(rb"[\xc2-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}|[\xf0-\xf4][\x80-\xbf]{3}")
+
+
 def decode_text(data: bytes, path: Path) -> str:
-    """UTF-8 (with or without BOM), UTF-16 with BOM, else Windows-1252."""
+    """UTF-8 (with or without BOM), UTF-16 with BOM, else Windows-1252 -- one encoding for the whole file.
+
+    A file that is not valid UTF-8 but holds UTF-8 sequences (or a UTF-8 BOM) mixes encodings,
+    e.g. one line pasted from a Windows-1252 file into a UTF-8 one: decoding it either way would
+    publish garbled names, so it is refused naming the first line that is not UTF-8.
+    """
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         try:
             return data.decode("utf-16")
@@ -66,8 +149,16 @@ def decode_text(data: bytes, path: Path) -> str:
         raise InputFormatError(f"{path}:{line}: NUL byte: this is not a text file")
     try:
         return data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        pass
+    except UnicodeDecodeError as err:
+        bad = err.start
+    line = data[:bad].count(b"\n") + 1
+    utf8 = _UTF8_SEQUENCE.search(data)
+    if data.startswith(b"\xef\xbb\xbf") or utf8 is not None:
+        where = ("starts with a UTF-8 BOM" if utf8 is None
+                 else f"line {data[:utf8.start()].count(NEWLINE) + 1} is UTF-8")
+        raise InputFormatError(
+            f"{path}:{line}: byte 0x{data[bad]:02x} is not UTF-8 but the file {where}: it mixes "
+            "encodings; save the whole file as UTF-8")
     try:
         return data.decode("cp1252")
     except UnicodeDecodeError as err:
@@ -166,6 +257,55 @@ def _clean_column(values: list[str], nul_free: bool) -> list[str]:
     return [clean_text(v) for v in values]
 
 
+def _positions(keys: list[str], wanted: list[str], aliases: dict[str, str]) -> dict[str, int]:
+    """Column name -> field position; of two headers meaning one column, the canonical one (else
+    the first) wins."""
+    position: dict[str, int] = {}
+    for pos, key in enumerate(keys):
+        name = aliases.get(key, key)
+        if name in wanted and (name not in position or (key == name and keys[position[name]] != name)):
+            position[name] = pos
+    return position
+
+
+MAX_SHOWN_COLUMNS = 12
+
+
+def _missing_columns(path: Path, line: int, missing: list[str], required, optional, keys, sep) -> InputFormatError:
+    """The missing-column error; the found headers are foreign content: each quoted and cut short."""
+    expected = ", ".join(list(required) + list(optional))
+    found = ", ".join(shown(k) if k else "(empty)" for k in keys[:MAX_SHOWN_COLUMNS])
+    more = f" and {len(keys) - MAX_SHOWN_COLUMNS} more" if len(keys) > MAX_SHOWN_COLUMNS else ""
+    return InputFormatError(
+        f"{path}:{line}: missing column(s) {', '.join(missing)}; expected {expected}"
+        f" (optional: {', '.join(optional) or 'none'}); found {found}{more} (separator {sep!r})")
+
+
+def _check_widths(path: Path, rows: list[list[str]], lines: list[int], width: int, header_line: int,
+                  sep: str) -> list[list[str]]:
+    """Rows padded to the header's width; a row with a non-empty field beyond it is an error."""
+    lengths = set(map(len, rows))
+    if lengths and max(lengths) > width:
+        for line, fields in zip(lines, rows):
+            if len(fields) > width and any(f.strip(_WS) for f in fields[width:]):
+                raise InputFormatError(f"{path}:{line}: {len(fields)} fields but the header (line "
+                                       f"{header_line}) has {width}; quote values that contain the "
+                                       f"separator {sep!r}")
+    if lengths and min(lengths) < width:   # short rows (blank lines too) are padded
+        rows = [f if len(f) >= width else f + [""] * (width - len(f)) for f in rows]
+    return rows
+
+
+def _used_rows(columns: dict[str, list[str]], lines: list[int]) -> tuple[dict[str, list[str]], list[int]]:
+    """Drop the rows with nothing in any kept column."""
+    if all("" in values for values in columns.values()):
+        used = [i for i, values in enumerate(zip(*columns.values())) if any(values)]
+        if len(used) < len(lines):
+            columns = {c: [values[i] for i in used] for c, values in columns.items()}
+            lines = [lines[i] for i in used]
+    return columns, lines
+
+
 def read_csv(path: Path, required: list[str], optional: list[str] = (),
              aliases: dict[str, str] | None = None) -> pd.DataFrame:
     """Read a CSV as strings with normalised headers, cleaned values and a ``_line`` column.
@@ -178,50 +318,30 @@ def read_csv(path: Path, required: list[str], optional: list[str] = (),
     extra fields are empty (a trailing separator).
     """
     text = decode_text(read_bytes(path), path)
-    expected = ", ".join(list(required) + list(optional))
     sep, text, offset = _separator(text)
     records, record_lines, error = _records(text, sep, path, offset)
     start = next((i for i, fields in enumerate(records) if any(f.strip(_WS) for f in fields)), None)
     if start is None:
         if error:
             raise error
+        expected = ", ".join(list(required) + list(optional))
         raise InputFormatError(f"{path}: empty file, expected a header line with columns {expected}")
     header_line, header = record_lines[start], records[start]
-    aliases = aliases or {}
     keys = [header_key(h) for h in header]
     wanted = list(dict.fromkeys(list(required) + list(optional)))
-    position: dict[str, int] = {}
-    for pos, key in enumerate(keys):
-        name = aliases.get(key, key)
-        if name in wanted and (name not in position or (key == name and keys[position[name]] != name)):
-            position[name] = pos
+    position = _positions(keys, wanted, aliases or {})
     missing = [c for c in required if c not in position]
     if missing:
-        raise InputFormatError(
-            f"{path}:{header_line}: missing column(s) {', '.join(missing)}; expected {expected}"
-            f" (optional: {', '.join(optional) or 'none'}); found {', '.join(k or '(empty)' for k in keys)}"
-            f" (separator {sep!r})")
-    keep = [c for c in wanted if c in position]
-    rows, lines = records[start + 1:], record_lines[start + 1:]
-    width = len(header)
-    lengths = set(map(len, rows))
-    if lengths and max(lengths) > width:
-        for line, fields in zip(lines, rows):
-            if len(fields) > width and any(f.strip(_WS) for f in fields[width:]):
-                raise InputFormatError(f"{path}:{line}: {len(fields)} fields but the header (line "
-                                       f"{header_line}) has {width}; quote values that contain the "
-                                       f"separator {sep!r}")
+        raise _missing_columns(path, header_line, missing, required, optional, keys, sep)
+    lines = record_lines[start + 1:]
+    rows = records[start + 1:]
+    rows = _check_widths(path, rows, lines, len(header), header_line, sep)   # before a later error
     if error:
         raise error
-    if lengths and min(lengths) < width:   # short rows (blank lines too) are padded
-        rows = [f if len(f) >= width else f + [""] * (width - len(f)) for f in rows]
     nul_free = "\x00" not in text
-    columns = {c: _clean_column(list(map(itemgetter(position[c]), rows)), nul_free) for c in keep}
-    if all("" in values for values in columns.values()):   # rows with nothing usable are dropped
-        used = [i for i, values in enumerate(zip(*columns.values())) if any(values)]
-        if len(used) < len(lines):
-            columns = {c: [values[i] for i in used] for c, values in columns.items()}
-            lines = [lines[i] for i in used]
+    columns = {c: _clean_column(list(map(itemgetter(position[c]), rows)), nul_free)
+               for c in wanted if c in position}
+    columns, lines = _used_rows(columns, lines)
     if not lines:
         raise InputFormatError(f"{path}: no data row after the header (line {header_line})")
     frame = pd.DataFrame(columns, dtype=object)   # plain str objects: fast to iterate and map
