@@ -73,6 +73,19 @@ def open_regular(path: Path, what: str = "file", error=InputFormatError):
         raise error(f"{path}: cannot read {what} ({err.strerror or err})") from None
 
 
+def read_raw(path: Path, limit: int | None = None, what: str = "file") -> bytes:
+    """The bytes of a regular file of at most ``limit`` bytes (default :func:`table_limit`)."""
+    limit = table_limit() if limit is None else limit
+    with open_regular(path, what) as fh:
+        try:
+            data = fh.read(limit + 1)
+        except OSError as err:
+            raise InputFormatError(f"{path}: cannot read {what} ({err.strerror or err})") from None
+    if len(data) > limit:
+        raise InputFormatError(f"{path}: {what} larger than {_size(limit)} (raise TI_MAX_TABLE_MB to read it)")
+    return data
+
+
 def read_bytes(path: Path, limit: int | None = None) -> bytes:
     """Read a regular file, transparently un-gzipping it (by magic bytes, not by name).
 
@@ -80,13 +93,7 @@ def read_bytes(path: Path, limit: int | None = None) -> bytes:
     is decoded in steps and refused as soon as it passes the cap, never expanded whole.
     """
     limit = table_limit() if limit is None else limit
-    with open_regular(path) as fh:
-        try:
-            data = fh.read(limit + 1)
-        except OSError as err:
-            raise InputFormatError(f"{path}: cannot read file ({err.strerror or err})") from None
-    if len(data) > limit:
-        raise InputFormatError(f"{path}: file larger than {_size(limit)} (raise TI_MAX_TABLE_MB to read it)")
+    data = read_raw(path, limit)
     if data[:2] == b"\x1f\x8b":
         data = _gunzip(data, limit, path)
     return data

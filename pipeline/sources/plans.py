@@ -298,21 +298,159 @@ def _header(fields: list[str], label: str, line: int) -> list[str | None]:
     return [n if n and n not in IGNORED_COLUMNS else None for n in names]
 
 
-def _raise_problems(label: str, problems: list[str]) -> None:
-    listed = problems[:MAX_LISTED_PROBLEMS]
-    more = len(problems) - len(listed)
+def _raise_problems(label: str, listed: list[str], total: int) -> None:
+    more = total - len(listed)
     tail = f"\n... and {more} more problem(s)" if more else ""
     raise PlanTableError(
-        f"invalid plan table {label}: {len(problems)} problem(s)\n" + "\n".join(listed) + tail
+        f"invalid plan table {label}: {total} problem(s)\n" + "\n".join(listed) + tail
     )
+
+
+# Control characters (C0 but tab and line breaks, which a quoted comment may hold; DEL; C1).
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+# A cell a spreadsheet would run as a formula when it opens a CSV (OWASP "CSV injection").
+FORMULA_START = ("=", "+", "-", "@")
+
+
+def csv_safe(value: object) -> object:
+    """``value`` as any CSV writer of the project must write it: a text beginning like a formula
+    gets a leading ``'`` so that a spreadsheet shows it as text instead of running it."""
+    if isinstance(value, str) and value.startswith(FORMULA_START):
+        return "'" + value
+    return value
+
+
+def _parse_cell(name: str, cell: str) -> object:
+    """The parsed value of one non-empty cell of column ``name``; _Bad when it is invalid."""
+    found = _CONTROL.search(cell)
+    if found:
+        raise _Bad(f"control character {found.group()!r} (U+{ord(found.group()):04X}) in the value")
+    return _PARSERS[_BY_NAME[name].kind](cell)
+
+
+def _parse_row(fields: list[str], names: list[str | None], header_fields: list[str], label: str,
+               line: int) -> tuple[dict[str, object], list[tuple[int, str]]]:
+    """The cells of one record by column name, and its problems as (field position, message)."""
+    row: dict[str, object] = {}
+    problems: list[tuple[int, str]] = []
+    for pos, raw in enumerate(fields):
+        cell = _clean(raw)
+        if pos >= len(names):
+            if cell:
+                problems.append((pos, f"{label}:{line}: column {pos + 1}: "
+                                 f"value beyond the last header column ({_show(cell)})"))
+            continue
+        name = names[pos]
+        if name is None:
+            if cell and not header_fields[pos].strip():
+                problems.append((pos, f"{label}:{line}: column {pos + 1}: "
+                                 f"value under an unnamed column ({_show(cell)})"))
+            continue
+        if name == ID_COLUMN or cell == "":
+            row[name] = cell if name == ID_COLUMN else None
+            continue
+        try:
+            row[name] = _parse_cell(name, cell)
+        except _Bad as bad:
+            problems.append((pos, f"{label}:{line}: column {name}: {bad} ({_show(cell)})"))
+            row[name] = None
+    return row, problems
+
+
+@dataclass
+class _Rows:
+    """The valid rows read so far and the problems: the first MAX_LISTED_PROBLEMS listed, all counted."""
+
+    canonical: dict[str, str]
+    ids: list[str] = field(default_factory=list)
+    lines: list[int] = field(default_factory=list)
+    values: dict[str, list] = field(default_factory=lambda: {c: [] for c in PLAN_COLUMN_NAMES})
+    first_line: dict[str, int] = field(default_factory=dict)
+    listed: list[str] = field(default_factory=list)
+    total: int = 0
+
+    def problems(self, found: list[tuple[int, str]]) -> None:
+        self.total += len(found)
+        room = MAX_LISTED_PROBLEMS - len(self.listed)
+        if room > 0:
+            self.listed.extend(msg for _, msg in sorted(found, key=lambda p: p[0])[:room])
+
+    def id_problem(self, raw_id: str, label: str, line: int) -> str | None:
+        """Why ``raw_id`` cannot be used (unknown or duplicate), else None (the id is recorded)."""
+        tid = self.canonical.get(raw_id.lower())
+        if tid is None:
+            hint = ""
+            if len(self.listed) < MAX_LISTED_PROBLEMS:   # only for listed problems: difflib is slow
+                close = difflib.get_close_matches(raw_id.lower(), list(self.canonical), n=1)
+                hint = f", did you mean {self.canonical[close[0]]}?" if close else ""
+            return f"{label}:{line}: column {ID_COLUMN}: unknown territory id{hint} ({_show(raw_id)})"
+        if tid in self.first_line:
+            return (f"{label}:{line}: column {ID_COLUMN}: duplicate territory id, also on line "
+                    f"{self.first_line[tid]} ({tid})")
+        self.first_line[tid] = line
+        return None
+
+    def add(self, tid: str, line: int, row: dict[str, object]) -> None:
+        self.ids.append(tid)
+        self.lines.append(line)
+        for name in PLAN_COLUMN_NAMES:
+            self.values[name].append(row.get(name))
+
+
+def _read_rows(records, names: list[str | None], header_fields: list[str], canonical: dict[str, str],
+               label: str) -> _Rows:
+    """Parse and check every record; the problems of each line are kept in column order."""
+    rows = _Rows(canonical)
+    id_pos = names.index(ID_COLUMN)
+    for line, fields in records:
+        row, found = _parse_row(fields, names, header_fields, label, line)
+        raw_id = str(row.get(ID_COLUMN, ""))
+        why = (f"{label}:{line}: column {ID_COLUMN}: missing territory id (empty)" if raw_id == ""
+               else rows.id_problem(raw_id, label, line))
+        if why is not None:
+            found.append((id_pos, why))
+        else:
+            rows.add(canonical[raw_id.lower()], line, row)
+        rows.problems(found)
+    return rows
+
+
+def _warnings(label: str, names: list[str | None], rows: _Rows) -> list[str]:
+    warnings = []
+    absent = [c for c in PLAN_COLUMN_NAMES if c not in names]
+    if absent:
+        warnings.append(f"{label}: columns absent from the plan table, left null: {', '.join(absent)}")
+    for code in AXIS_CODES:
+        for line, axis, count in zip(rows.lines, rows.values[f"axe_{code}"],
+                                     rows.values[f"plan_nb_actions_{code}"]):
+            if axis is False and count:
+                warnings.append(
+                    f"{label}:{line}: column plan_nb_actions_{code}: {count} action(s) but axe_{code} is false"
+                )
+    if len(rows.ids) < len(rows.canonical):
+        warnings.append(
+            f"{label}: plan rows for {len(rows.ids)} of {len(rows.canonical)} territories; "
+            "the others have null plan columns"
+        )
+    return warnings
+
+
+def _read_file(path: Path, label: str) -> bytes:
+    """The plan table's bytes: a regular file within TI_MAX_TABLE_MB."""
+    if not path.is_file():
+        raise PlanTableError(f"plan table is not a file: {label} (set by TI_PLANS_PATH)")
+    try:
+        return tables.read_raw(path, what="plan table (TI_PLANS_PATH)")
+    except InputFormatError as err:
+        raise PlanTableError(str(err)) from None
 
 
 def read_plans(path: str | Path | None, valid_ids: Iterable[str]) -> PlansResult:
     """Read and validate the plan table at ``path`` against the territory ids ``valid_ids``.
 
     ``path=None`` gives an empty table and a warning. Every problem found is collected and raised
-    as one :class:`PlanTableError`. Territory ids are matched case-insensitively and stored in
-    the spelling of ``valid_ids``.
+    as one :class:`PlanTableError` (the first :data:`MAX_LISTED_PROBLEMS` listed). Territory ids
+    are matched case-insensitively and stored in the spelling of ``valid_ids``.
     """
     if path is None:
         return PlansResult(empty_plan_table(), [NO_TABLE_WARNING], None)
@@ -322,9 +460,7 @@ def read_plans(path: str | Path | None, valid_ids: Iterable[str]) -> PlansResult
     path = Path(path)
     if not path.exists():
         raise PlanTableError(f"plan table not found: {label} (set by TI_PLANS_PATH)")
-    if not path.is_file():
-        raise PlanTableError(f"plan table is not a file: {label} (set by TI_PLANS_PATH)")
-    data = path.read_bytes()
+    data = _read_file(path, label)
     text, encoding = _decode(data, label)
     sep, text, offset = _separator(text, label)
     records = _records(text, sep, label, offset)
@@ -336,87 +472,18 @@ def read_plans(path: str | Path | None, valid_ids: Iterable[str]) -> PlansResult
         )
     header_line, header_fields = first
     names = _header(header_fields, label, header_line)
-
-    canonical = {str(i).lower(): str(i) for i in valid_ids}
-    values: dict[str, list] = {c: [] for c in PLAN_COLUMN_NAMES}
-    ids: list[str] = []
-    lines: list[int] = []
-    first_line: dict[str, int] = {}
-    problems: list[tuple[int, int, str]] = []  # (line, field position, message)
-    warnings: list[str] = []
-    id_pos = names.index(ID_COLUMN)
-    for line, fields in records:
-        row: dict[str, object] = {}
-        for pos, raw in enumerate(fields):
-            cell = _clean(raw)
-            if pos >= len(names):
-                if cell:
-                    problems.append((line, pos, f"{label}:{line}: column {pos + 1}: "
-                                     f"value beyond the last header column ({_show(cell)})"))
-                continue
-            name = names[pos]
-            if name is None:
-                if cell and not header_fields[pos].strip():
-                    problems.append((line, pos, f"{label}:{line}: column {pos + 1}: "
-                                     f"value under an unnamed column ({_show(cell)})"))
-                continue
-            if name == ID_COLUMN:
-                row[name] = cell
-                continue
-            if cell == "":
-                row[name] = None
-                continue
-            try:
-                row[name] = _PARSERS[_BY_NAME[name].kind](cell)
-            except _Bad as bad:
-                problems.append((line, pos, f"{label}:{line}: column {name}: {bad} ({_show(cell)})"))
-                row[name] = None
-        raw_id = str(row.get(ID_COLUMN, ""))
-        if raw_id == "":
-            problems.append((line, id_pos, f"{label}:{line}: column {ID_COLUMN}: missing territory id (empty)"))
-            continue
-        tid = canonical.get(raw_id.lower())
-        if tid is None:
-            close = difflib.get_close_matches(raw_id.lower(), list(canonical), n=1)
-            hint = f", did you mean {canonical[close[0]]}?" if close else ""
-            problems.append((line, id_pos, f"{label}:{line}: column {ID_COLUMN}: "
-                             f"unknown territory id{hint} ({_show(raw_id)})"))
-            continue
-        if tid in first_line:
-            problems.append((line, id_pos, f"{label}:{line}: column {ID_COLUMN}: "
-                             f"duplicate territory id, also on line {first_line[tid]} ({tid})"))
-            continue
-        first_line[tid] = line
-        ids.append(tid)
-        lines.append(line)
-        for name in PLAN_COLUMN_NAMES:
-            values[name].append(row.get(name))
-    if problems:
-        _raise_problems(label, [msg for _, _, msg in sorted(problems, key=lambda p: p[:2])])
-
-    absent = [c for c in PLAN_COLUMN_NAMES if c not in names]
-    if absent:
-        warnings.append(f"{label}: columns absent from the plan table, left null: {', '.join(absent)}")
-    for code in AXIS_CODES:
-        for line, axis, count in zip(lines, values[f"axe_{code}"], values[f"plan_nb_actions_{code}"]):
-            if axis is False and count:
-                warnings.append(
-                    f"{label}:{line}: column plan_nb_actions_{code}: {count} action(s) but axe_{code} is false"
-                )
-    if len(ids) < len(canonical):
-        warnings.append(
-            f"{label}: plan rows for {len(ids)} of {len(canonical)} territories; "
-            "the others have null plan columns"
-        )
+    rows = _read_rows(records, names, header_fields, {str(i).lower(): str(i) for i in valid_ids}, label)
+    if rows.total:
+        _raise_problems(label, rows.listed, rows.total)
     source = {
         "path": str(path.resolve()),
         "sha256": hashlib.sha256(data).hexdigest(),
         "size": len(data),
-        "rows": len(ids),
+        "rows": len(rows.ids),
         "encoding": encoding,
         "separator": sep,
     }
-    return PlansResult(_frame(values, ids), warnings, source)
+    return PlansResult(_frame(rows.values, rows.ids), _warnings(label, names, rows), source)
 
 
 def attach_plans(territories: pd.DataFrame, plans: PlansResult) -> pd.DataFrame:
