@@ -26,13 +26,15 @@ import tempfile
 import zlib
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
-from pathlib import Path
+import stat
+from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlparse
 
 import requests
 
 from . import http
 from .catalog import SourceSpec
+from .csv_tables import shown
 from ..errors import SourceError
 from ..settings import Settings
 
@@ -77,15 +79,32 @@ def _now() -> str:
 # mirror mode
 
 def mirror_file(spec: SourceSpec, settings: Settings) -> Path:
-    """The mirror file of ``spec``; SourceError naming the path and TI_MIRROR_DIR if it is missing."""
+    """The mirror file of ``spec``, confined to TI_MIRROR_DIR; SourceError naming the path and the
+    catalog entry if it is missing, escapes the mirror (``..``, an absolute path, a symlink out),
+    is not a regular file or is larger than TI_MAX_SOURCE_MB."""
     assert settings.mirror_dir is not None
+    entry = f"catalog entry mirror = {shown(spec.mirror, 120)}"
+    relative = PurePosixPath(str(spec.mirror).replace("\\", "/"))
+    if not str(spec.mirror).strip() or relative.is_absolute() or ".." in relative.parts or ":" in relative.parts[0]:
+        raise SourceError(f"source {spec.name}: the mirror path must be relative, inside TI_MIRROR_DIR, "
+                          f"without '..' ({entry})")
+    root = Path(settings.mirror_dir).resolve()
     path = spec.mirror_path(settings.mirror_dir)
-    if not path.is_file():
-        hint = "" if Path(settings.mirror_dir).is_dir() else " (that directory does not exist)"
-        raise SourceError(
-            f"source {spec.name}: mirror file not found: {path} "
-            f"(TI_MIRROR_DIR={settings.mirror_dir}{hint}; catalog entry mirror = {spec.mirror!r})"
-        )
+    if not path.exists() and not path.is_symlink():
+        hint = "" if root.is_dir() else " (that directory does not exist)"
+        raise SourceError(f"source {spec.name}: mirror file not found: {path} "
+                          f"(TI_MIRROR_DIR={settings.mirror_dir}{hint}; {entry})")
+    if not path.resolve().is_relative_to(root):
+        raise SourceError(f"source {spec.name}: mirror file {path} is a link out of TI_MIRROR_DIR "
+                          f"({settings.mirror_dir}); refused ({entry})")
+    mode = path.stat().st_mode
+    if not stat.S_ISREG(mode):
+        kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
+        raise SourceError(f"source {spec.name}: mirror path {path} is {kind} ({entry})")
+    limit = settings.max_source_mb * http.MiB
+    if path.stat().st_size > limit:
+        raise SourceError(f"source {spec.name}: mirror file {path} is larger than {settings.max_source_mb} MiB "
+                          "(TI_MAX_SOURCE_MB)")
     return path
 
 
@@ -158,14 +177,14 @@ _MARKUP = (b"<!doctype html", b"<html", b"<head", b"<body", b"<?xml", b"<!--", b
 
 
 def _shown(head: bytes) -> str:
-    return repr(head[:SHOWN_BYTES])
+    return shown(head, SHOWN_BYTES)
 
 
-def check_content(path: Path, fmt: str, content_type: str = "") -> None:
+def check_content(path: Path, fmt: str, content_type: str = "", max_bytes: int | None = None) -> None:
     """Check a downloaded file against the expected format; raise http.Permanent/Transient.
 
     The checks look through one gzip layer: a gzip body must decode completely (else Transient,
-    a truncated transfer), and its decoded head must fit ``fmt``.
+    a truncated transfer), within ``max_bytes`` once decoded, and its decoded head must fit ``fmt``.
     """
     with open(path, "rb") as fh:
         raw_head = fh.read(HEAD_BYTES)
@@ -174,7 +193,7 @@ def check_content(path: Path, fmt: str, content_type: str = "") -> None:
     is_gzip = raw_head.startswith(http.GZIP_MAGIC)
     head = http.gunzip_head(raw_head) if is_gzip else raw_head[:4096]
     if is_gzip and not head:
-        _check_gzip(path)            # names the corruption; a valid gzip here holds nothing
+        _check_gzip(path, max_bytes)            # names the corruption; a valid gzip here holds nothing
         raise http.Permanent("empty body (gzip of zero bytes)")
     text = head.lstrip(b"\xef\xbb\xbf").lstrip()
     lowered = text[:64].lower()
@@ -190,7 +209,7 @@ def check_content(path: Path, fmt: str, content_type: str = "") -> None:
     if fmt == "csv" and (b"\x00" in head or text[:1] == b"<"):
         raise http.Permanent(f"expected csv text{ctype}; first bytes: {_shown(head)}")
     if is_gzip:
-        _check_gzip(path)
+        _check_gzip(path, max_bytes)
     elif fmt == "parquet":
         with open(path, "rb") as fh:
             fh.seek(max(0, path.stat().st_size - 4))
@@ -198,12 +217,18 @@ def check_content(path: Path, fmt: str, content_type: str = "") -> None:
                 raise http.Transient("parquet body has no PAR1 footer (truncated)")
 
 
-def _check_gzip(path: Path) -> None:
+def _check_gzip(path: Path, max_bytes: int | None = None) -> None:
+    """A gzip file decodes completely (streamed, never held whole) to at most ``max_bytes``."""
     decoder = http.GzipStream()
+    size = 0
     with open(path, "rb") as fh:
         try:
             for chunk in iter(lambda: fh.read(http.CHUNK), b""):
-                decoder.decompress(chunk)
+                for piece in decoder.pieces(chunk):
+                    size += len(piece)
+                    if max_bytes is not None and size > max_bytes:
+                        raise http.Permanent(f"gzip body expands past {max_bytes / http.MiB:g} MiB "
+                                             "(TI_MAX_SOURCE_MB); refused")
         except zlib.error as exc:
             raise http.Permanent(f"gzip body is corrupt ({exc})") from None
     if not decoder.complete:
@@ -235,6 +260,51 @@ def conditional_headers(previous: dict | None, url: str) -> dict[str, str]:
     return headers
 
 
+def _get(session: requests.Session, url: str, settings: Settings, headers: dict[str, str]) -> requests.Response:
+    """A streamed GET whose redirects are checked (:func:`http.request`)."""
+    return http.request(session, "GET", url, headers={"Accept-Encoding": http.ACCEPT_ENCODING, **headers},
+                        stream=True, timeout=settings.http_timeout)
+
+
+def _download(spec: SourceSpec, resp: requests.Response, target: Path, settings: Settings,
+              limits: http.Limits, temps: list[Path]) -> _Downloaded:
+    """Stream a 200 body into a temp file beside ``target`` and check it (content, size, pin)."""
+    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    tmp = Path(name)
+    temps.append(tmp)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            body = http.read_body(resp, fh, settings.http_timeout, limits)
+            fh.flush()
+            os.fsync(fh.fileno())
+        check_content(tmp, spec.format, resp.headers.get("Content-Type", ""), limits.max_bytes)
+        if spec.sha256 and body.sha256 != spec.sha256.lower():
+            raise http.Permanent(
+                f"sha256 mismatch: the catalog pins {spec.sha256.lower()}, the body "
+                f"({body.size} bytes) has {body.sha256}; the body was refused")
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return _Downloaded(tmp, 200, body.sha256, body.size, resp.headers.get("ETag"), resp.headers.get("Last-Modified"))
+
+
+def _keep(got: _Downloaded, previous: dict | None, target: Path, url: str) -> tuple[bool, str, str]:
+    """Put the download in place (or keep the cached copy); write its sidecar.
+    Returns (changed, fetched_at, now)."""
+    now = _now()
+    if got.tmp is None:                                  # 304: reuse the cached copy
+        changed, fetched_at = False, previous.get("fetched_at", now)
+    elif previous is not None and previous.get("sha256") == got.sha256:
+        changed, fetched_at = False, now                 # same bytes again: keep the old file
+        got.tmp.unlink()
+    else:
+        changed, fetched_at = True, now
+        os.replace(got.tmp, target)
+    _write_meta(target, {"url": url, "etag": got.etag, "last_modified": got.last_modified,
+                         "sha256": got.sha256, "size": got.size, "fetched_at": fetched_at, "checked_at": now})
+    return changed, fetched_at, now
+
+
 def _fetch_live(spec: SourceSpec, settings: Settings, session: requests.Session) -> FetchResult:
     url = spec.url
     target = cache_path(spec, settings)
@@ -244,65 +314,25 @@ def _fetch_live(spec: SourceSpec, settings: Settings, session: requests.Session)
         raise SourceError(f"source {spec.name}: cannot create the cache folder {target.parent}: {exc}") from None
     previous = _valid_cache(spec, target)
     conditional = conditional_headers(previous, url)
+    limits = http.Limits.from_settings(settings)
     temps: list[Path] = []
 
     def attempt(n: int) -> _Downloaded:
-        resp = session.get(url, headers={"Accept-Encoding": http.ACCEPT_ENCODING, **conditional},
-                           stream=True, timeout=settings.http_timeout)
-        with resp:
-            etag = resp.headers.get("ETag")
-            last_modified = resp.headers.get("Last-Modified")
+        with _get(session, url, settings, conditional) as resp:
             if resp.status_code == 304:
                 if not conditional:
                     raise http.Permanent("HTTP 304 Not Modified to a request that was not conditional")
                 return _Downloaded(None, 304, previous["sha256"], previous["size"],
-                                   etag or previous.get("etag"),
-                                   last_modified or previous.get("last_modified"))
+                                   resp.headers.get("ETag") or previous.get("etag"),
+                                   resp.headers.get("Last-Modified") or previous.get("last_modified"))
             http.check_status(resp)
             if resp.status_code != 200:
                 raise http.Permanent(f"unexpected {http.describe_status(resp)} (expected 200)")
-            fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-            tmp = Path(name)
-            temps.append(tmp)
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    body = http.read_body(resp, fh, settings.http_timeout)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                check_content(tmp, spec.format, resp.headers.get("Content-Type", ""))
-                if spec.sha256 and body.sha256 != spec.sha256.lower():
-                    raise http.Permanent(
-                        f"sha256 mismatch: the catalog pins {spec.sha256.lower()}, the body "
-                        f"({body.size} bytes) has {body.sha256}; the body was refused")
-            except BaseException:
-                tmp.unlink(missing_ok=True)
-                raise
-            return _Downloaded(tmp, 200, body.sha256, body.size, etag, last_modified)
+            return _download(spec, resp, target, settings, limits, temps)
 
     try:
-        got, attempts = http.run_with_retries(spec.name, url, settings, attempt)
-        now = _now()
-        if got.tmp is None:                                  # 304: reuse the cached copy
-            changed = False
-            fetched_at = previous.get("fetched_at", now)
-        elif previous is not None and previous.get("sha256") == got.sha256:
-            changed = False                                  # same bytes again: keep the old file
-            fetched_at = now
-            got.tmp.unlink()
-        else:
-            changed = True
-            fetched_at = now
-            os.replace(got.tmp, target)
-        meta = {
-            "url": url,
-            "etag": got.etag,
-            "last_modified": got.last_modified,
-            "sha256": got.sha256,
-            "size": got.size,
-            "fetched_at": fetched_at,
-            "checked_at": now,
-        }
-        _write_meta(target, meta)
+        got, attempts = http.run_with_retries(spec.name, url, settings, attempt, limits=limits)
+        changed, fetched_at, now = _keep(got, previous, target, url)
     except OSError as exc:
         raise SourceError(f"source {spec.name}: cannot write the download cache {target}: {exc}") from None
     finally:
@@ -360,9 +390,8 @@ def _probe_live(spec: SourceSpec, settings: Settings, session: requests.Session)
     url = spec.url
 
     def head(n: int) -> str | None:
-        resp = session.head(url, headers={"Accept-Encoding": http.ACCEPT_ENCODING},
-                            timeout=settings.http_timeout, allow_redirects=True)
-        with resp:
+        with http.request(session, "HEAD", url, headers={"Accept-Encoding": http.ACCEPT_ENCODING},
+                          timeout=settings.http_timeout) as resp:
             if resp.status_code in (403, 405, 501):
                 return None
             http.check_status(resp)
@@ -375,10 +404,10 @@ def _probe_live(spec: SourceSpec, settings: Settings, session: requests.Session)
     previous = read_meta(cache_path(spec, settings))
     conditional = conditional_headers(previous, url)
 
+    limits = http.Limits.from_settings(settings)
+
     def get(n: int) -> str:
-        resp = session.get(url, headers={"Accept-Encoding": http.ACCEPT_ENCODING, **conditional},
-                           stream=True, timeout=settings.http_timeout)
-        with resp:
+        with _get(session, url, settings, conditional) as resp:
             if resp.status_code == 304 and conditional:
                 merged = {"ETag": resp.headers.get("ETag") or previous.get("etag"),
                           "Last-Modified": resp.headers.get("Last-Modified") or previous.get("last_modified")}
@@ -389,7 +418,7 @@ def _probe_live(spec: SourceSpec, settings: Settings, session: requests.Session)
             found = version_from_headers(resp.headers)
             if found:
                 return found
-            return f"sha256:{http.read_body(resp, None, settings.http_timeout).sha256}"
+            return f"sha256:{http.read_body(resp, None, settings.http_timeout, limits).sha256}"
 
-    version, _ = http.run_with_retries(spec.name, url, settings, get, what="probe (GET)")
+    version, _ = http.run_with_retries(spec.name, url, settings, get, what="probe (GET)", limits=limits)
     return version

@@ -8,6 +8,11 @@ be retried too, ``Retry-After`` must be capped, and the attempts must be counted
   ``settings.http_retries`` times, waiting ``http_backoff * 2**(n-1)`` seconds after attempt n, or the
   server's ``Retry-After`` capped at ``settings.http_max_retry_after``.
 * Other 4xx and any wrong content are permanent: no retry.
+* Bounds, since the server is not trusted: a body (as sent and as decoded) larger than
+  ``TI_MAX_SOURCE_MB`` is refused; one download, retries and waits included, ends at
+  ``TI_HTTP_DEADLINE`` seconds (a body sent one byte a second cannot last for ever); no wait is
+  longer than :data:`MAX_WAIT` seconds whatever ``Retry-After`` or the settings say; redirects are
+  followed by hand, only to http(s) on the same host and port or to :data:`REDIRECT_HOSTS`.
 * Failures end in one :class:`~pipeline.errors.SourceError` naming the source, the URL, what went
   wrong and every attempt made; when only transient faults were seen it has ``retryable = True``
   (the Dagster layer lets its RetryPolicy try again later; other SourceErrors are not retried).
@@ -16,6 +21,7 @@ be retried too, ``Retry-After`` must be capped, and the attempts must be counted
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import time
 import zlib
@@ -24,6 +30,7 @@ from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from http import HTTPStatus
 from typing import IO, Callable, TypeVar
+from urllib.parse import urljoin, urlsplit
 
 import requests
 import urllib3
@@ -39,6 +46,13 @@ ACCEPT_ENCODING = "gzip"
 
 # Indirection so tests can record the delays instead of waiting (``monkeypatch.setattr``).
 sleep = time.sleep
+MiB = 1 << 20
+MAX_WAIT = 3600.0          # no single wait between attempts is longer, whatever the settings say
+MAX_REDIRECTS = 5
+# Hosts the official sources redirect to (data.gouv.fr's /datasets/r/<id> links point to its
+# static file host); any other host must be the one of the URL asked for, with the same port.
+REDIRECT_HOSTS = frozenset({"www.data.gouv.fr", "data.gouv.fr", "static.data.gouv.fr", "object.files.data.gouv.fr",
+                            "etalab-datasets.geo.data.gouv.fr", "www.insee.fr"})
 
 T = TypeVar("T")
 
@@ -85,11 +99,74 @@ def retry_after_seconds(value: str | None, now: datetime | None = None) -> float
     return max(0.0, (when - now).total_seconds())
 
 
+def _finite(value: float, ceiling: float = MAX_WAIT) -> float:
+    """``value`` within [0, ceiling]; NaN counts as 0, infinity as the ceiling."""
+    return 0.0 if math.isnan(value) else min(max(value, 0.0), ceiling)
+
+
 def backoff_delay(settings: Settings, attempt: int, retry_after: float | None) -> float:
-    """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
+    """Seconds to wait after failed attempt number ``attempt`` (1-based), never over :data:`MAX_WAIT`."""
     if retry_after is not None:
-        return min(max(retry_after, 0.0), settings.http_max_retry_after)
-    return settings.http_backoff * (2 ** (attempt - 1))
+        return _finite(min(retry_after, _finite(settings.http_max_retry_after)))
+    return _finite(settings.http_backoff * (2.0 ** min(attempt - 1, 64)))
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one download may take: bytes (as sent and decoded) and an absolute ``time.monotonic`` end."""
+
+    max_bytes: int
+    deadline: float
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "Limits":
+        seconds = getattr(settings, "http_deadline", 1800.0)
+        seconds = 1800.0 if math.isnan(seconds) else min(max(seconds, 0.0), 1e7)
+        return cls(int(getattr(settings, "max_source_mb", 2048)) * MiB, time.monotonic() + seconds)
+
+    def check_time(self, what: str) -> None:
+        if time.monotonic() > self.deadline:
+            raise Permanent(f"download deadline passed {what} (TI_HTTP_DEADLINE)")
+
+    def check_size(self, size: int, what: str) -> None:
+        if size > self.max_bytes:
+            raise Permanent(f"{what} larger than {self.max_bytes / MiB:g} MiB (TI_MAX_SOURCE_MB); refused")
+
+
+def redirect_refused(url: str, location: str) -> str | None:
+    """Why a redirect from ``url`` to ``location`` (already absolute) is refused, None if allowed."""
+    old, new = urlsplit(url), urlsplit(location)
+    if new.scheme not in ("http", "https"):
+        return f"redirect to a {new.scheme or 'relative'} URL refused (only http/https)"
+    try:
+        ports = (old.port or _DEFAULT_PORT[old.scheme], new.port or _DEFAULT_PORT[new.scheme])
+    except (ValueError, KeyError):
+        return "redirect with an invalid port refused"
+    if (new.hostname or "").lower() in REDIRECT_HOSTS and new.port in (None, 443, 80):
+        return None
+    if new.hostname == old.hostname and (ports[0] == ports[1] or {old.scheme, new.scheme} == {"http", "https"}
+                                         and new.port is None):
+        return None
+    return f"redirect to another host or port refused: {location[:120]!r}"
+
+
+_DEFAULT_PORT = {"http": 80, "https": 443}
+
+
+def request(session: requests.Session, method: str, url: str, **kwargs) -> requests.Response:
+    """``session.request`` following at most :data:`MAX_REDIRECTS` redirects by hand, each checked by
+    :func:`redirect_refused` (Permanent when refused). The final response is returned open."""
+    for _ in range(MAX_REDIRECTS + 1):
+        resp = session.request(method, url, allow_redirects=False, **kwargs)
+        if resp.status_code not in (301, 302, 303, 307, 308) or "Location" not in resp.headers:
+            return resp
+        location = urljoin(url, resp.headers["Location"])
+        resp.close()
+        why = redirect_refused(url, location)
+        if why:
+            raise Permanent(why)
+        url = location
+    raise Permanent(f"more than {MAX_REDIRECTS} redirects")
 
 
 def describe_status(resp: requests.Response) -> str:
@@ -159,11 +236,12 @@ _NETWORK_ERRORS = (
 
 
 def run_with_retries(name: str, url: str, settings: Settings, attempt: Callable[[int], T],
-                     what: str = "download") -> tuple[T, int]:
+                     what: str = "download", limits: Limits | None = None) -> tuple[T, int]:
     """Call ``attempt(n)`` until it returns; return (its value, number of attempts made).
 
     ``attempt`` raises :class:`Transient` (retried with backoff) or :class:`Permanent` (stop now);
     network exceptions escaping it are classified. Ends in one SourceError listing every attempt.
+    No wait goes past ``limits.deadline``: the attempts end there.
     """
     total = max(0, int(settings.http_retries)) + 1
     history: list[str] = []
@@ -184,6 +262,10 @@ def run_with_retries(name: str, url: str, settings: Settings, attempt: Callable[
             history.append(f"attempt {n}: {fault.reason}")
             break
         delay = backoff_delay(settings, n, fault.retry_after)
+        if limits is not None and time.monotonic() + delay > limits.deadline:
+            history.append(f"attempt {n}: {fault.reason}; the next would start after the download "
+                           "deadline (TI_HTTP_DEADLINE)")
+            raise SourceError(f"source {name}: {what} of {url} failed: {'; '.join(history)}") from None
         history.append(f"attempt {n}: {fault.reason}, retried after {delay:g} s")
         sleep(delay)
     err = SourceError(
@@ -210,19 +292,26 @@ class GzipStream:
         self._fed = False          # the current member has received bytes but not ended
         self.members = 0
 
-    def decompress(self, data: bytes) -> bytes:
-        out = []
-        while data:
+    def pieces(self, data: bytes):
+        """Yield the decoded bytes of ``data`` in pieces of at most CHUNK bytes (a bomb is never
+        expanded whole: the caller can stop between pieces)."""
+        full = False
+        while data or full:
             self._fed = True
-            out.append(self._d.decompress(data))
+            out = self._d.decompress(data, CHUNK)
+            full = len(out) == CHUNK
+            if out:
+                yield out
             if self._d.eof:
                 self.members += 1
                 data = self._d.unused_data
                 self._d = zlib.decompressobj(wbits=31)
-                self._fed = False
+                self._fed = full = False
             else:
-                data = b""
-        return b"".join(out)
+                data = self._d.unconsumed_tail
+
+    def decompress(self, data: bytes) -> bytes:
+        return b"".join(self.pieces(data))
 
     @property
     def complete(self) -> bool:
@@ -253,6 +342,17 @@ def _raw_chunks(resp: requests.Response):
         yield data
 
 
+def _decoded(decoder: GzipStream | None, chunk: bytes):
+    """The pieces of a received chunk as decoded (itself without a Content-Encoding)."""
+    if decoder is None:
+        yield chunk
+        return
+    try:
+        yield from decoder.pieces(chunk)
+    except zlib.error as exc:
+        raise Permanent(f"corrupt gzip Content-Encoding: {exc}") from None
+
+
 @dataclass
 class Body:
     """What :func:`read_body` saw: sha256 and size of the decoded body, wire bytes, declared length."""
@@ -264,11 +364,13 @@ class Body:
     content_encoding: str
 
 
-def read_body(resp: requests.Response, sink: IO[bytes] | None, timeout: float) -> Body:
+def read_body(resp: requests.Response, sink: IO[bytes] | None, timeout: float,
+              limits: Limits | None = None) -> Body:
     """Stream a response body into ``sink`` (or just hash it), decoding a gzip Content-Encoding.
 
     Raises Transient when the connection breaks, stalls, or delivers fewer bytes than Content-Length
-    (or a truncated gzip transfer encoding); Permanent for an unsupported or corrupt encoding.
+    (or a truncated gzip transfer encoding); Permanent for an unsupported or corrupt encoding, and
+    when the body passes ``limits`` (its size as sent or decoded, or the deadline).
     """
     encoding = resp.headers.get("Content-Encoding", "").strip().lower()
     if encoding not in ("", "identity", "gzip", "x-gzip"):
@@ -276,6 +378,8 @@ def read_body(resp: requests.Response, sink: IO[bytes] | None, timeout: float) -
     decoder = GzipStream() if encoding in ("gzip", "x-gzip") else None
     declared = resp.headers.get("Content-Length", "").strip()
     expected = int(declared) if declared.isdigit() else None
+    if limits is not None and expected is not None:
+        limits.check_size(expected, f"declared body (Content-Length {expected})")
     h = hashlib.sha256()
     wire = size = 0
     stream = _raw_chunks(resp)
@@ -289,15 +393,15 @@ def read_body(resp: requests.Response, sink: IO[bytes] | None, timeout: float) -
             got = f"{wire} of {expected}" if expected is not None else f"{wire}"
             raise Transient(f"{fault.reason} after {got} bytes of body") from None
         wire += len(chunk)
-        if decoder is not None:
-            try:
-                chunk = decoder.decompress(chunk)
-            except zlib.error as exc:
-                raise Permanent(f"corrupt gzip Content-Encoding: {exc}") from None
-        h.update(chunk)
-        size += len(chunk)
-        if sink is not None:
-            sink.write(chunk)
+        if limits is not None:
+            limits.check_time(f"after {wire} bytes of body")
+        for piece in _decoded(decoder, chunk):
+            h.update(piece)
+            size += len(piece)
+            if limits is not None:
+                limits.check_size(max(wire, size), f"body (after {wire} bytes received)")
+            if sink is not None:
+                sink.write(piece)
     if expected is not None and wire != expected:
         raise Transient(f"body cut short: received {wire} of {expected} bytes (Content-Length)")
     if decoder is not None and not decoder.complete:
