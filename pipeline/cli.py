@@ -84,6 +84,8 @@ def settings_from_args(args: argparse.Namespace, env: dict[str, str] | None = No
         value = getattr(args, option, None)
         if value:
             env[var] = str(value)
+    if getattr(args, "accept_changes", False):
+        env["TI_ACCEPT_CHANGES"] = "1"
     try:
         settings = Settings.from_env(env)
     except ValueError as err:
@@ -137,10 +139,10 @@ def changes_since_manifest(settings, phase: str, input_sha256: dict[str, str]) -
         old, new = source.get("sha256"), plan_sha256(settings)
         if old != new:
             reasons.append(f"plan table: {(old or 'none')[:12]} -> {(new or 'none')[:12]}")
-    for out in manifest.get("outputs", []):
-        path = Path(settings.output_dir) / out.get("path", "")
-        if not path.is_file() or path.stat().st_size != out.get("bytes"):
-            reasons.append(f"published file missing or altered: {path}")
+    from .publish.swap import mismatched   # sha256, not sizes: a same-size swap leftover is seen
+
+    reasons += [f"published file missing or altered: {Path(settings.output_dir) / p}"
+                for p in mismatched(Path(settings.output_dir), manifest)]
     return reasons
 
 
@@ -179,6 +181,9 @@ def build_phase(settings, phase: str, force: bool, progress: Progress) -> dict |
     if phase == core.CURRENT_PHASE and settings.plans_path is not None:
         precheck_plans(settings, catalog.phases[phase], fetched)
         progress.line(f"{phase}: plan table {settings.plans_path} is valid")
+    from .publish.release import repair_published
+    for line in repair_published(settings, phase):
+        progress.line(f"{phase}: {line}")
     reasons = changes_since_manifest(settings, phase, {n: r.sha256 for n, r in fetched.items()})
     if not reasons and not force:
         progress.line(f"{phase}: nothing changed since the published build (inputs, plan table, code version); "
@@ -260,6 +265,8 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--force", action="store_true", help="rebuild and publish even if nothing changed")
     b.add_argument("--lock", metavar="MANIFEST", help="rebuild from exactly the sources locked in this manifest.json "
                    "(its phase; overrides TI_LOCK)")
+    b.add_argument("--accept-changes", action="store_true",
+                   help="publish even past the change guard (territories or members lost, areas changed)")
     b.set_defaults(run=cmd_build)
     c = sub.add_parser("check-sources", help="print each source's probe version",
                        description="Probe each source cheaply (mirror: sha256; live: HEAD / conditional GET).")

@@ -37,7 +37,7 @@ import geopandas as gpd
 import pandas as pd
 
 from ..errors import PublishError
-from . import changes, geojson, geoparquet, gpkg, light, membership_tables, preview, tiles
+from . import changes, geojson, geoparquet, gpkg, light, membership_tables, preview, swap, tiles
 from .columns import column_infos, prepare_frame
 from .manifest import MANIFEST_NAME, build_manifest, dumps, output_entry, read_manifest, utc_now
 from .provenance import file_metadata, source_lock
@@ -114,6 +114,15 @@ def _fail(build_id: str, what: str, err: BaseException) -> PublishError:
     )
 
 
+def _inside(output_dir: Path) -> None:
+    """The lock and ``releases/`` are never links: they would lead writes (and retention's
+    deletions) out of the output folder."""
+    for name in (LOCK_NAME, RELEASES_DIR):
+        if (output_dir / name).is_symlink():
+            raise PublishError(f"{output_dir / name} is a symbolic link; refused (it must stay inside "
+                               f"TI_OUTPUT_DIR {output_dir}): remove it")
+
+
 @contextlib.contextmanager
 def _publish_lock(output_dir: Path):
     try:
@@ -121,7 +130,12 @@ def _publish_lock(output_dir: Path):
     except ImportError:  # pragma: no cover - not POSIX
         yield
         return
-    with open(output_dir / LOCK_NAME, "a+") as fh:
+    try:
+        fd = os.open(output_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as err:
+        raise PublishError(f"cannot publish into {output_dir}: cannot open the lock file {LOCK_NAME} "
+                           f"({_cause(err)}); is the folder writable?") from None
+    with os.fdopen(fd, "a+") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield
@@ -270,9 +284,9 @@ def _release_manifests(output_dir: Path, phase: str | None = None) -> list[tuple
     releases = Path(output_dir) / RELEASES_DIR
     found = []
     pattern = f"*/{phase_subdir(phase)}/{MANIFEST_NAME}" if phase else f"*/phase=*/{MANIFEST_NAME}"
-    for path in releases.glob(pattern) if releases.is_dir() else []:
-        if path.parent.parent.name.startswith("."):
-            continue
+    for path in releases.glob(pattern) if releases.is_dir() and not releases.is_symlink() else []:
+        if path.parent.parent.name.startswith(".") or path.parent.parent.is_symlink() or path.parent.is_symlink():
+            continue   # hidden (staging) or a link: retention never deletes through a link
         try:
             manifest = read_manifest(path)
         except Exception:   # an unreadable manifest: kept, never indexed
@@ -291,8 +305,16 @@ def apply_retention(output_dir: Path, keep: int, current: str, phase: str = DEFA
     release folder is deleted (another phase published under the same build id stays).
     """
     seen: set[str] = set()
+    found = _release_manifests(output_dir, phase)
+    # a release built after the one being published was never published (a publish killed
+    # mid-way): removed, not counted as kept
+    built = {folder.name: str(manifest.get("built_at", "")) for folder, manifest in found}
+    if current in built:
+        for folder, _ in [fm for fm in found if built[fm[0].name] > built[current]]:
+            _remove_phase_part(folder, phase)
+        found = [fm for fm in found if built[fm[0].name] <= built[current]]
     deleted = []
-    for rank, (folder, manifest) in enumerate(_release_manifests(output_dir, phase)):
+    for rank, (folder, manifest) in enumerate(found):
         content = manifest.get("content_sha256") or f"build:{folder.name}"
         latest_of_content = content not in seen
         seen.add(content)
@@ -356,6 +378,7 @@ def publish_release(
     stable = stable_dir(output_dir, phase)
     dirs = stable_dirs(output_dir, phase)
     final = release_dir(output_dir, build_id, phase)
+    _inside(output_dir)
     try:
         for d in dirs:
             d.mkdir(parents=True, exist_ok=True)
@@ -367,6 +390,7 @@ def publish_release(
     with _publish_lock(output_dir):
         for d in dirs:
             _remove_stale(output_dir, d)
+        _repair(output_dir, phase)
         if (final / MANIFEST_NAME).exists():
             raise PublishError(f"release {build_id} of phase {phase} already exists ({final}); use a new build id")
         staging = output_dir / RELEASES_DIR / f".staging-{build_id}-{uuid.uuid4().hex[:8]}"
@@ -432,18 +456,13 @@ def publish_release(
             if isinstance(err, Exception):
                 raise _fail(build_id, "release folder", err) from err
             raise
-        # the swap: renames only, manifest last
-        done = []
-        for tmp, target in temps:
-            try:
-                os.replace(tmp, target)
-                done.append(target.name)
-            except OSError as err:
-                _cleanup([t for t, _ in temps], [])
-                raise PublishError(
-                    f"publishing release {build_id}: swap interrupted after {done or 'no file'}: "
-                    f"could not replace {target}: {_cause(err)}"
-                ) from err
+        # the swap: renames only, manifest last, as one set (swap.py); a release never published
+        # is not kept
+        try:
+            swap.swap_in(temps, build_id)
+        except BaseException:
+            _cleanup([t for t, _ in temps], [created] if created is not None else [])
+            raise
         for d in dirs:
             _fsync_dir(d)
         apply_retention(output_dir, settings.keep_releases, build_id, phase)
@@ -453,6 +472,38 @@ def publish_release(
             log.warning("could not write %s/%s: %s", RELEASES_DIR, INDEX_NAME, _cause(err))
     log.info("published release %s (%s) in %.1f s", build_id, phase, time.perf_counter() - t_start)
     return manifest
+
+
+def _repair(output_dir: Path, phase: str) -> list[str]:
+    """Check every stable folder of ``phase`` against its own manifest's sha256 and repair it from
+    the release folder that manifest names (the publish lock is held); one line per finding."""
+    lines = []
+    for i, d in enumerate(stable_dirs(output_dir, phase)):
+        swap.remove_leftovers(d)
+        try:   # the phase folder's manifest names its files by phase_path, the output dir's by path
+            repaired = swap.repair_stable(output_dir, d / MANIFEST_NAME, "phase_path" if i == 0 else "path")
+        except PublishError as err:      # the next publish replaces the whole set anyway
+            lines.append(f"{err}; the next publish replaces the whole set")
+            continue
+        lines += [f"published file {p} did not match {MANIFEST_NAME} (an interrupted publish): restored "
+                  "from its release folder" for p in repaired]
+    for line in lines:
+        log.warning("%s", line)
+    return lines
+
+
+def repair_published(settings, phase: str = DEFAULT_PHASE) -> list[str]:
+    """At start-up: put back a published set that does not match its manifest's sha256 (a publish
+    killed during the swap), from its release folder; one line per repaired file ([] if intact)."""
+    output_dir = Path(settings.output_dir).resolve()
+    dirs = stable_dirs(output_dir, phase)
+    if not any((d / MANIFEST_NAME).is_file() for d in dirs):
+        return []
+    _inside(output_dir)
+    with _publish_lock(output_dir):
+        for d in dirs:
+            _remove_stale(output_dir, d)
+        return _repair(output_dir, phase)
 
 
 def read_manifest_roundtrip(manifest: dict) -> dict:
