@@ -386,6 +386,8 @@ def publish_build(result: BuildResult, settings: Settings, plans=None, build_id:
     if not quality.all_passed(checks):
         raise CheckFailedError(f"{result.phase}: blocking checks failed, nothing published: "
                                f"{quality.failed_summary(checks)}")
+    from ..publish.guard import guard_build
+    change_guard = guard_build(result, settings)    # CheckFailedError past its thresholds
     if plans is None:
         plans = read_plans(settings.plans_path if result.phase == CURRENT_PHASE else None,
                            result.territories["id_ti"])
@@ -403,6 +405,7 @@ def publish_build(result: BuildResult, settings: Settings, plans=None, build_id:
         "plans": {"source": plans.source, "warnings": plans.warnings},
         "new_territories": int(territories["is_new"].fillna(False).sum()),
         "code_fingerprint": code_fingerprint(),
+        "change_guard": change_guard,
         "timings_s": result.timings,
         "lock": lock_of_inputs(result.inputs),   # the manifest's top-level ``lock`` (see manifest.py)
     }

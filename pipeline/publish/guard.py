@@ -1,0 +1,133 @@
+"""The change guard: a build that differs implausibly from the published release is not published.
+
+Every blocking check of a build can pass on wrong inputs: a territory list cut at a line boundary
+still parses, and its missing territories are filled in from the other list. So before publishing,
+the new territories are compared with the ones published (the stable GeoParquet the manifest
+names); past these thresholds the build stops, listing what would change:
+
+* a territory published before is missing (:data:`MAX_TERRITORIES_LOST`);
+* a territory loses more than :data:`MAX_MEMBER_LOSS` of its communes or of its groupements, or
+  loses all its groupements;
+* a territory's area changes by more than :data:`MAX_AREA_CHANGE`;
+* (with or without a previous release) a territory is missing from the phase's most recent list
+  and its perimeter was taken from the older list (:data:`MAX_LIST_GAPS`).
+
+A change that is real is accepted on purpose for one build with ``--accept-changes`` or
+``TI_ACCEPT_CHANGES=1``; the report is then written in the manifest (``extra.change_guard``).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pandas as pd
+
+from ..errors import CheckFailedError
+
+log = logging.getLogger(__name__)
+
+MAX_TERRITORIES_LOST = 0        # any territory lost stops the build
+MAX_MEMBER_LOSS = 0.10          # share of a territory's communes (or groupements) lost
+MAX_AREA_CHANGE = 0.10          # relative change of a territory's area
+MAX_LIST_GAPS = 0               # territories missing from the most recent list
+SHOWN_IDS = 10                  # ids listed per kind of change in the message
+ACCEPT_HINT = "if these changes are intended, publish this build with --accept-changes (or TI_ACCEPT_CHANGES=1)"
+
+_COLUMNS = ["id_ti", "insee_communes", "siren_groupements", "area_km2"]
+
+
+def previous_territories(parquet: Path) -> pd.DataFrame | None:
+    """The published territories (only the compared columns), None when there is none or it is unreadable."""
+    import pyarrow.parquet as pq
+
+    if not Path(parquet).is_file():
+        return None
+    try:
+        return pq.read_table(parquet, columns=_COLUMNS).to_pandas()
+    except Exception as err:  # noqa: BLE001 - an unreadable previous file cannot be compared
+        log.warning("change guard: cannot read the published %s (%s); nothing to compare with", parquet, err)
+        return None
+
+
+def _ids(values) -> str:
+    values = sorted(values)
+    more = f" and {len(values) - SHOWN_IDS} more" if len(values) > SHOWN_IDS else ""
+    return ", ".join(values[:SHOWN_IDS]) + more
+
+
+def _as_set(value) -> set:
+    return set() if value is None or (not hasattr(value, "__len__") and pd.isna(value)) else set(value)
+
+
+def _lost_share(before: set, after: set) -> float:
+    return len(before - after) / len(before) if before else 0.0
+
+
+def compare(previous: pd.DataFrame, current: pd.DataFrame) -> dict[str, list]:
+    """What changed past the thresholds: {kind: [item, ...]} (empty lists when plausible)."""
+    old = previous.set_index("id_ti")
+    new = current.set_index("id_ti")
+    lost = sorted(set(old.index) - set(new.index))
+    members, groupements, areas = [], [], []
+    for tid in sorted(set(old.index) & set(new.index)):
+        o, n = old.loc[tid], new.loc[tid]
+        communes_o, communes_n = _as_set(o["insee_communes"]), _as_set(n["insee_communes"])
+        if _lost_share(communes_o, communes_n) > MAX_MEMBER_LOSS:
+            members.append(f"{tid} ({len(communes_o - communes_n)} of {len(communes_o)} communes)")
+        grp_o, grp_n = _as_set(o["siren_groupements"]), _as_set(n["siren_groupements"])
+        if grp_o and (not grp_n or _lost_share(grp_o, grp_n) > MAX_MEMBER_LOSS):
+            groupements.append(f"{tid} ({len(grp_o - grp_n)} of {len(grp_o)} groupements)")
+        a_o, a_n = float(o["area_km2"]), float(n["area_km2"])
+        if a_o > 0 and abs(a_n - a_o) / a_o > MAX_AREA_CHANGE:
+            areas.append(f"{tid} ({a_o:.1f} -> {a_n:.1f} km2)")
+    return {"territories lost": lost if len(lost) > MAX_TERRITORIES_LOST else [],
+            "communes lost": members, "groupements lost": groupements, "area changed": areas,
+            "territories added": sorted(set(new.index) - set(old.index))}
+
+
+def list_gaps(membership, releases: dict[str, str]) -> list[str]:
+    """Territories missing from the phase's most recent list (their perimeter came from the other
+    one). ``releases`` maps each list of the phase (communes, groupements) to its release date."""
+    if len(releases) < 2 or "perimeter_source" not in membership.territories:
+        return []
+    newest = max(releases, key=lambda k: (str(releases[k]), k == "communes"))
+    frame = membership.territories
+    return sorted(frame.loc[frame["perimeter_source"] != newest, "id_ti"].astype(str))
+
+
+def check_changes(current: pd.DataFrame, published_parquet: Path, gaps: list[str], accept: bool,
+                  phase: str) -> dict:
+    """Compare with the published territories; CheckFailedError past the thresholds unless ``accept``.
+
+    Returns the report (kinds of change with their items, and whether it was accepted).
+    """
+    previous = previous_territories(published_parquet)
+    found = compare(previous, current[_COLUMNS]) if previous is not None else {}
+    found["missing from the most recent list"] = gaps if len(gaps) > MAX_LIST_GAPS else []
+    blocking = {k: v for k, v in found.items() if v and k != "territories added"}
+    report = {"compared_with": str(published_parquet) if previous is not None else None,
+              "changes": {k: v for k, v in found.items() if v}, "accepted": bool(blocking and accept)}
+    if blocking and not accept:
+        listed = "; ".join(f"{len(v)} {k}: {_ids(v)}" for k, v in blocking.items())
+        raise CheckFailedError(f"{phase}: change guard: the build differs implausibly from the published "
+                               f"release, nothing published: {listed}; {ACCEPT_HINT}")
+    if blocking:
+        log.warning("change guard: accepted on purpose: %s", "; ".join(f"{len(v)} {k}" for k, v in blocking.items()))
+    return report
+
+
+def guard_build(result, settings) -> dict:
+    """:func:`check_changes` of a core ``BuildResult`` against the published files of its phase."""
+    from ..sources.catalog import load_catalog
+    from .release import stable_paths
+
+    spec = load_catalog(settings).phases.get(result.phase)
+    release_of = {i.get("source"): i.get("release") for i in result.inputs}
+    releases = {kind: release_of.get(name) for kind, name in
+                (("communes", getattr(spec, "communes", None)), ("groupements", getattr(spec, "groupements", None)))
+                if name and name in release_of}
+    gaps = list_gaps(result.membership, releases)
+    parquet = stable_paths(settings.output_dir, result.phase)["geoparquet"]
+    return check_changes(result.territories, parquet, gaps, bool(getattr(settings, "accept_changes", False)),
+                         result.phase)
