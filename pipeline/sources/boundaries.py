@@ -155,6 +155,7 @@ def _validate(frame: gpd.GeoDataFrame, path: Path, offset: int = 0
         else pd.array([pd.NA] * len(out), dtype="Int64")
     geoms = out.geometry.values
     present = ~(out.geometry.isna() | out.geometry.is_empty).to_numpy()
+    _check_coordinates(geoms[present], out["code_insee"].to_numpy()[present], path)
     if shapely.has_z(geoms[present]).any():
         out.loc[present, "geometry"] = shapely.force_2d(geoms[present])
     # Repair invalid polygons (self-intersections...) before anything else; keep polygon parts.
@@ -172,6 +173,30 @@ def _validate(frame: gpd.GeoDataFrame, path: Path, offset: int = 0
     empty = list(out.loc[empty_mask, "code_insee"])
     out = out[~empty_mask]
     return out, repaired, empty, sub_communal
+
+
+def vertex_limit() -> int:
+    """Vertices one commune polygon may have (``TI_MAX_COMMUNE_VERTICES``)."""
+    from ..settings import Settings
+
+    return int(Settings.from_env().max_commune_vertices)
+
+
+def _check_coordinates(geoms: np.ndarray, codes: np.ndarray, path: Path) -> None:
+    """Refuse a commune with more vertices than :func:`vertex_limit` (its repair and the coverage
+    cleaning would need gigabytes: 5 million vertices peaked at 5 GiB) or a NaN coordinate."""
+    counts = shapely.get_num_coordinates(geoms)
+    limit = vertex_limit()
+    big = np.flatnonzero(counts > limit)
+    if len(big):
+        i = big[0]
+        raise InputFormatError(f"{path}: commune {codes[i]} has {counts[i]:,} vertices, more than the "
+                               f"{limit:,} allowed (TI_MAX_COMMUNE_VERTICES)")
+    coords = shapely.get_coordinates(geoms)   # x, y (z is dropped anyway)
+    nan = np.isnan(coords).any(axis=1)
+    if nan.any():
+        i = int(np.searchsorted(np.cumsum(counts), np.argmax(nan), side="right"))
+        raise InputFormatError(f"{path}: commune {codes[i]} has a NaN (not a number) coordinate")
 
 
 def _normalise_codes(values: pd.Series) -> pd.Series:
