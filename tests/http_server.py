@@ -37,6 +37,17 @@ def require_shared_data() -> Path:
     return data
 
 
+def link_or_copy(source: Path, target: Path) -> None:
+    """``target`` as a hard link to ``source`` (a copy across file systems): a mirror must hold
+    its files, a symlink out of it is refused."""
+    try:
+        os.link(source, target)
+    except OSError:
+        import shutil
+
+        shutil.copyfile(source, target)
+
+
 @dataclass
 class Reply:
     """One scripted answer."""

@@ -23,6 +23,7 @@ from pipeline.errors import CheckFailedError, InputFormatError
 from pipeline.reconcile.membership import build_membership
 from pipeline.settings import Settings
 from pipeline.sources.readers import AdminRef, read_commune_changes, read_ti_communes, read_ti_groupements
+from http_server import link_or_copy
 
 HEADER = "id_ti,lib_ti,insee_com,lib_com\n"
 
@@ -395,7 +396,7 @@ GROUPEMENTS_LIST = "territoires_industrie/ti2023_groupements_anct_20240704.csv"
 
 
 def scratch_mirror(root: Path, source: Path, replaced: dict[str, bytes]) -> Path:
-    """A mirror dir of symlinks to every file of ``source`` except the ``replaced`` ones."""
+    """A mirror dir of hard links to every file of ``source`` except the ``replaced`` ones."""
     mirror = root / "mirror"
     for f in source.rglob("*"):
         if f.is_file():
@@ -405,7 +406,7 @@ def scratch_mirror(root: Path, source: Path, replaced: dict[str, bytes]) -> Path
             if rel in replaced:
                 target.write_bytes(replaced[rel])
             else:
-                target.symlink_to(f.resolve())
+                link_or_copy(f.resolve(), target)
     assert set(replaced) <= {f.relative_to(source).as_posix() for f in source.rglob("*") if f.is_file()}
     return mirror
 
