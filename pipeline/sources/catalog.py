@@ -129,10 +129,14 @@ def load_catalog(settings: Settings | None = None) -> Catalog:
     """Read the catalog TOML and apply the settings' URL overrides and pins (TI_URL_*, TI_PIN_*)."""
     settings = settings or Settings.from_env()
     path = settings.catalog_path
+    from .csv_tables import read_raw   # a regular file of bounded size (not /dev/zero, not a folder)
+
+    if not Path(path).exists():
+        raise InputFormatError(f"source catalog not found: {path}")
     try:
-        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputFormatError(f"source catalog not found: {path}") from None
+        raw = tomllib.loads(read_raw(Path(path), 16 << 20, "source catalog (TI_CATALOG)").decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise InputFormatError(f"source catalog {path} is not UTF-8 text ({err.reason} at byte {err.start})") from None
     except tomllib.TOMLDecodeError as err:
         raise InputFormatError(f"source catalog {path} is not valid TOML: {err}") from None
     sources: dict[str, SourceSpec] = {}
