@@ -61,6 +61,8 @@ class Reply:
     stall_before: float = 0.0              # seconds of silence before the status line
     stall_after: int | None = None         # send this many body bytes, then go silent
     stall_for: float = 30.0                # how long a mid-body stall lasts (ends at server stop)
+    drip: float | None = None              # seconds between single body bytes (a slow-drip body)
+    repeat: int = 1                        # send the body this many times (a huge body from a small one)
 
 
 @dataclass
@@ -154,7 +156,17 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
             stop.wait(reply.stall_for)
             return
-        self.wfile.write(body if reply.cut_after is None else body[: reply.cut_after])
+        if reply.drip is not None:
+            for i in range(len(body)):   # ends at server stop
+                self.wfile.write(body[i:i + 1])
+                self.wfile.flush()
+                if stop.wait(reply.drip):
+                    return
+            return
+        for _ in range(reply.repeat):
+            if stop.is_set():
+                return
+            self.wfile.write(body if reply.cut_after is None else body[: reply.cut_after])
         self.wfile.flush()
 
 

@@ -376,3 +376,93 @@ def test_invalid_url_is_a_source_error(tmp_path, sleeps):
     with pytest.raises(SourceError, match=r"source ti2023_communes: download of htp:/nowhere failed: invalid URL"):
         fetch_source(spec, settings)
     assert sleeps == []
+
+
+# ------------------------------------------------------------------------------------------------ bounds
+
+def test_endless_body_is_capped_and_the_cache_kept(tmp_path, server, sleeps):
+    settings, spec, before = prime_cache(tmp_path, server)
+    settings = dataclasses.replace(settings, max_source_mb=1)
+    # 8 MiB without Content-Length (a close-delimited body: "endless" to the client)
+    server.script(PATH, Reply(body=b"id_ti,insee_com\n" + b"ti-1,01001\n" * (1 << 16), send_length=False,
+                              repeat=12))
+    with pytest.raises(SourceError) as err:
+        fetch_source(spec, settings)
+    assert "larger than 1 MiB (TI_MAX_SOURCE_MB)" in str(err.value)
+    assert len(server.hits(PATH, "GET")) == 2           # refused at once, not retried
+    assert cache_snapshot(settings, spec) == before
+    assert listing(folder_of(settings, spec)) == sorted([cache_path(spec, settings).name,
+                                                         meta_path(cache_path(spec, settings)).name])
+
+
+def test_gzip_content_encoding_bomb_is_refused_while_decoding(tmp_path, server, sleeps):
+    bomb = gzip.compress(b"id_ti,insee_com\n" + b"0" * (40 << 20))     # 40 MiB from about 40 KiB
+    settings, spec, _ = csv_source(tmp_path, server, max_source_mb=4)
+    server.script(PATH, Reply(body=bomb, headers={"Content-Encoding": "gzip"}))
+    with pytest.raises(SourceError, match=r"larger than 4 MiB \(TI_MAX_SOURCE_MB\)"):
+        fetch_source(spec, settings)
+    assert listing(folder_of(settings, spec)) == []
+
+
+def test_gzip_file_bomb_is_refused_by_the_content_check(tmp_path, server, sleeps):
+    bomb = gzip.compress(b"[" + b" " * (40 << 20) + b"]")
+    settings = settings_for(tmp_path, server.url("/epci.json.gz"), name="decoupage_2024_epci", max_source_mb=4)
+    server.route("/epci.json.gz", bomb)
+    spec = load_catalog(settings).source("decoupage_2024_epci")
+    with pytest.raises(SourceError, match=r"gzip body expands past 4 MiB \(TI_MAX_SOURCE_MB\)"):
+        fetch_source(spec, settings)
+    assert listing(folder_of(settings, spec)) == []
+
+
+def test_slow_drip_body_ends_at_the_download_deadline(tmp_path, server, sleeps):
+    settings, spec, before = prime_cache(tmp_path, server)
+    settings = dataclasses.replace(settings, http_deadline=1.0)
+    server.script(PATH, Reply(body=b"id_ti,insee_com\n" * 100, drip=0.05))    # each byte within the timeout
+    with pytest.raises(SourceError, match=r"download deadline passed after \d+ bytes of body \(TI_HTTP_DEADLINE\)"):
+        fetch_source(spec, settings)
+    assert cache_snapshot(settings, spec) == before
+    assert fetch_source(spec, settings).path.read_bytes() == before[0]      # works again afterwards
+
+
+def test_retry_waits_stop_at_the_deadline(tmp_path, server, sleeps):
+    settings, spec, _ = csv_source(tmp_path, server, http_deadline=30.0, http_max_retry_after=1e6)
+    server.script(PATH, Reply(503, headers={"Retry-After": "600"}))
+    with pytest.raises(SourceError, match="after the download deadline"):
+        fetch_source(spec, settings)
+    assert sleeps == []
+
+
+@pytest.mark.parametrize("cap, retry_after, expected", [
+    (float("inf"), 1e12, piphttp.MAX_WAIT), (float("nan"), 50.0, 0.0), (120.0, float("inf"), 120.0)])
+def test_retry_after_wait_is_never_infinite(cap, retry_after, expected):
+    settings = Settings(http_max_retry_after=cap)
+    assert piphttp.backoff_delay(settings, 1, retry_after) == expected
+    assert piphttp.backoff_delay(Settings(http_backoff=1.0), 2000, None) == piphttp.MAX_WAIT
+
+
+# ------------------------------------------------------------------------------------------------ redirects
+
+def test_redirect_to_another_local_port_is_refused(tmp_path, server, sleeps):
+    with FaultServer() as other:
+        other.route("/secret.csv", b"id_ti,insee_com\nti-1,01001\n", content_type="text/csv")
+        settings, spec, _ = csv_source(tmp_path, server)
+        server.script(PATH, Reply(302, headers={"Location": other.url("/secret.csv")}))
+        with pytest.raises(SourceError, match="redirect to another host or port refused"):
+            fetch_source(spec, settings)
+        assert other.hits("/secret.csv") == []
+
+
+@pytest.mark.parametrize("location", ["file:///etc/passwd", "ftp://127.0.0.1/x.csv"])
+def test_redirect_to_another_scheme_is_refused(tmp_path, server, sleeps, location):
+    settings, spec, _ = csv_source(tmp_path, server)
+    server.script(PATH, Reply(301, headers={"Location": location}))
+    with pytest.raises(SourceError, match=r"redirect to a \w+ URL refused \(only http/https\)"):
+        fetch_source(spec, settings)
+
+
+def test_redirect_on_the_same_host_and_port_is_followed(tmp_path, server, sleeps):
+    settings, spec, body = csv_source(tmp_path, server)
+    server.route("/moved.csv", body, content_type="text/csv")
+    server.script(PATH, Reply(302, headers={"Location": "/moved.csv"}))
+    assert fetch_source(spec, settings).path.read_bytes() == body
+    assert len(server.hits("/moved.csv")) == 1
