@@ -319,3 +319,60 @@ def test_retry_after_parsing():
     now = datetime(2024, 7, 4, 9, 0, 0, tzinfo=timezone.utc)
     assert piphttp.retry_after_seconds("Thu, 04 Jul 2024 09:00:30 GMT", now) == 30.0
     assert piphttp.retry_after_seconds("Thu, 04 Jul 2024 08:00:00 GMT", now) == 0.0
+
+
+# ------------------------------------------------------------------------------------------------ mirror confinement
+
+SECRET = b"root:$6$saltsaltsalt$hashhashhashhashhashhashhashhashhashhash:19000:0:99999:7:::\n"
+
+
+@pytest.fixture
+def confined(tmp_path):
+    """A mirror folder beside a 'secret' file outside it; (settings, spec of ti2023_communes, secret)."""
+    mirror = tmp_path / "mirror"
+    (mirror / "territoires_industrie").mkdir(parents=True)
+    secret = tmp_path / "shadow"
+    secret.write_bytes(SECRET)
+    settings = Settings(mirror_dir=mirror, raw_dir=tmp_path / "raw")
+    return settings, load_catalog(settings).source("ti2023_communes"), secret
+
+
+@pytest.mark.parametrize("entry", ["../shadow", "territoires_industrie/../../shadow", "ABSOLUTE", ""])
+def test_mirror_path_outside_the_mirror_is_refused(confined, entry):
+    settings, spec, secret = confined
+    spec = dataclasses.replace(spec, mirror=str(secret) if entry == "ABSOLUTE" else entry)
+    with pytest.raises(SourceError, match=r"the mirror path must be relative, inside TI_MIRROR_DIR, without '\.\.'"):
+        fetch_source(spec, settings)
+
+
+def test_mirror_symlink_out_of_the_mirror_is_refused(confined):
+    settings, spec, secret = confined
+    (settings.mirror_dir / spec.mirror).symlink_to(secret)
+    with pytest.raises(SourceError, match="is a link out of TI_MIRROR_DIR") as err:
+        fetch_source(spec, settings)
+    assert b"19000" not in str(err.value).encode()
+
+
+def test_mirror_symlink_inside_the_mirror_is_followed(confined):
+    settings, spec, _ = confined
+    real = settings.mirror_dir / "territoires_industrie" / "real.csv"
+    shutil.copyfile(CSV, real)
+    (settings.mirror_dir / spec.mirror).symlink_to(real)
+    assert fetch_source(spec, settings).sha256 == sha256_file(CSV)
+
+
+@pytest.mark.parametrize("kind, message", [("dir", "is a directory"), ("fifo", "is not a regular file")])
+def test_mirror_path_that_is_not_a_regular_file_is_refused(confined, kind, message):
+    settings, spec, _ = confined
+    path = settings.mirror_dir / spec.mirror
+    path.mkdir() if kind == "dir" else os.mkfifo(path)
+    with pytest.raises(SourceError, match=message):
+        fetch_source(spec, settings)
+
+
+def test_mirror_file_over_the_size_cap_is_refused(confined):
+    settings, spec, _ = confined
+    (settings.mirror_dir / spec.mirror).write_bytes(b"id_ti,insee_com\n" + b"ti-1,01001\n" * 200_000)
+    with pytest.raises(SourceError, match=r"larger than 1 MiB \(TI_MAX_SOURCE_MB\)"):
+        fetch_source(spec, dataclasses.replace(settings, max_source_mb=1))
+    assert fetch_source(spec, settings).size > 1 << 20          # within the default cap: read
