@@ -77,3 +77,72 @@ def test_short_rows_are_padded_and_empty_rows_dropped(tmp_path):
     frame = read_csv(path, ["a", "b"], ["c"])
     assert frame.drop(columns="_line").values.tolist() == [["1", "", ""], ["2", "", "x"]]
     assert frame["_line"].tolist() == [2, 4]
+
+
+# ---------------------------------------------------------------- one encoding per file, bounded reading
+HEADER = "id_ti,lib_ti,insee_com\n"
+UTF8_ROWS = "ti-5301,Laval Agglomération,53130\nti-5302,Pays de Château-Gontier,53062\n"
+CP1252_ROW = "ti-8412,Pays de Gex – Terre Valserhône,01001\n".encode("cp1252")
+
+
+@pytest.mark.parametrize("head, where", [(b"", "line 2 is UTF-8"), (b"\xef\xbb\xbf", "line 2 is UTF-8")])
+def test_a_utf8_file_with_one_windows_1252_line_is_refused(tmp_path, head, where):
+    path = tmp_path / "mixed.csv"
+    path.write_bytes(head + (HEADER + UTF8_ROWS).encode() + CP1252_ROW)
+    with pytest.raises(InputFormatError) as err:
+        read_csv(path, ["id_ti", "insee_com"], ["lib_ti"])
+    assert str(err.value) == (f"{path}:4: byte 0x96 is not UTF-8 but the file {where}: it mixes encodings; "
+                              "save the whole file as UTF-8")
+
+
+def test_a_bom_followed_by_windows_1252_text_is_refused(tmp_path):
+    path = tmp_path / "bom.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + HEADER.encode() + CP1252_ROW)
+    with pytest.raises(InputFormatError, match=rf"^{path}:2: .* the file starts with a UTF-8 BOM: it mixes"):
+        read_csv(path, ["id_ti", "insee_com"], ["lib_ti"])
+
+
+def test_a_whole_windows_1252_file_is_still_read(tmp_path):
+    path = tmp_path / "cp.csv"
+    path.write_bytes((HEADER + UTF8_ROWS).encode("cp1252") + CP1252_ROW)
+    frame = read_csv(path, ["id_ti", "insee_com"], ["lib_ti"])
+    assert frame["lib_ti"].tolist() == ["Laval Agglomération", "Pays de Château-Gontier",
+                                        "Pays de Gex – Terre Valserhône"]
+
+
+def test_a_gzip_bomb_is_refused_without_expanding_it(tmp_path):
+    import gzip
+    import tracemalloc
+
+    from pipeline.sources.csv_tables import read_bytes
+
+    path = tmp_path / "bomb.csv.gz"
+    path.write_bytes(gzip.compress(HEADER.encode() + b"0" * (64 << 20), compresslevel=9))
+    tracemalloc.start()
+    try:
+        with pytest.raises(InputFormatError, match=r"gzip data expands past 8 MiB \(raise TI_MAX_TABLE_MB"):
+            read_bytes(path, limit=8 << 20)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 24 << 20          # the 64 MiB were never held
+    assert len(read_bytes(path, limit=80 << 20)) == len(HEADER) + (64 << 20)
+
+
+@pytest.mark.parametrize("target, message", [("/dev/zero", "it is not a regular file"), ("DIR", "it is a directory")])
+def test_only_regular_files_are_read(tmp_path, target, message):
+    path = tmp_path if target == "DIR" else Path(target)
+    with pytest.raises(InputFormatError, match=rf"^{path}: cannot read file: {message}$"):
+        read_csv(path, ["id_ti"])
+
+
+def test_foreign_content_in_a_message_is_quoted_and_cut_short(tmp_path):
+    secret = "root:$6$saltsaltsalt$" + "h" * 80 + ":19000:0:99999:7:::"
+    path = tmp_path / "shadow"
+    path.write_text(secret + "\n" + "daemon:*:19000:0:99999:7:::\n")
+    with pytest.raises(InputFormatError) as err:
+        read_csv(path, ["id_ti", "insee_com"])
+    message = str(err.value)
+    assert secret not in message and ":19000:0:99999" not in message
+    assert "found 'root:$6$saltsaltsalt$hhhhhhhhhhhhhhhhhhh'..." in message
+    assert len(message) < 300

@@ -157,9 +157,9 @@ def decode_text(data: bytes, path: Path) -> str:
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
-        bad = err.start
+        bad = err.start + (3 if data.startswith(b"\xef\xbb\xbf") else 0)   # offsets after the BOM
     line = data[:bad].count(b"\n") + 1
-    utf8 = _UTF8_SEQUENCE.search(data)
+    utf8 = _UTF8_SEQUENCE.search(data, 3 if data.startswith(b"\xef\xbb\xbf") else 0)
     if data.startswith(b"\xef\xbb\xbf") or utf8 is not None:
         where = ("starts with a UTF-8 BOM" if utf8 is None
                  else f"line {data[:utf8.start()].count(NEWLINE) + 1} is UTF-8")

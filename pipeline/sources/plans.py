@@ -281,7 +281,7 @@ def _header(fields: list[str], label: str, line: int) -> list[str | None]:
     for name in unknown:
         close = difflib.get_close_matches(name, expected, n=1)
         hint = f", did you mean {close[0]}?" if close else ""
-        problems.append(f"{label}:{line}: unknown column {name!r}{hint}")
+        problems.append(f"{label}:{line}: unknown column {tables.shown(name)}{hint}")
     seen: set[str] = set()
     for name in names:
         if name and name in seen:
