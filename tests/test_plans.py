@@ -488,3 +488,54 @@ def test_attached_dates_are_written_as_parquet_dates(tmp_path, valid_ids, a):
     assert schema.field("plan_date_adoption").type == pa.date32()
     assert schema.field("axe_foncier").type == pa.bool_()
     assert schema.field("plan_nb_actions_foncier").type == pa.int64()
+
+
+# ---------------------------------------------------------------- hostile cells, bounded work
+@pytest.mark.parametrize("char", ["\x01", "\x07", "\x1b", "\x7f", "\x85"])
+def test_control_characters_are_refused(tmp_path, valid_ids, a, char):
+    path = write(tmp_path, f"id_ti,plan_commentaire\n{a},avant{char}apres\n")
+    assert (f"{path}:2: column plan_commentaire: control character {char!r} (U+{ord(char):04X}) in the value"
+            in error_of(path, valid_ids))
+
+
+@pytest.mark.parametrize("text", ["=HYPERLINK(\"http://x.test\",\"clic\")", "+33 1 23", "-1+2", "@SUM(A1:A2)"])
+def test_formula_like_text_is_kept_as_data_and_made_safe_for_csv(tmp_path, valid_ids, a, text):
+    import io
+
+    from pipeline.sources.plans import csv_safe
+
+    path = write(tmp_path, f"id_ti,plan_statut\n{a},\"{text.replace(chr(34), chr(34) * 2)}\"\n")
+    table = read_plans(path, valid_ids).table
+    assert table.loc[a, "plan_statut"] == text            # the data is kept as supplied
+    out = io.StringIO()
+    csv.writer(out).writerow([csv_safe(v) for v in table.loc[a]])
+    cell = next(csv.reader(io.StringIO(out.getvalue())))[PLAN_COLUMN_NAMES.index("plan_statut")]
+    assert cell == "'" + text and not cell.startswith(("=", "+", "-", "@"))
+    assert csv_safe("Adopté") == "Adopté" and csv_safe(None) is None
+
+
+def test_many_unknown_ids_list_fifty_and_look_for_hints_only_for_those(tmp_path, valid_ids, monkeypatch):
+    import difflib
+
+    calls = []
+    real = difflib.get_close_matches
+    monkeypatch.setattr(difflib, "get_close_matches", lambda *args, **kw: calls.append(1) or real(*args, **kw))
+    rows = "".join(f"ti-x{i},oui\n" for i in range(20_000))
+    path = write(tmp_path, "id_ti,axe_foncier\n" + rows)
+    message = error_of(path, valid_ids)
+    assert message.startswith(f"invalid plan table {path}: 20000 problem(s)\n")
+    assert message.endswith(f"\n... and {20_000 - MAX_LISTED_PROBLEMS} more problem(s)")
+    assert message.count("unknown territory id") == MAX_LISTED_PROBLEMS
+    assert len(calls) == MAX_LISTED_PROBLEMS
+
+
+def test_plan_table_that_is_a_device_is_refused(valid_ids):
+    with pytest.raises(PlanTableError, match=r"^plan table is not a file: /dev/zero"):
+        read_plans("/dev/zero", valid_ids)
+
+
+def test_plan_table_mixing_encodings_is_refused(tmp_path, valid_ids, a, b):
+    path = tmp_path / "plans.csv"
+    path.write_bytes(f"\ufeffid_ti,plan_statut\n{a},adopté\n".encode() + f"{b},adopté\n".encode("cp1252"))
+    assert error_of(path, valid_ids) == (f"{path}:3: byte 0xe9 is not UTF-8 but the file line 2 is UTF-8: "
+                                         "it mixes encodings; save the whole file as UTF-8")
