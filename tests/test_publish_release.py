@@ -250,3 +250,133 @@ def test_the_same_build_id_cannot_be_published_twice(small, tmp_path):
     with pytest.raises(PublishError, match="already exists"):
         _publish(small, tmp_path, "once")
     assert _snapshot(tmp_path) == before
+
+
+# ---------------------------------------------------------------- the swap as one verified set (pipeline.publish.swap)
+from pipeline.publish import swap as swap_mod   # noqa: E402
+
+
+def _leftovers(out) -> list[str]:
+    return [p.name for p in out.rglob("*") if p.name.endswith((".publish-tmp", ".publish-old")) or "staging" in p.name]
+
+
+def test_a_directory_where_a_stable_file_should_be_stops_before_any_rename(small, tmp_path):
+    _publish(small, tmp_path, "good")
+    gpkg = tmp_path / STABLE_NAMES["gpkg"]
+    gpkg.unlink()
+    gpkg.mkdir()
+    before = _snapshot(tmp_path)
+    with pytest.raises(PublishError, match=rf"{gpkg} is a directory; move it away"):
+        _publish(small.iloc[:-1], tmp_path, "blocked")
+    assert _snapshot(tmp_path) == before and _leftovers(tmp_path) == []
+    assert not release_dir(tmp_path, "blocked").exists()
+    gpkg.rmdir()
+    assert _publish(small.iloc[:-1], tmp_path, "after")["build_id"] == "after"   # works again
+
+
+def test_a_rename_failing_mid_swap_puts_every_previous_file_back(small, tmp_path, monkeypatch):
+    _publish(small, tmp_path, "good")
+    before = _snapshot(tmp_path)
+    real, renamed, restored = os.replace, [], []
+
+    def fourth_fails(src, dst):
+        if str(src).endswith(".publish-tmp"):
+            renamed.append(dst)
+            if len(renamed) == 4:
+                raise OSError(errno.EIO, os.strerror(errno.EIO), str(dst))
+        elif str(src).endswith(".publish-old"):
+            restored.append(dst)
+        return real(src, dst)
+
+    monkeypatch.setattr(swap_mod.os, "replace", fourth_fails)
+    with pytest.raises(PublishError, match="could not replace .*the previous files were put back"):
+        _publish(small.iloc[:-1], tmp_path, "broken")
+    monkeypatch.undo()
+    assert set(renamed[:3]) <= set(restored)                 # the three files renamed were put back
+    assert _snapshot(tmp_path) == before and _leftovers(tmp_path) == []
+    assert not release_dir(tmp_path, "broken").exists()     # a release never published is not kept
+    assert _publish(small.iloc[:-1], tmp_path, "after")["build_id"] == "after"
+
+
+def test_a_set_mixed_by_a_killed_swap_is_seen_and_repaired(small, tmp_path):
+    from pipeline.cli import changes_since_manifest
+    from pipeline.publish.release import repair_published
+
+    _publish(small, tmp_path, "good")
+    released = _snapshot(tmp_path)
+    parquet = tmp_path / STABLE_NAMES["geoparquet"]
+    data = bytearray(parquet.read_bytes())
+    data[100] ^= 0xFF                                        # same size, other bytes (a half-done swap)
+    parquet.write_bytes(bytes(data))
+    settings = Settings(output_dir=tmp_path)
+    reasons = changes_since_manifest(settings, "2023-2027", {"s": "0" * 64})
+    assert f"published file missing or altered: {parquet}" in reasons
+    assert repair_published(settings) == [f"published file {parquet.name} did not match manifest.json "
+                                          "(an interrupted publish): restored from its release folder"]
+    assert _snapshot(tmp_path) == released and _leftovers(tmp_path) == []
+    assert repair_published(settings) == []
+
+
+def test_a_mixed_set_without_an_intact_release_is_said_and_the_next_publish_replaces_it(small, tmp_path):
+    from pipeline.publish.release import repair_published
+
+    _publish(small, tmp_path, "good")
+    (tmp_path / STABLE_NAMES["geojson"]).write_bytes(b"{}")
+    (release_dir(tmp_path, "good") / STABLE_NAMES["geojson"]).write_bytes(b"{}")
+    [line] = repair_published(Settings(output_dir=tmp_path))
+    assert "cannot repair them" in line and line.endswith("the next publish replaces the whole set")
+    assert _leftovers(tmp_path) == []
+    _publish(small, tmp_path, "next")
+    assert swap_mod.mismatched(tmp_path, json.loads((tmp_path / "manifest.json").read_text())) == []
+
+
+@pytest.mark.parametrize("name", [".publish.lock", "releases"])
+def test_a_lock_or_releases_link_out_of_the_output_folder_is_refused(small, tmp_path, name):
+    out, outside = tmp_path / "out", tmp_path / "elsewhere"
+    out.mkdir()
+    outside.mkdir()
+    (outside / "keep.txt").write_text("keep")
+    (out / name).symlink_to(outside if name == "releases" else outside / "keep.txt")
+    with pytest.raises(PublishError, match=rf"{out / name} is a symbolic link; refused"):
+        _publish(small, out, "b1")
+    assert [p.name for p in outside.iterdir()] == ["keep.txt"] and (outside / "keep.txt").read_text() == "keep"
+    (out / name).unlink()
+    assert _publish(small, out, "b1")["build_id"] == "b1"
+
+
+def test_retention_never_deletes_through_a_link(small, tmp_path):
+    out, outside = tmp_path / "out", tmp_path / "elsewhere"
+    _publish(small, out, "b1")
+    outside.mkdir()
+    (outside / "manifest.json").write_text(json.dumps({"built_at": "2000-01-01T00:00:00Z"}))
+    (out / "releases" / "a-link").symlink_to(outside)
+    _publish(small, out, "b2", keep=1)
+    assert (outside / "manifest.json").is_file()
+    assert sorted(p.name for p in (out / "releases").iterdir()) == ["a-link", "b2"]
+
+
+def test_a_release_never_published_is_not_counted_as_kept(small, tmp_path):
+    _publish(small, tmp_path, "a", keep=2)
+    _publish(small, tmp_path, "b", keep=2)
+    killed = tmp_path / "releases" / "zz-killed"            # a publish killed after its release folder
+    killed.mkdir()
+    (killed / "manifest.json").write_text(json.dumps({"built_at": "2999-01-01T00:00:00Z"}))
+    _publish(small, tmp_path, "c", keep=2)
+    assert sorted(p.name for p in (tmp_path / "releases").iterdir()) == ["b", "c"]
+
+
+def test_an_unwritable_output_folder_is_one_clear_error(small, tmp_path, monkeypatch):
+    _publish(small, tmp_path, "good")
+    before = _snapshot(tmp_path)
+    real = os.open
+
+    def read_only(path, flags, *args, **kwargs):
+        if str(path).startswith(str(tmp_path)) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+        return real(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(release_mod.os, "open", read_only)
+    with pytest.raises(PublishError, match=r"cannot open the lock file .*Read-only file system.*is the folder writable"):
+        _publish(small, tmp_path, "ro")
+    monkeypatch.undo()
+    assert _snapshot(tmp_path) == before

@@ -68,10 +68,10 @@ def swap_in(pairs: list[tuple[Path, Path]], tag: str) -> None:
     On any failure every stable path is put back as it was, every temporary and backup file is
     removed, and PublishError names the file and the cause.
     """
-    check_targets(pairs)
     backups: list[tuple[Path, Path | None]] = []
     done: list[str] = []
     try:
+        check_targets(pairs)
         try:
             for _, target in pairs:
                 backups.append((target, _backup(target, f".{tag}")))
@@ -155,9 +155,9 @@ def repair_stable(output_dir: Path, stable_manifest: Path, key: str = "path") ->
         if not source.is_file() or source.is_symlink() or _sha256(source) != out.get("sha256"):
             raise PublishError(
                 f"the published files do not match {stable_manifest} ({', '.join(bad)}) and release "
-                f"{release} cannot repair them ({source.name} missing or altered); rebuild with --force")
+                f"{release} cannot repair them ({source.name} missing or altered)")
         target = output_dir / _stable(out, key)
-        tmp = target.with_name(f".{target.name}.repair{BACKUP_SUFFIX}")
+        tmp = target.with_name(f".{target.name}.repaired{BACKUP_SUFFIX}")   # not the backup name of swap_in
         shutil.copyfile(source, tmp)
         pairs.append((tmp, target))
     swap_in(pairs, "repair")
