@@ -16,10 +16,11 @@ phase (:func:`apply_retention`).
 
 Sequence: write and re-read every output in a hidden staging folder ``releases/.staging-*``; move
 them into ``releases/<build_id>/``; copy each to a temporary file beside its stable path; only
-then ``os.replace`` each temporary file onto its stable path, the manifest last. Any failure
-before the swap removes the staging and temporary files and the new release folder, leaves the
-stable files and manifest byte-identical, and raises :class:`~pipeline.errors.PublishError`
-naming the file and the cause. A lock file serialises concurrent publishes.
+then ``os.replace`` each temporary file onto its stable path, the manifest last, as one set
+(:mod:`.swap`: targets checked first, previous files put back on failure). Any failure removes
+the staging and temporary files and the new release folder, leaves the stable files and manifest
+byte-identical, and raises :class:`~pipeline.errors.PublishError` naming the file and the cause.
+A lock file serialises concurrent publishes; it and ``releases/`` are never symbolic links.
 """
 
 from __future__ import annotations

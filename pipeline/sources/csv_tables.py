@@ -1,7 +1,8 @@
 """Robust reading of the CSV files third parties publish: encoding, BOM, separator, headers, codes.
 
-:func:`read_csv` accepts UTF-8 (with or without BOM), UTF-16 with BOM and Windows-1252; gzip by
-magic bytes; ``,`` ``;`` tab or ``|`` separators (sniffed from the header, or Excel's ``sep=`` first
+:func:`read_csv` accepts UTF-8 (with or without BOM), UTF-16 with BOM or Windows-1252, one encoding
+for the whole file (a file mixing UTF-8 and another encoding is refused); gzip by magic bytes,
+decoded within ``TI_MAX_TABLE_MB``; regular files only; ``,`` ``;`` tab or ``|`` separators (sniffed from the header, or Excel's ``sep=`` first
 line); quoted fields holding separators or line breaks; blank lines. Every row keeps ``_line``, the
 line where its record starts as a text editor shows it, so errors can name it.
 """
