@@ -108,3 +108,19 @@ def test_a_truncated_groupement_list_is_not_published(real_build, mirror, mirror
     assert "nothing published" in str(err.value)
     assert not stable_paths(settings.output_dir)["manifest"].exists()
     assert guard.guard_build(real_build, settings)["changes"] == {}    # the whole list passes
+
+
+def test_lost_territories_against_the_published_release_stop_until_accepted(real_build, mirror_settings, tmp_path):
+    settings = dataclasses.replace(mirror_settings, output_dir=tmp_path / "out", plans_path=None)
+    steps.publish_build(real_build, settings)
+    stable = [p for p in stable_paths(settings.output_dir).values()]
+    before = {p: p.read_bytes() for p in stable}
+    gone = sorted(real_build.territories["id_ti"])[:3]
+    smaller = dataclasses.replace(real_build, territories=real_build.territories[
+        ~real_build.territories["id_ti"].isin(gone)].reset_index(drop=True))
+    with pytest.raises(CheckFailedError, match=rf"3 territories lost: {', '.join(gone)}; if these changes"):
+        steps.publish_build(smaller, settings)
+    assert {p: p.read_bytes() for p in stable} == before
+    manifest = steps.publish_build(smaller, dataclasses.replace(settings, accept_changes=True))
+    assert manifest["extra"]["change_guard"]["accepted"] is True
+    assert manifest["extra"]["change_guard"]["changes"] == {"territories lost": gone}

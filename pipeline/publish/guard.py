@@ -96,17 +96,18 @@ def list_gaps(membership, releases: dict[str, str]) -> list[str]:
     return sorted(frame.loc[frame["perimeter_source"] != newest, "id_ti"].astype(str))
 
 
-def check_changes(current: pd.DataFrame, published_parquet: Path, gaps: list[str], accept: bool,
+def check_changes(current: pd.DataFrame, published: Path | None, gaps: list[str], accept: bool,
                   phase: str) -> dict:
-    """Compare with the published territories; CheckFailedError past the thresholds unless ``accept``.
+    """Compare with the published territories (``published``: their GeoParquet, None for a first
+    build); CheckFailedError past the thresholds unless ``accept``.
 
     Returns the report (kinds of change with their items, and whether it was accepted).
     """
-    previous = previous_territories(published_parquet)
+    previous = previous_territories(published) if published is not None else None
     found = compare(previous, current[_COLUMNS]) if previous is not None else {}
     found["missing from the most recent list"] = gaps if len(gaps) > MAX_LIST_GAPS else []
     blocking = {k: v for k, v in found.items() if v and k != "territories added"}
-    report = {"compared_with": str(published_parquet) if previous is not None else None,
+    report = {"compared_with": str(published) if previous is not None else None,
               "changes": {k: v for k, v in found.items() if v}, "accepted": bool(blocking and accept)}
     if blocking and not accept:
         listed = "; ".join(f"{len(v)} {k}: {_ids(v)}" for k, v in blocking.items())
@@ -117,10 +118,29 @@ def check_changes(current: pd.DataFrame, published_parquet: Path, gaps: list[str
     return report
 
 
+def published_parquet(output_dir: Path, phase: str) -> Path | None:
+    """The published GeoParquet of ``phase`` as its manifest describes it: the stable file, else
+    (a set left mixed by a killed publish) the release copy the manifest names; None without one."""
+    from ..sources.fetch import sha256_file
+    from .manifest import read_manifest
+    from .release import stable_paths
+
+    paths = stable_paths(output_dir, phase)
+    try:
+        manifest = read_manifest(paths["manifest"])
+    except (OSError, ValueError):
+        return None
+    entry = next((o for o in manifest.get("outputs", []) if o.get("name") == "geoparquet"), {})
+    for rel in (entry.get("path"), entry.get("release_path")):
+        candidate = Path(output_dir) / str(rel or "")
+        if rel and candidate.is_file() and sha256_file(candidate) == entry.get("sha256"):
+            return candidate
+    return None
+
+
 def guard_build(result, settings) -> dict:
     """:func:`check_changes` of a core ``BuildResult`` against the published files of its phase."""
     from ..sources.catalog import load_catalog
-    from .release import stable_paths
 
     spec = load_catalog(settings).phases.get(result.phase)
     release_of = {i.get("source"): i.get("release") for i in result.inputs}
@@ -128,6 +148,6 @@ def guard_build(result, settings) -> dict:
                 (("communes", getattr(spec, "communes", None)), ("groupements", getattr(spec, "groupements", None)))
                 if name and name in release_of}
     gaps = list_gaps(result.membership, releases)
-    parquet = stable_paths(settings.output_dir, result.phase)["geoparquet"]
+    parquet = published_parquet(Path(settings.output_dir), result.phase)
     return check_changes(result.territories, parquet, gaps, bool(getattr(settings, "accept_changes", False)),
                          result.phase)
