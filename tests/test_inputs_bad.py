@@ -537,3 +537,49 @@ def test_arrondissements_municipaux_are_left_out_of_the_communes(tmp_path):
     typed.to_parquet(tmp_path / "typed.parquet")
     out, report = read_boundaries(tmp_path / "typed.parquet")
     assert list(out["code_insee"]) == ["75056", "92012"] and report.sub_communal == ["75101", "75102"]
+
+
+# ---------------------------------------------------------------- bounded geometry work
+def _many_vertices(n: int) -> shapely.Polygon:
+    import numpy as np
+
+    angles = np.linspace(0, 2 * np.pi, n, endpoint=False)
+    return shapely.Polygon(np.column_stack([5.35 + 0.01 * np.cos(angles), 46.05 + 0.01 * np.sin(angles)]))
+
+
+@pytest.mark.parametrize("name", ["b.parquet", "b.geojson"])
+def test_a_commune_with_too_many_vertices_is_refused(tmp_path, monkeypatch, name):
+    from pipeline.sources.boundaries import scan_boundaries
+
+    monkeypatch.setenv("TI_MAX_COMMUNE_VERTICES", "1000")
+    path = boundary_file(tmp_path, ["01001", "01002"], [SQUARE, _many_vertices(5000)], name=name)
+    for reader in (read_boundaries, scan_boundaries):
+        with pytest.raises(InputFormatError) as err:
+            reader(path)
+        assert str(err.value) == (f"{path}: commune 01002 has 5,001 vertices, more than the 1,000 allowed "
+                                  "(TI_MAX_COMMUNE_VERTICES)")
+    monkeypatch.delenv("TI_MAX_COMMUNE_VERTICES")
+    assert read_boundaries(path)[1].rows == 2                  # within the default cap (250,000)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_a_nan_coordinate_is_refused_in_one_line(tmp_path):
+    from pipeline.sources.boundaries import scan_boundaries
+
+    nan = shapely.Polygon([(5.3, 46.0), (5.4, 46.0), (5.4, float("nan")), (5.3, 46.1)])
+    path = boundary_file(tmp_path, ["01001", "01002"], [SQUARE, nan])   # GeoParquet: WKB holds NaN
+    for reader in (read_boundaries, scan_boundaries):
+        with pytest.raises(InputFormatError, match=rf"^{path}: commune 01002 has a NaN \(not a number\) coordinate$"):
+            reader(path)
+
+
+def test_a_gzipped_boundary_bomb_is_refused_while_decoding(tmp_path, monkeypatch):
+    path = tmp_path / "b.geojson"
+    gpd.GeoDataFrame({"code_insee": ["01001"], "nom": ["x" * (3 << 20)]}, geometry=[SQUARE], crs=4326).to_file(path)
+    bomb = tmp_path / "b.geojson.gz"
+    bomb.write_bytes(gzip.compress(path.read_bytes()))
+    monkeypatch.setenv("TI_MAX_SOURCE_MB", "2")
+    with pytest.raises(InputFormatError, match=rf"^{bomb}: gzip body expands past 2 MiB \(TI_MAX_SOURCE_MB\); refused$"):
+        read_boundaries(bomb)
+    monkeypatch.delenv("TI_MAX_SOURCE_MB")
+    assert read_boundaries(bomb)[1].rows == 1

@@ -112,6 +112,8 @@ def _read_any(path: Path) -> gpd.GeoDataFrame:
         if magic == b"PAR1":
             frame = _read_geoparquet(path)
         else:
+            if magic[:2] == b"\x1f\x8b":
+                _check_gzip_size(path)
             name = f"/vsigzip/{path}" if magic[:2] == b"\x1f\x8b" else str(path)
             fields = pyogrio.read_info(name)["fields"].tolist()
             frame = gpd.read_file(name, engine="pyogrio", columns=_wanted(fields))
@@ -173,6 +175,19 @@ def _validate(frame: gpd.GeoDataFrame, path: Path, offset: int = 0
     empty = list(out.loc[empty_mask, "code_insee"])
     out = out[~empty_mask]
     return out, repaired, empty, sub_communal
+
+
+def _check_gzip_size(path: Path) -> None:
+    """A gzipped boundary file decodes, in steps, to at most TI_MAX_SOURCE_MB (GDAL's GeoJSON
+    driver would expand a gzip bomb whole in memory)."""
+    from ..settings import Settings
+    from . import http
+    from .fetch import check_gzip
+
+    try:
+        check_gzip(path, Settings.from_env().max_source_mb * http.MiB)
+    except (http.Permanent, http.Transient) as err:
+        raise InputFormatError(f"{path}: {err.reason}") from None
 
 
 def vertex_limit() -> int:

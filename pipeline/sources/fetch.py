@@ -193,7 +193,7 @@ def check_content(path: Path, fmt: str, content_type: str = "", max_bytes: int |
     is_gzip = raw_head.startswith(http.GZIP_MAGIC)
     head = http.gunzip_head(raw_head) if is_gzip else raw_head[:4096]
     if is_gzip and not head:
-        _check_gzip(path, max_bytes)            # names the corruption; a valid gzip here holds nothing
+        check_gzip(path, max_bytes)            # names the corruption; a valid gzip here holds nothing
         raise http.Permanent("empty body (gzip of zero bytes)")
     text = head.lstrip(b"\xef\xbb\xbf").lstrip()
     lowered = text[:64].lower()
@@ -209,7 +209,7 @@ def check_content(path: Path, fmt: str, content_type: str = "", max_bytes: int |
     if fmt == "csv" and (b"\x00" in head or text[:1] == b"<"):
         raise http.Permanent(f"expected csv text{ctype}; first bytes: {_shown(head)}")
     if is_gzip:
-        _check_gzip(path, max_bytes)
+        check_gzip(path, max_bytes)
     elif fmt == "parquet":
         with open(path, "rb") as fh:
             fh.seek(max(0, path.stat().st_size - 4))
@@ -217,7 +217,7 @@ def check_content(path: Path, fmt: str, content_type: str = "", max_bytes: int |
                 raise http.Transient("parquet body has no PAR1 footer (truncated)")
 
 
-def _check_gzip(path: Path, max_bytes: int | None = None) -> None:
+def check_gzip(path: Path, max_bytes: int | None = None) -> None:
     """A gzip file decodes completely (streamed, never held whole) to at most ``max_bytes``."""
     decoder = http.GzipStream()
     size = 0
