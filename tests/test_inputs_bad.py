@@ -583,3 +583,15 @@ def test_a_gzipped_boundary_bomb_is_refused_while_decoding(tmp_path, monkeypatch
         read_boundaries(bomb)
     monkeypatch.delenv("TI_MAX_SOURCE_MB")
     assert read_boundaries(bomb)[1].rows == 1
+
+
+@pytest.mark.parametrize("catalog, message", [("DIR", "it is a directory"), ("/dev/zero", "it is not a regular file")])
+def test_a_catalog_that_is_not_a_file_is_one_line_and_exit_2(mirror, tmp_path, monkeypatch, capsys, catalog, message):
+    from pipeline.cli import main
+
+    path = tmp_path if catalog == "DIR" else Path(catalog)
+    monkeypatch.setenv("TI_CATALOG", str(path))
+    assert main(["build", "--offline", "--mirror", str(mirror), "--output", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == f"error: {path}: cannot read source catalog (TI_CATALOG): {message}"
+    assert not any("Traceback" in line for line in err)
