@@ -1,4 +1,4 @@
-"""Helpers for the resolution tests: a scratch mirror (symlinks to the shared files plus files made
+"""Helpers for the resolution tests: a scratch mirror (hard links to the shared files plus files made
 in the test), a data.gouv.fr API answer, and a catalog whose hosts point to the loopback server."""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ import hashlib
 import json
 from pathlib import Path
 
+from http_server import link_or_copy
 from pipeline.settings import ASSETS_DIR
 
 DATASET = "programme-territoires-dindustrie"
@@ -19,18 +20,18 @@ HOSTS = ("https://www.data.gouv.fr", "https://static.data.gouv.fr", "https://unp
 
 
 def scratch_mirror(root: Path, source: Path, added: dict[str, bytes] = {}) -> Path:
-    """A mirror folder: a symlink to every file of ``source``, plus the ``added`` files (new or
-    replacing one)."""
+    """A mirror folder: a hard link (or copy) of every file of ``source`` (a symlink out of the
+    mirror is refused), plus the ``added`` files (new or replacing one)."""
     mirror = root / "mirror"
     for f in source.rglob("*"):
         if f.is_file():
             target = mirror / f.relative_to(source)
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.symlink_to(f.resolve())
+            link_or_copy(f.resolve(), target)
     for rel, body in added.items():
         target = mirror / rel
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.unlink(missing_ok=True)      # a replaced file: never write through the symlink
+        target.unlink(missing_ok=True)      # a replaced file: never write through the link
         target.write_bytes(body)
     return mirror
 

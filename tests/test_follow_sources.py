@@ -157,12 +157,19 @@ def published(real_build, mirror, tmp_path_factory) -> Path:
     return out
 
 
-def build_and_publish(tmp_path, published: Path, added: dict[str, bytes]):
+def build_and_publish(tmp_path, published: Path, added: dict[str, bytes], guarded: bool = False):
+    """``guarded``: the change guard stops the first publish (big perimeter changes), accepted then."""
     mirror = scratch_mirror(tmp_path, DATA, added)
     out = tmp_path / "out"
     shutil.copytree(published, out)
     settings = Settings(mirror_dir=mirror, raw_dir=tmp_path / "raw", output_dir=out)
     result = build_territories(settings)
+    if guarded:
+        from pipeline.errors import CheckFailedError
+
+        with pytest.raises(CheckFailedError, match="change guard: .*area changed: ti-7506"):
+            publish_build(result, settings)
+        settings = settings.replace(accept_changes=True)
     publish_build(result, settings)
     return result, changes_of(out)
 
@@ -170,7 +177,8 @@ def build_and_publish(tmp_path, published: Path, added: dict[str, bytes]):
 def test_a_list_with_one_more_territory_publishes_184_and_reports_it(tmp_path, published):
     communes = pd.read_csv(DATA / COMMUNES, dtype=str)
     newer = csv_bytes(with_new_territory(communes))
-    result, report = build_and_publish(tmp_path, published, {"territoires_industrie/liste-ti-com2023-20250301.csv": newer})
+    result, report = build_and_publish(tmp_path, published, {"territoires_industrie/liste-ti-com2023-20250301.csv": newer},
+                                       guarded=True)
     assert len(result.territories) == 184 and result.passed
     count = next(c for c in result.checks if c.name == "territory_count")
     assert count.details["expected"] == 184 and count.details["missing"] == []

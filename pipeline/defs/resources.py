@@ -38,6 +38,11 @@ class PipelineSettings(ConfigurableResource):
     alert_webhook_url: str = ""
     release_max_age_days: str = ""
     sources_max_age_hours: str = ""
+    max_source_mb: str = ""
+    max_table_mb: str = ""
+    http_deadline: str = ""
+    max_commune_vertices: str = ""
+    accept_changes: str = ""
 
     def settings(self) -> Settings:
         env = dict(os.environ)

@@ -22,11 +22,11 @@ import hashlib
 import json
 import os
 import re
+import stat
 import tempfile
 import zlib
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
-import stat
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlparse
 

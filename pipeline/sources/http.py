@@ -120,9 +120,7 @@ class Limits:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Limits":
-        seconds = getattr(settings, "http_deadline", 1800.0)
-        seconds = 1800.0 if math.isnan(seconds) else min(max(seconds, 0.0), 1e7)
-        return cls(int(getattr(settings, "max_source_mb", 2048)) * MiB, time.monotonic() + seconds)
+        return cls(settings.max_source_mb * MiB, time.monotonic() + settings.http_deadline)
 
     def check_time(self, what: str) -> None:
         if time.monotonic() > self.deadline:

@@ -103,7 +103,8 @@ def mirror_candidates(spec: SourceSpec, mirror_dir: Path) -> list[Candidate]:
 
 def _get_json(spec: SourceSpec, url: str, settings: Settings, session) -> object:
     def attempt(n: int):
-        resp = session.get(url, headers={"Accept": "application/json"}, timeout=settings.http_timeout)
+        resp = http.request(session, "GET", url, headers={"Accept": "application/json"},
+                            timeout=settings.http_timeout)   # redirects checked
         with resp:
             http.check_status(resp)
             try:
@@ -153,7 +154,7 @@ def yearly_candidates(spec: SourceSpec, settings: Settings, session, newest: int
         url = spec.url_template.format(year=year)
 
         def head(n: int, url=url) -> bool:
-            resp = session.head(url, timeout=settings.http_timeout, allow_redirects=True)
+            resp = http.request(session, "HEAD", url, timeout=settings.http_timeout)   # redirects checked
             with resp:
                 if resp.status_code in (404, 410):
                     return False
