@@ -10,6 +10,7 @@ line where its record starts as a text editor shows it, so errors can name it.
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import re
 import zlib
@@ -105,16 +106,15 @@ def _size(limit: int) -> str:
 
 
 def _gunzip(data: bytes, limit: int, path: Path) -> bytes:
-    """Decode every gzip member of ``data``, stopping as soon as more than ``limit`` bytes come out."""
-    out: list[bytes] = []
+    """Every gzip member of ``data`` decoded, once a first pass that keeps nothing (1 MiB at a
+    time) has seen it stays within ``limit`` bytes: a bomb is refused without being held."""
     total = 0
     decoder = zlib.decompressobj(wbits=31)
     rest = data
     try:
         while True:
-            chunk = decoder.decompress(rest, limit + 1 - total)
-            out.append(chunk)
-            total += len(chunk)
+            piece = len(decoder.decompress(rest, MiB))
+            total += piece
             if total > limit:
                 raise InputFormatError(f"{path}: gzip data expands past {_size(limit)} "
                                        "(raise TI_MAX_TABLE_MB to read it)")
@@ -123,13 +123,13 @@ def _gunzip(data: bytes, limit: int, path: Path) -> bytes:
                 if not rest.strip(b"\x00"):       # trailing zero padding, as gzip accepts
                     break
                 decoder = zlib.decompressobj(wbits=31)
-            elif decoder.unconsumed_tail:
+            elif decoder.unconsumed_tail or piece == MiB:   # more input, or more output pending
                 rest = decoder.unconsumed_tail
             else:
                 raise InputFormatError(f"{path}: corrupt gzip data (truncated)")
-    except zlib.error as err:
+        return gzip.decompress(data)
+    except (zlib.error, OSError, EOFError) as err:
         raise InputFormatError(f"{path}: corrupt gzip data ({err})") from None
-    return b"".join(out)
 
 
 # A multi-byte UTF-8 sequence: in a file that is not UTF-8 as a whole, the sign of a mixed file.
