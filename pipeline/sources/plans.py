@@ -308,18 +308,6 @@ def _raise_problems(label: str, listed: list[str], total: int) -> None:
 
 # Control characters (C0 but tab and line breaks, which a quoted comment may hold; DEL; C1).
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
-# A cell a spreadsheet would run as a formula when it opens a CSV (OWASP "CSV injection").
-FORMULA_START = ("=", "+", "-", "@")
-
-
-def csv_safe(value: object) -> object:
-    """``value`` as any CSV writer of the project must write it: a text beginning like a formula
-    gets a leading ``'`` so that a spreadsheet shows it as text instead of running it."""
-    if isinstance(value, str) and value.startswith(FORMULA_START):
-        return "'" + value
-    return value
-
-
 def _parse_cell(name: str, cell: str) -> object:
     """The parsed value of one non-empty cell of column ``name``; _Bad when it is invalid."""
     found = _CONTROL.search(cell)
