@@ -138,7 +138,7 @@ def iter_rfc7946_geometries(geoms, decimals: int = DEFAULT_DECIMALS, chunk_coord
                 future.cancel()
 
 
-def _features(frame: gpd.GeoDataFrame, decimals: int, geoms, as_lists: bool):
+def _features(frame: gpd.GeoDataFrame, decimals: int, geoms):
     geoms = iter_rfc7946_geometries(frame.geometry.values if geoms is None else geoms, decimals)
     columns = [c for c in frame.columns if c != frame.geometry.name]
     records = frame[columns].astype(object).to_dict("records")
@@ -146,13 +146,8 @@ def _features(frame: gpd.GeoDataFrame, decimals: int, geoms, as_lists: bool):
         yield {
             "type": "Feature",
             "properties": {k: json_value(v) for k, v in rec.items()},
-            "geometry": geometry_json(geom, decimals, as_lists),
+            "geometry": geometry_json(geom, decimals, False),
         }
-
-
-def feature_collection(frame: gpd.GeoDataFrame, decimals: int = DEFAULT_DECIMALS, geoms=None) -> dict:
-    """The FeatureCollection dict of ``frame`` (``geoms`` overrides the geometry column)."""
-    return {"type": "FeatureCollection", "features": list(_features(frame, decimals, geoms, True))}
 
 
 def _header(members: dict | None) -> bytes:
@@ -169,7 +164,7 @@ def write_geojson(frame: gpd.GeoDataFrame, path: Path, decimals: int = DEFAULT_D
     """
     with open(path, "wb") as fh:
         fh.write(_header({KEY: metadata} if metadata is not None else None))
-        for i, feat in enumerate(_features(frame, decimals, geoms, False)):
+        for i, feat in enumerate(_features(frame, decimals, geoms)):
             fh.write((b"," if i else b"") + orjson.dumps(feat, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n")
         fh.write(_FOOTER)
     return Path(path)

@@ -267,12 +267,6 @@ def _remove_stale(output_dir: Path, stable: Path) -> None:
                 f.unlink()
 
 
-def _built_at(manifest: Path) -> str:
-    with contextlib.suppress(Exception):
-        return str(read_manifest(manifest)["built_at"])
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(manifest.parent.stat().st_mtime))
-
-
 def _remove_phase_part(folder: Path, phase: str) -> None:
     """Delete one phase's files from a release folder; the folder too once it is empty."""
     shutil.rmtree(folder / phase_subdir(phase), ignore_errors=True)

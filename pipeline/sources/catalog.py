@@ -44,9 +44,6 @@ class SourceSpec:
     def release(self, offline: bool) -> str:
         return self.mirror_release if offline else self.live_release
 
-    def file_format(self, offline: bool) -> str:
-        return self.mirror_format if offline else self.format
-
 
 @dataclass(frozen=True)
 class PhaseSpec:
