@@ -141,7 +141,7 @@ def test_failing_blocking_check_stops_publish_and_keeps_files(published_before, 
 
     def broken_count(territories, expected):
         return quality.CheckResult("territory_count", False, True, "forced failure for the test",
-                                   {"expected": expected, "found": -1})
+                                   {"expected": len(expected), "found": -1})
 
     monkeypatch.setattr(quality, "check_count", broken_count)
     resources = {"pipeline_settings": PipelineSettings(mirror_dir=str(settings.mirror_dir),
