@@ -107,7 +107,8 @@ def fetch_output(name: str, settings: Settings) -> Output:
 
 def _source_out(name: str) -> AssetOut:
     spec = CATALOG.source(name)
-    return AssetOut(key=source_key(name), group_name="sources", kinds={"file"},
+    # is_required=False: a run that selects some sources gets only those (can_subset)
+    return AssetOut(key=source_key(name), group_name="sources", kinds={"file"}, is_required=False,
                     description=f"{spec.title}. Live: {spec.url} ({spec.url_status}); mirror: "
                                 f"$TI_MIRROR_DIR/{spec.mirror}. Licence: {spec.licence}.")
 
