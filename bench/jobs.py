@@ -110,9 +110,9 @@ class Steps:
 
 
 # module attributes of the core that are wrapped as steps (missing ones are skipped)
-BUILD_STEPS = ["fetch_all", "scan_commune_boundaries", "load_changes", "load_admin", "phase_membership",
-               "member_coverage", "assemble", "run_checks"]
-GEOMETRY_STEPS = ["clean_coverage", "clean_zone", "dissolve_clean"]   # not the threaded helpers
+BUILD_STEPS = ["fetch_sources", "reconcile_phase", "scan_commune_boundaries", "territory_attributes",
+               "repair_and_dissolve", "member_coverage", "assemble", "run_checks"]
+GEOMETRY_STEPS = ["clean_coverage", "union_territories", "fill_gaps_between"]   # not the threaded helpers
 
 
 def job_ours(args, steps: Steps) -> dict:
@@ -120,8 +120,10 @@ def job_ours(args, steps: Steps) -> dict:
     sys.path.insert(0, str(ROOT))
     import pipeline.build.steps as build      # noqa: PLC0415
     import pipeline.geometry.coverage as geometry  # noqa: PLC0415
+    from pipeline import runtime  # noqa: PLC0415
     from pipeline.settings import Settings  # noqa: PLC0415
     steps.records.append({"step": "import", "depth": 0, "t0": t0, "t1": time.perf_counter()})
+    runtime.tune_process()      # as the CLI's main does
     steps.wrap(build, BUILD_STEPS)
     steps.wrap(geometry, GEOMETRY_STEPS, prefix="geometry.")
     out = Path(args.out)

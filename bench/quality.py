@@ -130,6 +130,8 @@ def iou(a: dict, b: dict) -> dict:
             "below_0_99": int((vals < 0.99).sum())}
 
 
+# Long on purpose: one pass per family of figures, in the order of RESULTS.md's quality table,
+# all sharing the projected geometries and the per-zone trees built at the top.
 def evaluate(result: gpd.GeoDataFrame, ref: Reference) -> tuple[dict, dict]:
     """Quality figures of one result; also returns its projected geometries for IoU."""
     geoms = result.geometry.values

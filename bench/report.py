@@ -12,7 +12,10 @@ from pathlib import Path
 
 MB = 2**20
 METHOD_TITLE = {"ours": "ours (core build, library)", "mapshaper": "mapshaper -clean -dissolve",
-                "naive": "naive geopandas dissolve", "dagster": "Dagster materialize (warm)"}
+                "naive": "naive geopandas dissolve", "cli": "CLI build --phase all --force (warm)",
+                "dagster": "Dagster materialize --select '*' (warm)"}
+# the main job's targets: Dagster against the CLI, same run (issue #11)
+MAIN_JOB_TIME, MAIN_JOB_CPU, MAIN_JOB_MEMORY = 1.3, 1.3, 1.2
 
 
 def _range(med: float, lo: float, hi: float, fmt: str, unit: str = "") -> str:
@@ -24,10 +27,18 @@ def _ok(flag: bool) -> str:
 
 
 def render(info: dict, note: str = "") -> str:
-    m = info["machine"]
-    stats, ratios, growth = info.get("stats", {}), info.get("ratios", {}), info.get("growth", {})
-    q = info.get("quality", {})
+    """RESULTS.md: the sections in reading order."""
     scales = info["scales"]
+    out = _header(info, note)
+    for section in (_inputs, _times, _targets, _growth, _cold, _main_job, _steps):
+        out += section(info, scales)
+    out += _quality(info.get("quality", {}), scales)
+    out += _failed(info, scales)
+    return "\n".join(out)
+
+
+def _header(info: dict, note: str) -> list[str]:
+    m = info["machine"]
     out = ["# Benchmark results", ""]
     if note:
         out += [note, ""]
@@ -55,7 +66,11 @@ def render(info: dict, note: str = "") -> str:
     if loads:
         out += [f"Load average (1 min) before each job: median {statistics.median(loads):.2f}, max "
                 f"{max(loads):.2f} (2 cores; other work on the machine shows up here).", ""]
+    return out
 
+
+def _inputs(info: dict, scales: list[int]) -> list[str]:
+    out: list[str] = []
     out += ["## Inputs", "",
             "| scale | member communes | member vertices | all communes' vertices | segment step | "
             "boundaries parquet | peer GeoJSON | communes with invalid coverage edges |",
@@ -67,14 +82,19 @@ def render(info: dict, note: str = "") -> str:
                    f"{i['all_vertices'] / 1e6:.2f} M | {step} | {i['boundaries_bytes'] / MB:.0f} MB | "
                    f"{i['geojson_bytes'] / MB:.0f} MB | {i['coverage_invalid_communes']} |")
     out.append("")
+    return out
 
+
+def _times(info: dict, scales: list[int]) -> list[str]:
+    out: list[str] = []
+    stats, ratios = info.get("stats", {}), info.get("ratios", {})
     out += ["## Time and peak memory", "",
             "Median (min-max) over the runs. Ratios are ours / this method, per pair of runs, median "
             "(min-max).", "",
             "| scale | method | wall s | peak RSS MB | CPU s | ours/this time | ours/this memory |",
             "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
     for s in scales:
-        for method in ("ours", "mapshaper", "naive", "dagster"):
+        for method in ("ours", "mapshaper", "naive"):
             st = stats.get(f"{method}@{s}")
             if not st:
                 continue
@@ -87,7 +107,12 @@ def render(info: dict, note: str = "") -> str:
                 f"{_range(st['rss_median'] / MB, st['rss_min'] / MB, st['rss_max'] / MB, '.0f')} | "
                 f"{st['cpu_median']:.1f} | {rt} | {rm} |")
     out.append("")
+    return out
 
+
+def _targets(info: dict, scales: list[int]) -> list[str]:
+    out: list[str] = []
+    ratios, q = info.get("ratios", {}), info.get("quality", {})
     out += ["## Targets (ours against mapshaper, same run)", "",
             "Milestone: wall <= 1.0x and memory <= 1.5x mapshaper's at every scale, zero sliver parts, "
             "zero unfilled gaps. Goal: <= 0.5x time, memory <= mapshaper's, growth at most linear.", "",
@@ -106,6 +131,12 @@ def render(info: dict, note: str = "") -> str:
         out.append(f"| {s}x | {r['time_median']:.2f}x | {r['mem_median']:.2f}x | {sl} | {gp} | "
                    f"{_ok(mile)} | {_ok(goal)} |")
     out.append("")
+    return out
+
+
+def _growth(info: dict, scales: list[int]) -> list[str]:
+    out: list[str] = []
+    growth = info.get("growth", {})
     if growth:
         out += ["## Growth with the vertex count", "",
                 "Log-log slope of the median wall time and peak RSS against the member vertices "
@@ -114,7 +145,12 @@ def render(info: dict, note: str = "") -> str:
         for method, g in growth.items():
             out.append(f"| {METHOD_TITLE[method]} | {g['time']:.2f} | {g['memory']:.2f} | {g['scales']} |")
         out.append("")
+    return out
 
+
+def _cold(info: dict, scales: list[int]) -> list[str]:
+    out: list[str] = []
+    stats = info.get("stats", {})
     cold_ours = [r for r in info.get("records", []) if r["method"] == "ours" and r.get("warmup")]
     if cold_ours:
         out += ["## Ours from an empty cache", "",
@@ -133,28 +169,11 @@ def render(info: dict, note: str = "") -> str:
             mr = f"{r['max_rss'] / peer['rss_median']:.2f}x" if peer else "-"
             out.append(f"| {r['scale']}x | {r['wall']:.1f} | {r['max_rss'] / MB:.0f} | {warm} | {tr} | {mr} |")
         out.append("")
+    return out
 
-    dag = [r for r in info.get("records", []) if r["method"] == "dagster"]
-    if dag:
-        out += ["## Dagster: full materialization", "",
-                "`dagster asset materialize -m pipeline.definitions --select '*'` with a fresh "
-                "DAGSTER_HOME under bench/work; the first run (cold) is not counted; target: warm "
-                "run under 30 s at 1x.", "",
-                "| scale | cold run s | warm runs s | peak RSS MB (largest process) | under 30 s |",
-                "| --- | ---: | ---: | ---: | --- |"]
-        for s in scales:
-            cold = [r for r in dag if r["scale"] == s and r.get("warmup")]
-            st = stats.get(f"dagster@{s}")
-            if not cold and not st:
-                continue
-            c = f"{cold[0]['wall']:.1f}" if cold and cold[0]["rc"] == 0 else "failed"
-            w = _range(st["wall_median"], st["wall_min"], st["wall_max"], ".1f") if st else "failed"
-            rss = f"{st['rss_median'] / MB:.0f}" if st else "-"
-            out.append(f"| {s}x | {c} | {w} | {rss} | {_ok(bool(st) and st['wall_median'] < 30)} |")
-        out.append("")
 
-    out += _steps(info, scales)
-    out += _quality(q, scales)
+def _failed(info: dict, scales: list[int]) -> list[str]:
+    out: list[str] = []
     failed = [r for r in info.get("records", []) if r["rc"] != 0]
     if failed:
         out += ["## Failed jobs", ""]
@@ -163,7 +182,48 @@ def render(info: dict, note: str = "") -> str:
             out.append(f"- {r['method']} {r['scale']}x run {r['run']}: rc {r['rc']}: "
                        + " / ".join(t.strip() for t in tail))
         out.append("")
-    return "\n".join(out)
+    return out
+
+
+def _main_job(info: dict, scales: list[int]) -> list[str]:
+    """The main job: both phases built and published by the CLI and by Dagster, same run."""
+    stats, ratios = info.get("stats", {}), info.get("ratios", {})
+    recs = [r for r in info.get("records", []) if r["method"] in ("cli", "dagster")]
+    if not recs:
+        return []
+    out = ["## Main job: Dagster against the CLI", "",
+           "`dagster asset materialize -m pipeline.definitions --select '*'` (temporary DAGSTER_HOME, "
+           "TI_OUTPUT_DIR, TI_RAW_DIR under bench/work) against `python -m pipeline build --phase all "
+           "--force`: both build, check and publish both phases. Each keeps its download and parse "
+           "cache between runs; the first (cold) run is not counted. CPU = user + sys of the job and "
+           f"its children. Targets: Dagster's wall and CPU at most {MAIN_JOB_TIME}x the CLI's, peak "
+           f"memory at most {MAIN_JOB_MEMORY}x.", "",
+           "| scale | method | cold run s | wall s | CPU s | peak RSS MB |",
+           "| --- | --- | ---: | ---: | ---: | ---: |"]
+    for s in scales:
+        for method in ("cli", "dagster"):
+            cold = [r for r in recs if r["method"] == method and r["scale"] == s and r.get("warmup")]
+            st = stats.get(f"{method}@{s}")
+            if not cold and not st:
+                continue
+            c = f"{cold[0]['wall']:.1f}" if cold and cold[0]["rc"] == 0 else "failed"
+            w = _range(st["wall_median"], st["wall_min"], st["wall_max"], ".1f") if st else "failed"
+            cpu = f"{st['cpu_median']:.1f}" if st else "-"
+            rss = _range(st["rss_median"] / MB, st["rss_min"] / MB, st["rss_max"] / MB, ".0f") if st else "-"
+            out.append(f"| {s}x | {METHOD_TITLE[method]} | {c} | {w} | {cpu} | {rss} |")
+    out += ["", "| scale | Dagster/CLI wall | Dagster/CLI CPU | Dagster/CLI memory | targets met |",
+            "| --- | ---: | ---: | ---: | --- |"]
+    for s in scales:
+        r = ratios.get(f"dagster/cli@{s}")
+        if not r:
+            continue
+        met = (r["time_median"] <= MAIN_JOB_TIME and r["cpu_median"] <= MAIN_JOB_CPU
+               and r["mem_median"] <= MAIN_JOB_MEMORY)
+        out.append(f"| {s}x | {_range(r['time_median'], r['time_min'], r['time_max'], '.2f', 'x')} | "
+                   f"{_range(r['cpu_median'], r['cpu_min'], r['cpu_max'], '.2f', 'x')} | "
+                   f"{_range(r['mem_median'], r['mem_min'], r['mem_max'], '.2f', 'x')} | {_ok(met)} |")
+    out.append("")
+    return out
 
 
 def _steps(info: dict, scales: list[int]) -> list[str]:

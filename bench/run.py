@@ -23,7 +23,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -39,7 +38,9 @@ ROOT = BENCH.parent
 WORK = BENCH / "work"
 MAPSHAPER_VERSION = "0.7.70"
 MAPSHAPER_JS = WORK / "node_modules" / "mapshaper" / "bin" / "mapshaper"
-ALL_METHODS = ["ours", "mapshaper", "naive", "dagster"]
+ALL_METHODS = ["ours", "mapshaper", "naive", "cli", "dagster"]
+# the main job: the same build and publication of both phases through the CLI and through Dagster
+MAIN_JOB = ("cli", "dagster")
 
 
 def sh(cmd: list[str], **kw) -> str:
@@ -107,13 +108,16 @@ def job_command(method: str, scale: int, out: Path, report: Path) -> tuple[list[
         src = prepare.scale_dir(scale) / "members.geojson"
         return ["node", str(MAPSHAPER_JS), str(src), "-clean", "-dissolve", "id_ti",
                 "-o", str(out / "mapshaper.geojson"), "format=geojson"], None
-    if method == "dagster":
-        home = WORK / "dagster" / f"scale-{scale}x"
+    if method in MAIN_JOB:
+        # both keep their download and parse cache between runs (like data_raw between builds);
+        # the first run of each scale starts from empty ones and is not counted
+        home = main_job_home(method, scale)
         env = dict(os.environ, DAGSTER_HOME=str(home / "home"), TI_MIRROR_DIR=str(mirror),
                    TI_RAW_DIR=str(home / "raw"), TI_OUTPUT_DIR=str(out))
         env.pop("TI_PLANS_PATH", None)
-        dagster = str(Path(py).with_name("dagster"))
-        return [dagster, "asset", "materialize", "-m", "pipeline.definitions", "--select", "*"], env
+        if method == "cli":
+            return [py, "-m", "pipeline", "build", "--phase", "all", "--force"], env
+        return [py, "-m", "dagster", "asset", "materialize", "-m", "pipeline.definitions", "--select", "*"], env
     raise ValueError(method)
 
 
@@ -121,9 +125,14 @@ def ours_raw(scale: int) -> Path:
     return WORK / "raw" / f"scale-{scale}x"
 
 
+def main_job_home(method: str, scale: int) -> Path:
+    """DAGSTER_HOME (``home``) and download cache (``raw``) of a main-job method at a scale."""
+    return WORK / method / f"scale-{scale}x"
+
+
 def output_of(method: str, out: Path) -> Path:
     return {"ours": out / "territoires-industrie.parquet", "naive": out / "naive.geojson",
-            "mapshaper": out / "mapshaper.geojson",
+            "mapshaper": out / "mapshaper.geojson", "cli": out / "territoires-industrie.parquet",
             "dagster": out / "territoires-industrie.parquet"}[method]
 
 
@@ -145,11 +154,11 @@ def run_job(method: str, scale: int, run: int, results_dir: Path) -> dict:
     return rec
 
 
-def dagster_home(scale: int) -> None:
-    home = WORK / "dagster" / f"scale-{scale}x" / "home"
-    if home.exists():
-        shutil.rmtree(home)
-    home.mkdir(parents=True)
+def reset_main_job(method: str, scale: int) -> None:
+    """Empty DAGSTER_HOME and download cache of a main-job method (before its cold run)."""
+    home = main_job_home(method, scale)
+    shutil.rmtree(home, ignore_errors=True)
+    (home / "home").mkdir(parents=True)
 
 
 def evaluate_quality(records: list[dict], scales: list[int], methods: list[str]) -> dict:
@@ -178,6 +187,23 @@ def evaluate_quality(records: list[dict], scales: list[int], methods: list[str])
     return figures
 
 
+def _paired_ratios(ok: list[dict], a: str, b: str, scale: int, fields: dict[str, str]) -> dict | None:
+    """Ratios a/b of each field, per pair of runs (same scale, same run): median, min, max."""
+    pairs = []
+    for run in sorted({r["run"] for r in ok if r["scale"] == scale}):
+        ra = [r for r in ok if (r["method"], r["scale"], r["run"]) == (a, scale, run)]
+        rb = [r for r in ok if (r["method"], r["scale"], r["run"]) == (b, scale, run)]
+        if ra and rb:
+            pairs.append({k: ra[0][f] / rb[0][f] for k, f in fields.items()})
+    if not pairs:
+        return None
+    out = {"scale": scale, "pairs": len(pairs)}
+    for k in fields:
+        values = [p[k] for p in pairs]
+        out.update({f"{k}_median": statistics.median(values), f"{k}_min": min(values), f"{k}_max": max(values)})
+    return out
+
+
 def summarise(records: list[dict], inputs: dict) -> dict:
     ok = [r for r in records if r["rc"] == 0 and not r.get("warmup")]
     stats: dict[str, dict] = {}
@@ -192,20 +218,14 @@ def summarise(records: list[dict], inputs: dict) -> dict:
             "cpu_median": statistics.median([r["cpu"] for r in rs]),
         }
     ratios = {}
-    for peer in ("mapshaper", "naive"):
-        for scale in sorted({r["scale"] for r in ok}):
-            pairs = []
-            for run in sorted({r["run"] for r in ok if r["scale"] == scale}):
-                a = [r for r in ok if (r["method"], r["scale"], r["run"]) == ("ours", scale, run)]
-                b = [r for r in ok if (r["method"], r["scale"], r["run"]) == (peer, scale, run)]
-                if a and b:
-                    pairs.append((a[0]["wall"] / b[0]["wall"], a[0]["max_rss"] / b[0]["max_rss"]))
-            if pairs:
-                t, m = zip(*pairs)
-                ratios[f"ours/{peer}@{scale}"] = {
-                    "peer": peer, "scale": scale, "pairs": len(pairs),
-                    "time_median": statistics.median(t), "time_min": min(t), "time_max": max(t),
-                    "mem_median": statistics.median(m), "mem_min": min(m), "mem_max": max(m)}
+    for scale in sorted({r["scale"] for r in ok}):
+        for peer in ("mapshaper", "naive"):
+            r = _paired_ratios(ok, "ours", peer, scale, {"time": "wall", "mem": "max_rss"})
+            if r:
+                ratios[f"ours/{peer}@{scale}"] = {"peer": peer, **r}
+        r = _paired_ratios(ok, "dagster", "cli", scale, {"time": "wall", "cpu": "cpu", "mem": "max_rss"})
+        if r:
+            ratios[f"dagster/cli@{scale}"] = r
     growth = {}
     for method in sorted({r["method"] for r in ok}):
         pts = [(inputs[str(s["scale"])]["member_vertices"], s["wall_median"], s["rss_median"])
@@ -215,6 +235,13 @@ def summarise(records: list[dict], inputs: dict) -> dict:
             growth[method] = {"time": float(np.polyfit(v, w, 1)[0]), "memory": float(np.polyfit(v, m, 1)[0]),
                               "scales": len(pts)}
     return {"stats": stats, "ratios": ratios, "growth": growth}
+
+
+def scale_inputs(mir: dict, peer: dict) -> dict:
+    """The figures of one scale's inputs (from prepare's mirror and peer-input reports)."""
+    return {"all_vertices": mir["vertices_all"], "step_m": mir["step_m"],
+            "boundaries_bytes": mir["boundaries_bytes"], "coverage_invalid_communes": mir["coverage_invalid_communes"],
+            "member_communes": peer["communes"], "member_vertices": peer["vertices"], "geojson_bytes": peer["bytes"]}
 
 
 def recover(results_dir: Path, args) -> None:
@@ -230,19 +257,13 @@ def recover(results_dir: Path, args) -> None:
         if report.is_file():
             rec["report"] = json.loads(report.read_text())
         rec["output"] = str(output_of(method, results_dir / f"{method}-{scale}x"))
-        rec["warmup"] = method in ("dagster", "ours") and run == 0
+        rec["warmup"] = method in ("ours", *MAIN_JOB) and run == 0
         records.append(rec)
     scales = sorted({r["scale"] for r in records})
     methods = [m for m in ALL_METHODS if any(r["method"] == m for r in records)]
-    inputs = {}
-    for scale in scales:
-        mir = json.loads((prepare.scale_dir(scale) / "mirror.json").read_text())
-        peer = json.loads((prepare.scale_dir(scale) / "members_input.json").read_text())
-        inputs[str(scale)] = {"all_vertices": mir["vertices_all"], "step_m": mir["step_m"],
-                              "boundaries_bytes": mir["boundaries_bytes"],
-                              "coverage_invalid_communes": mir["coverage_invalid_communes"],
-                              "member_communes": peer["communes"], "member_vertices": peer["vertices"],
-                              "geojson_bytes": peer["bytes"]}
+    inputs = {str(scale): scale_inputs(json.loads((prepare.scale_dir(scale) / "mirror.json").read_text()),
+                                       json.loads((prepare.scale_dir(scale) / "members_input.json").read_text()))
+              for scale in scales}
     info = {"command": f"(recovered from {results_dir.name})", "started": results_dir.name,
             "finished": "?", "machine": machine(), "runs": max(r["run"] for r in records),
             "scales": scales, "methods": methods, "inputs": inputs, "records": records,
@@ -256,13 +277,13 @@ def recover(results_dir: Path, args) -> None:
     print(f"wrote {args.output}")
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scales", default=None, help="vertex factors, e.g. 1,4,16 (default)")
     ap.add_argument("--runs", type=int, default=None, help="measured runs per method and scale (3)")
     ap.add_argument("--methods", default=",".join(ALL_METHODS))
-    ap.add_argument("--dagster-scales", default="1", help="scales at which Dagster is run")
-    ap.add_argument("--quick", action="store_true", help="scales 1,4; 1 run; no Dagster")
+    ap.add_argument("--dagster-scales", default="1", help="scales at which the main job (CLI, Dagster) runs")
+    ap.add_argument("--quick", action="store_true", help="scales 1,4; 1 run; no main job")
     ap.add_argument("--no-quality", action="store_true")
     ap.add_argument("--refresh-members", action="store_true",
                     help="recompute bench/work/members.csv from the core (else reused)")
@@ -271,68 +292,59 @@ def main(argv: list[str] | None = None) -> None:
                     help="rebuild the figures of an interrupted run from its per-job files")
     ap.add_argument("--note", default="", help="free text written under the title of RESULTS.md")
     args = ap.parse_args(argv)
-    scales = [int(s) for s in (args.scales or ("1,4" if args.quick else "1,4,16")).split(",")]
-    runs = args.runs or (1 if args.quick else 3)
+    args.scales = [int(s) for s in (args.scales or ("1,4" if args.quick else "1,4,16")).split(",")]
+    args.runs = args.runs or (1 if args.quick else 3)
     methods = [m for m in args.methods.split(",") if m]
-    if args.quick:
-        methods = [m for m in methods if m != "dagster"]
-    if "dagster" in methods and not (ROOT / "pipeline" / "definitions.py").is_file():
-        print("pipeline/definitions.py not found: Dagster skipped", flush=True)
-        methods.remove("dagster")
-    dagster_scales = {int(s) for s in args.dagster_scales.split(",") if s}
-    command = "python bench/run.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    args.methods = [m for m in methods if m not in MAIN_JOB] if args.quick else methods
+    args.dagster_scales = {int(s) for s in args.dagster_scales.split(",") if s}
+    return args
 
-    if args.recover:
-        return recover(Path(args.recover), args)
-    started = datetime.now(timezone.utc)
-    stamp = started.strftime("%Y%m%dT%H%M%SZ")
-    results_dir = WORK / "results" / stamp
-    results_dir.mkdir(parents=True)
-    info = {"command": command.strip(), "started": started.isoformat(timespec="seconds"),
-            "machine": machine(), "runs": runs, "scales": scales, "methods": methods}
-    if "mapshaper" in methods:
-        info["machine"]["mapshaper"] = ensure_mapshaper()
-    print("preparing inputs ...", flush=True)
-    info["members_source"] = prepare.ensure_members(prefer_core="ours" in methods or "dagster" in methods,
-                                                     refresh=args.refresh_members)
-    inputs = {}
-    for scale in scales:
-        mir = prepare.make_mirror(scale)
-        peer = prepare.make_peer_input(scale)
-        inputs[str(scale)] = {"all_vertices": mir["vertices_all"], "step_m": mir["step_m"],
-                              "boundaries_bytes": mir["boundaries_bytes"],
-                              "coverage_invalid_communes": mir["coverage_invalid_communes"],
-                              "member_communes": peer["communes"], "member_vertices": peer["vertices"],
-                              "geojson_bytes": peer["bytes"]}
-    info["inputs"] = inputs
 
+def run_all(methods: list[str], scales: list[int], runs: int, main_scales: set[int], results_dir: Path) -> list:
+    """Every job: per scale, the cold runs (not counted), then the runs with the methods interleaved."""
     records = []
     for scale in scales:
-        order = [m for m in methods if m != "dagster" or scale in dagster_scales]
+        order = [m for m in methods if m not in MAIN_JOB or scale in main_scales]
         if "ours" in order:
             shutil.rmtree(ours_raw(scale), ignore_errors=True)
             print(f"  {scale:>2}x ours warm-up (empty download and parse cache) ...", flush=True)
-            rec = run_job("ours", scale, 0, results_dir)
-            rec["warmup"] = True
-            records.append(rec)
-        if "dagster" in order:
-            dagster_home(scale)
-            print(f"  {scale:>2}x dagster warm-up (cold cache) ...", flush=True)
-            rec = run_job("dagster", scale, 0, results_dir)
-            rec["warmup"] = True
-            records.append(rec)
+            records.append({**run_job("ours", scale, 0, results_dir), "warmup": True})
+        for method in (m for m in MAIN_JOB if m in order):
+            reset_main_job(method, scale)
+            print(f"  {scale:>2}x {method} warm-up (cold cache) ...", flush=True)
+            records.append({**run_job(method, scale, 0, results_dir), "warmup": True})
         for run in range(1, runs + 1):
             k = (run - 1) % len(order)
             for method in order[k:] + order[:k]:
                 records.append(run_job(method, scale, run, results_dir))
+    return records
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.recover:
+        return recover(Path(args.recover), args)
+    command = "python bench/run.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    started = datetime.now(timezone.utc)
+    results_dir = WORK / "results" / started.strftime("%Y%m%dT%H%M%SZ")
+    results_dir.mkdir(parents=True)
+    info = {"command": command.strip(), "started": started.isoformat(timespec="seconds"),
+            "machine": machine(), "runs": args.runs, "scales": args.scales, "methods": args.methods}
+    if "mapshaper" in args.methods:
+        info["machine"]["mapshaper"] = ensure_mapshaper()
+    print("preparing inputs ...", flush=True)
+    info["members_source"] = prepare.ensure_members(prefer_core=bool({"ours", *MAIN_JOB} & set(args.methods)),
+                                                     refresh=args.refresh_members)
+    info["inputs"] = {str(s): scale_inputs(prepare.make_mirror(s), prepare.make_peer_input(s)) for s in args.scales}
+    records = run_all(args.methods, args.scales, args.runs, args.dagster_scales, results_dir)
     info["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     info["records"] = records
-    info.update(summarise(records, inputs))
+    info.update(summarise(records, info["inputs"]))
     raw = results_dir / "results.json"
     raw.write_text(json.dumps(info, indent=1, default=str))   # kept even if quality fails
     if not args.no_quality:
         print("quality ...", flush=True)
-        info["quality"] = evaluate_quality(records, scales, methods)
+        info["quality"] = evaluate_quality(records, args.scales, args.methods)
         raw.write_text(json.dumps(info, indent=1, default=str))
     Path(args.output).write_text(render(info, note=args.note))
     print(f"wrote {args.output} and {raw}")

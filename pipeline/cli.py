@@ -23,7 +23,7 @@ import traceback
 from pathlib import Path
 from typing import TextIO
 
-from . import CONTRACT_VERSION, __version__
+from . import CONTRACT_VERSION, __version__, runtime
 from .sources.fetch import sha256_file
 from .errors import PipelineError, PlanTableError
 
@@ -146,53 +146,44 @@ def changes_since_manifest(settings, phase: str, input_sha256: dict[str, str]) -
     return reasons
 
 
-def precheck_plans(settings, phase_spec, fetched) -> None:
-    """Validate the plan table against the territory ids of the phase's lists before the long build
-    (PlanTableError naming the file, line and column); the build reads it again to publish."""
-    from .sources.plans import read_plans
-    from .sources.readers import read_ti_communes, read_ti_groupements
-
-    ids: set[str] = set()
-    for name, reader in ((phase_spec.communes, read_ti_communes), (phase_spec.groupements, read_ti_groupements)):
-        if name:
-            frame, _ = reader(fetched[name].path)
-            ids |= set(frame["id_ti"].astype(str))
-    read_plans(settings.plans_path, sorted(ids))
-
-
 # ---------------------------------------------------------------- commands
-def build_phase(settings, phase: str, force: bool, progress: Progress) -> dict | None:
-    """Build and publish one phase if needed; the new manifest, or None when nothing changed."""
+def fetch_for(settings, catalog, phases: list[str], progress: Progress) -> dict:
+    """Every source the phases read, fetched once (FetchResult by source name)."""
     from .build import steps as core
-    from .sources.catalog import load_catalog
-    from .sources.resolve import fetch_sources
 
-    catalog = load_catalog(settings)
-    if phase not in catalog.phases:
-        raise UsageError(f"phase {phase!r} is not in the source catalog {settings.catalog_path} "
-                         f"(known: {', '.join(catalog.phases)})")
-    names = core.phase_sources(catalog, phase)
+    names = list(dict.fromkeys(n for phase in phases for n in core.phase_sources(catalog, phase)))
     mode = "mirror " + str(settings.mirror_dir) if settings.offline else "live URLs"
-    with progress.step(f"{phase}: reading {len(names)} sources ({mode})"):
-        fetched = fetch_sources(settings, catalog, names)   # newest releases, pins, or the lock
+    with progress.step(f"reading the sources of {', '.join(phases)} ({mode})"):
+        fetched = core.fetch_sources(settings, catalog, names)   # newest releases, pins, or the lock
         for name, result in fetched.items():
             progress.line(f"  {name}: sha256 {result.sha256[:12]}, {result.size:,} bytes, release {result.release}"
                           f", COG {result.cog} ({(result.lock or {}).get('how', 'fixed')})")
+    return fetched
+
+
+def build_phase(settings, catalog, phase: str, fetched: dict, force: bool, progress: Progress) -> dict | None:
+    """Build and publish one phase if needed; the new manifest, or None when nothing changed."""
+    from .build import steps as core
+
+    files = core.phase_files(catalog, phase, fetched)
     if phase == core.CURRENT_PHASE and settings.plans_path is not None:
-        precheck_plans(settings, catalog.phases[phase], fetched)
+        # the plan table checked against the lists' ids before the long build (file, line, column)
+        from .sources.plans import read_plans
+
+        read_plans(settings.plans_path, core.listed_territory_ids(catalog, phase, files))
         progress.line(f"{phase}: plan table {settings.plans_path} is valid")
     from .publish.release import repair_published
     for line in repair_published(settings, phase):
         progress.line(f"{phase}: {line}")
-    reasons = changes_since_manifest(settings, phase, {n: r.sha256 for n, r in fetched.items()})
+    reasons = changes_since_manifest(settings, phase, {n: r.sha256 for n, r in files.items()})
     if not reasons and not force:
         progress.line(f"{phase}: nothing changed since the published build (inputs, plan table, code version); "
                       "use --force to rebuild")
         return None
     progress.line(f"{phase}: rebuilding: " + ("--force" if not reasons else "; ".join(reasons[:5])
                                              + (f"; and {len(reasons) - 5} more" if len(reasons) > 5 else "")))
-    with progress.step(f"{phase}: building (read, reconcile, dissolve, attributes, checks)"):
-        result = core.build_territories(settings, phase)
+    with progress.step(f"{phase}: building (reconcile, scan, repair and dissolve, attributes, checks)"):
+        result = core.build_phase(settings, catalog, phase, files)
     progress.line(f"{phase}: {len(result.territories)} territories; steps: "
                   + ", ".join(f"{k} {v:.1f}s" for k, v in result.timings.items()))
     for check in result.checks:
@@ -209,13 +200,18 @@ def cmd_build(args: argparse.Namespace, progress: Progress) -> int:
     from .sources.catalog import load_catalog
 
     settings = settings_from_args(args)
-    phases = list(load_catalog(settings).phases) if args.phase == "all" else [args.phase]
+    catalog = load_catalog(settings)
+    if args.phase != "all" and args.phase not in catalog.phases:
+        raise UsageError(f"phase {args.phase!r} is not in the source catalog {settings.catalog_path} "
+                         f"(known: {', '.join(catalog.phases)})")
+    phases = list(catalog.phases) if args.phase == "all" else [args.phase]
     if settings.lock_path is not None:   # a lock is one phase's: its manifest's
         from .sources.resolve import read_lock
 
         read_lock(settings.lock_path)
         phases = [json.loads(settings.lock_path.read_text(encoding="utf-8")).get("phase") or phases[0]]
-    built = [p for p in phases if build_phase(settings, p, args.force, progress) is not None]
+    fetched = fetch_for(settings, catalog, phases, progress)
+    built = [p for p in phases if build_phase(settings, catalog, p, fetched, args.force, progress) is not None]
     if not built:
         return EXIT_UNCHANGED
     return EXIT_OK
@@ -252,6 +248,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mirror", metavar="DIR", help="mirror folder (overrides TI_MIRROR_DIR)")
     p.add_argument("--plans", metavar="FILE", help="plan table CSV (overrides TI_PLANS_PATH)")
     p.add_argument("-v", "--verbose", action="store_true", help="also show the pipeline's log messages")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="worker threads for the geometry work (default: min(2, CPU count))")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -281,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     progress = Progress()
     try:
+        runtime.tune_process(threads=args.threads)
         return args.run(args, progress)
     except PipelineError as err:
         message = " ".join(str(err).split())

@@ -76,7 +76,7 @@ def test_a_failed_run_posts_its_step_and_first_error_line(failed_run, monkeypatc
     assert body["content_type"] == "application/json"
     message = body["json"]
     assert message["run_id"] == run.run_id
-    assert message["step"] == SOURCE.to_python_identifier()
+    assert message["step"] == defs.resolve_assets_def(SOURCE).op.name     # the step that fetches the sources
     assert "mirror file not found" in message["error"] and "\n" not in message["error"]
     assert message["text"].startswith(f"territoires-industrie: run {run.run_id} of {run.job_name} failed at step ")
 

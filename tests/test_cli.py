@@ -51,7 +51,7 @@ def test_build_publishes_and_exits_0(built):
     for entry in m["outputs"]:
         assert (out / entry["path"]).is_file()
     log = built["stderr"]
-    assert "building (read, reconcile, dissolve, attributes, checks) ..." in log   # progress lines
+    assert "building (reconcile, scan, repair and dissolve, attributes, checks) ..." in log   # progress lines
     assert f"published build {m['build_id']}" in log and "Traceback" not in log
 
 
@@ -166,3 +166,38 @@ def test_python_dash_m_entry_point(tmp_path):
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"error: mirror folder not found: {tmp_path / 'no'} (TI_MIRROR_DIR / --mirror)"
+
+
+def test_all_phases_fetch_each_source_once(mirror, monkeypatch):
+    """`build --phase all` fetches the union of the phases' sources once, then builds each phase from it."""
+    from pipeline.build import steps
+    from pipeline.sources import resolve
+    from pipeline.sources.catalog import load_catalog
+
+    settings = Settings(mirror_dir=mirror)
+    catalog = load_catalog(settings)
+    calls = []
+    real = resolve.fetch_one
+    monkeypatch.setattr(resolve, "fetch_one", lambda s, c, name, *a: calls.append(name) or real(s, c, name, *a))
+    fetched = cli.fetch_for(settings, catalog, list(catalog.phases), cli.Progress(io.StringIO()))
+    assert sorted(calls) == sorted(set(calls)) == sorted(fetched)
+    files = {phase: steps.phase_files(catalog, phase, fetched) for phase in catalog.phases}
+    assert set(fetched) == set(files["2023-2027"]) | set(files["2018-2022"])
+    # the 2018-2022 phase reads no 2023-2027 list; the 2023-2027 one reads the 2018-2022 list (is_new)
+    assert "ti2023_communes" not in files["2018-2022"] and "ti2018_groupements" in files["2023-2027"]
+
+
+def test_failed_checks_name_the_check_and_its_first_items():
+    """The one-line error of a failed build (CLI exit 2, Dagster's Failure): check, territory, code, file, line."""
+    from pipeline.build import quality
+
+    results = [quality.CheckResult("territory_count", True, True, "", {"expected": 2, "found": 2}),
+               quality.CheckResult("communes_accounted_for", False, True, "", {"errors": [
+                   f"ti-{i}: commune 9799{i} (line {i + 1} of lists.csv) is not a COG 2023 commune code"
+                   for i in range(5)], "n_errors": 5}),
+               quality.CheckResult("no_unexpected_overlaps", False, True, "", {"overlapping_pairs": [["ti-1", "ti-2"]]})]
+    assert quality.failure_message(results) == (
+        "blocking checks failed, nothing published: communes_accounted_for (ti-0: commune 97990 (line 1 of "
+        "lists.csv) is not a COG 2023 commune code; ti-1: commune 97991 (line 2 of lists.csv) is not a COG 2023 "
+        "commune code; ti-2: commune 97992 (line 3 of lists.csv) is not a COG 2023 commune code and 2 more), "
+        "no_unexpected_overlaps (ti-1 / ti-2)")

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-from dagster import AssetKey, AssetSelection, DagsterInstance, Failure, build_asset_context, materialize
+from dagster import AssetKey, AssetSelection, DagsterInstance, Failure, materialize
 
 from http_server import FaultServer, Reply
 from pipeline.build import quality
-from pipeline.defs.assets import ALL_ASSETS, SOURCE_ASSETS
+from pipeline.defs.assets import ALL_ASSETS, fetch_output, sources
 from pipeline.build.steps import publish_build
 from pipeline.sources.catalog import load_catalog
-from pipeline.defs.checks import ALL_CHECKS
+from pipeline.defs.io_managers import FrameFilesIOManager, frame_files_io_manager
 from pipeline.errors import SourceError
 from pipeline.defs.resources import PipelineSettings
 from pipeline.settings import Settings
@@ -34,12 +34,22 @@ def defs():
 
 def test_asset_keys(defs):
     keys = {k.to_user_string() for k in defs.resolve_all_asset_keys()}
-    expected = {f"sources/{n}" for n in CATALOG.sources} | {
-        "commune_boundaries", "clean_communes", "commune_changes", "admin_cog2023", "admin_cog2024",
-        "admin_cog2025", "plan_table"}
+    expected = {f"sources/{n}" for n in CATALOG.sources} | {"plan_table"}
     for phase in ("2023_2027", "2018_2022"):
-        expected |= {f"membership_{phase}", f"territory_shapes_{phase}", f"territories_{phase}", f"published_{phase}"}
+        expected |= {f"territories_{phase}", f"published_{phase}"}
     assert keys == expected
+
+
+def test_each_phase_reads_only_its_sources(defs):
+    graph = defs.resolve_asset_graph()
+    parents = {k.to_user_string() for k in graph.get(AssetKey("territories_2018_2022")).parent_keys}
+    assert parents == {f"sources/{n}" for n in (
+        "communes_boundaries", "insee_mvt_communes", "ti2018_groupements", "decoupage_2024_communes",
+        "decoupage_2024_epci", "decoupage_2024_ept", "decoupage_2025_communes", "decoupage_2025_epci",
+        "decoupage_2025_ept")}
+    assert "sources/ti2023_communes" not in parents
+    plan_parents = {k.to_user_string() for k in graph.get(AssetKey("plan_table")).parent_keys}
+    assert plan_parents == {"sources/ti2023_communes", "sources/ti2023_groupements"}
 
 
 def test_asset_checks_are_blocking(defs):
@@ -65,9 +75,6 @@ def test_job_schedule_and_sensor(defs):
 
 
 # ---------------------------------------------------------------- retries of the fetch assets
-def _source_asset(name: str):
-    return next(a for a in SOURCE_ASSETS if a.key == AssetKey(["sources", name]))
-
 
 @pytest.fixture
 def live_env(monkeypatch, tmp_path):
@@ -82,11 +89,11 @@ def live_env(monkeypatch, tmp_path):
 
 
 def _invoke(name: str):
-    return _source_asset(name)(context=build_asset_context(), pipeline_settings=PipelineSettings())
+    return fetch_output(name, PipelineSettings().settings())
 
 
 def test_fetch_4xx_is_a_failure_dagster_does_not_retry(live_env):
-    assert _source_asset("ti2018_groupements").op.retry_policy.max_retries == 2
+    assert sources.op.retry_policy.max_retries == 2
     live_env.script("/ti2018.csv", Reply(status=404))
     with pytest.raises(Failure) as info:
         _invoke("ti2018_groupements")
@@ -94,7 +101,7 @@ def test_fetch_4xx_is_a_failure_dagster_does_not_retry(live_env):
     # through a real run: the step fails once, with no retry scheduled
     live_env.script("/ti2018.csv", Reply(status=404))
     with DagsterInstance.ephemeral() as instance:
-        result = materialize([_source_asset("ti2018_groupements")], instance=instance,
+        result = materialize([sources], instance=instance, selection=["sources/ti2018_groupements"],
                              resources={"pipeline_settings": PipelineSettings()}, raise_on_error=False)
     kinds = [e.event_type_value for e in result.all_events]
     assert not result.success and "STEP_FAILURE" in kinds and "STEP_UP_FOR_RETRY" not in kinds
@@ -134,13 +141,14 @@ def test_failing_blocking_check_stops_publish_and_keeps_files(published_before, 
 
     def broken_count(territories, expected):
         return quality.CheckResult("territory_count", False, True, "forced failure for the test",
-                                   {"expected": expected, "found": -1})
+                                   {"expected": len(expected), "found": -1})
 
     monkeypatch.setattr(quality, "check_count", broken_count)
     resources = {"pipeline_settings": PipelineSettings(mirror_dir=str(settings.mirror_dir),
-                                                       raw_dir=str(settings.raw_dir), output_dir=str(out))}
+                                                       raw_dir=str(settings.raw_dir), output_dir=str(out)),
+                 "io_manager": frame_files_io_manager}
     with DagsterInstance.ephemeral() as instance:
-        result = materialize([*ALL_ASSETS, *ALL_CHECKS], resources=resources, instance=instance,
+        result = materialize(ALL_ASSETS, resources=resources, instance=instance,
                              selection=AssetSelection.assets("published_2023_2027").upstream(),
                              raise_on_error=False)
     assert not result.success
@@ -153,3 +161,27 @@ def test_failing_blocking_check_stops_publish_and_keeps_files(published_before, 
     assert [(c.asset_key.to_user_string(), c.check_name) for c in failed] == [("territories_2023_2027",
                                                                               "territory_count")]
     assert _snapshot(out) == snapshot                               # stable files and manifest byte-identical
+    # the run's error names the check and what it found, as the CLI does (not only "1 check failed")
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    message = failure.event_specific_data.error_display_string
+    assert "2023-2027: blocking checks failed, nothing published: territory_count (expected 183, found -1)" \
+        in message
+
+
+def test_io_manager_round_trip_keeps_the_build(real_build, tmp_path):
+    """A BuildResult stored as (Geo)Parquet files plus a small pickle reads back equal."""
+    import pandas as pd
+    from geopandas.testing import assert_geodataframe_equal
+    from upath import UPath
+
+    manager = FrameFilesIOManager(base_path=UPath(tmp_path))
+    manager.dump_to_path(None, real_build, UPath(tmp_path / "t"))
+    assert {p.name for p in (tmp_path / "t").iterdir()} >= {"value.pickle", "value.territories.parquet",
+                                                            "value.membership.members.parquet"}
+    assert (tmp_path / "t" / "value.pickle").stat().st_size < 1_000_000        # the frames are not pickled
+    back = manager.load_from_path(None, UPath(tmp_path / "t"))
+    assert_geodataframe_equal(back.territories, real_build.territories)
+    assert back.territories["insee_communes"].map(type).eq(list).all()        # lists stay lists
+    pd.testing.assert_frame_equal(back.membership.members, real_build.membership.members)
+    assert back.checks == real_build.checks and back.inputs == real_build.inputs
+    assert back.territories is not real_build.territories

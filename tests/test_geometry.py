@@ -239,7 +239,7 @@ def test_patch_is_cleaned_cluster_by_cluster_like_in_one_call():
     geoms = np.array([a, c, b, e, d], dtype=object)
     assert sorted(map(list, _clusters(geoms))) == [[0, 2], [1, 4], [3]]
     one_call = shapely.coverage_clean(geoms)
-    by_cluster = _clean_clusters(geoms, 0.0)
+    by_cluster = _clean_clusters(geoms)
     assert all(x.equals(y) for x, y in zip(one_call, by_cluster))
     assert not shapely.is_empty(shapely.coverage_invalid_edges(geoms)).all()
     assert shapely.is_empty(shapely.coverage_invalid_edges(by_cluster)).all()

@@ -93,7 +93,7 @@ def test_a_truncated_groupement_list_is_not_published(real_build, mirror, mirror
     (scratch / GROUPEMENTS).write_bytes(b"".join(lines[:len(lines) * 2 // 3]))
     settings = dataclasses.replace(mirror_settings, mirror_dir=scratch, output_dir=tmp_path / "out")
     catalog = load_catalog(settings)
-    fetched = steps.fetch_all(settings, catalog, steps.phase_sources(catalog, "2023-2027"))
+    fetched = steps.fetch_sources(settings, catalog, steps.phase_sources(catalog, "2023-2027"))
     parsed = mirror_settings.raw_dir / "parsed"
     membership = steps.phase_membership(catalog, "2023-2027", fetched, steps.load_admin(catalog, fetched, 2023, parsed),
                                         steps.load_changes(fetched, parsed), set(real_build.membership.members["insee_com"]))

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import geopandas as gpd
 import pytest
 from dagster import DagsterInstance, materialize
 
 from pipeline.defs.assets import ALL_ASSETS
-from pipeline.defs.checks import ALL_CHECKS
+from pipeline.defs.io_managers import frame_files_io_manager
 from pipeline.defs.resources import PipelineSettings
 
 
@@ -17,25 +18,44 @@ from pipeline.defs.resources import PipelineSettings
 def run(mirror, tmp_path_factory):
     base = tmp_path_factory.mktemp("materialize")
     resources = {"pipeline_settings": PipelineSettings(mirror_dir=str(mirror), raw_dir=str(base / "raw"),
-                                                       output_dir=str(base / "out"))}
+                                                       output_dir=str(base / "out")),
+                 "io_manager": frame_files_io_manager}
     with DagsterInstance.ephemeral() as instance:
-        result = materialize([*ALL_ASSETS, *ALL_CHECKS], resources=resources, instance=instance,
-                             raise_on_error=False)
-        yield result, base / "out"
+        result = materialize(ALL_ASSETS, resources=resources, instance=instance, raise_on_error=False)
+        yield result, base / "out", instance
 
 
 def test_every_asset_and_check_succeeds(run):
-    result, _ = run
+    result, _, _ = run
     assert result.success
     checks = result.get_asset_check_evaluations()
     assert len(checks) == 12 and all(c.passed for c in checks)
     keys = {m.asset_key.to_user_string() for m in result.get_asset_materialization_events()
             for m in [m.event_specific_data.materialization]}
-    assert {"published_2023_2027", "published_2018_2022", "clean_communes", "plan_table"} <= keys
+    assert {"published_2023_2027", "published_2018_2022", "territories_2023_2027", "plan_table"} <= keys
+    # structured check metadata, not stringified lists
+    count = next(c for c in checks if c.check_name == "territory_count"
+                 and c.asset_key.to_user_string() == "territories_2023_2027")
+    assert count.metadata["found"].value == 183
+    overlaps = next(c for c in checks if c.check_name == "no_unexpected_overlaps")
+    assert isinstance(overlaps.metadata["allowed_pairs"].value, list)
+
+
+def test_sources_keep_their_own_path_and_frames_are_stored_as_parquet(run):
+    result, _, instance = run
+    meta = {m.asset_key.to_user_string(): m.metadata for m in
+            [e.event_specific_data.materialization for e in result.get_asset_materialization_events()]}
+    src = meta["sources/ti2023_communes"]
+    assert src["path"].value.endswith(".csv") and src["path"].value != src["stored_at"].value
+    schema = {c.name: c.description for c in meta["territories_2023_2027"]["dagster/column_schema"].schema.columns}
+    assert schema["communes_area_km2"].startswith("internal:") and schema["perimeter_source"].startswith("internal:")
+    stored = Path(instance.storage_directory()) / "territories_2023_2027"
+    t = gpd.read_parquet(stored / "value.territories.parquet")     # readable by anyone, no pickle
+    assert len(t) == 183 and t.crs.to_epsg() == 4326
 
 
 def test_published_files_at_the_contract_paths(run):
-    _, out = run
+    _, out, _ = run
     for name in ("territoires-industrie.parquet", "territoires-industrie.geojson",
                  "territoires-industrie.gpkg", "manifest.json"):
         assert (out / name).is_file(), name

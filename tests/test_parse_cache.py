@@ -59,7 +59,7 @@ def test_corrupt_or_unwritable_cache_never_fails_the_parse(tmp_path, caplog):
 def test_real_references_from_the_cache_equal_a_fresh_parse(mirror, tmp_path, monkeypatch):
     settings = Settings(mirror_dir=mirror, raw_dir=tmp_path / "raw", output_dir=tmp_path / "out")
     catalog = load_catalog(settings)
-    fetched = build.fetch_all(settings, catalog, build.phase_sources(catalog, "2023-2027"))
+    fetched = build.fetch_sources(settings, catalog, build.phase_sources(catalog, "2023-2027"))
     cache = settings.raw_dir / "parsed"
     fresh_changes = build.load_changes(fetched, cache)
     fresh_admin = build.load_admin(catalog, fetched, 2024, cache)

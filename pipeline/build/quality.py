@@ -126,9 +126,33 @@ def all_passed(results: list[CheckResult]) -> bool:
     return all(r.passed for r in results if r.blocking)
 
 
-def failed_summary(results: list[CheckResult]) -> str:
-    return "; ".join(f"{r.name}: {r.details}" for r in results if r.blocking and not r.passed)
+def offending_items(result: CheckResult) -> list[str]:
+    """What a failed check found, one short text per item (territory, code, file and line...)."""
+    d = result.details
+    for key in ("errors", "failing", "gaps", "overlapping_pairs"):
+        if d.get(key):
+            return [_item(x) for x in d[key]]
+    return [", ".join(f"{k} {v}" for k, v in d.items())]
+
+
+def _item(value) -> str:
+    if isinstance(value, dict):
+        return " ".join(f"{k} {v}" for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return " / ".join(map(str, value))
+    return str(value)
+
+
+def failure_message(results: list[CheckResult], limit: int = 3) -> str:
+    """Each failed blocking check and its first ``limit`` offending items, on one line."""
+    parts = []
+    for r in results:
+        if r.blocking and not r.passed:
+            items = offending_items(r)
+            more = f" and {len(items) - limit} more" if len(items) > limit else ""
+            parts.append(f"{r.name} ({'; '.join(items[:limit])}{more})")
+    return "blocking checks failed, nothing published: " + ", ".join(parts)
 
 
 __all__ = ["CheckResult", "check_count", "check_geometries", "check_members", "check_areas",
-           "check_holes", "check_overlaps", "all_passed", "failed_summary", "np"]
+           "check_holes", "check_overlaps", "all_passed", "failure_message", "offending_items"]

@@ -1,7 +1,12 @@
-"""The core build, step by step and end to end, without Dagster.
+"""The core build as one sequence of steps: plain functions with typed results, without Dagster.
 
-Each step is a plain function; the Dagster assets call the same functions one by one, and
-``build_territories`` chains them for the CLI, the tests and the benchmark.
+    fetch_sources -> read references + phase_membership (reconcile_phase) -> scan_commune_boundaries
+    -> repair_and_dissolve -> territory_attributes + assemble -> run_checks -> publish_build
+
+:func:`build_phase` chains the steps for one phase from already fetched files; the CLI fetches
+once for every phase and calls it per phase, the Dagster asset of each phase calls it, and
+:func:`build_territories` (bench/, tests) fetches one phase's files then calls it. Process-wide
+tuning (threads, allocator, GC) is set by those entry points through :mod:`pipeline.runtime`.
 """
 
 from __future__ import annotations
@@ -18,44 +23,91 @@ import pandas as pd
 import shapely
 
 from . import quality
-from ..sources.boundaries import BoundaryReport, BoundarySet, boundary_codes, read_boundaries, scan_boundaries
-from ..sources.catalog import Catalog, PhaseSpec, load_catalog
-from ..sources.fetch import FetchResult
-from ..sources.resolve import fetch_sources, lock_of_inputs
+from .. import runtime
 from ..geometry import coverage as geometry
-from .. import memory
 from ..geometry.coverage import DissolveStats
-from ..reconcile.phase_overlap import overlaps
-from ..reconcile.membership import Membership, build_membership, list_order
-from ..sources.parse_cache import cached_frames
 from ..errors import ReconciliationError
+from ..reconcile.membership import Membership, build_membership, list_order
+from ..reconcile.phase_overlap import overlaps
 from ..schema import TERRITORY_COLUMNS
 from ..settings import Settings
+from ..sources.boundaries import BoundaryReport, BoundarySet, boundary_codes, scan_boundaries
+from ..sources.catalog import Catalog, PhaseSpec, load_catalog
+from ..sources.fetch import FetchResult
+from ..sources import resolve
+from ..sources.parse_cache import cached_frames
 from ..sources.readers import AdminRef, read_admin, read_commune_changes, read_ti_communes, read_ti_groupements
 
 CURRENT_PHASE = "2023-2027"
 PREVIOUS_PHASE = "2018-2022"
+BOUNDARIES = "communes_boundaries"
+CHANGES = "insee_mvt_communes"
+# Columns of the assembled territories used by the checks only, dropped before publishing.
+INTERNAL_COLUMNS = {
+    "communes_area_km2": "internal: sum of the member communes' areas (km2), checked against area_km2; "
+                         "not published",
+    "perimeter_source": "internal: which list defined the territory's perimeter; not published",
+}
 
 
-# ---------------------------------------------------------------- sources
+# ---------------------------------------------------------------- step clock
+class StepClock:
+    """Wall time of each named step, and freed heap given back to the OS after each one.
+
+    Steps may run on two threads (see :func:`build_phase`); their times overlap then.
+    """
+
+    def __init__(self):
+        self.timings: dict[str, float] = {}
+
+    def run(self, name: str, fn, *args, **kwargs):
+        t = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - t, 3)
+            runtime.give_back_memory()
+
+
+# ---------------------------------------------------------------- fetch
 def phase_sources(catalog: Catalog, phase: str) -> list[str]:
-    """Names of the sources one phase's build reads."""
+    """Names of the sources one phase's build reads (the manifest lists exactly these)."""
     spec = catalog.phases[phase]
-    names = ["communes_boundaries", "insee_mvt_communes"]
+    names = [BOUNDARIES, CHANGES]
     names += [n for n in (spec.communes, spec.groupements) if n]
-    cogs = {spec.list_cog, catalog.boundaries().cog}
     if phase == CURRENT_PHASE and PREVIOUS_PHASE in catalog.phases:
         prev = catalog.phases[PREVIOUS_PHASE]
         names += [n for n in (prev.communes, prev.groupements) if n]
-        cogs.add(prev.list_cog)
-    names += [f"decoupage_{cog}_{what}" for cog in sorted(cogs) for what in ("communes", "epci", "ept")]
+    for cog in reference_cogs(catalog, phase):
+        names += [catalog.decoupage(cog, what).name for what in ("communes", "epci", "ept")]
     return list(dict.fromkeys(names))
 
 
-def fetch_all(settings: Settings, catalog: Catalog, names: list[str]) -> dict[str, FetchResult]:
-    """Resolve (newest release, pin or lock) and fetch the sources; the references follow the COG
-    years resolved (:func:`pipeline.sources.resolve.fetch_sources`)."""
-    return fetch_sources(settings, catalog, names)
+def reference_cogs(catalog: Catalog, phase: str) -> list[int]:
+    """COG years of the admin references a phase reads: its lists', the boundaries', the previous phase's."""
+    cogs = {catalog.phases[phase].list_cog, catalog.boundaries().cog}
+    if phase == CURRENT_PHASE and PREVIOUS_PHASE in catalog.phases:
+        cogs.add(catalog.phases[PREVIOUS_PHASE].list_cog)
+    return sorted(cogs)
+
+
+def fetch_sources(settings: Settings, catalog: Catalog, names: list[str]) -> dict[str, FetchResult]:
+    """Resolve (newest release, pin or lock) and fetch each named source once; the references
+    follow the COG years resolved (:func:`pipeline.sources.resolve.fetch_sources`)."""
+    return resolve.fetch_sources(settings, catalog, names)
+
+
+def phase_files(catalog: Catalog, phase: str, fetched: dict[str, FetchResult]) -> dict[str, FetchResult]:
+    """The fetched files one phase reads: its lists, boundaries and changes, and the references of
+    the COG years they resolved to (the manifest lists exactly these)."""
+    base = [n for n in phase_sources(catalog, phase) if catalog.source(n).kind not in resolve.DECOUPAGE_KINDS]
+    names = base + resolve.needed_references(catalog, {n: fetched[n] for n in base})
+    missing = [n for n in names if n not in fetched]
+    if missing:   # e.g. a Dagster graph made for the catalog's years while a newer list was resolved
+        raise ReconciliationError(
+            f"{phase}: the resolved sources need {', '.join(missing)}, which this run did not fetch; build with "
+            "`python -m pipeline build`, or pin the lists (TI_PIN_<SOURCE>) to the catalog's COG years")
+    return {n: fetched[n] for n in names}
 
 
 def list_cog(spec: PhaseSpec, fetched: dict[str, FetchResult]) -> int:
@@ -66,10 +118,11 @@ def list_cog(spec: PhaseSpec, fetched: dict[str, FetchResult]) -> int:
 
 
 def boundary_cog(catalog: Catalog, fetched: dict[str, FetchResult]) -> int:
-    src = fetched.get("communes_boundaries")
+    src = fetched.get(BOUNDARIES)
     return src.cog if src is not None else catalog.boundaries().cog
 
 
+# ---------------------------------------------------------------- references and membership
 def load_admin(catalog: Catalog, fetched: dict[str, FetchResult], cog: int,
                cache_dir: Path | None = None) -> AdminRef:
     """One COG year of decoupage-administratif; parsed once per input (``cache_dir``: parse cache)."""
@@ -85,45 +138,18 @@ def load_admin(catalog: Catalog, fetched: dict[str, FetchResult], cog: int,
     return AdminRef(cog=cog, communes=frames["communes"], members=frames["members"])
 
 
-def load_boundaries(fetched: dict[str, FetchResult]) -> tuple[gpd.GeoDataFrame, BoundaryReport]:
-    return read_boundaries(fetched["communes_boundaries"].path)
-
-
-def scan_commune_boundaries(fetched: dict[str, FetchResult]) -> BoundarySet:
-    return scan_boundaries(fetched["communes_boundaries"].path)
-
-
-def member_coverage(boundaries: BoundarySet, members: pd.DataFrame) -> geometry.CleanCoverage:
-    """Decode the member communes and every commune whose bounds meet a member's, repair that coverage.
-
-    Communes far from every member are never decoded as a whole: the dissolve looks them up
-    around holes only (enclaves, gaps), through ``boundaries``.
-    """
-    codes = boundaries.codes
-    member_codes = set(members["insee_com"].tolist())
-    is_member = np.fromiter((c in member_codes for c in codes), dtype=bool, count=len(codes))
-    boxes = shapely.box(*boundaries.bounds.T)
-    near = shapely.STRtree(boxes[is_member]).query(boxes)[0]
-    keep = is_member.copy()
-    keep[near] = True
-    coverage = geometry.clean_coverage(boundaries.frame(keep), member_codes & set(codes[is_member].tolist()),
-                                       others=boundaries)
-    memory.trim()        # the repair's temporary structures are gone
-    return coverage
-
-
 def load_changes(fetched: dict[str, FetchResult], cache_dir: Path | None = None) -> pd.DataFrame:
     """INSEE commune changes; parsed once per input (``cache_dir``: parse cache)."""
-    src = fetched["insee_mvt_communes"]
+    src = fetched[CHANGES]
     return cached_frames(cache_dir, "changes", src.sha256, ("changes",),
                          lambda: {"changes": read_commune_changes(src.path)})["changes"]
 
 
-# ---------------------------------------------------------------- membership
 def phase_membership(catalog: Catalog, phase: str, fetched: dict[str, FetchResult], admin: AdminRef,
                      changes: pd.DataFrame, boundary_codes: set[str]) -> Membership:
+    """One phase's lists reconciled to the boundary codes (see :func:`~pipeline.reconcile.membership.build_membership`)."""
     spec: PhaseSpec = catalog.phases[phase]
-    if list_cog(spec, fetched) != admin.cog:   # e.g. a Dagster graph made for the catalog's years
+    if list_cog(spec, fetched) != admin.cog:
         raise ReconciliationError(
             f"{phase}: the list defining the perimeter is of COG {list_cog(spec, fetched)} (as resolved), but the "
             f"COG {admin.cog} references were given; build with `python -m pipeline build`, or pin the list "
@@ -146,23 +172,114 @@ def phase_membership(catalog: Catalog, phase: str, fetched: dict[str, FetchResul
         list_problems=problems, id_pattern=spec.id_pattern)
 
 
+def listed_territory_ids(catalog: Catalog, phase: str, fetched: dict[str, FetchResult]) -> list[str]:
+    """The territory ids of a phase's lists (to validate the plan table before the build)."""
+    spec = catalog.phases[phase]
+    ids: set[str] = set()
+    for name, reader in ((spec.communes, read_ti_communes), (spec.groupements, read_ti_groupements)):
+        if name:
+            frame, _ = reader(fetched[name].path)
+            ids |= set(frame["id_ti"].astype(str))
+    return sorted(ids)
+
+
+@dataclass
+class Reconciliation:
+    """A phase's membership (and the previous phase's, for ``is_new``), for one set of boundary codes."""
+
+    membership: Membership
+    previous: Membership | None
+    boundary_admin: AdminRef | None     # the admin reference of the boundaries' COG (names, population)
+    boundary_codes: set[str]
+    references: object | None = None    # publish.membership_tables.MembershipRefs (names, EPCI of the members)
+
+
+def reconcile_phase(settings: Settings, catalog: Catalog, phase: str, fetched: dict[str, FetchResult],
+                    codes: set[str]) -> Reconciliation:
+    """Read the references (parse cache under TI_RAW_DIR/parsed) and reconcile the phase's lists.
+
+    Each list's admin reference is read for its membership only and freed after it; only the
+    boundaries' COG is kept (names, populations).
+    """
+    parsed = settings.raw_dir / "parsed"
+    changes = load_changes(fetched, parsed)
+
+    from ..publish.membership_tables import references
+
+    def reconcile(which: str) -> Membership:
+        admin = load_admin(catalog, fetched, list_cog(catalog.phases[which], fetched), parsed)
+        return phase_membership(catalog, which, fetched, admin, changes, codes)
+
+    boundary_admin = load_admin(catalog, fetched, boundary_cog(catalog, fetched), parsed)
+    list_admin = load_admin(catalog, fetched, list_cog(catalog.phases[phase], fetched), parsed)
+    membership = phase_membership(catalog, phase, fetched, list_admin, changes, codes)
+    refs = references(membership, list_admin, boundary_admin)   # names and EPCI of the members, published
+    previous = reconcile(PREVIOUS_PHASE) if phase == CURRENT_PHASE and PREVIOUS_PHASE in catalog.phases else None
+    return Reconciliation(membership, previous, boundary_admin, codes, refs)
+
+
+# ---------------------------------------------------------------- geometry
+def scan_commune_boundaries(fetched: dict[str, FetchResult]) -> BoundarySet:
+    """Every commune polygon checked and reported; polygons decoded later, only where needed."""
+    return scan_boundaries(fetched[BOUNDARIES].path)
+
+
+def member_coverage(boundaries: BoundarySet, members: pd.DataFrame) -> geometry.CleanCoverage:
+    """Decode the member communes and every commune whose bounds meet a member's, repair that coverage.
+
+    Communes far from every member are never decoded as a whole: the dissolve looks them up
+    around holes only (enclaves, gaps), through ``boundaries``.
+    """
+    codes = boundaries.codes
+    member_codes = set(members["insee_com"].tolist())
+    is_member = np.fromiter((c in member_codes for c in codes), dtype=bool, count=len(codes))
+    boxes = shapely.box(*boundaries.bounds.T)
+    near = shapely.STRtree(boxes[is_member]).query(boxes)[0]
+    keep = is_member.copy()
+    keep[near] = True
+    return geometry.clean_coverage(boundaries.frame(keep), member_codes & set(codes[is_member].tolist()),
+                                   others=boundaries)
+
+
+@dataclass
+class Shapes:
+    """The dissolved territories: id_ti, area_km2, communes_area_km2, geometry (EPSG:4326), and figures."""
+
+    frame: gpd.GeoDataFrame
+    stats: DissolveStats
+
+
+def repair_and_dissolve(boundaries: BoundarySet, members: pd.DataFrame) -> Shapes:
+    """Repair the members' coverage, union each territory, fill the gaps between territories."""
+    coverage = member_coverage(boundaries, members)
+    runtime.give_back_memory()   # the repair's temporary structures are gone: the unions start lower
+    stats = geometry.coverage_stats(coverage)
+    shapes = geometry.union_territories(coverage, members)
+    member_codes = set(members["insee_com"])
+    # The gaps between territories are looked up among the communes outside them only, so the
+    # members' polygons are dropped now (from the coverage, and from the boundary set except
+    # those around the territories' holes, which the checks read): their memory is free for
+    # the rest of the build (measured with `python bench/run.py`: about -40 MB at 16x).
+    coverage = coverage.without(member_codes)
+    boundaries.release(member_codes, keep_near=geometry.holes_of(s.geometry for s in shapes))
+    runtime.give_back_memory()
+    geometry.fill_gaps_between(coverage, shapes, member_codes, stats)
+    return Shapes(*geometry.territories_frame(shapes, stats))
+
+
 # ---------------------------------------------------------------- territories
 def _sorted_unique(values) -> list[str]:
     return sorted({v for v in values if isinstance(v, str) and v})
 
 
 def assemble(phase: str, membership: Membership, dissolved: gpd.GeoDataFrame,
-             boundaries: pd.DataFrame, boundary_admin: AdminRef | None,
-             previous: Membership | None = None, attributes: pd.DataFrame | None = None) -> gpd.GeoDataFrame:
+             attributes: pd.DataFrame) -> gpd.GeoDataFrame:
     """Territory rows with every contract column (plan columns are attached at publish time).
 
-    ``attributes``: :func:`territory_attributes` computed beforehand (the build does it while the
-    coverage is repaired); computed here if not given.
+    ``attributes``: :func:`territory_attributes`; ``dissolved``: the :class:`Shapes` frame.
     """
-    out = attributes if attributes is not None else territory_attributes(
-        phase, membership, boundaries, boundary_admin, previous)
     geo = dissolved.set_index("id_ti")
-    out = out.copy()
+    out = attributes.copy()
     out["area_km2"] = geo["area_km2"].round(4)
     out["communes_area_km2"] = geo["communes_area_km2"]
     out = out.reset_index()
@@ -170,7 +287,7 @@ def assemble(phase: str, membership: Membership, dissolved: gpd.GeoDataFrame,
     for col in ("id_ti", "lib_ti", "phase"):
         out[col] = out[col].astype("string")
     columns = [c.name for c in TERRITORY_COLUMNS]
-    extra = [c for c in ("communes_area_km2", "perimeter_source") if c in out]
+    extra = [c for c in INTERNAL_COLUMNS if c in out]
     return out[columns[:-1] + extra + ["geometry"]]
 
 
@@ -233,13 +350,15 @@ def run_checks(territories: gpd.GeoDataFrame, membership: Membership, boundaries
 
 @dataclass
 class BuildResult:
+    """One phase built and checked, ready for :func:`publish_build` (the interface of publishing)."""
+
     phase: str
-    territories: gpd.GeoDataFrame
+    territories: gpd.GeoDataFrame       # contract columns (no plan columns yet) + INTERNAL_COLUMNS
     membership: Membership
     dissolve_stats: DissolveStats
     boundary_report: BoundaryReport
     checks: list[quality.CheckResult]
-    inputs: list[dict]
+    inputs: list[dict]                  # manifest entries of the sources the build read
     timings: dict[str, float] = field(default_factory=dict)
     previous: Membership | None = None
     references: object | None = None   # publish.membership_tables.MembershipRefs (names, EPCI of the members)
@@ -249,78 +368,50 @@ class BuildResult:
         return quality.all_passed(self.checks)
 
 
+def build_phase(settings: Settings, catalog: Catalog, phase: str, fetched: dict[str, FetchResult],
+                checks: bool = True) -> BuildResult:
+    """Reconcile, repair, dissolve, assemble and check one phase from its fetched files (no publishing).
+
+    Two threads keep both cores busy: Python work (parsing the references, reconciling the codes,
+    the territories' attributes) runs on a side thread while this thread does the geometry work
+    (scan, repair, unions: GEOS releases the GIL, and those steps use :func:`runtime.threads`).
+    The side thread starts no pool of its own.
+    """
+    clock = StepClock()
+    files = phase_files(catalog, phase, fetched)
+    # The codes from the file's attribute columns let the reconciliation start before the scan
+    # ends; it is redone if the scan drops some communes (empty or degenerate polygons).
+    early = boundary_codes(files[BOUNDARIES].path)
+    with ThreadPoolExecutor(1) as side:
+        reading = (side.submit(clock.run, "reconcile", reconcile_phase, settings, catalog, phase, files, early)
+                   if early is not None else None)
+        boundaries = clock.run("scan_boundaries", scan_commune_boundaries, files)
+        codes = set(boundaries.codes.tolist())
+        lists = reading.result() if reading is not None else None
+        if lists is None or lists.boundary_codes != codes:
+            lists = clock.run("reconcile", reconcile_phase, settings, catalog, phase, files, codes)
+        attributing = side.submit(clock.run, "attributes", territory_attributes, phase, lists.membership,
+                                  boundaries.communes, lists.boundary_admin, lists.previous)
+        shapes = clock.run("repair_and_dissolve", repair_and_dissolve, boundaries, lists.membership.members)
+        attributes = attributing.result()
+    territories = clock.run("assemble", assemble, phase, lists.membership, shapes.frame, attributes)
+    results = clock.run("checks", run_checks, territories, lists.membership, boundaries) if checks else []
+    inputs = [inputs_entry(files[name], catalog) for name in files]
+    return BuildResult(phase, territories, lists.membership, shapes.stats, boundaries.report, results, inputs,
+                       clock.timings, lists.previous, lists.references)
+
+
 def build_territories(settings: Settings | None = None, phase: str = CURRENT_PHASE,
                       checks: bool = True) -> BuildResult:
-    """Fetch, reconcile, dissolve and check one phase end to end (no publishing)."""
+    """Fetch one phase's sources, then :func:`build_phase` (bench/ and the tests)."""
     settings = settings or Settings.from_env()
-    memory.freeze_imports()
-    memory.use_system_allocator()
     catalog = load_catalog(settings)
-    timings: dict[str, float] = {}
     t = time.perf_counter()
-
-    def lap(name: str) -> None:
-        nonlocal t
-        now = time.perf_counter()
-        timings[name] = round(now - t, 3)
-        t = now
-
-    fetched = fetch_all(settings, catalog, phase_sources(catalog, phase))
-    lap("fetch")
-    spec = catalog.phases[phase]
-    with ThreadPoolExecutor(1) as pool:
-        # Geometry work (GEOS releases the GIL) runs on the other core while this thread parses
-        # the lists and references and reconciles the codes (Python work): first the check of
-        # every commune polygon, then, once the members are known, the coverage repair.
-        scanning = pool.submit(scan_commune_boundaries, fetched)
-        parsed = settings.raw_dir / "parsed"
-        changes = load_changes(fetched, parsed)
-        cog_list, cog_boundaries = list_cog(spec, fetched), boundary_cog(catalog, fetched)
-        admins = {cog: load_admin(catalog, fetched, cog, parsed) for cog in sorted({cog_list, cog_boundaries})}
-        lap("read")
-        # The codes from the file's attribute columns let the membership start before the scan
-        # ends; it is redone if the scan drops some communes (empty or degenerate polygons).
-        early = boundary_codes(fetched["communes_boundaries"].path)
-        membership = (phase_membership(catalog, phase, fetched, admins[cog_list], changes, early)
-                      if early is not None else None)
-        lap("membership_early")
-        boundaries = scanning.result()
-        memory.trim()        # the scan's decoded batches are gone: give their pages back
-        lap("boundaries")
-        codes = set(boundaries.codes.tolist())
-        if membership is None or codes != early:
-            membership = phase_membership(catalog, phase, fetched, admins[cog_list], changes, codes)
-        cleaning = pool.submit(member_coverage, boundaries, membership.members)
-        previous = None
-        if phase == CURRENT_PHASE and PREVIOUS_PHASE in catalog.phases:
-            prev_cog = list_cog(catalog.phases[PREVIOUS_PHASE], fetched)
-            prev_admin = admins.get(prev_cog) or load_admin(catalog, fetched, prev_cog, parsed)
-            previous = phase_membership(catalog, PREVIOUS_PHASE, fetched, prev_admin, changes, codes)
-            del prev_admin
-        boundary_admin = admins.get(cog_boundaries)
-        from ..publish.membership_tables import references
-        refs = references(membership, admins[cog_list], boundary_admin)
-        del admins, changes, codes, early      # the references are not needed any more: free them for the repair
-        memory.trim()
-        lap("membership")
-        attributes = territory_attributes(phase, membership, boundaries.communes, boundary_admin, previous)
-        lap("attributes")
-        coverage = cleaning.result()
-    del scanning, cleaning      # futures keep their results alive
-    lap("clean_wait")
-    dissolved, stats = geometry.dissolve_clean(coverage, membership.members, release=boundaries.release)
-    del coverage
-    lap("dissolve")
-    territories = assemble(phase, membership, dissolved, boundaries.communes, boundary_admin, previous,
-                           attributes=attributes)
-    lap("assemble")
-    results = run_checks(territories, membership, boundaries) if checks else []
-    lap("checks")
-    report = boundaries.report
-    del boundaries
-    memory.trim()        # the communes' polygons are gone: what follows (publishing) starts lower
-    inputs = [inputs_entry(fetched[n], catalog) for n in fetched]
-    return BuildResult(phase, territories, membership, stats, report, results, inputs, timings, previous, refs)
+    fetched = fetch_sources(settings, catalog, phase_sources(catalog, phase))
+    fetch_s = round(time.perf_counter() - t, 3)
+    result = build_phase(settings, catalog, phase, fetched, checks)
+    result.timings = {"fetch": fetch_s, **result.timings}
+    return result
 
 
 def inputs_entry(result: FetchResult, catalog: Catalog) -> dict:
@@ -352,8 +443,6 @@ def code_fingerprint() -> str:
 
     Written in the manifest, so that a changed pipeline (not only a version bump) is rebuilt.
     """
-    import hashlib
-
     from ..settings import ASSETS_DIR
 
     digest = hashlib.sha256()
@@ -384,15 +473,13 @@ def publish_build(result: BuildResult, settings: Settings, plans=None, build_id:
 
     checks = result.checks if checks is None else checks
     if not quality.all_passed(checks):
-        raise CheckFailedError(f"{result.phase}: blocking checks failed, nothing published: "
-                               f"{quality.failed_summary(checks)}")
+        raise CheckFailedError(f"{result.phase}: {quality.failure_message(checks)}")
     from ..publish.guard import guard_build
     change_guard = guard_build(result, settings)    # CheckFailedError past its thresholds
     if plans is None:
         plans = read_plans(settings.plans_path if result.phase == CURRENT_PHASE else None,
                            result.territories["id_ti"])
-    territories = attach_plans(result.territories.drop(columns=["communes_area_km2", "perimeter_source"],
-                                                       errors="ignore"), plans)
+    territories = attach_plans(result.territories.drop(columns=list(INTERNAL_COLUMNS), errors="ignore"), plans)
     extra = {
         "membership": result.membership.summary(),
         "reconciled": result.membership.reconciled,
@@ -407,7 +494,7 @@ def publish_build(result: BuildResult, settings: Settings, plans=None, build_id:
         "code_fingerprint": code_fingerprint(),
         "change_guard": change_guard,
         "timings_s": result.timings,
-        "lock": lock_of_inputs(result.inputs),   # the manifest's top-level ``lock`` (see manifest.py)
+        "lock": resolve.lock_of_inputs(result.inputs),   # the manifest's top-level ``lock`` (see manifest.py)
     }
     return publish_release(territories, settings, build_id=build_id or new_build_id(),
                            inputs=[{k: v for k, v in i.items() if k != "lock"} for i in result.inputs],

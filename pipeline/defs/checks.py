@@ -1,63 +1,60 @@
-"""Dagster asset checks on each phase's territories: the core quality checks, all blocking.
+"""Blocking asset checks of each phase's territories: the core's quality checks, as Dagster sees them.
 
-A failing blocking check stops the publish asset of the same run, so a wrong build never
-replaces the published files.
+The checks run inside the phase's build (:func:`pipeline.build.steps.run_checks`, which needs the
+boundary polygons the build holds); the ``territories_*`` asset reports each result as an
+:class:`AssetCheckResult` of its blocking :class:`AssetCheckSpec`. When one fails, the asset stops
+with a :class:`Failure` naming the check and its first offending items (territory, code, file,
+line), so the publish asset of the run never starts and the published files stay as they were.
 """
 
+from __future__ import annotations
 
-from dagster import AssetCheckResult, AssetCheckSeverity, AssetIn, asset_check
+from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, Failure, MetadataValue
 
 from ..build import quality
-from .assets import PHASES, phase_key
+
+# check name -> description (the names are the core's CheckResult names)
+CHECKS = {
+    "territory_count": "Every territory of the source lists built, one row each.",
+    "geometries_valid": "Every geometry valid, non-empty, MultiPolygon.",
+    "communes_accounted_for": "Every listed code matched or reconciled; otherwise the errors are listed.",
+    "area_matches_communes": "Territory area equals the sum of its communes' areas within 0.5 %.",
+    "holes_are_enclaves": "Every hole left inside a territory is covered by communes outside it.",
+    "no_unexpected_overlaps": "No two territories overlap unless they share a commune in the source list.",
+}
+JSON_ITEMS = 200     # longer lists are cut in the metadata (the manifest keeps them whole)
 
 
-def _result(res: quality.CheckResult) -> AssetCheckResult:
+def check_specs(asset: str) -> list[AssetCheckSpec]:
+    """The blocking checks of a ``territories_*`` asset."""
+    return [AssetCheckSpec(name, asset=asset, blocking=True, description=text) for name, text in CHECKS.items()]
+
+
+def _metadata(details: dict) -> dict:
     meta = {}
-    for k, v in res.details.items():
-        meta[k] = v if isinstance(v, (int, float, str, bool)) else str(v)[:4000]
-    return AssetCheckResult(passed=res.passed, severity=AssetCheckSeverity.ERROR, metadata=meta,
-                            description=res.description)
+    for key, value in details.items():
+        if isinstance(value, (list, tuple)):
+            meta[key] = MetadataValue.json(list(value)[:JSON_ITEMS])
+            meta[f"{key}_count"] = len(value)
+        elif isinstance(value, dict):
+            meta[key] = MetadataValue.json(value)
+        else:
+            meta[key] = value
+    return meta
 
 
-def phase_checks(phase: str):
-    key = phase_key(phase)
-    asset = f"territories_{key}"
-    @asset_check(asset=asset, name="territory_count", blocking=True,
-                 description="Every territory of the source lists built, one row each.")
-    def count(territories_in):
-        return _result(quality.check_count(territories_in.territories,
-                                           territories_in.membership.listed_territories))
-
-    @asset_check(asset=asset, name="geometries_valid", blocking=True,
-                 description="Every geometry valid, non-empty, MultiPolygon.")
-    def geometries(territories_in):
-        return _result(quality.check_geometries(territories_in.territories))
-
-    @asset_check(asset=asset, name="communes_accounted_for", blocking=True,
-                 description="Every listed code matched or reconciled; otherwise the errors are listed.")
-    def members(territories_in):
-        m = territories_in.membership
-        return _result(quality.check_members(m.errors, m.listed_codes, len(m.members)))
-
-    @asset_check(asset=asset, name="area_matches_communes", blocking=True,
-                 description="Territory area equals the sum of its communes' areas within 0.5 %.")
-    def areas(territories_in):
-        return _result(quality.check_areas(territories_in.territories))
-
-    @asset_check(asset=asset, name="holes_are_enclaves", blocking=True,
-                 additional_ins={"boundaries": AssetIn("commune_boundaries")},
-                 description="Every hole left inside a territory is covered by communes outside it.")
-    def holes(territories_in, boundaries):
-        b = territories_in
-        return _result(quality.check_holes(b.territories, b.membership.members, boundaries))
-
-    @asset_check(asset=asset, name="no_unexpected_overlaps", blocking=True,
-                 description="No two territories overlap unless they share a commune in the source list.")
-    def overlaps(territories_in):
-        b = territories_in
-        return _result(quality.check_overlaps(b.territories, b.membership.shared_communes))
-
-    return [count, geometries, members, areas, holes, overlaps]
+def check_results(asset: str, results: list[quality.CheckResult]) -> list[AssetCheckResult]:
+    """The core's results as Dagster check results (structured metadata)."""
+    return [AssetCheckResult(asset_key=asset, check_name=r.name, passed=r.passed, description=r.description,
+                             severity=AssetCheckSeverity.ERROR, metadata=_metadata(r.details))
+            for r in results if r.name in CHECKS]
 
 
-ALL_CHECKS = [c for phase in PHASES for c in phase_checks(phase)]
+def stop_if_failed(phase: str, results: list[quality.CheckResult]) -> None:
+    """Raise a Failure naming each failed blocking check and its first offending items."""
+    if not quality.all_passed(results):
+        failed = [r for r in results if r.blocking and not r.passed]
+        raise Failure(description=f"{phase}: {quality.failure_message(results)}",
+                      metadata={r.name: MetadataValue.json(quality.offending_items(r)[:JSON_ITEMS])
+                                for r in failed},
+                      allow_retries=False)

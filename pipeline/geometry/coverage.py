@@ -11,13 +11,18 @@ is filled; a hole covered by other communes is a real enclave and is kept.
 Geometry stays in EPSG:4326, the CRS of the source and of the outputs, so the result's vertices
 are the source's own (no round trip through a projection, no precision drift). Areas are
 computed in a metric CRS per zone (Lambert-93 for the metropole, a local CRS for each overseas
-departement); widths are converted to degrees. Territories are unioned on two threads (GEOS
-releases the GIL).
+departement). The coverage check and the unions run on :func:`pipeline.runtime.threads` threads
+(GEOS releases the GIL).
+
+A build calls the steps in this order: :func:`clean_coverage` (repair), :func:`coverage_stats`,
+:func:`union_territories` (one :class:`TerritoryShape` per territory, gaps inside a territory
+filled), :func:`fill_gaps_between` and :func:`territories_frame`; :func:`dissolve_clean` chains
+them. Between the union and the gaps between territories, the caller may drop the members'
+polygons (:meth:`ZoneCoverage.without`): only the communes outside the territories are looked at.
 """
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -28,20 +33,18 @@ import pandas as pd
 import pyproj
 import shapely
 
-from .. import memory
+from .. import runtime
 
-WGS84 = "EPSG:4326"
+# Made at import, before any boundary file is read: PROJ answers a later "EPSG:4326" of the same
+# thread from the CRS it read in a file (in the boundaries' own, older PROJJSON form), which
+# would change the published GeoParquet's CRS metadata.
+WGS84 = pyproj.CRS.from_epsg(4326)
 METRO_CRS = 2154
 OVERSEAS_CRS = {"971": 5490, "972": 5490, "973": 2972, "974": 2975, "976": 4471}
 SMALL_PART_M2 = 10_000          # parts under 1 ha are reported
 BETWEEN_GAP_MAX_M2 = 1e6        # gaps between territories above 1 km2 are not filled
 GAP_MIN_M2 = 1.0                # uncovered areas under 1 m2 inside a hole are numerical noise
-GAP_WIDTH_M = 0.0               # > 0: gaps narrower than this (m) are merged into a neighbour by the
-                                # cleaning; off, because GEOS detects them unreliably on dense data and
-                                # holes inside a territory are filled (and counted) by _fill_gaps
-METRES_PER_DEGREE = 111_320.0   # along a meridian; widths are converted with it (approximate)
 MAX_GROW = 6                    # rounds of growing a repaired patch before cleaning the whole zone
-THREADS = max(1, min(2, os.cpu_count() or 1))
 PARALLEL_MIN = 2000             # below this many polygons, one thread is enough
 
 
@@ -87,22 +90,22 @@ def metric(geoms, crs: int):
     return shapely.transform(geoms, lambda xy: np.column_stack(tr.transform(xy[:, 0], xy[:, 1])))
 
 
-def _invalid(geoms: np.ndarray, gap_width: float = 0.0) -> np.ndarray:
-    """Which polygons have invalid coverage edges (or border a gap narrower than gap_width)."""
-    return ~shapely.is_empty(shapely.coverage_invalid_edges(geoms, gap_width=gap_width))
+def _invalid(geoms: np.ndarray) -> np.ndarray:
+    """Which polygons have invalid coverage edges."""
+    return ~shapely.is_empty(shapely.coverage_invalid_edges(geoms))
 
 
-def _invalid_split(geoms: np.ndarray, gap_width: float, tree: shapely.STRtree) -> np.ndarray:
+def _invalid_split(geoms: np.ndarray, tree: shapely.STRtree) -> np.ndarray:
     """:func:`_invalid` on two halves (west / east, each with its neighbours) on two threads."""
-    if THREADS < 2 or len(geoms) < PARALLEL_MIN:
-        return _invalid(geoms, gap_width)
+    if runtime.threads() < 2 or len(geoms) < PARALLEL_MIN:
+        return _invalid(geoms)
     b = shapely.bounds(geoms)
     cx = (b[:, 0] + b[:, 2]) / 2
     half = cx < np.median(cx)
     cores = [np.flatnonzero(half), np.flatnonzero(~half)]
     sets = [np.union1d(c, tree.query(geoms[c])[1]) for c in cores]   # a half and its neighbours
     with ThreadPoolExecutor(2) as pool:
-        flags = list(pool.map(lambda s: _invalid(geoms[s], gap_width), sets))
+        flags = list(pool.map(lambda s: _invalid(geoms[s]), sets))
     out = np.zeros(len(geoms), dtype=bool)
     for core, s, f in zip(cores, sets, flags):
         full = np.zeros(len(geoms), dtype=bool)
@@ -130,7 +133,7 @@ def _clusters(geoms: np.ndarray) -> list[np.ndarray]:
     return [np.flatnonzero(roots == r) for r in np.unique(roots)]
 
 
-def _clean_clusters(geoms: np.ndarray, gap_width: float) -> np.ndarray:
+def _clean_clusters(geoms: np.ndarray) -> np.ndarray:
     """``coverage_clean`` of each separate cluster of a patch (the repairs are scattered).
 
     Clusters share no edge, so this is the cleaning of the whole patch; GEOS's working memory
@@ -139,48 +142,35 @@ def _clean_clusters(geoms: np.ndarray, gap_width: float) -> np.ndarray:
     """
     out = np.empty(len(geoms), dtype=object)
     for idx in _clusters(geoms):
-        out[idx] = shapely.coverage_clean(geoms[idx], gap_width=gap_width)
+        out[idx] = shapely.coverage_clean(geoms[idx])
     return out
 
 
-def _filled(before: np.ndarray, after: np.ndarray) -> list[shapely.Polygon]:
-    """The gaps a cleaning filled: area covered after it and by no polygon before it."""
-    added = shapely.difference(shapely.union_all(after), shapely.union_all(before))
-    return [p for p in shapely.get_parts(added) if isinstance(p, shapely.Polygon) and p.area > 0]
-
-
-def clean_zone(geoms: np.ndarray, gap_width: float = 0.0,
-               found_gaps: list | None = None) -> np.ndarray:
+def clean_zone(geoms: np.ndarray) -> np.ndarray:
     """Repair one zone's commune polygons into a valid coverage, touching only the broken places.
 
-    ``gap_width`` (in the unit of ``geoms``): gaps up to this width are merged into a neighbour
-    and, if ``found_gaps`` is given, appended to it. Returns a new array; untouched communes are
-    the same objects as in ``geoms``.
+    Returns a new array; untouched communes are the same objects as in ``geoms``. Source gaps are
+    not merged here: holes inside a territory are filled (and counted) by the dissolve.
     """
     geoms = np.asarray(geoms, dtype=object)
     out = geoms.copy()
     tree = shapely.STRtree(geoms)
-    bad = np.flatnonzero(_invalid_split(geoms, gap_width, tree))
+    bad = np.flatnonzero(_invalid_split(geoms, tree))
     if not len(bad):
         return out
     patch = bad
     for _ in range(MAX_GROW):
         near = np.unique(tree.query(geoms[patch])[1])            # bbox neighbours of the patch
         work = np.union1d(patch, near)
-        cleaned = _clean_clusters(geoms[work], gap_width)
+        cleaned = _clean_clusters(geoms[work])
         trial = out.copy()
         trial[work] = cleaned
         around = np.union1d(work, tree.query(cleaned)[1])
         still = around[_invalid(trial[around])]
         if not len(still):
-            if found_gaps is not None and gap_width > 0:
-                found_gaps.extend(_filled(geoms[work], cleaned))
             return trial
         patch = np.union1d(work, still)
-    cleaned = shapely.coverage_clean(geoms, gap_width=gap_width)
-    if found_gaps is not None and gap_width > 0:
-        found_gaps.extend(_filled(geoms, cleaned))
-    return cleaned
+    return shapely.coverage_clean(geoms)
 
 
 def _fill_gaps(territory: shapely.Geometry, zone: "ZoneCoverage", inside: set[str],
@@ -208,15 +198,22 @@ def _fill_gaps(territory: shapely.Geometry, zone: "ZoneCoverage", inside: set[st
     return shapely.union_all([territory, *fills])
 
 
-def _fill_gaps_between(zone: "ZoneCoverage", done: list, in_zone: list[int], member_codes: set[str],
-                       stats: "DissolveStats") -> None:
+def fill_gaps_between(coverage: "CleanCoverage", shapes: list["TerritoryShape"], member_codes: set[str],
+                      stats: "DissolveStats") -> None:
     """Give each source gap enclosed by several territories to the one sharing its longest border.
 
-    A gap inside one territory is already filled (:func:`_fill_gaps`); here are the gaps whose
-    border touches two or more territories (and no commune outside them), which a plain
-    dissolve leaves as slits between territories. ``done`` rows are updated in place.
+    A gap inside one territory is already filled (:func:`union_territories`); here are the gaps
+    whose border touches two or more territories (and no commune outside them), which a plain
+    dissolve leaves as slits between territories. ``shapes`` are updated in place; only the
+    communes outside ``member_codes`` are looked at.
     """
-    geoms = [done[i][0][4] for i in in_zone]
+    for crs in sorted({s.crs for s in shapes}):
+        _fill_zone_gaps_between(coverage.zones[crs], [s for s in shapes if s.crs == crs], member_codes, stats)
+
+
+def _fill_zone_gaps_between(zone: "ZoneCoverage", shapes: list["TerritoryShape"], member_codes: set[str],
+                            stats: "DissolveStats") -> None:
+    geoms = [s.geometry for s in shapes]
     if len(geoms) < 2:
         return
     try:
@@ -225,43 +222,38 @@ def _fill_gaps_between(zone: "ZoneCoverage", done: list, in_zone: list[int], mem
         union = shapely.union_all(geoms)
     tree = shapely.STRtree(geoms)
     fills: dict[int, list] = {}
-    for part in shapely.get_parts(union):
-        for ring in part.interiors:
-            hole = shapely.Polygon(ring)
-            codes, near, areas = zone.near(hole)
-            out = np.array([c not in member_codes for c in codes], dtype=bool)
-            outside = near[out]
-            # Most holes of the territories' union are exactly tiled by communes outside them
-            # (real enclaves): their areas add up, so the costly difference is skipped.
-            if len(outside) and hole.area - float(areas[out].sum()) <= max(1e-11, 1e-9 * hole.area):
+    for hole in holes(union):
+        codes, near, areas = zone.near(hole)
+        out = np.array([c not in member_codes for c in codes], dtype=bool)
+        outside = near[out]
+        # Most holes of the territories' union are exactly tiled by communes outside them
+        # (real enclaves): their areas add up, so the costly difference is skipped.
+        if len(outside) and hole.area - float(areas[out].sum()) <= max(1e-11, 1e-9 * hole.area):
+            continue
+        uncovered = hole.difference(shapely.union_all(outside)) if len(outside) else hole
+        for piece in shapely.get_parts(uncovered):
+            if piece.is_empty or piece.area <= 0:
                 continue
-            uncovered = hole.difference(shapely.union_all(outside)) if len(outside) else hole
-            for piece in shapely.get_parts(uncovered):
-                if piece.is_empty or piece.area <= 0:
-                    continue
-                if len(outside) and shapely.length(shapely.intersection(piece.boundary, outside)).sum() > 0:
-                    continue   # it borders a commune outside the territories: not a slit between them
-                area = float(shapely.area(metric(piece, zone.crs)))
-                if area > BETWEEN_GAP_MAX_M2:   # not a slit: a missing commune, say; left visible
-                    stats.gaps_between_left += 1
-                    continue
-                near = tree.query(piece, predicate="intersects")
-                if not len(near):
-                    continue
-                shared = shapely.length(shapely.intersection(piece.boundary, [geoms[k] for k in near]))
-                best = int(near[int(np.argmax(shared))])
-                fills.setdefault(best, []).append(piece)
-                if area > GAP_MIN_M2:
-                    stats.gaps_between_filled += 1
-                    stats.gaps_between_m2 += area
-                else:
-                    stats.noise_filled += 1
+            if len(outside) and shapely.length(shapely.intersection(piece.boundary, outside)).sum() > 0:
+                continue   # it borders a commune outside the territories: not a slit between them
+            area = float(shapely.area(metric(piece, zone.crs)))
+            if area > BETWEEN_GAP_MAX_M2:   # not a slit: a missing commune, say; left visible
+                stats.gaps_between_left += 1
+                continue
+            near = tree.query(piece, predicate="intersects")
+            if not len(near):
+                continue
+            shared = shapely.length(shapely.intersection(piece.boundary, [geoms[k] for k in near]))
+            fills.setdefault(int(near[int(np.argmax(shared))]), []).append(piece)
+            if area > GAP_MIN_M2:
+                stats.gaps_between_filled += 1
+                stats.gaps_between_m2 += area
+            else:
+                stats.noise_filled += 1
     for k, pieces in fills.items():
-        i = in_zone[k]
-        (tid, crs, _, communes_km2, geom), tstats = done[i]
-        geom = _as_multipolygon(shapely.union_all([geom, *pieces]))
-        area_km2 = float(shapely.area(metric(geom, zone.crs))) / 1e6
-        done[i] = ((tid, crs, area_km2, communes_km2, geom), tstats)
+        shape = shapes[k]
+        shape.geometry = _as_multipolygon(shapely.union_all([shape.geometry, *pieces]))
+        shape.area_km2 = float(shapely.area(metric(shape.geometry, zone.crs))) / 1e6
 
 
 def _as_multipolygon(geom: shapely.Geometry) -> shapely.MultiPolygon:
@@ -278,7 +270,6 @@ class ZoneCoverage:
     geoms: np.ndarray
     tree: shapely.STRtree
     index: dict[str, int]
-    gaps: list = field(default_factory=list)     # narrow source gaps merged by the cleaning
     repaired: int = 0                             # communes whose polygon the cleaning changed
     others: object = None                         # BoundarySet of the communes not loaded (or None)
     _areas: np.ndarray | None = field(default=None, repr=False)
@@ -305,7 +296,7 @@ class ZoneCoverage:
         areas = None if self._areas is None else self._areas[keep]
         zcodes, geoms = self.codes[keep], self.geoms[keep]
         return ZoneCoverage(self.crs, zcodes, geoms, shapely.STRtree(geoms), {c: i for i, c in enumerate(zcodes)},
-                            self.gaps, self.repaired, self.others, areas)
+                            self.repaired, self.others, areas)
 
     def areas(self) -> np.ndarray:
         """Areas of the cleaned communes in square degrees (only compared with each other)."""
@@ -322,6 +313,10 @@ class CleanCoverage:
     @property
     def communes(self) -> int:
         return sum(len(z.codes) for z in self.zones.values())
+
+    def without(self, codes: set[str]) -> "CleanCoverage":
+        """The same coverage without these communes (see :meth:`ZoneCoverage.without`)."""
+        return CleanCoverage({crs: z.without(codes) for crs, z in self.zones.items()}, self.zone_of)
 
 
 def clean_coverage(communes: gpd.GeoDataFrame, codes: set[str] | None = None,
@@ -344,34 +339,33 @@ def clean_coverage(communes: gpd.GeoDataFrame, codes: set[str] | None = None,
         zcodes = all_codes[sel]
         if codes is not None and not any(c in codes for c in zcodes):
             continue
-        found: list = []
-        cleaned = clean_zone(geoms[sel], GAP_WIDTH_M / METRES_PER_DEGREE, found)
+        cleaned = clean_zone(geoms[sel])
         repaired = int(sum(a is not b for a, b in zip(cleaned, geoms[sel])))
         zones[int(crs)] = ZoneCoverage(int(crs), zcodes, cleaned, shapely.STRtree(cleaned),
-                                       {c: i for i, c in enumerate(zcodes)}, found, repaired, others)
+                                       {c: i for i, c in enumerate(zcodes)}, repaired, others)
     return CleanCoverage(zones, dict(zip(all_codes, crs_of.tolist())))
 
 
-def _territory(zone: ZoneCoverage, tid: str, codes: list[str]) -> tuple:
+@dataclass
+class TerritoryShape:
+    """One territory's dissolved geometry (EPSG:4326), its areas and its own dissolve figures."""
+
+    id_ti: str
+    crs: int                         # EPSG of its zone's metric CRS
+    area_km2: float
+    communes_area_km2: float         # sum of its communes' cleaned areas (checked against area_km2)
+    geometry: shapely.Geometry
+    stats: DissolveStats
+
+
+def _territory(zone: ZoneCoverage, tid: str, codes: list[str]) -> TerritoryShape:
     stats = DissolveStats()
-    inside = set(codes)
-    idx = [zone.index[c] for c in codes]
-    geoms = zone.geoms[idx]
-    union = shapely.coverage_union_all(geoms)
-    for gap in zone.gaps:   # narrow gaps the cleaning merged into a member commune
-        if union.contains(gap.point_on_surface()):
-            area = shapely.area(metric(gap, zone.crs))
-            if area > GAP_MIN_M2:
-                stats.gaps_filled += 1
-                stats.gaps_filled_m2 += float(area)
-            else:
-                stats.noise_filled += 1
-    union = _fill_gaps(union, zone, inside, stats)
+    geoms = zone.geoms[[zone.index[c] for c in codes]]
+    union = _fill_gaps(shapely.coverage_union_all(geoms), zone, set(codes), stats)
     if not union.is_valid:
         union = shapely.make_valid(union)
     union = _as_multipolygon(union)
-    projected = metric(union, zone.crs)
-    part_areas = shapely.area(shapely.get_parts(projected))
+    part_areas = shapely.area(shapely.get_parts(metric(union, zone.crs)))
     noise = part_areas < GAP_MIN_M2     # degenerate slivers a local repair can leave (< 1 m2)
     if noise.any():
         stats.noise_filled += int(noise.sum())
@@ -381,50 +375,54 @@ def _territory(zone: ZoneCoverage, tid: str, codes: list[str]) -> tuple:
     stats.small_parts = int((part_areas < SMALL_PART_M2).sum())
     stats.holes_kept = int(sum(len(p.interiors) for p in shapely.get_parts(union)))
     communes_m2 = float(shapely.area(metric(geoms, zone.crs)).sum())
-    return (tid, zone.crs, float(part_areas.sum()) / 1e6, communes_m2 / 1e6, union), stats
+    return TerritoryShape(tid, zone.crs, float(part_areas.sum()) / 1e6, communes_m2 / 1e6, union, stats)
 
 
-def dissolve_clean(coverage: CleanCoverage, members: pd.DataFrame,
-                   release=None) -> tuple[gpd.GeoDataFrame, DissolveStats]:
-    """Dissolve member communes of a cleaned coverage into territories (see :func:`dissolve`).
+def union_territories(coverage: CleanCoverage, members: pd.DataFrame) -> list[TerritoryShape]:
+    """Each territory as the coverage union of its member communes, holes no commune covers filled.
 
-    ``release``: a callable given the member codes and the territories' holes once every territory
-    is unioned (:meth:`~pipeline.boundaries.BoundarySet.release`); the member polygons are then
-    dropped from ``coverage`` (which is consumed: not to be dissolved again)
-    so that their memory is free for the gaps between territories and what follows.
+    ``members``: id_ti, insee_com (boundary codes). One shape per (zone, territory), on
+    :func:`pipeline.runtime.threads` threads.
     """
-    stats = DissolveStats(communes_cleaned=coverage.communes,
-                          zones={f"EPSG:{c}": len(z.codes) for c, z in coverage.zones.items()})
     crs_of = members["insee_com"].map(coverage.zone_of)
-    jobs = []
-    for (crs, tid), grp in members.assign(crs=crs_of).groupby(["crs", "id_ti"], sort=True):
-        jobs.append((coverage.zones[int(crs)], tid, grp["insee_com"].tolist()))
-    with ThreadPoolExecutor(THREADS) as pool:
-        done = list(pool.map(lambda j: _territory(*j), jobs))
-    member_codes = set(members["insee_com"])
-    if release is not None:
-        del jobs      # they hold the zones
-        coverage.zones.update({crs: z.without(member_codes) for crs, z in coverage.zones.items()})
-        release(member_codes, holes_of(r[4] for r, _ in done))
-        memory.trim()
-    for crs in sorted({r[1] for r, _ in done}):
-        in_zone = [i for i, (r, _) in enumerate(done) if r[1] == crs]
-        _fill_gaps_between(coverage.zones[int(crs)], done, in_zone, member_codes, stats)
-    for _, s in done:
+    jobs = [(coverage.zones[int(crs)], tid, grp["insee_com"].tolist())
+            for (crs, tid), grp in members.assign(crs=crs_of).groupby(["crs", "id_ti"], sort=True)]
+    with ThreadPoolExecutor(runtime.threads()) as pool:
+        return list(pool.map(lambda job: _territory(*job), jobs))
+
+
+def coverage_stats(coverage: CleanCoverage) -> DissolveStats:
+    """Dissolve figures started with the repaired coverage's size (before any polygon is dropped)."""
+    return DissolveStats(communes_cleaned=coverage.communes,
+                         zones={f"EPSG:{c}": len(z.codes) for c, z in coverage.zones.items()})
+
+
+def territories_frame(shapes: list[TerritoryShape], stats: DissolveStats) -> tuple[gpd.GeoDataFrame, DissolveStats]:
+    """The shapes as a frame id_ti, area_km2, communes_area_km2, geometry (by id_ti); ``stats`` completed."""
+    for s in shapes:
         for name in ("gaps_filled", "gaps_filled_m2", "noise_filled", "small_parts", "parts", "holes_kept"):
-            setattr(stats, name, getattr(stats, name) + getattr(s, name))
-    frame = pd.DataFrame([r for r, _ in done],
-                         columns=["id_ti", "crs", "area_km2", "communes_area_km2", "geometry"])
+            setattr(stats, name, getattr(stats, name) + getattr(s.stats, name))
+    frame = pd.DataFrame({"id_ti": [s.id_ti for s in shapes], "area_km2": [s.area_km2 for s in shapes],
+                          "communes_area_km2": [s.communes_area_km2 for s in shapes],
+                          "geometry": [s.geometry for s in shapes]})
     if frame["id_ti"].duplicated().any():
         # A territory spanning two zones (not the case in the official lists) is merged here.
         frame = (frame.groupby("id_ti", sort=True)
-                 .agg({"crs": "first", "area_km2": "sum", "communes_area_km2": "sum",
+                 .agg({"area_km2": "sum", "communes_area_km2": "sum",
                        "geometry": lambda s: _as_multipolygon(shapely.union_all(s.to_numpy()))})
                  .reset_index())
     frame = frame.sort_values("id_ti").reset_index(drop=True)
     out = gpd.GeoDataFrame(frame[["id_ti", "area_km2", "communes_area_km2"]],
                            geometry=frame["geometry"].to_numpy(), crs=WGS84)
     return out, stats
+
+
+def dissolve_clean(coverage: CleanCoverage, members: pd.DataFrame) -> tuple[gpd.GeoDataFrame, DissolveStats]:
+    """Dissolve the member communes of a cleaned coverage into territories (see :func:`dissolve`)."""
+    stats = coverage_stats(coverage)
+    shapes = union_territories(coverage, members)
+    fill_gaps_between(coverage, shapes, set(members["insee_com"]), stats)
+    return territories_frame(shapes, stats)
 
 
 def dissolve(communes: gpd.GeoDataFrame, members: pd.DataFrame) -> tuple[gpd.GeoDataFrame, DissolveStats]:

@@ -13,6 +13,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import shapely
 
+from .. import runtime
 from ..errors import InputFormatError
 from .csv_tables import INSEE_RE, normalise_insee
 
@@ -459,7 +460,6 @@ class BoundarySet:
         self._wkb[self._loaded] = None             # decoded ones need no WKB any more
 
 
-SCAN_THREADS = 2
 IN_MEMORY_BYTES = 64 << 20  # GeoParquet geometry columns up to this size keep their WKB in memory (no 2nd read)
 BATCH_BYTES = 4 << 20      # geometry bytes per batch when reading GeoParquet (bounds the reader's memory)
 
@@ -551,13 +551,14 @@ def scan_boundaries(path: Path, batch_size: int | None = None, in_memory_bytes: 
 
     try:
         rows_per_batch = _batch_rows(parquet, geom_col, batch_size)
-        # batches are checked on two threads (GEOS releases the GIL), at most two in flight
-        with ThreadPoolExecutor(SCAN_THREADS) as pool:
+        # batches are checked on runtime.threads() threads (GEOS releases the GIL), as many in flight
+        threads = runtime.threads()
+        with ThreadPoolExecutor(threads) as pool:
             pending: deque = deque()
             for batch in parquet.iter_batches(batch_size=rows_per_batch, columns=columns, use_threads=False):
                 pending.append(pool.submit(check, batch, start))
                 start += batch.num_rows
-                if len(pending) >= SCAN_THREADS:
+                if len(pending) >= threads:
                     collect(pending.popleft().result())
             while pending:
                 collect(pending.popleft().result())

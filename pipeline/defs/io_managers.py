@@ -1,0 +1,110 @@
+"""The IO manager of the graph: asset values under the Dagster run storage, frames as (Geo)Parquet.
+
+Each asset's value goes to ``<storage>/<asset key>/`` (``storage``: ``$DAGSTER_HOME/storage`` or
+the instance's local artifact storage). (Geo)DataFrames, alone or as fields of a dataclass (such as
+:class:`pipeline.build.steps.BuildResult` and the :class:`~pipeline.reconcile.membership.Membership`
+inside it), are written as GeoParquet / Parquet files anyone can open (``territories.parquet``...);
+what remains (small: reports, lists, figures) is pickled in ``value.pickle``. Nothing is added to
+the assets' metadata, so the sources' own ``path`` metadata stays theirs.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import pickle
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+from dagster import InitResourceContext, InputContext, MetadataValue, OutputContext, UPathIOManager, io_manager
+from upath import UPath
+
+VALUE_FILE = "value.pickle"
+
+
+@dataclasses.dataclass(frozen=True)
+class _FrameFile:
+    """Stands for a frame stored beside the pickle, in ``<name>.parquet``."""
+
+    name: str
+    geo: bool
+
+
+def _split(value, name: str, frames: dict[str, pd.DataFrame], depth: int = 0):
+    """``value`` with its frames (top level or dataclass fields, two levels) replaced by _FrameFile."""
+    if isinstance(value, pd.DataFrame):
+        frames[name] = value
+        return _FrameFile(name, isinstance(value, gpd.GeoDataFrame))
+    if dataclasses.is_dataclass(value) and not isinstance(value, type) and depth < 2:
+        out = copy.copy(value)
+        for f in dataclasses.fields(value):
+            # object.__setattr__: frozen dataclasses too (the copy is this module's own)
+            object.__setattr__(out, f.name, _split(getattr(value, f.name), f"{name}.{f.name}", frames, depth + 1))
+        return out
+    return value
+
+
+def _join(value, read):
+    """The inverse of :func:`_split`: each _FrameFile read back with ``read``."""
+    if isinstance(value, _FrameFile):
+        return read(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for f in dataclasses.fields(value):
+            object.__setattr__(value, f.name, _join(getattr(value, f.name), read))
+    return value
+
+
+def _lists_back(frame: pd.DataFrame) -> pd.DataFrame:
+    """Parquet gives list cells back as numpy arrays: make them lists again, as the core made them."""
+    for col in frame.columns:
+        if frame[col].dtype == object:
+            first = next((v for v in frame[col] if v is not None), None)
+            if isinstance(first, np.ndarray):
+                frame[col] = [v.tolist() if isinstance(v, np.ndarray) else v for v in frame[col]]
+    return frame
+
+
+class FrameFilesIOManager(UPathIOManager):
+    """One folder per asset: frames as (Geo)Parquet files, the rest of the value pickled."""
+
+    def handle_output(self, context: OutputContext, obj) -> None:
+        # UPathIOManager's own would add a ``path`` entry to the asset's metadata, overwriting the
+        # sources' path (their file in the download cache or the mirror).
+        path = self._get_path(context)
+        self.dump_to_path(context, obj, path)
+        context.add_output_metadata({"stored_at": MetadataValue.path(str(path))})
+
+    def load_input(self, context: InputContext):
+        # UPathIOManager's own also logs a debug line per input: one more stored event each (28
+        # per run of the whole graph, for inputs that load in a millisecond).
+        return self.load_from_path(context, self._get_path(context))
+
+    def dump_to_path(self, context: OutputContext, obj, path: UPath) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        for old in path.glob("*.parquet"):
+            old.unlink()
+        frames: dict[str, pd.DataFrame] = {}
+        rest = _split(obj, "value", frames)
+        for name, frame in frames.items():
+            frame.to_parquet(path / f"{name}.parquet", compression="zstd")
+        with (path / VALUE_FILE).open("wb") as fh:
+            pickle.dump(rest, fh, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def load_from_path(self, context: InputContext, path: UPath):
+        with (path / VALUE_FILE).open("rb") as fh:
+            rest = pickle.load(fh)
+
+        def read(ref: _FrameFile) -> pd.DataFrame:
+            target = path / f"{ref.name}.parquet"
+            return _lists_back(gpd.read_parquet(target) if ref.geo else pd.read_parquet(target))
+
+        return _join(rest, read)
+
+    def path_exists(self, path: UPath) -> bool:   # a folder, not a file
+        return (path / VALUE_FILE).exists()
+
+
+@io_manager(description="Asset values under the run storage: frames as (Geo)Parquet, the rest pickled.")
+def frame_files_io_manager(init_context: InitResourceContext) -> FrameFilesIOManager:
+    return FrameFilesIOManager(base_path=UPath(init_context.instance.storage_directory()))
