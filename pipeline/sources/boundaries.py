@@ -6,6 +6,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import geopandas as gpd
 import numpy as np
@@ -54,20 +55,16 @@ def _read_geoparquet(path: Path) -> gpd.GeoDataFrame:
     in batches keeps only one batch of WKB beside the geometries (measured on 17 M vertices:
     peak 0.68 GB instead of 1.68 GB, 1.2 s instead of 3.7 s).
     """
-    from pyproj import CRS
-
-    # buffered stream reading: pages are read as needed, not the whole column chunk at once
-    parquet = pq.ParquetFile(path, buffer_size=4 << 20, pre_buffer=False)
+    parquet = _open_parquet(path)
     geom_col, encoding, crs_meta = _geo_meta(parquet)
-    if geom_col not in parquet.schema_arrow.names or encoding.upper() != "WKB":
+    if not _wkb_geometry(parquet, geom_col, encoding):
         return gpd.read_parquet(path, columns=_wanted(parquet.schema_arrow.names))
-    columns = [c for c in _wanted(parquet.schema_arrow.names) if c != geom_col] + [geom_col]
+    columns = _read_columns(parquet, geom_col)
     geoms, attrs = [], []
-    for batch in parquet.iter_batches(batch_size=_batch_rows(parquet, geom_col, None), columns=columns,
-                                      use_threads=False):
+    for batch in _iter_batches(parquet, geom_col, columns, None):
         geoms.append(shapely.from_wkb(batch.column(geom_col).to_numpy(zero_copy_only=False)))
         attrs.append(batch.drop_columns([geom_col]).to_pandas())
-    crs = None if crs_meta is None else CRS.from_user_input(crs_meta)
+    crs = _crs_of(crs_meta)
     frame = pd.concat(attrs, ignore_index=True) if attrs else pd.DataFrame(columns=columns[:-1])
     return gpd.GeoDataFrame(frame, geometry=np.concatenate(geoms) if geoms else [], crs=crs)
 
@@ -96,9 +93,8 @@ def read_boundaries(path: Path) -> tuple[gpd.GeoDataFrame, BoundaryReport]:
     out, repaired, empty, sub_communal = _validate(frame, path)
     out, repaired, empty = _to_wgs84(out, path, repaired, empty)
     _check_extent(shapely.total_bounds(out.geometry.values), path, out.crs if frame.crs is None else frame.crs)
-    dup_mask = out["code_insee"].duplicated()
-    duplicates = sorted(set(out.loc[dup_mask, "code_insee"]))
-    out = out[~dup_mask].sort_values("code_insee").reset_index(drop=True)
+    keep, duplicates = _first_of_each_code(out["code_insee"])
+    out = out.iloc[keep].reset_index(drop=True)
     report = BoundaryReport(rows=len(out), repaired=repaired, empty=empty, duplicates=duplicates,
                             crs=_crs_name(frame.crs), sub_communal=sub_communal)
     return out, report
@@ -108,8 +104,7 @@ def _read_any(path: Path) -> gpd.GeoDataFrame:
     import pyogrio   # GDAL (about 30 MB resident): only for files other than GeoParquet
 
     try:
-        with open(path, "rb") as fh:
-            magic = fh.read(4)
+        magic = _magic(path)
         if magic == b"PAR1":
             frame = _read_geoparquet(path)
         else:
@@ -413,11 +408,10 @@ class BoundarySet:
         """(positions, WKB) of the wanted communes, batch by batch from the file."""
         position = np.full(int(self._rows.max()) + 1, -1, dtype=np.int64)
         position[self._rows] = np.arange(len(self._rows))
-        parquet = pq.ParquetFile(self._path, buffer_size=4 << 20, pre_buffer=False)
+        parquet = _open_parquet(self._path)
         geom_col = _geo_meta(parquet)[0]
         start = 0
-        rows_per_batch = _batch_rows(parquet, geom_col, self._batch_size)
-        for batch in parquet.iter_batches(batch_size=rows_per_batch, columns=[geom_col], use_threads=False):
+        for batch in _iter_batches(parquet, geom_col, [geom_col], self._batch_size):
             pos = position[start:start + batch.num_rows]
             start += batch.num_rows
             use = np.flatnonzero(pos >= 0)
@@ -468,10 +462,49 @@ def _batch_rows(parquet: pq.ParquetFile, column: str, batch_size: int | None) ->
     """Rows per batch so that a batch holds about BATCH_BYTES of WKB (Arrow reads a batch's pages at once)."""
     if batch_size:
         return batch_size
+    size = _column_bytes(parquet, column)
+    return int(min(max(256, BATCH_BYTES * max(parquet.metadata.num_rows, 1) // max(size, 1)), 65_536))
+
+
+def _column_bytes(parquet: pq.ParquetFile, column: str) -> int:
+    """Uncompressed size of a column over all row groups."""
     meta = parquet.metadata
     index = parquet.schema_arrow.get_field_index(column)
-    size = sum(meta.row_group(i).column(index).total_uncompressed_size for i in range(meta.num_row_groups))
-    return int(min(max(256, BATCH_BYTES * max(meta.num_rows, 1) // max(size, 1)), 65_536))
+    return sum(meta.row_group(i).column(index).total_uncompressed_size for i in range(meta.num_row_groups))
+
+
+def _iter_batches(parquet: pq.ParquetFile, geom_col: str, columns: list[str], batch_size: int | None):
+    """Batches of ``columns`` sized by :func:`_batch_rows`, read on the calling thread."""
+    return parquet.iter_batches(batch_size=_batch_rows(parquet, geom_col, batch_size), columns=columns,
+                                use_threads=False)
+
+
+def _open_parquet(path: Path) -> pq.ParquetFile:
+    # buffered stream reading: pages are read as needed, not the whole column chunk at once
+    return pq.ParquetFile(path, buffer_size=4 << 20, pre_buffer=False)
+
+
+def _magic(path: Path) -> bytes:
+    """The first four bytes of a file (``PAR1`` for Parquet; gzip starts with 1f 8b)."""
+    with open(path, "rb") as fh:
+        return fh.read(4)
+
+
+def _read_columns(parquet: pq.ParquetFile, geom_col: str) -> list[str]:
+    """The :func:`_wanted` columns to read, the geometry column last."""
+    return [c for c in _wanted(parquet.schema_arrow.names) if c != geom_col] + [geom_col]
+
+
+def _wkb_geometry(parquet: pq.ParquetFile, geom_col: str, encoding: str) -> bool:
+    """Whether the primary geometry column is present and WKB (else geopandas reads the file whole)."""
+    return geom_col in parquet.schema_arrow.names and encoding.upper() == "WKB"
+
+
+def _crs_of(crs_meta):
+    """The pyproj CRS of the GeoParquet ``crs`` metadata (None if the file declares none)."""
+    from pyproj import CRS
+
+    return None if crs_meta is None else CRS.from_user_input(crs_meta)
 
 
 def _geo_meta(parquet: pq.ParquetFile) -> tuple[str, str, object]:
@@ -488,108 +521,149 @@ def scan_boundaries(path: Path, batch_size: int | None = None, in_memory_bytes: 
     """Check every commune of a boundary file like :func:`read_boundaries`, keep polygons for later.
 
     GeoParquet files in EPSG:4326 (the published boundaries) are read batch by batch and no
-    polygon is kept; other files are read whole (all polygons loaded).
+    polygon is kept; other files are read whole (all polygons loaded). ``in_memory_bytes``: the
+    geometry column size up to which every WKB stays in memory (default ``IN_MEMORY_BYTES``).
     """
-    from pyproj import CRS
-
     path = Path(path)
-    lazy = False
-    try:
-        with open(path, "rb") as fh:
-            lazy = fh.read(4) == b"PAR1"
-        if lazy:
-            parquet = pq.ParquetFile(path, buffer_size=4 << 20, pre_buffer=False)
-            geom_col, encoding, crs_meta = _geo_meta(parquet)
-            crs = None if crs_meta is None else CRS.from_user_input(crs_meta)
-            lazy = (geom_col in parquet.schema_arrow.names and encoding.upper() == "WKB"
-                    and crs is not None and crs.to_epsg() == 4326)
-    except (OSError, ValueError) as err:
-        raise InputFormatError(f"{path}: cannot read commune boundaries ({err})") from None
-    if not lazy:
+    source = _lazy_source(path)
+    if source is None:
         frame, report = read_boundaries(path)
         return BoundarySet(pd.DataFrame(frame.drop(columns="geometry")), report,
                            shapely.bounds(frame.geometry.values), frame.crs, geoms=frame.geometry.values)
-    columns = [c for c in _wanted(parquet.schema_arrow.names) if c != geom_col] + [geom_col]
-    attrs, bounds, repaired_geoms = [], [], {}
-    repaired, empty, sub_communal = [], [], []
-    has_z = False
-    start = 0
+    parquet, geom_col, crs = source
+    limit = IN_MEMORY_BYTES if in_memory_bytes is None else in_memory_bytes
+    in_memory = _column_bytes(parquet, geom_col) <= limit
+    parts = _check_batches(parquet, path, geom_col, crs, batch_size, in_memory)
+    return _boundary_set(parts, path, crs, batch_size, in_memory)
 
-    index = parquet.schema_arrow.get_field_index(geom_col)
-    size = sum(parquet.metadata.row_group(i).column(index).total_uncompressed_size
-               for i in range(parquet.metadata.num_row_groups))
-    in_memory = size <= (IN_MEMORY_BYTES if in_memory_bytes is None else in_memory_bytes)
-    wkbs = []
 
-    def check(batch, first: int) -> tuple:
-        """One batch: decoded, checked, repaired; only attributes, bounds and repairs are kept."""
-        raw = batch.column(geom_col).to_numpy(zero_copy_only=False)
-        geoms = shapely.from_wkb(raw)
-        frame = gpd.GeoDataFrame(batch.drop_columns([geom_col]).to_pandas(), geometry=geoms, crs=crs)
-        frame.index = pd.RangeIndex(first, first + len(frame))
-        out, rep, emp, sub = _validate(frame, path)
-        out, rep, emp = _to_wgs84(out, path, rep, emp)
-        g = out.geometry.values
-        fixed = {}
-        if rep:
-            is_rep = out["code_insee"].isin(rep).to_numpy()
-            fixed = dict(zip(out.index[is_rep], g[is_rep]))
-        return (pd.DataFrame(out.drop(columns="geometry")), shapely.bounds(g), rep, emp, sub, fixed,
-                bool(shapely.has_z(geoms).any()), raw[out.index.to_numpy() - first] if in_memory else None)
-
-    def collect(result: tuple) -> None:
-        nonlocal has_z
-        frame, b, rep, emp, sub, fixed, z, w = result
-        wkbs.append(w)
-        attrs.append(frame)
-        bounds.append(b)
-        repaired.extend(rep)
-        empty.extend(emp)
-        sub_communal.extend(sub)
-        repaired_geoms.update(fixed)
-        has_z = has_z or z
-
+def _lazy_source(path: Path) -> tuple[pq.ParquetFile, str, object] | None:
+    """The GeoParquet file, its geometry column and CRS when it can be read batch by batch (WKB
+    geometries in EPSG:4326); None when the file must be read whole."""
     try:
-        rows_per_batch = _batch_rows(parquet, geom_col, batch_size)
+        if _magic(path) != b"PAR1":
+            return None
+        parquet = _open_parquet(path)
+        geom_col, encoding, crs_meta = _geo_meta(parquet)
+        crs = _crs_of(crs_meta)
+        lazy = _wkb_geometry(parquet, geom_col, encoding) and crs is not None and crs.to_epsg() == 4326
+    except (OSError, ValueError) as err:
+        raise InputFormatError(f"{path}: cannot read commune boundaries ({err})") from None
+    return (parquet, geom_col, crs) if lazy else None
+
+
+class _CheckedBatch(NamedTuple):
+    """What is kept of one checked batch (its polygons are not, except the repaired ones)."""
+
+    communes: pd.DataFrame      # tidy attributes, indexed by row in the file
+    bounds: np.ndarray          # (n, 4) lon/lat bounds of those communes
+    repaired: list[str]
+    empty: list[str]
+    sub_communal: list[str]
+    fixed: dict[int, object]    # repaired polygons by row in the file
+    has_z: bool
+    wkb: np.ndarray | None      # the communes' WKB when the file is kept in memory
+
+
+@dataclass
+class _ScanParts:
+    """The checked batches gathered in file order, and the number of rows read."""
+
+    communes: list[pd.DataFrame] = field(default_factory=list)
+    bounds: list[np.ndarray] = field(default_factory=list)
+    wkbs: list[np.ndarray | None] = field(default_factory=list)
+    repaired: list[str] = field(default_factory=list)
+    empty: list[str] = field(default_factory=list)
+    sub_communal: list[str] = field(default_factory=list)
+    fixed: dict[int, object] = field(default_factory=dict)
+    has_z: bool = False
+    rows_read: int = 0
+
+    def add(self, batch: _CheckedBatch) -> None:
+        self.wkbs.append(batch.wkb)
+        self.communes.append(batch.communes)
+        self.bounds.append(batch.bounds)
+        self.repaired.extend(batch.repaired)
+        self.empty.extend(batch.empty)
+        self.sub_communal.extend(batch.sub_communal)
+        self.fixed.update(batch.fixed)
+        self.has_z = self.has_z or batch.has_z
+
+
+def _check_batches(parquet: pq.ParquetFile, path: Path, geom_col: str, crs, batch_size: int | None,
+                   in_memory: bool) -> _ScanParts:
+    """Every batch of the file checked by :func:`_check_batch`; each batch is dropped once checked."""
+    columns = _read_columns(parquet, geom_col)
+    parts = _ScanParts()
+    try:
         # batches are checked on runtime.threads() threads (GEOS releases the GIL), as many in flight
         threads = runtime.threads()
         with ThreadPoolExecutor(threads) as pool:
             pending: deque = deque()
-            for batch in parquet.iter_batches(batch_size=rows_per_batch, columns=columns, use_threads=False):
-                pending.append(pool.submit(check, batch, start))
-                start += batch.num_rows
+            for batch in _iter_batches(parquet, geom_col, columns, batch_size):
+                pending.append(pool.submit(_check_batch, batch, parts.rows_read, path, geom_col, crs, in_memory))
+                parts.rows_read += batch.num_rows
                 if len(pending) >= threads:
-                    collect(pending.popleft().result())
+                    parts.add(pending.popleft().result())
             while pending:
-                collect(pending.popleft().result())
+                parts.add(pending.popleft().result())
     except (OSError, ValueError) as err:
         raise InputFormatError(f"{path}: cannot read commune boundaries ({err})") from None
-    if not start:
+    return parts
+
+
+def _check_batch(batch, first: int, path: Path, geom_col: str, crs, in_memory: bool) -> _CheckedBatch:
+    """One batch (``first``: its first row in the file) decoded, checked and repaired like
+    :func:`read_boundaries`."""
+    raw = batch.column(geom_col).to_numpy(zero_copy_only=False)
+    geoms = shapely.from_wkb(raw)
+    frame = gpd.GeoDataFrame(batch.drop_columns([geom_col]).to_pandas(), geometry=geoms, crs=crs)
+    frame.index = pd.RangeIndex(first, first + len(frame))
+    out, rep, emp, sub = _validate(frame, path)
+    out, rep, emp = _to_wgs84(out, path, rep, emp)
+    g = out.geometry.values
+    fixed = {}
+    if rep:
+        is_rep = out["code_insee"].isin(rep).to_numpy()
+        fixed = dict(zip(out.index[is_rep], g[is_rep]))
+    return _CheckedBatch(pd.DataFrame(out.drop(columns="geometry")), shapely.bounds(g), rep, emp, sub, fixed,
+                         bool(shapely.has_z(geoms).any()), raw[out.index.to_numpy() - first] if in_memory else None)
+
+
+def _boundary_set(parts: _ScanParts, path: Path, crs, batch_size: int | None, in_memory: bool) -> BoundarySet:
+    """The scanned communes checked as a whole (extent, duplicates), sorted by code, with their report."""
+    if not parts.rows_read:
         raise InputFormatError(f"{path}: no commune polygon in the file")
-    communes = pd.concat(attrs)
-    bounds = np.concatenate(bounds)
+    communes = pd.concat(parts.communes)
+    bounds = np.concatenate(parts.bounds)
+    parts.communes.clear()      # the pieces are copies: drop them before sorting
+    parts.bounds.clear()
     if not len(communes):
         raise InputFormatError(f"{path}: every commune geometry is empty")
     _check_extent((bounds[:, 0].min(), bounds[:, 1].min(), bounds[:, 2].max(), bounds[:, 3].max()), path, crs)
     rows = communes.index.to_numpy()
-    dup = communes["code_insee"].duplicated().to_numpy()
-    duplicates = sorted(set(communes.loc[dup, "code_insee"]))
-    order = np.argsort(communes["code_insee"].to_numpy()[~dup], kind="stable")
-    keep = np.flatnonzero(~dup)[order]
+    keep, duplicates = _first_of_each_code(communes["code_insee"])
     communes = communes.iloc[keep].reset_index(drop=True)
     rows, bounds = rows[keep], bounds[keep]
     position = {int(r): i for i, r in enumerate(rows)}
-    repaired_geoms = {position[int(r)]: g for r, g in repaired_geoms.items() if int(r) in position}
+    repaired_geoms = {position[int(r)]: g for r, g in parts.fixed.items() if int(r) in position}
     wkb = None
     if in_memory:
-        wkb = np.concatenate(wkbs)[keep] if wkbs else np.zeros(0, dtype=object)
+        wkb = np.concatenate(parts.wkbs)[keep] if parts.wkbs else np.zeros(0, dtype=object)
         for p, g in repaired_geoms.items():
             wkb[p] = shapely.to_wkb(g)
-    empty = sorted(empty)
-    report = BoundaryReport(rows=len(communes), repaired=sorted(repaired), empty=empty,
-                            duplicates=duplicates, crs=_crs_name(crs), sub_communal=sorted(sub_communal))
+    report = BoundaryReport(rows=len(communes), repaired=sorted(parts.repaired), empty=sorted(parts.empty),
+                            duplicates=duplicates, crs=_crs_name(crs), sub_communal=sorted(parts.sub_communal))
     return BoundarySet(communes, report, bounds, crs, path=path, rows=rows, repaired=repaired_geoms,
-                       has_z=has_z, batch_size=batch_size, wkb=wkb)
+                       has_z=parts.has_z, batch_size=batch_size, wkb=wkb)
+
+
+def _first_of_each_code(codes: pd.Series) -> tuple[np.ndarray, list[str]]:
+    """Positions of the first row of each code, in code order, and the codes present more than once."""
+    dup = codes.duplicated().to_numpy()
+    duplicates = sorted(set(codes[dup]))
+    order = np.argsort(codes.to_numpy()[~dup], kind="stable")
+    return np.flatnonzero(~dup)[order], duplicates
 
 
 def boundary_codes(path: Path) -> set[str] | None:
@@ -599,9 +673,8 @@ def boundary_codes(path: Path) -> set[str] | None:
     caller can start with them and check against the scan. None for other formats or any doubt.
     """
     try:
-        with open(path, "rb") as fh:
-            if fh.read(4) != b"PAR1":
-                return None
+        if _magic(path) != b"PAR1":
+            return None
         parquet = pq.ParquetFile(path)
         names = parquet.schema_arrow.names
         code_col = _pick(names, CODE_ALIASES)
