@@ -42,6 +42,11 @@ def _cell(text: str) -> str:
 
 def render_data_dictionary() -> str:
     """The Markdown text of ``docs/DATA_DICTIONARY.md``."""
+    return "\n".join(_files_lines() + [""] + _territory_columns_lines() + [""] + _membership_lines())
+
+
+def _files_lines() -> list[str]:
+    """Title, then one item per published file of a phase."""
     names = STABLE_NAMES
     lines = [
         "# Data dictionary: published territories",
@@ -66,9 +71,15 @@ def render_data_dictionary() -> str:
             f"- `{names['light_' + v.suffix]}`: light GeoJSON for {v.use}, under {v.max_bytes // 1000} KB: the "
             "smallest coverage simplification that meets it, with the map columns only;"
         )
-    lines += [
-        f"- `{names['preview']}`: a preview image; `{names['manifest']}`: build id, inputs, outputs (sha256), checks.",
-        "",
+    lines.append(
+        f"- `{names['preview']}`: a preview image; `{names['manifest']}`: build id, inputs, outputs (sha256), checks."
+    )
+    return lines
+
+
+def _territory_columns_lines() -> list[str]:
+    """The build metadata in each file, the type conventions and one row per territory column."""
+    lines = [
         "Each data file carries the build's id, phase, contract version, pipeline version and source lock "
         f"under the key `{KEY}`: GeoParquet and Parquet file metadata (GeoParquet: geopandas' `PANDAS_ATTRS`, "
         "so `geopandas.read_parquet(path).attrs`), the GeoPackage's `gpkg_metadata` table (layer metadata), "
@@ -90,7 +101,14 @@ def render_data_dictionary() -> str:
         "",
         "Plan columns (`axe_*`, `plan_*`) come only from the user's plan table (`TI_PLANS_PATH`); "
         "without it they are null.",
-        "",
+    ]
+    return lines
+
+
+def _membership_lines() -> list[str]:
+    """The membership tables: their files, the ``how`` values and one table of columns each."""
+    names = STABLE_NAMES
+    lines = [
         "## Membership tables",
         "",
         f"`{names['membership_communes_parquet']}` / `.csv`: one row per (commune, territory); a commune in no "
@@ -113,7 +131,7 @@ def render_data_dictionary() -> str:
             arrow = "int64" if kind == "int" else "string"
             lines.append(f"| {name} | {arrow} | text | {_cell(meaning)} |")
         lines.append("")
-    return "\n".join(lines)
+    return lines
 
 
 def write_data_dictionary(path: Path = DICTIONARY_PATH) -> Path:

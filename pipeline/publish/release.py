@@ -26,6 +26,7 @@ A lock file serialises concurrent publishes; it and ``releases/`` are never symb
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import re
@@ -167,15 +168,13 @@ def _write_outputs(frame: gpd.GeoDataFrame, staging: Path, build_id: str, phase:
     """Write and verify every data file in ``staging``; return (facts per name, seconds per name).
 
     ``meta`` is the build's metadata written inside each data file; the membership tables are
-    written when the build's ``membership`` is given. One step per file, each timed: the
-    sequence is long but flat.
+    written when the build's ``membership`` is given. One timed step per file, in manifest order.
     """
-    names = STABLE_NAMES
     facts: dict[str, dict] = {}
     timings: dict[str, float] = {}
 
     def step(name: str, write, verify) -> None:
-        path = staging / names[name]
+        path = staging / STABLE_NAMES[name]
         t0 = time.perf_counter()
         try:
             write(path)
@@ -183,9 +182,23 @@ def _write_outputs(frame: gpd.GeoDataFrame, staging: Path, build_id: str, phase:
         except PublishError as err:
             raise PublishError(f"publishing release {build_id} failed, previous files left unchanged: {err}") from err
         except Exception as err:
-            raise _fail(build_id, f"could not write {names[name]} ({path})", err) from err
+            raise _fail(build_id, f"could not write {STABLE_NAMES[name]} ({path})", err) from err
         timings[name] = round(time.perf_counter() - t0, 3)
 
+    _write_full_files(step, frame, meta)
+    simplify = light.Simplifier(frame)   # each tolerance computed once for the tiles and the light files
+    step("pmtiles", lambda p: tiles.write_pmtiles(frame, p, simplify, metadata=meta),
+         lambda p: tiles.verify_pmtiles(p, frame))
+    _write_light_files(step, frame, simplify, meta)
+    if membership is not None:
+        _write_membership_tables(step, staging, membership, references, phase, meta)
+    title = f"Territoires d'industrie {phase} - {len(frame)} territoires"
+    step("preview", lambda p: preview.render_preview(frame, p, title), preview.verify_png)
+    return facts, timings
+
+
+def _write_full_files(step, frame: gpd.GeoDataFrame, meta: dict) -> None:
+    """The full-resolution files: GeoParquet, GeoJSON, GeoPackage, FlatGeobuf (one ``step`` each)."""
     step("geoparquet", lambda p: geoparquet.write_geoparquet(frame, p, metadata=meta),
          lambda p: geoparquet.verify_geoparquet(p, frame))
     step("geojson", lambda p: geojson.write_geojson(frame, p, metadata=meta),
@@ -193,9 +206,10 @@ def _write_outputs(frame: gpd.GeoDataFrame, staging: Path, build_id: str, phase:
     step("gpkg", lambda p: gpkg.write_gpkg(frame, p, metadata=meta), lambda p: gpkg.verify_gpkg(p, frame))
     step("flatgeobuf", lambda p: tiles.write_flatgeobuf(frame, p, metadata=meta),
          lambda p: tiles.verify_flatgeobuf(p, frame))
-    simplify = light.Simplifier(frame)   # each tolerance computed once for the tiles and the light files
-    step("pmtiles", lambda p: tiles.write_pmtiles(frame, p, simplify, metadata=meta),
-         lambda p: tiles.verify_pmtiles(p, frame))
+
+
+def _write_light_files(step, frame: gpd.GeoDataFrame, simplify, meta: dict) -> None:
+    """One light GeoJSON per ``light.VARIANTS``, each checked against its size target and the coverage."""
     source_valid: dict[str, bool] = {}  # coverage check of the source, done once for every variant
     small = light.map_frame(frame)
     for variant in light.VARIANTS:
@@ -215,21 +229,21 @@ def _write_outputs(frame: gpd.GeoDataFrame, staging: Path, build_id: str, phase:
             return out
 
         step(f"light_{variant.suffix}", write_light, verify_light)
-    if membership is not None:
-        for table, make in (("communes", membership_tables.commune_table),
-                            ("groupements", membership_tables.groupement_table)):
-            rows = make(membership, references, phase)
-            step(f"membership_{table}_parquet",
-                 lambda p, rows=rows: membership_tables.write_parquet(rows, p, meta),
-                 lambda p, rows=rows: {"rows": len(pd.read_parquet(p)), "format": "Parquet",
-                                       "media_type": "application/vnd.apache.parquet"})
-            step(f"membership_{table}_csv", lambda p, rows=rows: membership_tables.write_csv(rows, p),
-                 lambda p, rows=rows, table=table: {
-                     **membership_tables.verify(staging / names[f"membership_{table}_parquet"], p, rows),
-                     "format": "CSV (UTF-8, comma, one header line)", "media_type": "text/csv"})
-    title = f"Territoires d'industrie {phase} - {len(frame)} territoires"
-    step("preview", lambda p: preview.render_preview(frame, p, title), preview.verify_png)
-    return facts, timings
+
+
+def _write_membership_tables(step, staging: Path, membership, references, phase: str, meta: dict) -> None:
+    """The commune and groupement tables, each as Parquet then CSV (checked against the Parquet)."""
+    for table, make in (("communes", membership_tables.commune_table),
+                        ("groupements", membership_tables.groupement_table)):
+        rows = make(membership, references, phase)
+        step(f"membership_{table}_parquet",
+             lambda p, rows=rows: membership_tables.write_parquet(rows, p, meta),
+             lambda p, rows=rows: {"rows": len(pd.read_parquet(p)), "format": "Parquet",
+                                   "media_type": "application/vnd.apache.parquet"})
+        step(f"membership_{table}_csv", lambda p, rows=rows: membership_tables.write_csv(rows, p),
+             lambda p, rows=rows, table=table: {
+                 **membership_tables.verify(staging / STABLE_NAMES[f"membership_{table}_parquet"], p, rows),
+                 "format": "CSV (UTF-8, comma, one header line)", "media_type": "text/csv"})
 
 
 def content_sha256(staging: Path, names: list[str]) -> str:
@@ -344,6 +358,148 @@ def write_index(output_dir: Path) -> dict:
     return index
 
 
+@dataclasses.dataclass(frozen=True)
+class _Layout:
+    """The folders of one publish: ``stable`` (the folder the manifest's ``path`` names), every stable
+    folder ``dirs`` (``dirs[0]`` is ``phase=<phase>/``) and the release folder ``final``."""
+
+    build_id: str
+    phase: str
+    output_dir: Path
+    stable: Path
+    dirs: list[Path]
+    final: Path
+
+    @classmethod
+    def of(cls, output_dir: Path, build_id: str, phase: str) -> _Layout:
+        return cls(build_id, phase, output_dir, stable_dir(output_dir, phase), stable_dirs(output_dir, phase),
+                   release_dir(output_dir, build_id, phase))
+
+    def rel(self, path: Path) -> str:
+        return _rel(path, self.output_dir)
+
+
+def _check_ids(build_id: str, phase: str) -> None:
+    """Refuse a build id or phase that could not be a folder name of the layout."""
+    if not _BUILD_ID.match(str(build_id)):
+        raise PublishError(f"build id {build_id!r} must be 1-128 characters among A-Z a-z 0-9 . _ - (not starting with . _ -)")
+    if not _PHASE.match(str(phase)):
+        raise PublishError(f"phase {phase!r} must look like 2023-2027")
+
+
+def _make_folders(lay: _Layout) -> None:
+    try:
+        for d in lay.dirs:
+            d.mkdir(parents=True, exist_ok=True)
+        (lay.output_dir / RELEASES_DIR).mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise _fail(lay.build_id, f"cannot create the output folder {lay.output_dir}", err) from err
+
+
+def _clear_and_repair(output_dir: Path, dirs: list[Path], phase: str) -> list[str]:
+    """Remove a killed publish's leftovers, then repair the stable set (the publish lock is held)."""
+    for d in dirs:
+        _remove_stale(output_dir, d)
+    return _repair(output_dir, phase)
+
+
+def _output_entries(lay: _Layout, staging: Path, facts: dict[str, dict]) -> list[dict]:
+    """The manifest's ``outputs``: each staged file with its stable, release and phase paths."""
+    return [
+        output_entry(name, staging / STABLE_NAMES[name], lay.rel(lay.stable / STABLE_NAMES[name]),
+                     lay.rel(lay.final / STABLE_NAMES[name]),
+                     {"phase_path": lay.rel(lay.dirs[0] / STABLE_NAMES[name]), **facts[name]})
+        for name in facts
+    ]
+
+
+def _write_manifest(manifest: dict, path: Path, build_id: str) -> None:
+    """Write ``manifest`` to ``path`` and check it reads back identically."""
+    try:
+        path.write_text(dumps(manifest), encoding="utf-8")
+        if read_manifest(path) != read_manifest_roundtrip(manifest):
+            raise PublishError(f"{path}: manifest does not read back identically")
+    except PublishError:
+        raise
+    except Exception as err:
+        raise _fail(build_id, f"could not write {MANIFEST_NAME} ({path})", err) from err
+
+
+def _write_changes(lay: _Layout, staging: Path, manifest: dict, frame: gpd.GeoDataFrame) -> list[str]:
+    """changes.json + CHANGES.md against the stable release, swapped in with the manifest; return their names."""
+    try:
+        report = changes.report_for(lay.stable, manifest, frame, MANIFEST_NAME, STABLE_NAMES["geoparquet"])
+        return changes.write_changes(staging, report)
+    except Exception as err:
+        raise _fail(lay.build_id, f"could not write {changes.CHANGES_JSON}", err) from err
+
+
+def _stage(frame: gpd.GeoDataFrame, staging: Path, lay: _Layout, t_start: float, *, inputs: list[dict],
+           checks: list[dict], extra: dict | None, membership, references) -> tuple[dict, list[str]]:
+    """Write every file of the release in a new ``staging`` folder; return (manifest, file names
+    with the manifest last)."""
+    staging.mkdir(parents=True)
+    meta = file_metadata(lay.build_id, lay.phase, {"inputs": inputs, "lock": (extra or {}).get("lock")})
+    facts, timings = _write_outputs(frame, staging, lay.build_id, lay.phase, meta, membership, references)
+    outputs = _output_entries(lay, staging, facts)
+    timings["total_before_swap"] = round(time.perf_counter() - t_start, 3)
+    manifest = build_manifest(
+        build_id=lay.build_id, phase=lay.phase, built_at=utc_now(), release_path=lay.rel(lay.final),
+        inputs=inputs, outputs=outputs, checks=checks, extra=extra,
+        columns=[{"name": c.name, "kind": c.kind} for c in column_infos(frame)], timings=timings,
+        source_lock=meta["source_lock"], content_sha256=content_sha256(staging, list(facts)),
+    )
+    _write_manifest(manifest, staging / MANIFEST_NAME, lay.build_id)
+    files = [STABLE_NAMES[n] for n in facts] + _write_changes(lay, staging, manifest, frame) + [MANIFEST_NAME]
+    return manifest, files
+
+
+def _move_to_release(staging: Path, final: Path, files: list[str], moved: list[Path]) -> None:
+    """Move ``files`` from ``staging`` into the release folder ``final``, recording each in ``moved``."""
+    final.mkdir(parents=True, exist_ok=True)
+    for file in files:
+        src = staging / file
+        os.replace(src, final / src.name)
+        moved.append(final / src.name)
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+def _copy_beside_stable(lay: _Layout, files: list[str], temps: list[tuple[Path, Path]]) -> None:
+    """Copy each release file beside each of its stable paths, recording (temporary, stable) in ``temps``."""
+    # temporary copies beside the stable paths (this is where a full disk would show),
+    # in swap order: every other file of every folder, then the manifests
+    for group in (files[:-1], files[-1:]):
+        for d in lay.dirs:
+            for file in group:
+                src = lay.final / file
+                try:
+                    temps.append((_copy_to_temp(src, d, lay.build_id), d / src.name))
+                except Exception as err:
+                    raise _fail(lay.build_id, f"could not stage {src.name} in {d}", err) from err
+
+
+def _swap_in(temps: list[tuple[Path, Path]], created: Path | None, build_id: str) -> None:
+    """Rename the temporary files onto their stable paths; on failure drop them and the new release."""
+    # the swap: renames only, manifest last, as one set (swap.py); a release never published
+    # is not kept
+    try:
+        swap.swap_in(temps, build_id)
+    except BaseException:
+        _cleanup([t for t, _ in temps], [created] if created is not None else [])
+        raise
+
+
+def _after_swap(lay: _Layout, keep: int) -> None:
+    """Flush the stable folders, apply retention and rewrite the release index."""
+    for d in lay.dirs:
+        _fsync_dir(d)
+    apply_retention(lay.output_dir, keep, lay.build_id, lay.phase)
+    try:
+        write_index(lay.output_dir)
+    except OSError as err:   # the files are published; the next publish rewrites the index
+        log.warning("could not write %s/%s: %s", RELEASES_DIR, INDEX_NAME, _cause(err))
+
+
 def publish_release(
     territories: gpd.GeoDataFrame,
     settings,
@@ -365,27 +521,15 @@ def publish_release(
     files untouched, on any failure before the swap.
     """
     t_start = time.perf_counter()
-    if not _BUILD_ID.match(str(build_id)):
-        raise PublishError(f"build id {build_id!r} must be 1-128 characters among A-Z a-z 0-9 . _ - (not starting with . _ -)")
-    if not _PHASE.match(str(phase)):
-        raise PublishError(f"phase {phase!r} must look like 2023-2027")
-    output_dir = Path(settings.output_dir).resolve()
-    stable = stable_dir(output_dir, phase)
-    dirs = stable_dirs(output_dir, phase)
-    final = release_dir(output_dir, build_id, phase)
+    _check_ids(build_id, phase)
+    lay = _Layout.of(Path(settings.output_dir).resolve(), build_id, phase)
+    output_dir, final = lay.output_dir, lay.final
     _inside(output_dir)
-    try:
-        for d in dirs:
-            d.mkdir(parents=True, exist_ok=True)
-        (output_dir / RELEASES_DIR).mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise _fail(build_id, f"cannot create the output folder {output_dir}", err) from err
+    _make_folders(lay)
 
     frame = prepare_frame(territories, phase)
     with _publish_lock(output_dir):
-        for d in dirs:
-            _remove_stale(output_dir, d)
-        _repair(output_dir, phase)
+        _clear_and_repair(output_dir, lay.dirs, phase)
         if (final / MANIFEST_NAME).exists():
             raise PublishError(f"release {build_id} of phase {phase} already exists ({final}); use a new build id")
         staging = output_dir / RELEASES_DIR / f".staging-{build_id}-{uuid.uuid4().hex[:8]}"
@@ -394,54 +538,10 @@ def publish_release(
         moved: list[Path] = []
         temps: list[tuple[Path, Path]] = []
         try:
-            staging.mkdir(parents=True)
-            meta = file_metadata(build_id, phase, {"inputs": inputs, "lock": (extra or {}).get("lock")})
-            facts, timings = _write_outputs(frame, staging, build_id, phase, meta, membership, references)
-            outputs = [
-                output_entry(name, staging / STABLE_NAMES[name], _rel(stable / STABLE_NAMES[name], output_dir),
-                             _rel(final / STABLE_NAMES[name], output_dir),
-                             {"phase_path": _rel(dirs[0] / STABLE_NAMES[name], output_dir), **facts[name]})
-                for name in facts
-            ]
-            timings["total_before_swap"] = round(time.perf_counter() - t_start, 3)
-            manifest = build_manifest(
-                build_id=build_id, phase=phase, built_at=utc_now(), release_path=_rel(final, output_dir),
-                inputs=inputs, outputs=outputs, checks=checks, extra=extra,
-                columns=[{"name": c.name, "kind": c.kind} for c in column_infos(frame)], timings=timings,
-                source_lock=meta["source_lock"], content_sha256=content_sha256(staging, list(facts)),
-            )
-            manifest_path = staging / MANIFEST_NAME
-            try:
-                manifest_path.write_text(dumps(manifest), encoding="utf-8")
-                if read_manifest(manifest_path) != read_manifest_roundtrip(manifest):
-                    raise PublishError(f"{manifest_path}: manifest does not read back identically")
-            except PublishError:
-                raise
-            except Exception as err:
-                raise _fail(build_id, f"could not write {MANIFEST_NAME} ({manifest_path})", err) from err
-            # changes.json + CHANGES.md against the stable release, swapped in with the manifest
-            try:
-                report = changes.report_for(stable, manifest, frame, MANIFEST_NAME, STABLE_NAMES["geoparquet"])
-                files = [STABLE_NAMES[n] for n in facts] + changes.write_changes(staging, report) + [MANIFEST_NAME]
-            except Exception as err:
-                raise _fail(build_id, f"could not write {changes.CHANGES_JSON}", err) from err
-            # into the release folder
-            final.mkdir(parents=True, exist_ok=True)
-            for file in files:
-                src = staging / file
-                os.replace(src, final / src.name)
-                moved.append(final / src.name)
-            shutil.rmtree(staging, ignore_errors=True)
-            # temporary copies beside the stable paths (this is where a full disk would show),
-            # in swap order: every other file of every folder, then the manifests
-            for group in (files[:-1], files[-1:]):
-                for d in dirs:
-                    for file in group:
-                        src = final / file
-                        try:
-                            temps.append((_copy_to_temp(src, d, build_id), d / src.name))
-                        except Exception as err:
-                            raise _fail(build_id, f"could not stage {src.name} in {d}", err) from err
+            manifest, files = _stage(frame, staging, lay, t_start, inputs=inputs, checks=checks, extra=extra,
+                                     membership=membership, references=references)
+            _move_to_release(staging, final, files, moved)
+            _copy_beside_stable(lay, files, temps)
         except BaseException as err:
             _cleanup([t for t, _ in temps] + moved, [staging])
             if created is not None:
@@ -451,20 +551,8 @@ def publish_release(
             if isinstance(err, Exception):
                 raise _fail(build_id, "release folder", err) from err
             raise
-        # the swap: renames only, manifest last, as one set (swap.py); a release never published
-        # is not kept
-        try:
-            swap.swap_in(temps, build_id)
-        except BaseException:
-            _cleanup([t for t, _ in temps], [created] if created is not None else [])
-            raise
-        for d in dirs:
-            _fsync_dir(d)
-        apply_retention(output_dir, settings.keep_releases, build_id, phase)
-        try:
-            write_index(output_dir)
-        except OSError as err:   # the files are published; the next publish rewrites the index
-            log.warning("could not write %s/%s: %s", RELEASES_DIR, INDEX_NAME, _cause(err))
+        _swap_in(temps, created, build_id)
+        _after_swap(lay, settings.keep_releases)
     log.info("published release %s (%s) in %.1f s", build_id, phase, time.perf_counter() - t_start)
     return manifest
 
@@ -496,9 +584,7 @@ def repair_published(settings, phase: str = DEFAULT_PHASE) -> list[str]:
         return []
     _inside(output_dir)
     with _publish_lock(output_dir):
-        for d in dirs:
-            _remove_stale(output_dir, d)
-        return _repair(output_dir, phase)
+        return _clear_and_repair(output_dir, dirs, phase)
 
 
 def read_manifest_roundtrip(manifest: dict) -> dict:
