@@ -15,9 +15,9 @@ from ..errors import PublishError
 
 # public name -> submodule that defines it
 _LAZY = {
-    **dict.fromkeys(("column_descriptions", "column_kinds", "render_data_dictionary", "write_data_dictionary"),
+    **dict.fromkeys(("column_descriptions", "render_data_dictionary", "write_data_dictionary"),
                     "dictionary"),
-    **dict.fromkeys(("preview_markdown", "render_preview", "render_preview_bytes"), "preview"),
+    **dict.fromkeys(("render_preview", "render_preview_bytes"), "preview"),
     **dict.fromkeys(("DEFAULT_PHASE", "STABLE_NAMES", "apply_retention", "preview_path", "publish_release",
                      "release_dir", "stable_dirs", "stable_paths", "write_index"), "release"),
 }

@@ -31,11 +31,6 @@ def column_descriptions() -> dict[str, str]:
     return {c.name: c.description for c in declared_columns()}
 
 
-def column_kinds() -> dict[str, str]:
-    """Column name -> logical kind (string, int, float, bool, date, list, geometry)."""
-    return {c.name: c.kind for c in declared_columns()}
-
-
 def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 

@@ -1,13 +1,12 @@
 """A preview PNG of all territories: the metropole plus one inset per overseas departement.
 
 Each zone is drawn in its metric CRS (Lambert-93, or the overseas CRS) so shapes look right.
-Used as the preview file of a release and as Dagster metadata (:func:`preview_markdown`).
+Used as the preview file of a release (and, as a thumbnail, in the Dagster run metadata).
 matplotlib is imported on first use only (it costs about half a second and tens of MB).
 """
 
 from __future__ import annotations
 
-import base64
 import functools
 import io
 from pathlib import Path
@@ -78,12 +77,6 @@ def render_preview(territories: gpd.GeoDataFrame, path: Path, title: str | None 
     """Write the preview PNG to ``path`` and return the path."""
     Path(path).write_bytes(render_preview_bytes(territories, title))
     return Path(path)
-
-
-def preview_markdown(path: Path, alt: str = "Territoires d'industrie") -> str:
-    """Markdown embedding the PNG as base64 (for Dagster ``MetadataValue.md``)."""
-    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
-    return f"![{alt}](data:image/png;base64,{data})"
 
 
 def verify_png(path: Path) -> dict:

@@ -25,7 +25,7 @@ import re
 import stat
 import tempfile
 import zlib
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlparse
@@ -58,11 +58,6 @@ class FetchResult:
     changed: bool = True     # False when the cached copy was reused (304 / same sha256)
     attempts: int = 1
     lock: dict | None = None  # the release resolved (pipeline.sources.resolve), for the manifest's lock
-
-    def as_metadata(self) -> dict:
-        d = asdict(self)
-        d["path"] = str(self.path)
-        return d
 
 
 def sha256_file(path: Path) -> str:
