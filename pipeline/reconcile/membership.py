@@ -277,8 +277,13 @@ def _place(chosen: pd.DataFrame, mapping: dict[str, set[str]], how_of: dict[str,
             entry[0].append(code)
             if how == "reconciled":
                 entry[1] = "reconciled"
+    return _Placed(_member_columns(merged), reconciled, errors, set(merged), len(first))
+
+
+def _member_columns(merged: dict[str, dict[str, list | None]]) -> dict[str, list]:
+    """The members as columns, sorted by (territory, boundary code), from :func:`_place`'s entries."""
     columns: dict[str, list] = {"id_ti": [], "insee_com": [], "codes_list": [], "status": []}
-    for tid in sorted(merged):   # sorted by (territory, boundary code)
+    for tid in sorted(merged):
         by_code = merged[tid]
         targets = sorted(by_code)
         entries = [by_code[t] for t in targets]
@@ -287,7 +292,7 @@ def _place(chosen: pd.DataFrame, mapping: dict[str, set[str]], how_of: dict[str,
         columns["codes_list"] += [[t] if e is None else e[0] if len(e[0]) == 1 else sorted(set(e[0]))
                                   for t, e in zip(targets, entries)]
         columns["status"] += ["matched" if e is None else e[1] for e in entries]
-    return _Placed(columns, reconciled, errors, set(merged), len(first))
+    return columns
 
 
 def _absorbed_and_shared(placed: _Placed, members: pd.DataFrame, preds: dict[str, set[str]],
