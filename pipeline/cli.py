@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TextIO
 
 from . import CONTRACT_VERSION, __version__, runtime
-from .sources.fetch import sha256_file
+from .checksums import sha256_file
 from .errors import PipelineError, PlanTableError
 
 EXIT_OK = 0
@@ -112,11 +112,12 @@ def changes_since_manifest(settings, phase: str, input_sha256: dict[str, str]) -
     ``input_sha256`` maps each source the phase reads to the sha256 of its current file.
     """
     from .build.steps import CURRENT_PHASE
+    from .publish.manifest import read_manifest
     from .publish.release import stable_paths
 
     paths = stable_paths(settings.output_dir, phase)
     try:
-        manifest = json.loads(paths["manifest"].read_text(encoding="utf-8"))
+        manifest = read_manifest(paths["manifest"])
     except FileNotFoundError:
         return [f"no published manifest at {paths['manifest']}"]
     except (OSError, ValueError) as err:

@@ -55,13 +55,13 @@ EXTERNAL_INPUT_GROUPS = ("sources", "plans")
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
 STEP_CODE: dict[str, tuple[str, ...]] = {
     "sources": ("sources/catalog.py", "sources/resolve.py", "sources/fetch.py", "sources/http.py",
-                "static/sources.toml"),
+                "checksums.py", "static/sources.toml"),
     # a phase asset runs the whole core build (build_phase): boundaries, references, reconciliation, geometry
     "phase_": ("build/steps.py", "build/quality.py", "reconcile/", "geometry/coverage.py", "sources/readers.py",
                "sources/boundaries.py", "sources/csv_tables.py", "sources/parse_cache.py",
                "publish/membership_tables.py", "schema.py"),
     "plans": ("sources/plans.py",),
-    "publish": ("build/steps.py", "build/quality.py", "publish/", "schema.py", "static/"),
+    "publish": ("build/steps.py", "build/quality.py", "publish/", "checksums.py", "schema.py", "static/"),
 }
 
 

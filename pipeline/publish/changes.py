@@ -11,9 +11,10 @@ says so (``first_release: true``).
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
+
+from .manifest import dumps, read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +171,7 @@ def read_previous(stable: Path, manifest_name: str, parquet_name: str) -> tuple[
     if not manifest_path.is_file() or not parquet.is_file():
         return None, None
     try:
-        return json.loads(manifest_path.read_text(encoding="utf-8")), read_territories(parquet)
+        return read_manifest(manifest_path), read_territories(parquet)
     except Exception as err:   # noqa: BLE001 - a report must never stop a publish
         log.warning("previous release unreadable (%s: %s): changes reported as a first release",
                     type(err).__name__, err)
@@ -179,7 +180,7 @@ def read_previous(stable: Path, manifest_name: str, parquet_name: str) -> tuple[
 
 def write_changes(folder: Path, report: dict) -> list[str]:
     """Write changes.json and CHANGES.md into ``folder``; return their file names."""
-    text = json.dumps(report, indent=2, ensure_ascii=False, default=str, allow_nan=False) + "\n"
+    text = dumps(report)
     (Path(folder) / CHANGES_JSON).write_text(text, encoding="utf-8")
     (Path(folder) / CHANGES_MD).write_text(render_markdown(report), encoding="utf-8")
     return [CHANGES_JSON, CHANGES_MD]

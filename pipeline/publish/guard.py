@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..checksums import sha256_file
 from ..errors import CheckFailedError
 
 log = logging.getLogger(__name__)
@@ -121,7 +122,6 @@ def check_changes(current: pd.DataFrame, published: Path | None, gaps: list[str]
 def published_parquet(output_dir: Path, phase: str) -> Path | None:
     """The published GeoParquet of ``phase`` as its manifest describes it: the stable file, else
     (a set left mixed by a killed publish) the release copy the manifest names; None without one."""
-    from ..sources.fetch import sha256_file
     from .manifest import read_manifest
     from .release import stable_paths
 

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from .. import CONTRACT_VERSION, __version__
+from ..checksums import sha256_file
 
 MANIFEST_NAME = "manifest.json"
 
@@ -17,7 +18,6 @@ def utc_now() -> str:
 
 def output_entry(name: str, file: Path, stable_path: str, release_path: str, facts: dict) -> dict:
     """One ``outputs`` item: paths relative to the output dir, sha256, size and the writer's facts."""
-    from ..sources.fetch import sha256_file   # here: pipeline.fetch loads requests, which writers don't need
 
     entry = {
         "name": name,

@@ -20,18 +20,13 @@ import os
 import shutil
 from pathlib import Path
 
+from ..checksums import sha256_file
 from ..errors import PublishError
 from .manifest import MANIFEST_NAME, read_manifest
 
 log = logging.getLogger(__name__)
 
 BACKUP_SUFFIX = ".publish-old"
-
-
-def _sha256(path: Path) -> str:
-    from ..sources.fetch import sha256_file   # here: pipeline.sources.fetch loads requests
-
-    return sha256_file(path)
 
 
 def _cause(err: OSError) -> str:
@@ -124,7 +119,7 @@ def mismatched(output_dir: Path, manifest: dict, key: str = "path") -> list[str]
     bad = []
     for out in manifest.get("outputs", []):
         path = Path(output_dir) / _stable(out, key)
-        if not path.is_file() or path.is_symlink() or _sha256(path) != out.get("sha256"):
+        if not path.is_file() or path.is_symlink() or sha256_file(path) != out.get("sha256"):
             bad.append(_stable(out, key))
     return bad
 
@@ -152,7 +147,7 @@ def repair_stable(output_dir: Path, stable_manifest: Path, key: str = "path") ->
         if _stable(out, key) not in bad:
             continue
         source = output_dir / str(out.get("release_path", ""))
-        if not source.is_file() or source.is_symlink() or _sha256(source) != out.get("sha256"):
+        if not source.is_file() or source.is_symlink() or sha256_file(source) != out.get("sha256"):
             raise PublishError(
                 f"the published files do not match {stable_manifest} ({', '.join(bad)}) and release "
                 f"{release} cannot repair them ({source.name} missing or altered)")

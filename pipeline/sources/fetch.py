@@ -18,7 +18,6 @@ fetch sends ``If-None-Match`` / ``If-Modified-Since`` and reuses the cached file
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -35,6 +34,7 @@ import requests
 from . import http
 from .catalog import SourceSpec
 from .csv_tables import shown
+from ..checksums import sha256_file
 from ..errors import SourceError
 from ..settings import Settings
 
@@ -58,12 +58,6 @@ class FetchResult:
     changed: bool = True     # False when the cached copy was reused (304 / same sha256)
     attempts: int = 1
     lock: dict | None = None  # the release resolved (pipeline.sources.resolve), for the manifest's lock
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file (the one checksum helper of the project)."""
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def _now() -> str:
