@@ -13,9 +13,18 @@ from pathlib import Path
 MB = 2**20
 METHOD_TITLE = {"ours": "ours (core build, library)", "mapshaper": "mapshaper -clean -dissolve",
                 "naive": "naive geopandas dissolve", "cli": "CLI build --phase all --force (warm)",
-                "dagster": "Dagster materialize --select '*' (warm)"}
-# the main job's targets: Dagster against the CLI, same run (issue #11)
-MAIN_JOB_TIME, MAIN_JOB_CPU, MAIN_JOB_MEMORY = 1.3, 1.3, 1.2
+                "dagster": "Dagster materialize --select '*' (warm)",
+                "baseline": "baseline CLI build --phase all --force (warm)",
+                "unchanged-offline": "CLI build --phase all --offline, unchanged (exit 3)",
+                "unchanged-live": "CLI build --phase all, live (loopback), unchanged (exit 3)",
+                "unchanged-dagster": "Dagster materialize --select '*', unchanged"}
+# the core against mapshaper, same run (issue #19): time and memory ratios at most these
+CORE_TIME, CORE_MEMORY = 0.6, 1.0
+# the main job's targets (issue #19): Dagster against the CLI, same run; the CLI against the baseline
+MAIN_JOB_TIME, MAIN_JOB_MEMORY, AB_TIME = 1.15, 1.1, 0.6
+# runs on unchanged inputs: at most these seconds (live CLI, Dagster); large scales: ours' peak budget
+UNCHANGED_LIMIT_S = {"unchanged-live": 2.0, "unchanged-dagster": 5.0}
+LARGE_BUDGET_GB = 2.5
 
 
 def _range(med: float, lo: float, hi: float, fmt: str, unit: str = "") -> str:
@@ -30,7 +39,8 @@ def render(info: dict, note: str = "") -> str:
     """RESULTS.md: the sections in reading order."""
     scales = info["scales"]
     out = _header(info, note)
-    for section in (_inputs, _times, _targets, _growth, _cold, _main_job, _steps):
+    for section in (_inputs, _times, _targets, _large, _growth, _cold, _main_job, _main_stages, _unchanged,
+                    _published, _steps):
         out += section(info, scales)
     out += _quality(info.get("quality", {}), scales)
     out += _failed(info, scales)
@@ -75,7 +85,7 @@ def _inputs(info: dict, scales: list[int]) -> list[str]:
             "| scale | member communes | member vertices | all communes' vertices | segment step | "
             "boundaries parquet | peer GeoJSON | communes with invalid coverage edges |",
             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for s in scales:
+    for s in scales + info.get("large_scales", []):
         i = info["inputs"][str(s)]
         step = "-" if i["step_m"] == float("inf") or i["step_m"] in ("inf", "Infinity") else f"{i['step_m']:.0f} m"
         out.append(f"| {s}x | {i['member_communes']:,} | {i['member_vertices'] / 1e6:.2f} M | "
@@ -114,10 +124,10 @@ def _targets(info: dict, scales: list[int]) -> list[str]:
     out: list[str] = []
     ratios, q = info.get("ratios", {}), info.get("quality", {})
     out += ["## Targets (ours against mapshaper, same run)", "",
-            "Milestone: wall <= 1.0x and memory <= 1.5x mapshaper's at every scale, zero sliver parts, "
-            "zero unfilled gaps. Goal: <= 0.5x time, memory <= mapshaper's, growth at most linear.", "",
-            "| scale | time ratio | memory ratio | slivers | unfilled gaps + gap holes | milestone | goal |",
-            "| --- | ---: | ---: | ---: | ---: | --- | --- |"]
+            f"Issue #19: wall time at most {CORE_TIME}x and peak memory at most {CORE_MEMORY}x mapshaper's "
+            "(median of the pairs of runs), zero sliver parts, zero unfilled gaps, zero gap holes.", "",
+            "| scale | time ratio | memory ratio | slivers | unfilled gaps + gap holes | time | memory | quality |",
+            "| --- | ---: | ---: | ---: | ---: | --- | --- | --- |"]
     for s in scales:
         r = ratios.get(f"ours/mapshaper@{s}")
         qq = q.get(f"ours@{s}")
@@ -126,24 +136,55 @@ def _targets(info: dict, scales: list[int]) -> list[str]:
         clean = qq is not None and qq["sliver_parts"] == 0 and qq["gaps_unfilled"] == 0 and qq["gap_holes"] == 0
         sl = qq["sliver_parts"] if qq else "?"
         gp = f"{qq['gaps_unfilled']} + {qq['gap_holes']}" if qq else "?"
-        mile = r["time_median"] <= 1.0 and r["mem_median"] <= 1.5 and clean
-        goal = r["time_median"] <= 0.5 and r["mem_median"] <= 1.0 and clean
-        out.append(f"| {s}x | {r['time_median']:.2f}x | {r['mem_median']:.2f}x | {sl} | {gp} | "
-                   f"{_ok(mile)} | {_ok(goal)} |")
+        out.append(f"| {s}x | {_range(r['time_median'], r['time_min'], r['time_max'], '.2f', 'x')} | "
+                   f"{_range(r['mem_median'], r['mem_min'], r['mem_max'], '.2f', 'x')} | {sl} | {gp} | "
+                   f"{_ok(r['time_median'] <= CORE_TIME)} | {_ok(r['mem_median'] <= CORE_MEMORY)} | {_ok(clean)} |")
+    out.append("")
+    return out
+
+
+def _large(info: dict, scales: list[int]) -> list[str]:
+    """The large scales (one run each): ours within its memory budget, mapshaper's outcome."""
+    recs = [r for r in info.get("records", []) if r.get("large")]
+    if not recs:
+        return []
+    out = ["## Large scale (one run each)", "",
+           f"Run once after the others (`--large-scales`); ours must finish within {LARGE_BUDGET_GB} GB of peak "
+           "memory. Mapshaper's outcome is reported as it is.", "",
+           "| scale | method | outcome | wall s | peak RSS MB | CPU s | within budget |",
+           "| --- | --- | --- | ---: | ---: | ---: | --- |"]
+    for r in sorted(recs, key=lambda r: (r["scale"], r["method"] != "ours")):
+        outcome = "ok" if r["rc"] == 0 else "failed: " + " / ".join(
+            t.strip() for t in r.get("error", "").strip().splitlines()[-2:])[:200]
+        budget = _ok(r["within_budget"]) if "within_budget" in r else "-"
+        out.append(f"| {r['scale']}x | {METHOD_TITLE[r['method']]} | {outcome} | {r['wall']:.1f} | "
+                   f"{r['max_rss'] / MB:.0f} | {r['cpu']:.1f} | {budget} |")
+    ratio = [(a, b) for a in recs for b in recs
+             if a["method"] == "ours" and b["method"] == "mapshaper" and a["scale"] == b["scale"] and b["rc"] == 0]
+    for a, b in ratio:
+        out += ["", f"{a['scale']}x, ours / mapshaper: time {a['wall'] / b['wall']:.2f}x, "
+                    f"memory {a['max_rss'] / b['max_rss']:.2f}x."]
     out.append("")
     return out
 
 
 def _growth(info: dict, scales: list[int]) -> list[str]:
     out: list[str] = []
-    growth = info.get("growth", {})
+    growth, growth_all = info.get("growth", {}), info.get("growth_all", {})
     if growth:
         out += ["## Growth with the vertex count", "",
                 "Log-log slope of the median wall time and peak RSS against the member vertices "
-                "(1.0 = linear).", "",
-                "| method | time exponent | memory exponent | scales |", "| --- | ---: | ---: | ---: |"]
+                f"(1.0 = linear), over the scales {', '.join(f'{s}x' for s in scales)}"
+                + (" and, in the last columns, with the large scales too." if growth_all else "."), "",
+                "| method | time exponent | memory exponent | scales |"
+                + (" with large: time | memory |" if growth_all else ""),
+                "| --- | ---: | ---: | ---: |" + (" ---: | ---: |" if growth_all else "")]
         for method, g in growth.items():
-            out.append(f"| {METHOD_TITLE[method]} | {g['time']:.2f} | {g['memory']:.2f} | {g['scales']} |")
+            extra = ""
+            if growth_all:
+                a = growth_all.get(method)
+                extra = f" {a['time']:.2f} | {a['memory']:.2f} |" if a and a["scales"] > g["scales"] else " - | - |"
+            out.append(f"| {METHOD_TITLE[method]} | {g['time']:.2f} | {g['memory']:.2f} | {g['scales']} |" + extra)
         out.append("")
     return out
 
@@ -174,7 +215,7 @@ def _cold(info: dict, scales: list[int]) -> list[str]:
 
 def _failed(info: dict, scales: list[int]) -> list[str]:
     out: list[str] = []
-    failed = [r for r in info.get("records", []) if r["rc"] != 0]
+    failed = [r for r in info.get("records", []) if r["rc"] != r.get("expect_rc", 0)]
     if failed:
         out += ["## Failed jobs", ""]
         for r in failed:
@@ -186,22 +227,25 @@ def _failed(info: dict, scales: list[int]) -> list[str]:
 
 
 def _main_job(info: dict, scales: list[int]) -> list[str]:
-    """The main job: both phases built and published by the CLI and by Dagster, same run."""
+    """The main job: both phases built and published by the CLI, by Dagster and by the baseline, same run."""
     stats, ratios = info.get("stats", {}), info.get("ratios", {})
-    recs = [r for r in info.get("records", []) if r["method"] in ("cli", "dagster")]
+    recs = [r for r in info.get("records", []) if r["method"] in ("cli", "dagster", "baseline")]
     if not recs:
         return []
-    out = ["## Main job: Dagster against the CLI", "",
-           "`dagster asset materialize -m pipeline.definitions --select '*'` (temporary DAGSTER_HOME, "
-           "TI_OUTPUT_DIR, TI_RAW_DIR under bench/work) against `python -m pipeline build --phase all "
-           "--force`: both build, check and publish both phases. Each keeps its download and parse "
-           "cache between runs; the first (cold) run is not counted. CPU = user + sys of the job and "
-           f"its children. Targets: Dagster's wall and CPU at most {MAIN_JOB_TIME}x the CLI's, peak "
-           f"memory at most {MAIN_JOB_MEMORY}x.", "",
+    base = info.get("baseline", {})
+    out = ["## Main job: the CLI against the baseline, Dagster against the CLI", "",
+           "`python -m pipeline build --phase all --force` (this checkout"
+           + (f"; and the baseline, commit {base['commit']} (`--baseline {base['ref']}`), from a worktree"
+              if base else "") + ") and `dagster asset materialize -m pipeline.definitions --select '*'`: "
+           "each builds, checks and publishes both phases into a new TI_OUTPUT_DIR, with its own download and "
+           "parse cache (TI_RAW_DIR) and DAGSTER_HOME under bench/work, kept between runs; the first (cold) run "
+           "is not counted. CPU = user + sys of the job and its children. Targets: this CLI at most "
+           f"{AB_TIME}x the baseline's wall; Dagster at most {MAIN_JOB_TIME}x the CLI's wall and "
+           f"{MAIN_JOB_MEMORY}x its peak memory.", "",
            "| scale | method | cold run s | wall s | CPU s | peak RSS MB |",
            "| --- | --- | ---: | ---: | ---: | ---: |"]
     for s in scales:
-        for method in ("cli", "dagster"):
+        for method in ("cli", "baseline", "dagster"):
             cold = [r for r in recs if r["method"] == method and r["scale"] == s and r.get("warmup")]
             st = stats.get(f"{method}@{s}")
             if not cold and not st:
@@ -211,17 +255,120 @@ def _main_job(info: dict, scales: list[int]) -> list[str]:
             cpu = f"{st['cpu_median']:.1f}" if st else "-"
             rss = _range(st["rss_median"] / MB, st["rss_min"] / MB, st["rss_max"] / MB, ".0f") if st else "-"
             out.append(f"| {s}x | {METHOD_TITLE[method]} | {c} | {w} | {cpu} | {rss} |")
-    out += ["", "| scale | Dagster/CLI wall | Dagster/CLI CPU | Dagster/CLI memory | targets met |",
-            "| --- | ---: | ---: | ---: | --- |"]
+    out += ["", "| scale | pair | wall | CPU | memory | target | met |", "| --- | --- | ---: | ---: | ---: | --- | --- |"]
     for s in scales:
-        r = ratios.get(f"dagster/cli@{s}")
-        if not r:
-            continue
-        met = (r["time_median"] <= MAIN_JOB_TIME and r["cpu_median"] <= MAIN_JOB_CPU
-               and r["mem_median"] <= MAIN_JOB_MEMORY)
-        out.append(f"| {s}x | {_range(r['time_median'], r['time_min'], r['time_max'], '.2f', 'x')} | "
-                   f"{_range(r['cpu_median'], r['cpu_min'], r['cpu_max'], '.2f', 'x')} | "
-                   f"{_range(r['mem_median'], r['mem_min'], r['mem_max'], '.2f', 'x')} | {_ok(met)} |")
+        for key, label, target in ((f"cli/baseline@{s}", "CLI / baseline", f"wall <= {AB_TIME}x"),
+                                   (f"dagster/cli@{s}", "Dagster / CLI",
+                                    f"wall <= {MAIN_JOB_TIME}x, memory <= {MAIN_JOB_MEMORY}x")):
+            r = ratios.get(key)
+            if not r:
+                continue
+            met = (r["time_median"] <= AB_TIME if key.startswith("cli/")
+                   else r["time_median"] <= MAIN_JOB_TIME and r["mem_median"] <= MAIN_JOB_MEMORY)
+            out.append(f"| {s}x | {label} | {_range(r['time_median'], r['time_min'], r['time_max'], '.2f', 'x')} | "
+                       f"{_range(r['cpu_median'], r['cpu_min'], r['cpu_max'], '.2f', 'x')} | "
+                       f"{_range(r['mem_median'], r['mem_min'], r['mem_max'], '.2f', 'x')} | {target} | {_ok(met)} |")
+    out.append("")
+    return out
+
+
+# the main job's stages, as the published manifests and the CLI's log name them
+STAGE_ROWS = [("resolve_and_fetch", "resolve and fetch the sources (both phases, once)"),
+              ("scan_boundaries", "scan the boundaries"), ("reconcile", "reconcile the lists (side thread)"),
+              ("attributes", "territory attributes (side thread)"), ("repair_and_dissolve", "repair and dissolve"),
+              ("assemble", "assemble"), ("checks", "checks"),
+              ("publish_geoparquet", "publish GeoParquet"), ("publish_geojson", "publish GeoJSON"),
+              ("publish_gpkg", "publish GeoPackage"), ("publish_flatgeobuf", "publish FlatGeobuf"),
+              ("publish_pmtiles", "publish PMTiles"), ("publish_light_overview", "publish light GeoJSON (overview)"),
+              ("publish_light_regional", "publish light GeoJSON (regional)"),
+              ("publish_membership_communes_parquet", "publish members (communes, Parquet)"),
+              ("publish_membership_communes_csv", "publish members (communes, CSV)"),
+              ("publish_membership_groupements_parquet", "publish members (groupements, Parquet)"),
+              ("publish_membership_groupements_csv", "publish members (groupements, CSV)"),
+              ("publish_preview", "publish the PNG preview"),
+              ("publish_total_before_swap", "publishing, every file written and verified")]
+
+
+def _main_stages(info: dict, scales: list[int]) -> list[str]:
+    """Seconds per stage of the main job (both phases added up), median over the measured runs."""
+    recs = [r for r in info.get("records", []) if r["method"] in ("cli", "baseline") and r["rc"] == 0
+            and not r.get("warmup") and r.get("stages")]
+    if not recs:
+        return []
+    methods = [m for m in ("cli", "baseline") if any(r["method"] == m for r in recs)]
+    out = ["## Main job: where the time goes", "",
+           "Seconds per stage, both phases added up (median over the measured runs), from each run's published "
+           "manifests (`extra.timings_s`: the core steps; `timings_s`: each file written and verified) and its "
+           "progress log (the sources). The side-thread steps overlap the scan and the repair; "
+           "publishing overlaps the next phase's build where the CLI does so.", "",
+           "| stage | " + " | ".join(f"{METHOD_TITLE[m].split(' build')[0]} {s}x s" for s in scales for m in methods)
+           + " |", "| --- |" + " ---: |" * (len(scales) * len(methods))]
+    for key, label in STAGE_ROWS:
+        cells = []
+        for s in scales:
+            for m in methods:
+                vals = [r["stages"][key] for r in recs if r["method"] == m and r["scale"] == s and key in r["stages"]]
+                cells.append(f"{statistics.median(vals):.2f}" if vals else "-")
+        if any(c != "-" for c in cells):
+            out.append(f"| {label} | " + " | ".join(cells) + " |")
+    out.append("")
+    return out
+
+
+def _unchanged(info: dict, scales: list[int]) -> list[str]:
+    """Runs on unchanged inputs: nothing built, nothing published."""
+    stats = info.get("stats", {})
+    recs = [r for r in info.get("records", []) if r["method"].startswith("unchanged-") and not r.get("warmup")]
+    if not recs:
+        return []
+    out = ["## Nothing changed, nothing spent", "",
+           "After the main job, each is run again on the inputs its last run published: the CLI offline "
+           "(the mirror), the CLI live against a loopback server standing in for the sources (`bench/live.py`: "
+           "the data.gouv.fr API, HEAD and conditional GET probes; its first build is not counted), and "
+           "Dagster (same DAGSTER_HOME and output folder). Targets: live CLI at most "
+           f"{UNCHANGED_LIMIT_S['unchanged-live']:g} s, Dagster at most {UNCHANGED_LIMIT_S['unchanged-dagster']:g} s, "
+           "no new release.", "",
+           "| scale | run | wall s | peak RSS MB | CPU s | exit codes | new releases | served (live) | target |",
+           "| --- | --- | ---: | ---: | ---: | --- | ---: | --- | --- |"]
+    for s in scales:
+        for method in ("unchanged-offline", "unchanged-live", "unchanged-dagster"):
+            rs = [r for r in recs if r["method"] == method and r["scale"] == s]
+            st = stats.get(f"{method}@{s}")
+            if not rs:
+                continue
+            codes = ", ".join(sorted({str(r["rc"]) for r in rs}))
+            new = sum(len(r.get("new_releases", [])) for r in rs)
+            served = rs[-1].get("served")
+            sv = (f"{served['requests']} requests: {served['head']} HEAD, {served['not_modified']} x 304, "
+                  f"{served['bodies']} bodies ({served['body_bytes']:,} B)") if served else "-"
+            limit = UNCHANGED_LIMIT_S.get(method)
+            met = "-" if limit is None or not st else _ok(st["wall_median"] <= limit and new == 0)
+            wall = _range(st["wall_median"], st["wall_min"], st["wall_max"], ".2f") if st else "failed"
+            rss = f"{st['rss_median'] / MB:.0f}" if st else "-"
+            cpu = f"{st['cpu_median']:.2f}" if st else "-"
+            out.append(f"| {s}x | {METHOD_TITLE[method]} | {wall} | {rss} | {cpu} | {codes} | {new} | {sv} | {met} |")
+    out.append("")
+    return out
+
+
+def _published(info: dict, scales: list[int]) -> list[str]:
+    """The published data of the last CLI run against the baseline's and Dagster's."""
+    pub = info.get("published", {})
+    if not pub:
+        return []
+    out = ["## Published data against the baseline and Dagster", "",
+           "The last run's files of each phase compared with this checkout's CLI: bytes, else the data without the "
+           "build's own metadata (each file holds its build id and time), and the manifests' `content_sha256`.", "",
+           "| against | phase | content_sha256 | files |", "| --- | --- | --- | --- |"]
+    for key, phases in pub.items():
+        for phase, facts in phases.items():
+            groups: dict[str, list[str]] = {}
+            for name, verdict in facts["files"].items():
+                groups.setdefault(verdict, []).append(name)
+            files = "; ".join(f"{v}: {', '.join(n.replace('territoires-industrie', '') or n for n in names)}"
+                              for v, names in groups.items())
+            out.append(f"| {key} | {phase} | {'equal' if facts['content_sha256_equal'] else '**differs**'} | "
+                       f"{files} |")
     out.append("")
     return out
 

@@ -162,8 +162,8 @@ def fetch_for(settings, catalog, phases: list[str], progress: Progress) -> dict:
     return fetched
 
 
-def build_phase(settings, catalog, phase: str, fetched: dict, force: bool, progress: Progress) -> dict | None:
-    """Build and publish one phase if needed; the new manifest, or None when nothing changed."""
+def phase_to_build(settings, catalog, phase: str, fetched: dict, force: bool, progress: Progress) -> bool:
+    """Check the plan table, repair an interrupted publish, and say whether ``phase`` needs a build."""
     from .build import steps as core
 
     files = core.phase_files(catalog, phase, fetched)
@@ -180,21 +180,59 @@ def build_phase(settings, catalog, phase: str, fetched: dict, force: bool, progr
     if not reasons and not force:
         progress.line(f"{phase}: nothing changed since the published build (inputs, plan table, code version); "
                       "use --force to rebuild")
-        return None
+        return False
     progress.line(f"{phase}: rebuilding: " + ("--force" if not reasons else "; ".join(reasons[:5])
                                              + (f"; and {len(reasons) - 5} more" if len(reasons) > 5 else "")))
+    return True
+
+
+def build_one(settings, catalog, phase: str, fetched: dict, progress: Progress):
+    """Build and check one phase (no publishing): the core's BuildResult."""
+    from .build import steps as core
+
+    files = core.phase_files(catalog, phase, fetched)
     with progress.step(f"{phase}: building (reconcile, scan, repair and dissolve, attributes, checks)"):
         result = core.build_phase(settings, catalog, phase, files)
     progress.line(f"{phase}: {len(result.territories)} territories; steps: "
                   + ", ".join(f"{k} {v:.1f}s" for k, v in result.timings.items()))
     for check in result.checks:
         progress.line(f"  check {check.name}: {'passed' if check.passed else 'FAILED'}")
-    with progress.step(f"{phase}: publishing to {settings.output_dir}"):
+    return result
+
+
+def publish_one(settings, result, progress: Progress) -> dict:
+    """Publish one built phase; its manifest."""
+    from .build import steps as core
+
+    with progress.step(f"{result.phase}: publishing to {settings.output_dir}"):
         manifest = core.publish_build(result, settings)
-    progress.line(f"{phase}: published build {manifest['build_id']}")
+    progress.line(f"{result.phase}: published build {manifest['build_id']}")
     for out in manifest.get("outputs", []):
         progress.line(f"  {Path(settings.output_dir) / out['path']}")
     return manifest
+
+
+def build_and_publish(settings, catalog, phases: list[str], fetched: dict, progress: Progress) -> list[dict]:
+    """Build each phase, publishing it on a side thread while the next phase builds; the manifests.
+
+    Publishing (mostly writing files) and the next build (mostly GEOS, which releases the GIL)
+    then share the two cores (measured with `python bench/run.py --methods cli,baseline`, see
+    bench/README.md). Publishes stay one at a time and in phase order; a failed publish stops the
+    run once the build under way ends, as a failed build does at once.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    manifests: list[dict] = []
+    with ThreadPoolExecutor(1) as publisher:
+        publishing = None
+        for phase in phases:
+            result = build_one(settings, catalog, phase, fetched, progress)
+            if publishing is not None:
+                manifests.append(publishing.result())
+            publishing = publisher.submit(publish_one, settings, result, progress)
+        if publishing is not None:
+            manifests.append(publishing.result())
+    return manifests
 
 
 def cmd_build(args: argparse.Namespace, progress: Progress) -> int:
@@ -212,9 +250,10 @@ def cmd_build(args: argparse.Namespace, progress: Progress) -> int:
         read_lock(settings.lock_path)
         phases = [json.loads(settings.lock_path.read_text(encoding="utf-8")).get("phase") or phases[0]]
     fetched = fetch_for(settings, catalog, phases, progress)
-    built = [p for p in phases if build_phase(settings, catalog, p, fetched, args.force, progress) is not None]
-    if not built:
+    todo = [p for p in phases if phase_to_build(settings, catalog, p, fetched, args.force, progress)]
+    if not todo:
         return EXIT_UNCHANGED
+    build_and_publish(settings, catalog, todo, fetched, progress)
     return EXIT_OK
 
 

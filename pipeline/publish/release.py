@@ -38,6 +38,7 @@ from pathlib import Path
 import geopandas as gpd
 import pandas as pd
 
+from .. import runtime
 from ..errors import PublishError
 from . import changes, geojson, geoparquet, gpkg, light, membership_tables, preview, swap, tiles
 from .columns import column_infos, prepare_frame
@@ -185,16 +186,46 @@ def _write_outputs(frame: gpd.GeoDataFrame, staging: Path, build_id: str, phase:
             raise _fail(build_id, f"could not write {STABLE_NAMES[name]} ({path})", err) from err
         timings[name] = round(time.perf_counter() - t0, 3)
 
-    _write_full_files(step, frame, meta)
-    simplify = light.Simplifier(frame)   # each tolerance computed once for the tiles and the light files
-    step("pmtiles", lambda p: tiles.write_pmtiles(frame, p, simplify, metadata=meta),
-         lambda p: tiles.verify_pmtiles(p, frame))
-    _write_light_files(step, frame, simplify, meta)
-    if membership is not None:
-        _write_membership_tables(step, staging, membership, references, phase, meta)
-    title = f"Territoires d'industrie {phase} - {len(frame)} territoires"
-    step("preview", lambda p: preview.render_preview(frame, p, title), preview.verify_png)
-    return facts, timings
+    def simplified() -> None:
+        simplify = light.Simplifier(frame)   # each tolerance computed once for the tiles and the light files
+        step("pmtiles", lambda p: tiles.write_pmtiles(frame, p, simplify, metadata=meta),
+             lambda p: tiles.verify_pmtiles(p, frame))
+        _write_light_files(step, frame, simplify, meta)
+
+    def the_rest() -> None:
+        _write_full_files(step, frame, meta)
+        if membership is not None:
+            _write_membership_tables(step, staging, membership, references, phase, meta)
+        title = f"Territoires d'industrie {phase} - {len(frame)} territoires"
+        step("preview", lambda p: preview.render_preview(frame, p, title), preview.verify_png)
+
+    _on_two_threads(simplified, the_rest)
+    order = list(STABLE_NAMES)   # the manifest lists the files in this order, whichever thread wrote them
+    return ({n: facts[n] for n in sorted(facts, key=order.index)},
+            {n: timings[n] for n in sorted(timings, key=order.index)})
+
+
+def _on_two_threads(side, main) -> None:
+    """``side()`` on a second thread while this one runs ``main()`` (one after the other when the
+    process uses one thread, see :func:`pipeline.runtime.threads`); the first error is raised.
+
+    The simplified files (coverage simplification in GEOS, which releases the GIL, and GDAL's
+    tile writer) overlap the full files, the tables and the preview (measured with
+    `python bench/run.py --methods cli,baseline`: publishing one phase, 4.9 s -> see bench/README.md).
+    """
+    if runtime.threads() < 2:
+        side()
+        main()
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        running = pool.submit(side)
+        try:
+            main()
+        finally:
+            running.exception()    # wait for it, whatever happened here
+        running.result()
 
 
 def _write_full_files(step, frame: gpd.GeoDataFrame, meta: dict) -> None:
