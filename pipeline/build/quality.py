@@ -110,8 +110,13 @@ def check_overlaps(territories: gpd.GeoDataFrame, shared_communes: list[dict]) -
     ids = territories["id_ti"].to_numpy()
     left, right = shapely.STRtree(geoms).query(geoms, predicate="intersects")
     keep = left < right
+    left, right = left[keep], right[keep]
+    # Neighbours that only share a border have no interior in common (their intersection has no
+    # area): the costly intersection is computed for the others only (measured on the 16x
+    # territories: 224 touching pairs, 1.31 s of intersections against 0.36 s of this test).
+    inner = shapely.relate_pattern(geoms[left], geoms[right], "T********") if len(left) else np.zeros(0, bool)
     bad = []
-    for i, j in zip(left[keep], right[keep]):
+    for i, j in zip(left[inner], right[inner]):
         inter = shapely.area(shapely.intersection(geoms[i], geoms[j]))
         if inter / min(geoms[i].area, geoms[j].area) > OVERLAP_MIN_RATIO:
             pair = tuple(sorted((ids[i], ids[j])))

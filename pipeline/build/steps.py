@@ -357,15 +357,21 @@ def territory_attributes(phase: str, membership: Membership, boundaries: pd.Data
 
 def run_checks(territories: gpd.GeoDataFrame, membership: Membership, boundaries,
                expected=None) -> list[quality.CheckResult]:
-    """The blocking checks; ``expected``: the territory ids to build (default: every id of the lists)."""
-    return [
-        quality.check_count(territories, membership.listed_territories if expected is None else expected),
-        quality.check_geometries(territories),
-        quality.check_members(membership.errors, membership.listed_codes, len(membership.members)),
-        quality.check_areas(territories),
-        quality.check_holes(territories, membership.members, boundaries),
-        quality.check_overlaps(territories, membership.shared_communes),
+    """The blocking checks; ``expected``: the territory ids to build (default: every id of the lists).
+
+    They only read their inputs, so they run on :func:`runtime.threads` threads (the geometry
+    ones are GEOS work, which releases the GIL); the results keep this order.
+    """
+    checks = [
+        lambda: quality.check_count(territories, membership.listed_territories if expected is None else expected),
+        lambda: quality.check_geometries(territories),
+        lambda: quality.check_members(membership.errors, membership.listed_codes, len(membership.members)),
+        lambda: quality.check_areas(territories),
+        lambda: quality.check_holes(territories, membership.members, boundaries),
+        lambda: quality.check_overlaps(territories, membership.shared_communes),
     ]
+    with ThreadPoolExecutor(runtime.threads()) as pool:
+        return list(pool.map(lambda check: check(), checks))
 
 
 @dataclass
@@ -452,8 +458,11 @@ def write_core_outputs(result: BuildResult, out_dir: Path) -> dict[str, Path]:
     from ..publish.geojson import write_geojson   # the published RFC 7946 writer
     from ..publish.geoparquet import write_geoparquet
 
-    write_geoparquet(gdf, paths["parquet"], index=None)
-    write_geojson(gdf, paths["geojson"])
+    with ThreadPoolExecutor(runtime.threads()) as pool:   # two files, two cores
+        done = [pool.submit(write_geoparquet, gdf, paths["parquet"], index=None),
+                pool.submit(write_geojson, gdf, paths["geojson"])]
+    for future in done:
+        future.result()
     return paths
 
 
