@@ -186,7 +186,7 @@ def phase_to_build(settings, catalog, phase: str, fetched: dict, force: bool, pr
     return True
 
 
-def build_one(settings, catalog, phase: str, fetched: dict, progress: Progress):
+def build_phase(settings, catalog, phase: str, fetched: dict, progress: Progress):
     """Build and check one phase (no publishing): the core's BuildResult."""
     from .build import steps as core
 
@@ -226,7 +226,7 @@ def build_and_publish(settings, catalog, phases: list[str], fetched: dict, progr
     with ThreadPoolExecutor(1) as publisher:
         publishing = None
         for phase in phases:
-            result = build_one(settings, catalog, phase, fetched, progress)
+            result = build_phase(settings, catalog, phase, fetched, progress)
             if publishing is not None:
                 manifests.append(publishing.result())
             publishing = publisher.submit(publish_one, settings, result, progress)

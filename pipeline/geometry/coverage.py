@@ -137,12 +137,21 @@ def _clean_clusters(geoms: np.ndarray) -> np.ndarray:
     """``coverage_clean`` of each separate cluster of a patch (the repairs are scattered).
 
     Clusters share no edge, so this is the cleaning of the whole patch; GEOS's working memory
-    (about 300 bytes per vertex) is then held for one cluster at a time, not for all of them
+    (about 300 bytes per vertex) is then held for one cluster per thread, not for all of them
     (measured at 16x: +124 MB for a 714-commune patch in one call).
     """
     out = np.empty(len(geoms), dtype=object)
-    for idx in _clusters(geoms):
+
+    def clean(idx: np.ndarray) -> None:
         out[idx] = shapely.coverage_clean(geoms[idx])
+
+    clusters = _clusters(geoms)
+    if runtime.threads() < 2 or len(clusters) < 2:
+        for idx in clusters:
+            clean(idx)
+    else:   # independent clusters on two threads (GEOS releases the GIL), each writing its own rows
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(clean, clusters))
     return out
 
 
