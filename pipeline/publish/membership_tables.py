@@ -30,6 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import PublishError
+from ..sources.csv_tables import in_set
 from .provenance import KEY, dumps
 
 SEP = ";"
@@ -81,10 +82,10 @@ def references(membership, list_admin, boundary_admin) -> MembershipRefs:
     com = pd.DataFrame(columns=["insee_com", "nom_commune", "departement", "region", "siren_epci", "nom_epci"])
     if boundary_admin is not None:
         c = boundary_admin.communes
-        com = c[c["code"].isin(codes)][["code", "nom", "departement", "region"]].rename(
+        com = c[in_set(c["code"], codes)][["code", "nom", "departement", "region"]].rename(
             columns={"code": "insee_com", "nom": "nom_commune"})
         m = boundary_admin.members
-        m = m[m["insee_com"].isin(codes)].assign(_ept=lambda d: d["type_groupement"] != "EPT")
+        m = m[in_set(m["insee_com"], codes)].assign(_ept=lambda d: d["type_groupement"] != "EPT")
         m = m.sort_values(["_ept", "siren_groupement"]).drop_duplicates("insee_com")   # EPT first
         com = com.merge(m[["insee_com", "siren_groupement", "nom_groupement"]].rename(
             columns={"siren_groupement": "siren_epci", "nom_groupement": "nom_epci"}), on="insee_com", how="left")
@@ -92,9 +93,9 @@ def references(membership, list_admin, boundary_admin) -> MembershipRefs:
     grp = pd.DataFrame(columns=["siren_groupement", "nom_groupement", "type_groupement", "insee_com"])
     if list_admin is not None and sirens:
         m = list_admin.members
-        m = m[m["siren_groupement"].isin(sirens)][list(grp.columns)]
+        m = m[in_set(m["siren_groupement"], sirens)][list(grp.columns)]
         c = list_admin.communes.dropna(subset=["siren"])
-        c = c[c["siren"].isin(sirens)]
+        c = c[in_set(c["siren"], sirens)]
         single = pd.DataFrame({"siren_groupement": c["siren"], "nom_groupement": c["nom"],
                                "type_groupement": "COM", "insee_com": c["code"]})
         grp = pd.concat([m, single], ignore_index=True)

@@ -18,7 +18,7 @@ import pandas as pd
 
 from . import vintages
 from ..sources.readers import AdminRef, ListProblem
-from ..sources.csv_tables import clean_text
+from ..sources.csv_tables import clean_text, in_set
 
 
 @dataclass
@@ -175,7 +175,7 @@ def validate_lists(frames: dict[str, pd.DataFrame], source_of: dict[str, str], a
         return errors
     other = other[other["id_ti"].map(source_of).ne("communes")]
     history = set(changes["COM_AV"].tolist()) | set(changes["COM_AP"].tolist())
-    unknown = other[~other["insee_com"].isin(admin.codes | boundary_codes | history)]
+    unknown = other[~in_set(other["insee_com"], admin.codes | boundary_codes | history)]
     errors += [f"{tid}: commune {code} ({_where(line, src)}) exists in no COG vintage: not a COG {admin.cog} code, "
                f"not in the COG {boundary_cog} boundaries, never in the INSEE change history"
                for tid, code, line, src in zip(unknown["id_ti"], unknown["insee_com"], unknown["_line"],
