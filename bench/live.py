@@ -20,8 +20,8 @@ from urllib.parse import urlparse
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from http_server import FaultServer  # noqa: E402  (the tests' loopback server, reused as is)
-from source_fixtures import loopback_catalog, resource, serve_api  # noqa: E402
+from http_server import FaultServer  # the tests' loopback server, reused as is
+from source_fixtures import loopback_catalog, resource, serve_api
 
 LAST_MODIFIED = "Thu, 04 Jul 2024 09:18:48 GMT"
 
@@ -41,8 +41,8 @@ def _route(server: FaultServer, path: str, body: bytes) -> None:
 def start(mirror: Path, work: Path) -> LiveSources:
     """Start the server answering for every source of the catalog with ``mirror``'s files."""
     sys.path.insert(0, str(ROOT))
-    from pipeline.settings import Settings   # noqa: PLC0415
-    from pipeline.sources.catalog import load_catalog   # noqa: PLC0415
+    from pipeline.settings import Settings
+    from pipeline.sources.catalog import load_catalog
 
     server = FaultServer().__enter__()
     work.mkdir(parents=True, exist_ok=True)
@@ -72,7 +72,7 @@ def _live_boundaries(parquet: Path, work: Path) -> bytes:
         import gzip
         import shutil
 
-        import geopandas as gpd   # noqa: PLC0415
+        import geopandas as gpd
 
         plain = work / "communes-50m.geojson"
         gpd.read_parquet(parquet).to_file(plain, driver="GeoJSON", engine="pyogrio")

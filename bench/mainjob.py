@@ -74,7 +74,7 @@ def _sha(path: Path, skip_first_line: bool = False) -> str:
 
 def _same_table(a: Path, b: Path) -> bool:
     """The same Parquet table (columns and values; the file metadata, which holds the build id, aside)."""
-    import pyarrow.parquet as pq   # noqa: PLC0415
+    import pyarrow.parquet as pq
 
     ta, tb = pq.read_table(a), pq.read_table(b)
     return ta.replace_schema_metadata(None).equals(tb.replace_schema_metadata(None))
@@ -82,7 +82,7 @@ def _same_table(a: Path, b: Path) -> bool:
 
 def _same_features(a: Path, b: Path) -> bool:
     """The same layers and features read through GDAL (GeoPackage, FlatGeobuf; their metadata aside)."""
-    import pyogrio   # noqa: PLC0415
+    import pyogrio
 
     layers = [name for name, _ in pyogrio.list_layers(a)]
     if layers != [name for name, _ in pyogrio.list_layers(b)]:
@@ -101,7 +101,7 @@ def _same_features(a: Path, b: Path) -> bool:
 
 def _same_tiles(a: Path, b: Path) -> bool:
     """The same vector tiles (bytes of each z/x/y) in two PMTiles archives (their metadata aside)."""
-    from pmtiles.reader import MmapSource, Reader, all_tiles   # noqa: PLC0415
+    from pmtiles.reader import MmapSource, Reader, all_tiles
 
     def tiles(path: Path) -> dict:
         with path.open("rb") as fh:
