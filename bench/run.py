@@ -90,16 +90,18 @@ def machine() -> dict:
             "git_commit": commit + ("+dirty" if dirty else "")}
 
 
-def measure(cmd: list[str], log: Path, env: dict | None = None, cwd: Path = ROOT) -> dict:
+def measure(cmd: list[str], log: Path, env: dict | None = None, cwd: Path = ROOT, timeout: float | None = None) -> dict:
     """Run cmd through bench/measure.py: wall time, max RSS (bytes), CPU seconds, exit code."""
     load = os.getloadavg()[0]
     result = log.with_suffix(".measure.json")
     subprocess.run([sys.executable, "-S", "-I", str(BENCH / "measure.py"), str(result), str(log),
-                    "--", *cmd], env=env, cwd=cwd, check=True)
+                    *([str(timeout)] if timeout else []), "--", *cmd], env=env, cwd=cwd, check=True)
     out = json.loads(result.read_text())
     out["load1_before"] = load
     if out["rc"] != 0:
-        out["error"] = log.read_text()[-2000:]
+        out["error"] = log.read_text(errors="replace")[-2000:]
+        if out.get("timed_out"):
+            out["error"] += f"\nkilled after {timeout:g} s (--large-timeout)"
     return out
 
 
@@ -158,7 +160,7 @@ def succeeded(rec: dict) -> bool:
     return rec["rc"] == rec.get("expect_rc", 0)
 
 
-def run_job(method: str, scale: int, run: int, results_dir: Path) -> dict:
+def run_job(method: str, scale: int, run: int, results_dir: Path, timeout: float | None = None) -> dict:
     out = results_dir / f"{method}-{scale}x"
     if out.exists():
         shutil.rmtree(out)      # only the last run's output is kept (for quality)
@@ -167,7 +169,7 @@ def run_job(method: str, scale: int, run: int, results_dir: Path) -> dict:
     cmd, env, cwd = job_command(method, scale, out, report)
     rec = {"method": method, "scale": scale, "run": run}
     log = results_dir / f"{method}-{scale}x-run{run}.log"
-    rec.update(measure(cmd, log, env=env, cwd=cwd))
+    rec.update(measure(cmd, log, env=env, cwd=cwd, timeout=timeout))
     if report.is_file():
         rec["report"] = json.loads(report.read_text())
     rec["output"] = str(output_of(method, out))
@@ -389,6 +391,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                          "interleaved with this checkout's, and compare their published data")
     ap.add_argument("--large-scales", default="64",
                     help="scales run once after the others, ours and mapshaper only ('' for none; default 64)")
+    ap.add_argument("--large-timeout", type=float, default=1200,
+                    help="seconds after which a job at a large scale is killed and reported as such (1200)")
     ap.add_argument("--no-unchanged", action="store_true",
                     help="skip the runs on unchanged inputs (CLI offline and live, Dagster) after the main job")
     ap.add_argument("--quick", action="store_true", help="scales 1,4; 1 run; no main job")
@@ -435,18 +439,18 @@ def run_all(args, results_dir: Path) -> list:
         if scale in main_scales and not args.no_unchanged:
             records += unchanged_runs(scale, args.runs, results_dir, order)
     for scale in args.large_scales:
-        records += run_large(scale, [m for m in LARGE_METHODS if m in methods], results_dir)
+        records += run_large(scale, [m for m in LARGE_METHODS if m in methods], results_dir, args.large_timeout)
     return records
 
 
-def run_large(scale: int, methods: list[str], results_dir: Path) -> list[dict]:
+def run_large(scale: int, methods: list[str], results_dir: Path, timeout: float) -> list[dict]:
     """One run of each method at a large scale; ours starts from the parse cache of the largest
     standard scale (the references do not depend on the scale), so no warm-up run is needed."""
     done = sorted(int(p.name.split("-")[1][:-1]) for p in (WORK / "raw").glob("scale-*x") if p.is_dir())
     shutil.rmtree(ours_raw(scale), ignore_errors=True)
     if done and "ours" in methods:
         shutil.copytree(ours_raw(done[-1]), ours_raw(scale))
-    records = [run_job(method, scale, 1, results_dir) for method in methods]
+    records = [run_job(method, scale, 1, results_dir, timeout) for method in methods]
     for rec in records:
         rec["large"] = True
         if rec["method"] == "ours":
