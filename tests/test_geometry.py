@@ -9,8 +9,8 @@ import pytest
 import shapely
 from shapely.geometry import box
 
-from pipeline.sources.boundaries import read_boundaries
 from pipeline.geometry.coverage import dissolve, holes, zone_crs
+from pipeline.sources.boundaries import read_boundaries
 
 
 def _communes(rows, crs=2154):
@@ -110,9 +110,9 @@ def test_large_hole_between_territories_is_not_filled():
 
 # ---------------------------------------------------------------- lean loading (members and neighbours)
 def _lean_dissolve(tmp_path, communes, members, batch_size=2, in_memory_bytes=None):
-    from pipeline.sources.boundaries import scan_boundaries
-    from pipeline.build.steps import member_coverage
     from pipeline.geometry.coverage import dissolve_clean
+    from pipeline.sources.boundaries import scan_boundaries
+    from pipeline.steps.sequence import member_coverage
 
     path = tmp_path / "b.parquet"
     communes.to_parquet(path)
@@ -148,7 +148,7 @@ def _ring_around(x0, y0, with_centre: bool):
 @pytest.mark.parametrize("in_memory_bytes", [0, None], ids=["read-again", "in-memory"])
 def test_commune_far_from_every_member_still_makes_an_enclave(tmp_path, in_memory_bytes):
     communes, members = _ring_around(700_000, 6_600_000, with_centre=True)
-    (out, stats), coverage, boundaries = _lean_dissolve(tmp_path, communes, members,
+    (out, stats), coverage, _boundaries = _lean_dissolve(tmp_path, communes, members,
                                                         in_memory_bytes=in_memory_bytes)
     # the centre commune is not decoded for the repair (its bounds meet no member's) ...
     assert "01999" not in coverage.zone_of and coverage.communes == len(communes) - 1

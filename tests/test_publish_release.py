@@ -14,6 +14,7 @@ import os
 import geopandas as gpd
 import jsonschema
 import pytest
+from publish_fixtures import cached_territories
 
 from pipeline.errors import PipelineError, PublishError
 from pipeline.publish import STABLE_NAMES, publish_release, release_dir, stable_paths
@@ -22,7 +23,6 @@ from pipeline.publish import gpkg as gpkg_mod
 from pipeline.publish import preview as preview_mod
 from pipeline.publish import release as release_mod
 from pipeline.settings import ASSETS_DIR, Settings
-from publish_fixtures import cached_territories
 
 INPUTS = [{"source": "s", "origin": "/m/s.csv", "sha256": "0" * 64, "size": 1, "release": "2023-11-07"}]
 
@@ -255,7 +255,7 @@ def test_the_same_build_id_cannot_be_published_twice(small, tmp_path):
 
 
 # ---------------------------------------------------------------- the swap as one verified set (pipeline.publish.swap)
-from pipeline.publish import swap as swap_mod   # noqa: E402
+from pipeline.publish import swap as swap_mod  # noqa: E402
 
 
 def _leftovers(out) -> list[str]:
@@ -291,7 +291,7 @@ def test_a_rename_failing_mid_swap_puts_every_previous_file_back(small, tmp_path
         return real(src, dst)
 
     monkeypatch.setattr(swap_mod.os, "replace", fourth_fails)
-    with pytest.raises(PublishError, match="could not replace .*the previous files were put back"):
+    with pytest.raises(PublishError, match=r"could not replace .*the previous files were put back"):
         _publish(small.iloc[:-1], tmp_path, "broken")
     monkeypatch.undo()
     assert set(renamed[:3]) <= set(restored)                 # the three files renamed were put back

@@ -10,9 +10,13 @@ from dagster import AutomationConditionSensorDefinition, DagsterInstance, build_
 
 from pipeline.definitions import defs
 from pipeline.defs.assets import ALL_ASSETS
-from pipeline.defs.automation import (AutomationSettingError, SENSOR_NAME, automate, build_automation_sensor,
-                                      build_schedule)
-
+from pipeline.defs.automation import (
+    SENSOR_NAME,
+    AutomationSettingError,
+    automate,
+    build_automation_sensor,
+    build_schedule,
+)
 
 build_all_job = defs.resolve_job_def("build_all")
 

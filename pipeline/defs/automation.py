@@ -33,8 +33,14 @@ import zoneinfo
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
-from dagster import (AssetSelection, AssetsDefinition, AutomationCondition,
-                     AutomationConditionSensorDefinition, DagsterInvalidDefinitionError, ScheduleDefinition)
+from dagster import (
+    AssetsDefinition,
+    AssetSelection,
+    AutomationCondition,
+    AutomationConditionSensorDefinition,
+    DagsterInvalidDefinitionError,
+    ScheduleDefinition,
+)
 
 from ..errors import PipelineError
 from ..settings import ASSETS_DIR, Settings
@@ -57,11 +63,11 @@ STEP_CODE: dict[str, tuple[str, ...]] = {
     "sources": ("sources/catalog.py", "sources/resolve.py", "sources/fetch.py", "sources/http.py",
                 "checksums.py", "static/sources.toml"),
     # a phase asset runs the whole core build (build_phase): boundaries, references, reconciliation, geometry
-    "phase_": ("build/steps.py", "build/quality.py", "reconcile/", "geometry/coverage.py", "sources/readers.py",
+    "phase_": ("steps/sequence.py", "steps/quality.py", "reconcile/", "geometry/coverage.py", "sources/readers.py",
                "sources/boundaries.py", "sources/csv_tables.py", "sources/parse_cache.py",
                "publish/membership_tables.py", "schema.py"),
     "plans": ("sources/plans.py",),
-    "publish": ("build/steps.py", "build/quality.py", "publish/", "checksums.py", "schema.py", "static/"),
+    "publish": ("steps/sequence.py", "steps/quality.py", "publish/", "checksums.py", "schema.py", "static/"),
 }
 
 

@@ -2,7 +2,7 @@
 
 Each asset's value goes to ``<storage>/<asset key>/`` (``storage``: ``$DAGSTER_HOME/storage`` or
 the instance's local artifact storage). (Geo)DataFrames, alone or as fields of a dataclass (such as
-:class:`pipeline.build.steps.BuildResult` and the :class:`~pipeline.reconcile.membership.Membership`
+:class:`pipeline.steps.sequence.BuildResult` and the :class:`~pipeline.reconcile.membership.Membership`
 inside it), are written as GeoParquet / Parquet files anyone can open (``territories.parquet``...);
 what remains (small: reports, lists, figures) is pickled in ``value.pickle``. Nothing is added to
 the assets' metadata, so the sources' own ``path`` metadata stays theirs.

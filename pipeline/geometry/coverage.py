@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 
 import geopandas as gpd
 import numpy as np
@@ -79,7 +79,7 @@ class DissolveStats:
         }
 
 
-@lru_cache(maxsize=None)
+@cache
 def _to_metric(crs: int) -> pyproj.Transformer:
     return pyproj.Transformer.from_crs(4326, crs, always_xy=True)
 
@@ -173,7 +173,7 @@ def clean_zone(geoms: np.ndarray) -> np.ndarray:
     return shapely.coverage_clean(geoms)
 
 
-def _fill_gaps(territory: shapely.Geometry, zone: "ZoneCoverage", inside: set[str],
+def _fill_gaps(territory: shapely.Geometry, zone: ZoneCoverage, inside: set[str],
                stats: DissolveStats) -> shapely.Geometry:
     """Fill the parts of holes that no other commune covers."""
     fills = []
@@ -198,8 +198,8 @@ def _fill_gaps(territory: shapely.Geometry, zone: "ZoneCoverage", inside: set[st
     return shapely.union_all([territory, *fills])
 
 
-def fill_gaps_between(coverage: "CleanCoverage", shapes: list["TerritoryShape"], member_codes: set[str],
-                      stats: "DissolveStats") -> None:
+def fill_gaps_between(coverage: CleanCoverage, shapes: list[TerritoryShape], member_codes: set[str],
+                      stats: DissolveStats) -> None:
     """Give each source gap enclosed by several territories to the one sharing its longest border.
 
     A gap inside one territory is already filled (:func:`union_territories`); here are the gaps
@@ -211,8 +211,8 @@ def fill_gaps_between(coverage: "CleanCoverage", shapes: list["TerritoryShape"],
         _fill_zone_gaps_between(coverage.zones[crs], [s for s in shapes if s.crs == crs], member_codes, stats)
 
 
-def _fill_zone_gaps_between(zone: "ZoneCoverage", shapes: list["TerritoryShape"], member_codes: set[str],
-                            stats: "DissolveStats") -> None:
+def _fill_zone_gaps_between(zone: ZoneCoverage, shapes: list[TerritoryShape], member_codes: set[str],
+                            stats: DissolveStats) -> None:
     geoms = [s.geometry for s in shapes]
     if len(geoms) < 2:
         return
@@ -290,7 +290,7 @@ class ZoneCoverage:
                 areas = np.concatenate([areas, shapely.area(extra)])
         return codes, geoms, areas
 
-    def without(self, codes: set[str]) -> "ZoneCoverage":
+    def without(self, codes: set[str]) -> ZoneCoverage:
         """The same zone without these communes (their polygons can then be freed)."""
         keep = np.array([c not in codes for c in self.codes], dtype=bool)
         areas = None if self._areas is None else self._areas[keep]
@@ -314,7 +314,7 @@ class CleanCoverage:
     def communes(self) -> int:
         return sum(len(z.codes) for z in self.zones.values())
 
-    def without(self, codes: set[str]) -> "CleanCoverage":
+    def without(self, codes: set[str]) -> CleanCoverage:
         """The same coverage without these communes (see :meth:`ZoneCoverage.without`)."""
         return CleanCoverage({crs: z.without(codes) for crs, z in self.zones.items()}, self.zone_of)
 

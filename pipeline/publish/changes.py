@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from .layout import stable_dir
 from .manifest import dumps, read_manifest
 
 log = logging.getLogger(__name__)
@@ -188,7 +189,6 @@ def write_changes(folder: Path, report: dict) -> list[str]:
 
 def changes_markdown(output_dir: Path, phase: str) -> str:
     """The published CHANGES.md of a phase ('' when there is none), e.g. for run metadata."""
-    from .release import stable_dir
 
     path = stable_dir(Path(output_dir), phase) / CHANGES_MD
     return path.read_text(encoding="utf-8") if path.is_file() else ""

@@ -122,8 +122,8 @@ def check_changes(current: pd.DataFrame, published: Path | None, gaps: list[str]
 def published_parquet(output_dir: Path, phase: str) -> Path | None:
     """The published GeoParquet of ``phase`` as its manifest describes it: the stable file, else
     (a set left mixed by a killed publish) the release copy the manifest names; None without one."""
+    from .layout import stable_paths
     from .manifest import read_manifest
-    from .release import stable_paths
 
     paths = stable_paths(output_dir, phase)
     try:

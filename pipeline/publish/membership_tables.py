@@ -30,6 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import PublishError
+from .layout import MEMBERSHIP_TABLES
 from .provenance import KEY, dumps
 
 SEP = ";"
@@ -62,7 +63,7 @@ GROUPEMENT_COLUMNS: dict[str, tuple[str, str]] = {
     "phase": ("string", "programme phase"),
     "n_communes_list": ("int", "its communes in the list vintage"),
 }
-TABLES = {"communes": COMMUNE_COLUMNS, "groupements": GROUPEMENT_COLUMNS}
+TABLES = dict(zip(MEMBERSHIP_TABLES, (COMMUNE_COLUMNS, GROUPEMENT_COLUMNS)))   # names: layout.MEMBERSHIP_TABLES
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 

@@ -39,62 +39,32 @@ import geopandas as gpd
 import pandas as pd
 
 from ..errors import PublishError
+from ..phases import CURRENT_PHASE
 from . import changes, geojson, geoparquet, gpkg, light, membership_tables, preview, swap, tiles
 from .columns import column_infos, prepare_frame
-from .manifest import MANIFEST_NAME, build_manifest, dumps, output_entry, read_manifest, utc_now
+from .layout import (
+    INDEX_NAME,
+    LOCK_NAME,
+    MANIFEST_NAME,
+    RELEASES_DIR,
+    STABLE_NAMES,
+    phase_subdir,
+    release_dir,
+    stable_dir,
+    stable_dirs,
+    stable_paths,
+)
+from .manifest import build_manifest, dumps, output_entry, read_manifest, utc_now
 from .provenance import file_metadata, source_lock
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PHASE = "2023-2027"
-RELEASES_DIR = "releases"
-INDEX_NAME = "index.json"
-LOCK_NAME = ".publish.lock"
-BASENAME = "territoires-industrie"
-STABLE_NAMES: dict[str, str] = {
-    "geoparquet": f"{BASENAME}.parquet",
-    "geojson": f"{BASENAME}.geojson",
-    "gpkg": f"{BASENAME}.gpkg",
-    "flatgeobuf": f"{BASENAME}.fgb",
-    "pmtiles": f"{BASENAME}.pmtiles",
-    **{f"light_{v.suffix}": f"{BASENAME}-{v.suffix}.geojson" for v in light.VARIANTS},
-    **{f"membership_{t}_{ext}": f"{BASENAME}-{t}.{ext}" for t in membership_tables.TABLES for ext in ("parquet", "csv")},
-    "preview": f"{BASENAME}.png",
-    "manifest": MANIFEST_NAME,
-}
 _TMP_SUFFIX = ".publish-tmp"
 _BUILD_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _PHASE = re.compile(r"^\d{4}-\d{4}$")
 
 
-def phase_subdir(phase: str) -> str:
-    """``phase=<phase>``: the folder of a phase's files (relative to the output dir or a release)."""
-    return f"phase={phase}"
-
-
-def stable_dir(output_dir: Path, phase: str = DEFAULT_PHASE) -> Path:
-    """The output dir itself for the current phase (the contract's paths), else ``phase=<phase>/``."""
-    return Path(output_dir) if phase == DEFAULT_PHASE else Path(output_dir) / phase_subdir(phase)
-
-
-def stable_dirs(output_dir: Path, phase: str = DEFAULT_PHASE) -> list[Path]:
-    """Every folder that receives the stable files of ``phase``: ``phase=<phase>/``, and the
-    output dir itself for the current phase."""
-    dirs = [Path(output_dir) / phase_subdir(phase)]
-    return dirs + [Path(output_dir)] if phase == DEFAULT_PHASE else dirs
-
-
-def stable_paths(output_dir: Path, phase: str = DEFAULT_PHASE) -> dict[str, Path]:
-    """Name -> stable path of every published file of ``phase`` (the contract's paths)."""
-    base = stable_dir(output_dir, phase)
-    return {name: base / filename for name, filename in STABLE_NAMES.items()}
-
-
-def release_dir(output_dir: Path, build_id: str, phase: str = DEFAULT_PHASE) -> Path:
-    return Path(output_dir) / RELEASES_DIR / build_id / phase_subdir(phase)
-
-
-def preview_path(output_dir: Path, phase: str = DEFAULT_PHASE) -> Path:
+def preview_path(output_dir: Path, phase: str = CURRENT_PHASE) -> Path:
     """Stable path of the preview PNG (for Dagster metadata)."""
     return stable_paths(output_dir, phase)["preview"]
 
@@ -298,14 +268,15 @@ def _release_manifests(output_dir: Path, phase: str | None = None) -> list[tuple
             continue   # hidden (staging) or a link: retention never deletes through a link
         try:
             manifest = read_manifest(path)
-        except Exception:   # an unreadable manifest: kept, never indexed
+        except (OSError, ValueError):   # an unreadable manifest: kept, never indexed
+            log.warning("release manifest %s unreadable: left out of the index", path)
             continue
         found.append((path.parent.parent, manifest))
     found.sort(key=lambda fm: (str(fm[1].get("built_at", "")), fm[0].name), reverse=True)
     return found
 
 
-def apply_retention(output_dir: Path, keep: int, current: str, phase: str = DEFAULT_PHASE) -> list[str]:
+def apply_retention(output_dir: Path, keep: int, current: str, phase: str = CURRENT_PHASE) -> list[str]:
     """Delete the releases of ``phase`` that are neither the latest of their content nor among the
     ``keep`` latest (``current`` always stays); return the deleted ids.
 
@@ -507,7 +478,7 @@ def publish_release(
     build_id: str,
     inputs: list[dict],
     checks: list[dict],
-    phase: str = DEFAULT_PHASE,
+    phase: str = CURRENT_PHASE,
     extra: dict | None = None,
     membership=None,
     references=None,
@@ -575,7 +546,7 @@ def _repair(output_dir: Path, phase: str) -> list[str]:
     return lines
 
 
-def repair_published(settings, phase: str = DEFAULT_PHASE) -> list[str]:
+def repair_published(settings, phase: str = CURRENT_PHASE) -> list[str]:
     """At start-up: put back a published set that does not match its manifest's sha256 (a publish
     killed during the swap), from its release folder; one line per repaired file ([] if intact)."""
     output_dir = Path(settings.output_dir).resolve()
@@ -593,6 +564,3 @@ def read_manifest_roundtrip(manifest: dict) -> dict:
 
     return json.loads(dumps(manifest))
 
-
-__all__ = ["DEFAULT_PHASE", "STABLE_NAMES", "publish_release", "stable_paths", "stable_dirs", "release_dir",
-           "preview_path", "apply_retention", "write_index"]

@@ -98,7 +98,7 @@ def verify_pmtiles(path: Path, expected: gpd.GeoDataFrame, zooms=None) -> dict:
     to, where a small territory would vanish first (reading every zoom through GDAL costs about
     three times as much; tests/test_publish_real_build.py reads every zoom).
     """
-    header, meta, tiles = pmtiles_info(path)
+    header, _meta, tiles = pmtiles_info(path)
     ids = set(expected["id_ti"])
     zooms = [band[0] for band in BANDS] if zooms is None else zooms
     problems = [f"zoom {z}: {len(ids - found)} territories missing, e.g. {sorted(ids - found)[:3]}"

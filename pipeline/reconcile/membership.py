@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from . import vintages
-from ..sources.readers import AdminRef, ListProblem
 from ..sources.csv_tables import clean_text
+from ..sources.readers import AdminRef, ListProblem
+from . import vintages
 
 
 @dataclass
@@ -42,7 +42,7 @@ class Membership:
         return {
             "territories": int(self.territories["id_ti"].nunique()),
             "listed_codes": self.listed_codes,
-            "member_communes": int(len(self.members)),
+            "member_communes": len(self.members),
             "matched": int(st.get("matched", 0)),
             "reconciled": int(st.get("reconciled", 0)),
             "reconciled_codes": len(self.reconciled),
@@ -142,7 +142,7 @@ def _disagreements(frames: dict[str, pd.DataFrame]) -> list[dict]:
 def _perimeters(frames: dict[str, pd.DataFrame], order: list[str]) -> tuple[pd.DataFrame, dict[str, str]]:
     """The rows defining each territory: from the first list of ``order`` that has it."""
     chosen = frames[order[0]]
-    source_of = {tid: order[0] for tid in chosen["id_ti"].unique()}
+    source_of = dict.fromkeys(chosen["id_ti"].unique(), order[0])
     for other in order[1:]:  # territories missing from the primary list come from the other one
         extra = frames[other][~frames[other]["id_ti"].isin(source_of)]
         for tid in extra["id_ti"].unique():

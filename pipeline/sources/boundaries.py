@@ -101,7 +101,7 @@ def read_boundaries(path: Path) -> tuple[gpd.GeoDataFrame, BoundaryReport]:
 
 
 def _read_any(path: Path) -> gpd.GeoDataFrame:
-    import pyogrio   # GDAL (about 30 MB resident): only for files other than GeoParquet
+    import pyogrio  # GDAL (about 30 MB resident): only for files other than GeoParquet
 
     try:
         magic = _magic(path)
@@ -226,7 +226,7 @@ def _to_wgs84(out: gpd.GeoDataFrame, path: Path, repaired: list[str], empty: lis
     if out.crs.to_epsg() != 4326:
         try:
             out = out.to_crs(4326)
-        except Exception as err:  # pyproj errors
+        except (ValueError, RuntimeError) as err:  # pyproj.exceptions.* derive from RuntimeError
             raise InputFormatError(f"{path}: cannot reproject from {out.crs} to EPSG:4326 ({err})") from None
     degenerate = (shapely.area(out.geometry.values) < DEGENERATE_DEG2)
     empty = sorted(empty + list(out.loc[degenerate, "code_insee"]))

@@ -25,18 +25,18 @@ import stat
 import tempfile
 import zlib
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlparse
 
 import requests
 
-from . import http
-from .catalog import SourceSpec
-from .csv_tables import shown
 from ..checksums import sha256_file
 from ..errors import SourceError
 from ..settings import Settings
+from . import http
+from .catalog import SourceSpec
+from .csv_tables import shown
 
 HEAD_BYTES = 64 * 1024
 SHOWN_BYTES = 80
@@ -61,7 +61,7 @@ class FetchResult:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -321,7 +321,7 @@ def _fetch_live(spec: SourceSpec, settings: Settings, session: requests.Session)
 
     try:
         got, attempts = http.run_with_retries(spec.name, url, settings, attempt, limits=limits)
-        changed, fetched_at, now = _keep(got, previous, target, url)
+        changed, _fetched_at, now = _keep(got, previous, target, url)
     except OSError as exc:
         raise SourceError(f"source {spec.name}: cannot write the download cache {target}: {exc}") from None
     finally:

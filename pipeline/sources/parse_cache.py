@@ -13,15 +13,15 @@ warning is logged): it never makes a build fail and never serves stale data.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
+import pickle
 import tempfile
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable
-
-import pickle
 
 import pandas as pd
 
@@ -86,7 +86,5 @@ def _prune(cache_dir: Path, kind: str, keep: str) -> None:
     """Drop older entries of the same kind (another sha256 or parser): one entry per input."""
     for path in cache_dir.glob(f"{kind}-*.pickle"):
         if path.name != keep + ".pickle":
-            try:
+            with contextlib.suppress(OSError):
                 path.unlink()
-            except OSError:
-                pass

@@ -26,9 +26,9 @@ from urllib.parse import urlsplit
 
 import pandas as pd
 
-from . import csv_tables as tables
 from ..errors import InputFormatError, PlanTableError
 from ..settings import ASSETS_DIR
+from . import csv_tables as tables
 
 ID_COLUMN = "id_ti"
 AXIS_CODES = ("transition_ecologique", "innovation", "competences", "foncier")
@@ -487,9 +487,7 @@ def attach_plans(territories: pd.DataFrame, plans: PlansResult) -> pd.DataFrame:
     keys = pd.Index(out[ID_COLUMN].astype("string"), name=ID_COLUMN)
     for col in PLAN_COLUMNS:
         series = plans.table[col.name].reindex(keys)
-        if col.dtype == "object":  # dates: datetime.date or None, never NaN
-            data = [v if pd.notna(v) else None for v in series]
-        else:
-            data = series.array
+        # dates: datetime.date or None, never NaN
+        data = [v if pd.notna(v) else None for v in series] if col.dtype == "object" else series.array
         out[col.name] = pd.Series(data, index=out.index, dtype=col.dtype)
     return out

@@ -16,7 +16,17 @@ import orjson
 import pandas as pd
 
 from ..errors import InputFormatError
-from .csv_tables import INSEE_RE, SIREN_RE, all_str, clean_text, decode_text, normalise_insee_series, normalise_siren, read_bytes, read_csv
+from .csv_tables import (
+    INSEE_RE,
+    SIREN_RE,
+    all_str,
+    clean_text,
+    decode_text,
+    normalise_insee_series,
+    normalise_siren,
+    read_bytes,
+    read_csv,
+)
 
 # The official files separate several territory ids in one cell with " ; ".
 MULTI_SEP = ";"

@@ -29,15 +29,15 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlparse
 
+from ..errors import ReconciliationError, SourceError
+from ..settings import Settings
 from . import http
 from .catalog import Catalog, SourceSpec
 from .fetch import FetchResult, fetch_source
-from ..errors import ReconciliationError, SourceError
-from ..settings import Settings
 
 DECOUPAGE_KINDS = ("decoupage_communes", "decoupage_epci", "decoupage_ept")
 VINTAGE_KINDS = ("boundaries", "ti_communes", "ti_groupements")   # sources whose COG year sets the references
@@ -216,7 +216,7 @@ def resolve_source(spec: SourceSpec, settings: Settings, catalog: Catalog, sessi
             else:
                 where = f"{spec.url_template} (years {spec.first_year}-{references_cog(catalog)})"
                 candidates = yearly_candidates(spec, settings, own, max(spec.first_year, min(
-                    datetime.now(timezone.utc).year, references_cog(catalog))))
+                    datetime.now(UTC).year, references_cog(catalog))))
         finally:
             if session is None:
                 own.close()
@@ -351,7 +351,7 @@ def needed_references(catalog: Catalog, fetched: dict[str, FetchResult]) -> list
 
 
 def fetch_sources(settings: Settings, catalog: Catalog, names: list[str], session=None) -> dict[str, FetchResult]:
-    """Resolve and fetch ``names`` (a phase's sources, see ``pipeline.build.steps.phase_sources``):
+    """Resolve and fetch ``names`` (a phase's sources, see ``pipeline.steps.sequence.phase_sources``):
     first every non-reference source, then the decoupage-administratif references of the COG
     years those need (whatever years ``names`` listed)."""
     lock = read_lock(settings.lock_path) if settings.lock_path is not None else None

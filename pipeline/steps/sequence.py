@@ -15,6 +15,7 @@ import hashlib
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC
 from pathlib import Path
 
 import geopandas as gpd
@@ -22,24 +23,23 @@ import numpy as np
 import pandas as pd
 import shapely
 
-from . import quality
 from .. import runtime
+from ..errors import ReconciliationError
 from ..geometry import coverage as geometry
 from ..geometry.coverage import DissolveStats
-from ..errors import ReconciliationError
+from ..phases import CURRENT_PHASE, PREVIOUS_PHASE
 from ..reconcile.membership import Membership, build_membership, list_order
 from ..reconcile.phase_overlap import overlaps
 from ..schema import TERRITORY_COLUMNS
 from ..settings import Settings
+from ..sources import resolve
 from ..sources.boundaries import BoundaryReport, BoundarySet, boundary_codes, scan_boundaries
 from ..sources.catalog import Catalog, PhaseSpec, load_catalog
 from ..sources.fetch import FetchResult
-from ..sources import resolve
 from ..sources.parse_cache import cached_frames
 from ..sources.readers import AdminRef, read_admin, read_commune_changes, read_ti_communes, read_ti_groupements
+from . import quality
 
-CURRENT_PHASE = "2023-2027"
-PREVIOUS_PHASE = "2018-2022"
 BOUNDARIES = "communes_boundaries"
 CHANGES = "insee_mvt_communes"
 # Columns of the assembled territories used by the checks only, dropped before publishing.
@@ -429,7 +429,7 @@ def write_core_outputs(result: BuildResult, out_dir: Path) -> dict[str, Path]:
     gdf = result.territories
     paths = {"parquet": out_dir / "territoires-industrie.parquet",
              "geojson": out_dir / "territoires-industrie.geojson"}
-    from ..publish.geojson import write_geojson   # the published RFC 7946 writer
+    from ..publish.geojson import write_geojson  # the published RFC 7946 writer
     from ..publish.geoparquet import write_geoparquet
 
     write_geoparquet(gdf, paths["parquet"], index=None)
@@ -459,17 +459,17 @@ def code_fingerprint() -> str:
 def new_build_id() -> str:
     """Sortable, unique build id: UTC time plus a short random suffix."""
     import secrets
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
 
 
 def publish_build(result: BuildResult, settings: Settings, plans=None, build_id: str | None = None,
                   checks: list[quality.CheckResult] | None = None) -> dict:
     """Attach the plan table and publish a checked build; refuses a build whose blocking checks fail."""
     from ..errors import CheckFailedError
-    from ..sources.plans import attach_plans, read_plans
     from ..publish import publish_release
+    from ..sources.plans import attach_plans, read_plans
 
     checks = result.checks if checks is None else checks
     if not quality.all_passed(checks):
