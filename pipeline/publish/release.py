@@ -38,6 +38,7 @@ from pathlib import Path
 import geopandas as gpd
 import pandas as pd
 
+from .. import atomic
 from ..errors import PublishError
 from ..phases import CURRENT_PHASE
 from . import changes, geojson, geoparquet, gpkg, light, membership_tables, preview, swap, tiles
@@ -59,7 +60,6 @@ from .provenance import file_metadata, source_lock
 
 log = logging.getLogger(__name__)
 
-_TMP_SUFFIX = ".publish-tmp"
 _BUILD_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _PHASE = re.compile(r"^\d{4}-\d{4}$")
 
@@ -122,15 +122,6 @@ def _fsync_dir(path: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-
-
-def _copy_to_temp(src: Path, dest_dir: Path, build_id: str) -> Path:
-    """Copy ``src`` to a hidden temporary file in ``dest_dir`` (same filesystem as its target)."""
-    tmp = dest_dir / f".{src.name}.{build_id}{_TMP_SUFFIX}"
-    shutil.copyfile(src, tmp)
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    return tmp
 
 
 def _write_outputs(frame: gpd.GeoDataFrame, staging: Path, build_id: str, phase: str, meta: dict,
@@ -246,7 +237,7 @@ def _remove_stale(output_dir: Path, stable: Path) -> None:
         for d in releases.glob(".staging-*"):
             shutil.rmtree(d, ignore_errors=True)
     if stable.is_dir():
-        for f in stable.glob(f".*{_TMP_SUFFIX}"):
+        for f in atomic.leftovers(stable):
             with contextlib.suppress(OSError):
                 f.unlink()
 
@@ -323,9 +314,7 @@ def write_index(output_dir: Path) -> dict:
     index = {"generated_at": utc_now(), "retention": "a release is kept while it is the latest of its content "
              "(content_sha256) or among the latest TI_KEEP_RELEASES of its phase", "releases": entries}
     path = output_dir / RELEASES_DIR / INDEX_NAME
-    tmp = path.with_name(f".{INDEX_NAME}{_TMP_SUFFIX}")
-    tmp.write_text(dumps(index), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic.write_text(path, dumps(index))
     return index
 
 
@@ -443,8 +432,8 @@ def _copy_beside_stable(lay: _Layout, files: list[str], temps: list[tuple[Path, 
         for d in lay.dirs:
             for file in group:
                 src = lay.final / file
-                try:
-                    temps.append((_copy_to_temp(src, d, lay.build_id), d / src.name))
+                try:   # a copy that fails removes its own temp file (atomic.writing)
+                    temps.append((atomic.copy_beside(src, d / src.name), d / src.name))
                 except Exception as err:
                     raise _fail(lay.build_id, f"could not stage {src.name} in {d}", err) from err
 

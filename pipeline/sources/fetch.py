@@ -22,7 +22,6 @@ import json
 import os
 import re
 import stat
-import tempfile
 import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,6 +30,7 @@ from urllib.parse import unquote, urlparse
 
 import requests
 
+from .. import atomic
 from ..checksums import sha256_file
 from ..errors import SourceError
 from ..settings import Settings
@@ -136,16 +136,7 @@ def read_meta(path: Path) -> dict | None:
 
 
 def _write_meta(path: Path, meta: dict) -> None:
-    target = meta_path(path)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(meta, fh, indent=2, sort_keys=True)
-            fh.write("\n")
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic.write_text(meta_path(path), json.dumps(meta, indent=2, sort_keys=True) + "\n")
 
 
 def _valid_cache(spec: SourceSpec, path: Path) -> dict | None:
@@ -258,22 +249,14 @@ def _get(session: requests.Session, url: str, settings: Settings, headers: dict[
 def _download(spec: SourceSpec, resp: requests.Response, target: Path, settings: Settings,
               limits: http.Limits, temps: list[Path]) -> _Downloaded:
     """Stream a 200 body into a temp file beside ``target`` and check it (content, size, pin)."""
-    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    tmp = Path(name)
-    temps.append(tmp)
-    try:
-        with os.fdopen(fd, "wb") as fh:
+    with atomic.writing(target, temps, rename=False) as tmp:   # renamed by _keep once it is kept
+        with open(tmp, "wb") as fh:
             body = http.read_body(resp, fh, settings.http_timeout, limits)
-            fh.flush()
-            os.fsync(fh.fileno())
         check_content(tmp, spec.format, resp.headers.get("Content-Type", ""), limits.max_bytes)
         if spec.sha256 and body.sha256 != spec.sha256.lower():
             raise http.Permanent(
                 f"sha256 mismatch: the catalog pins {spec.sha256.lower()}, the body "
                 f"({body.size} bytes) has {body.sha256}; the body was refused")
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return _Downloaded(tmp, 200, body.sha256, body.size, resp.headers.get("ETag"), resp.headers.get("Last-Modified"))
 
 

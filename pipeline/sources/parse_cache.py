@@ -16,14 +16,14 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-import os
 import pickle
-import tempfile
 from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 
 import pandas as pd
+
+from .. import atomic
 
 log = logging.getLogger(__name__)
 PARSERS = ("readers.py", "csv_tables.py")     # modules whose code shapes the parsed frames
@@ -68,14 +68,8 @@ def cached_frames(cache_dir: Path | None, kind: str, sha256: str, names: tuple[s
     frames = parse()
     try:
         Path(cache_dir).mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                pickle.dump({n: frames[n] for n in names}, fh, protocol=pickle.HIGHEST_PROTOCOL)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        with atomic.writing(path) as tmp, open(tmp, "wb") as fh:
+            pickle.dump({n: frames[n] for n in names}, fh, protocol=pickle.HIGHEST_PROTOCOL)
         _prune(Path(cache_dir), kind, key)
     except (OSError, pickle.PicklingError, TypeError) as err:
         log.warning("parse cache %s not written (%s)", key, err)
