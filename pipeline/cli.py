@@ -76,21 +76,19 @@ class Progress:
 
 # ---------------------------------------------------------------- settings
 def settings_from_args(args: argparse.Namespace, env: dict[str, str] | None = None):
-    """Settings from the environment, overridden by --mirror / --output / --plans; checks --offline."""
+    """Settings from the environment (``env``: instead of it), overridden by --mirror / --output /
+    --plans / --lock / --accept-changes; checks --offline."""
     from .settings import Settings
 
-    env = dict(os.environ if env is None else env)
+    overrides = {}
     for option, var in (("mirror", "TI_MIRROR_DIR"), ("output", "TI_OUTPUT_DIR"), ("plans", "TI_PLANS_PATH"),
                         ("lock", "TI_LOCK")):
         value = getattr(args, option, None)
         if value:
-            env[var] = str(value)
+            overrides[var] = str(value)
     if getattr(args, "accept_changes", False):
-        env["TI_ACCEPT_CHANGES"] = "1"
-    try:
-        settings = Settings.from_env(env)
-    except ValueError as err:
-        raise UsageError(f"invalid TI_* setting: {err}") from None
+        overrides["TI_ACCEPT_CHANGES"] = "1"
+    settings = Settings.from_env(env, overrides)   # a bad value: SettingsError, one line, exit 2
     if getattr(args, "offline", False) and settings.mirror_dir is None:
         raise UsageError("--offline needs the mirror folder: set TI_MIRROR_DIR or pass --mirror DIR")
     if settings.mirror_dir is not None and not settings.mirror_dir.is_dir():
@@ -171,7 +169,7 @@ def build_phase(settings, catalog, phase: str, fetched: dict, force: bool, progr
         # the plan table checked against the lists' ids before the long build (file, line, column)
         from .sources.plans import read_plans
 
-        read_plans(settings.plans_path, core.listed_territory_ids(catalog, phase, files))
+        read_plans(settings.plans_path, core.listed_territory_ids(catalog, phase, files, settings.limits), settings.limits)
         progress.line(f"{phase}: plan table {settings.plans_path} is valid")
     from .publish.release import repair_published
     for line in repair_published(settings, phase):

@@ -551,14 +551,13 @@ def _many_vertices(n: int) -> shapely.Polygon:
 def test_a_commune_with_too_many_vertices_is_refused(tmp_path, monkeypatch, name):
     from pipeline.sources.boundaries import scan_boundaries
 
-    monkeypatch.setenv("TI_MAX_COMMUNE_VERTICES", "1000")
+    limits = Settings.from_env({"TI_MAX_COMMUNE_VERTICES": "1000"}).limits   # the setting reaches the reader
     path = boundary_file(tmp_path, ["01001", "01002"], [SQUARE, _many_vertices(5000)], name=name)
     for reader in (read_boundaries, scan_boundaries):
         with pytest.raises(InputFormatError) as err:
-            reader(path)
+            reader(path, limits)
         assert str(err.value) == (f"{path}: commune 01002 has 5,001 vertices, more than the 1,000 allowed "
                                   "(TI_MAX_COMMUNE_VERTICES)")
-    monkeypatch.delenv("TI_MAX_COMMUNE_VERTICES")
     assert read_boundaries(path)[1].rows == 2                  # within the default cap (250,000)
 
 
@@ -578,10 +577,9 @@ def test_a_gzipped_boundary_bomb_is_refused_while_decoding(tmp_path, monkeypatch
     gpd.GeoDataFrame({"code_insee": ["01001"], "nom": ["x" * (3 << 20)]}, geometry=[SQUARE], crs=4326).to_file(path)
     bomb = tmp_path / "b.geojson.gz"
     bomb.write_bytes(gzip.compress(path.read_bytes()))
-    monkeypatch.setenv("TI_MAX_SOURCE_MB", "2")
+    limits = Settings.from_env({"TI_MAX_SOURCE_MB": "2"}).limits
     with pytest.raises(InputFormatError, match=rf"^{bomb}: gzip body expands past 2 MiB \(TI_MAX_SOURCE_MB\); refused$"):
-        read_boundaries(bomb)
-    monkeypatch.delenv("TI_MAX_SOURCE_MB")
+        read_boundaries(bomb, limits)
     assert read_boundaries(bomb)[1].rows == 1
 
 

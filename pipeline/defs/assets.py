@@ -102,7 +102,7 @@ def fetch_output(name: str, settings: Settings) -> Output:
     try:   # the newest release, the pinned one, or the lock's (pipeline.sources.resolve)
         result = fetch_one(settings, load_catalog(settings), name)
     except SourceError as err:
-        if getattr(err, "retryable", False):
+        if err.retryable:
             raise
         raise Failure(description=str(err), allow_retries=False) from err
     return Output(result, output_name=source_key(name).to_python_identifier(),
@@ -156,7 +156,8 @@ def _build_metadata(result: core.BuildResult) -> dict:
                                                "only_in_groupements_list": len(d["only_in_groupements_list"])}
                                               for d in m.disagreements]),
         "errors_list": _json_list(m.errors),
-        "perimeter_source": MetadataValue.json(m.territories["perimeter_source"].value_counts().to_dict()),
+        "perimeter_source": MetadataValue.json({str(k): int(v) for k, v in
+                                                m.territories["perimeter_source"].value_counts().items()}),
         "dissolve": MetadataValue.json(result.dissolve_stats.as_dict()),
         "boundaries": MetadataValue.json({"rows": report.rows, "crs_read": report.crs, "repaired": report.repaired,
                                           "empty_dropped": report.empty, "duplicates": report.duplicates,
@@ -219,7 +220,8 @@ def plan_table(context: AssetExecutionContext, pipeline_settings: PipelineSettin
     from ..sources.plans import read_plans
 
     settings = pipeline_settings.settings()
-    plans = read_plans(settings.plans_path, core.listed_territory_ids(CATALOG, CURRENT_PHASE, lists))
+    plans = read_plans(settings.plans_path, core.listed_territory_ids(CATALOG, CURRENT_PHASE, lists, settings.limits),
+                       settings.limits)
     for w in plans.warnings:
         context.log.warning(w)
     version = plans.source["sha256"] if plans.source else "no-plan-table"

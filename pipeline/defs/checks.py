@@ -31,7 +31,7 @@ def check_specs(asset: str) -> list[AssetCheckSpec]:
 
 
 def _metadata(details: dict) -> dict:
-    meta = {}
+    meta: dict[str, object] = {}
     for key, value in details.items():
         if isinstance(value, (list, tuple)):
             meta[key] = MetadataValue.json(list(value)[:JSON_ITEMS])

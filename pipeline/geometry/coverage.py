@@ -26,6 +26,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cache
+from typing import TYPE_CHECKING
 
 import geopandas as gpd
 import numpy as np
@@ -34,6 +35,9 @@ import pyproj
 import shapely
 
 from .. import runtime
+
+if TYPE_CHECKING:   # the type only: the geometry stage does not import the sources stage
+    from ..sources.boundaries import BoundarySet
 
 # Made at import, before any boundary file is read: PROJ answers a later "EPSG:4326" of the same
 # thread from the CRS it read in a file (in the boundaries' own, older PROJJSON form), which
@@ -256,6 +260,10 @@ def _fill_zone_gaps_between(zone: ZoneCoverage, shapes: list[TerritoryShape], me
         shape.area_km2 = float(shapely.area(metric(shape.geometry, zone.crs))) / 1e6
 
 
+def _union_parts(parts: pd.Series) -> shapely.MultiPolygon:
+    return _as_multipolygon(shapely.union_all(parts.to_numpy()))
+
+
 def _as_multipolygon(geom: shapely.Geometry) -> shapely.MultiPolygon:
     parts = [p for p in shapely.get_parts(geom) if isinstance(p, shapely.Polygon) and not p.is_empty]
     return shapely.MultiPolygon(parts)
@@ -271,7 +279,7 @@ class ZoneCoverage:
     tree: shapely.STRtree
     index: dict[str, int]
     repaired: int = 0                             # communes whose polygon the cleaning changed
-    others: object = None                         # BoundarySet of the communes not loaded (or None)
+    others: BoundarySet | None = None             # the communes not loaded (their source polygons)
     _areas: np.ndarray | None = field(default=None, repr=False)
 
     def near(self, geom) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -324,7 +332,7 @@ def clean_coverage(communes: gpd.GeoDataFrame, codes: set[str] | None = None,
     """Repair each zone's coverage once (see :func:`clean_zone`).
 
     ``communes``: code_insee, departement, geometry (EPSG:4326). With ``codes``, zones without any of
-    these communes are skipped. ``others``: a :class:`~pipeline.boundaries.BoundarySet` whose
+    these communes are skipped. ``others``: a :class:`~pipeline.sources.boundaries.BoundarySet` whose
     communes not in ``communes`` are looked up (uncleaned) around holes; ``communes`` must then
     hold every member commune and every commune whose bounds meet a member's.
     """
@@ -385,7 +393,7 @@ def union_territories(coverage: CleanCoverage, members: pd.DataFrame) -> list[Te
     :func:`pipeline.runtime.threads` threads.
     """
     crs_of = members["insee_com"].map(coverage.zone_of)
-    jobs = [(coverage.zones[int(crs)], tid, grp["insee_com"].tolist())
+    jobs = [(coverage.zones[int(str(crs))], str(tid), grp["insee_com"].tolist())
             for (crs, tid), grp in members.assign(crs=crs_of).groupby(["crs", "id_ti"], sort=True)]
     with ThreadPoolExecutor(runtime.threads()) as pool:
         return list(pool.map(lambda job: _territory(*job), jobs))
@@ -408,8 +416,7 @@ def territories_frame(shapes: list[TerritoryShape], stats: DissolveStats) -> tup
     if frame["id_ti"].duplicated().any():
         # A territory spanning two zones (not the case in the official lists) is merged here.
         frame = (frame.groupby("id_ti", sort=True)
-                 .agg({"area_km2": "sum", "communes_area_km2": "sum",
-                       "geometry": lambda s: _as_multipolygon(shapely.union_all(s.to_numpy()))})
+                 .agg({"area_km2": "sum", "communes_area_km2": "sum", "geometry": _union_parts})
                  .reset_index())
     frame = frame.sort_values("id_ti").reset_index(drop=True)
     out = gpd.GeoDataFrame(frame[["id_ti", "area_km2", "communes_area_km2"]],

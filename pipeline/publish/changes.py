@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 from .layout import stable_dir
 from .manifest import dumps, read_manifest
@@ -69,7 +70,7 @@ def _source_changes(before: dict, after: dict) -> list[dict]:
 
 
 def _single(rows: dict[str, dict], column: str):
-    values = {r.get(column) for r in rows.values() if r.get(column) is not None}
+    values: set[Any] = {r.get(column) for r in rows.values() if r.get(column) is not None}
     return sorted(values)[0] if len(values) == 1 else sorted(values) or None
 
 

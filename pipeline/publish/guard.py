@@ -87,7 +87,7 @@ def compare(previous: pd.DataFrame, current: pd.DataFrame) -> dict[str, list]:
             "territories added": sorted(set(new.index) - set(old.index))}
 
 
-def list_gaps(membership, releases: dict[str, str]) -> list[str]:
+def list_gaps(membership, releases: dict[str, str | None]) -> list[str]:
     """Territories missing from the phase's most recent list (their perimeter came from the other
     one). ``releases`` maps each list of the phase (communes, groupements) to its release date."""
     if len(releases) < 2 or "perimeter_source" not in membership.territories:
@@ -130,7 +130,7 @@ def published_parquet(output_dir: Path, phase: str) -> Path | None:
         manifest = read_manifest(paths["manifest"])
     except (OSError, ValueError):
         return None
-    entry = next((o for o in manifest.get("outputs", []) if o.get("name") == "geoparquet"), {})
+    entry: dict = next((o for o in manifest.get("outputs", []) if o.get("name") == "geoparquet"), {})
     for rel in (entry.get("path"), entry.get("release_path")):
         candidate = Path(output_dir) / str(rel or "")
         if rel and candidate.is_file() and sha256_file(candidate) == entry.get("sha256"):

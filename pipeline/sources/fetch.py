@@ -264,8 +264,8 @@ def _keep(got: _Downloaded, previous: dict | None, target: Path, url: str) -> tu
     """Put the download in place (or keep the cached copy); write its sidecar.
     Returns (changed, fetched_at, now)."""
     now = _now()
-    if got.tmp is None:                                  # 304: reuse the cached copy
-        changed, fetched_at = False, previous.get("fetched_at", now)
+    if got.tmp is None:                                  # 304: reuse the cached copy (a conditional GET: previous)
+        changed, fetched_at = False, (previous or {}).get("fetched_at", now)
     elif previous is not None and previous.get("sha256") == got.sha256:
         changed, fetched_at = False, now                 # same bytes again: keep the old file
         got.tmp.unlink()
@@ -292,7 +292,7 @@ def _fetch_live(spec: SourceSpec, settings: Settings, session: requests.Session)
     def attempt(n: int) -> _Downloaded:
         with _get(session, url, settings, conditional) as resp:
             if resp.status_code == 304:
-                if not conditional:
+                if not conditional or previous is None:
                     raise http.Permanent("HTTP 304 Not Modified to a request that was not conditional")
                 return _Downloaded(None, 304, previous["sha256"], previous["size"],
                                    resp.headers.get("ETag") or previous.get("etag"),
@@ -380,7 +380,7 @@ def _probe_live(spec: SourceSpec, settings: Settings, session: requests.Session)
 
     def get(n: int) -> str:
         with _get(session, url, settings, conditional) as resp:
-            if resp.status_code == 304 and conditional:
+            if resp.status_code == 304 and conditional and previous is not None:
                 merged = {"ETag": resp.headers.get("ETag") or previous.get("etag"),
                           "Last-Modified": resp.headers.get("Last-Modified") or previous.get("last_modified")}
                 return version_from_headers(merged) or f"sha256:{previous['sha256']}"
@@ -392,5 +392,5 @@ def _probe_live(spec: SourceSpec, settings: Settings, session: requests.Session)
                 return found
             return f"sha256:{http.read_body(resp, None, settings.http_timeout, limits).sha256}"
 
-    version, _ = http.run_with_retries(spec.name, url, settings, get, what="probe (GET)", limits=limits)
-    return version
+    probed, _ = http.run_with_retries(spec.name, url, settings, get, what="probe (GET)", limits=limits)
+    return probed

@@ -201,7 +201,7 @@ def _short(exc: BaseException) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
-def classify(exc: BaseException, timeout: float) -> Exception:
+def classify(exc: BaseException, timeout: float) -> Transient | Permanent:
     """Turn a requests/urllib3/socket exception into Transient or Permanent, with a short reason."""
     rex = requests.exceptions
     if isinstance(exc, (rex.InvalidURL, rex.MissingSchema, rex.InvalidSchema, rex.InvalidHeader)):
@@ -248,7 +248,7 @@ def run_with_retries(name: str, url: str, settings: Settings, attempt: Callable[
         try:
             return attempt(n), n
         except _NETWORK_ERRORS as exc:
-            fault = classify(exc, settings.http_timeout)
+            fault: Transient | Permanent = classify(exc, settings.http_timeout)
         except (Transient, Permanent) as exc:
             fault = exc
         if isinstance(fault, Permanent):
