@@ -424,24 +424,6 @@ def territories_frame(shapes: list[TerritoryShape], stats: DissolveStats) -> tup
     return out, stats
 
 
-def dissolve_clean(coverage: CleanCoverage, members: pd.DataFrame) -> tuple[gpd.GeoDataFrame, DissolveStats]:
-    """Dissolve the member communes of a cleaned coverage into territories (see :func:`dissolve`)."""
-    stats = coverage_stats(coverage)
-    shapes = union_territories(coverage, members)
-    fill_gaps_between(coverage, shapes, set(members["insee_com"]), stats)
-    return territories_frame(shapes, stats)
-
-
-def dissolve(communes: gpd.GeoDataFrame, members: pd.DataFrame) -> tuple[gpd.GeoDataFrame, DissolveStats]:
-    """Dissolve member communes into territories.
-
-    ``communes``: code_insee, departement, geometry (EPSG:4326), one row per boundary commune.
-    ``members``: id_ti, insee_com (boundary codes). Returns a frame id_ti, area_km2,
-    communes_area_km2, geometry (MultiPolygon, EPSG:4326), ordered by id_ti.
-    """
-    return dissolve_clean(clean_coverage(communes, set(members["insee_com"])), members)
-
-
 def holes(geom: shapely.Geometry) -> list[shapely.Polygon]:
     """The holes of a (Multi)Polygon as polygons."""
     return [shapely.Polygon(r) for p in shapely.get_parts(geom) for r in p.interiors]

@@ -41,6 +41,7 @@ import pandas as pd
 from .. import atomic
 from ..errors import PublishError
 from ..phases import CURRENT_PHASE
+from ..reconcile.membership import Membership
 from . import changes, geojson, geoparquet, gpkg, light, membership_tables, preview, swap, tiles
 from .columns import column_infos, prepare_frame
 from .layout import (
@@ -56,6 +57,7 @@ from .layout import (
     stable_paths,
 )
 from .manifest import build_manifest, dumps, output_entry, read_manifest, utc_now
+from .membership_tables import MembershipRefs
 from .provenance import file_metadata, source_lock
 
 log = logging.getLogger(__name__)
@@ -125,7 +127,8 @@ def _fsync_dir(path: Path) -> None:
 
 
 def _write_outputs(frame: gpd.GeoDataFrame, staging: Path, build_id: str, phase: str, meta: dict,
-                   membership=None, references=None) -> tuple[dict, dict]:
+                   membership: Membership | None = None,
+                   references: MembershipRefs | None = None) -> tuple[dict, dict]:
     """Write and verify every data file in ``staging``; return (facts per name, seconds per name).
 
     ``meta`` is the build's metadata written inside each data file; the membership tables are
@@ -192,7 +195,8 @@ def _write_light_files(step, frame: gpd.GeoDataFrame, simplify, meta: dict) -> N
         step(f"light_{variant.suffix}", write_light, verify_light)
 
 
-def _write_membership_tables(step, staging: Path, membership, references, phase: str, meta: dict) -> None:
+def _write_membership_tables(step, staging: Path, membership: Membership, references: MembershipRefs | None,
+                             phase: str, meta: dict) -> None:
     """The commune and groupement tables, each as Parquet then CSV (checked against the Parquet)."""
     for table, make in (("communes", membership_tables.commune_table),
                         ("groupements", membership_tables.groupement_table)):
@@ -395,7 +399,8 @@ def _write_changes(lay: _Layout, staging: Path, manifest: dict, frame: gpd.GeoDa
 
 
 def _stage(frame: gpd.GeoDataFrame, staging: Path, lay: _Layout, t_start: float, *, inputs: list[dict],
-           checks: list[dict], extra: dict | None, membership, references) -> tuple[dict, list[str]]:
+           checks: list[dict], extra: dict | None, membership: Membership | None,
+           references: MembershipRefs | None) -> tuple[dict, list[str]]:
     """Write every file of the release in a new ``staging`` folder; return (manifest, file names
     with the manifest last)."""
     staging.mkdir(parents=True)
@@ -469,8 +474,8 @@ def publish_release(
     checks: list[dict],
     phase: str = CURRENT_PHASE,
     extra: dict | None = None,
-    membership=None,
-    references=None,
+    membership: Membership | None = None,
+    references: MembershipRefs | None = None,
 ) -> dict:
     """Publish ``territories`` (one row per territory, EPSG:4326) as release ``build_id``.
 

@@ -289,6 +289,18 @@ class BoundarySet:
         self._trees: tuple | None = None
         self._codes: np.ndarray | None = None
 
+    @classmethod
+    def from_frame(cls, frame: gpd.GeoDataFrame, report: BoundaryReport | None = None) -> BoundarySet:
+        """The communes of ``frame`` (code_insee, departement, ..., geometry in EPSG:4326), held as
+        in-memory WKB like a small GeoParquet file, none decoded yet: :meth:`load` decodes the
+        members and their neighbours, and :meth:`near` finds the others (a commune far from every
+        member still makes an enclave). :func:`scan_boundaries` gives this for a file read whole."""
+        report = report or BoundaryReport(rows=len(frame), repaired=[], empty=[], duplicates=[],
+                                          crs=_crs_name(frame.crs))
+        geoms = frame.geometry.values
+        return cls(pd.DataFrame(frame.drop(columns="geometry")), report, shapely.bounds(geoms), frame.crs,
+                   wkb=shapely.to_wkb(geoms))
+
     @property
     def codes(self) -> np.ndarray:
         """Commune codes (object array of str, communes order)."""
@@ -523,8 +535,7 @@ def scan_boundaries(path: Path, limits: Limits = DEFAULT_LIMITS, batch_size: int
     source = _lazy_source(path)
     if source is None:
         frame, report = read_boundaries(path, limits)
-        return BoundarySet(pd.DataFrame(frame.drop(columns="geometry")), report,
-                           shapely.bounds(frame.geometry.values), frame.crs, geoms=frame.geometry.values)
+        return BoundarySet.from_frame(frame, report)
     parquet, geom_col, crs = source
     limit = IN_MEMORY_BYTES if in_memory_bytes is None else in_memory_bytes
     in_memory = _column_bytes(parquet, geom_col) <= limit

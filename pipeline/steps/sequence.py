@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import geopandas as gpd
 import numpy as np
@@ -40,6 +41,9 @@ from ..sources.fetch import FetchResult
 from ..sources.parse_cache import cached_frames
 from ..sources.readers import AdminRef, read_admin, read_commune_changes, read_ti_communes, read_ti_groupements
 from . import quality
+
+if TYPE_CHECKING:   # publishing is imported when a build is published, not to build
+    from ..publish.membership_tables import MembershipRefs
 
 BOUNDARIES = "communes_boundaries"
 CHANGES = "insee_mvt_communes"
@@ -194,7 +198,7 @@ class Reconciliation:
     previous: Membership | None
     boundary_admin: AdminRef | None     # the admin reference of the boundaries' COG (names, population)
     boundary_codes: set[str]
-    references: object | None = None    # publish.membership_tables.MembershipRefs (names, EPCI of the members)
+    references: MembershipRefs | None = None    # names and EPCI of the members, for the membership tables
 
 
 def reconcile_phase(settings: Settings, catalog: Catalog, phase: str, fetched: dict[str, FetchResult],
@@ -365,7 +369,7 @@ class BuildResult:
     inputs: list[dict]                  # manifest entries of the sources the build read
     timings: dict[str, float] = field(default_factory=dict)
     previous: Membership | None = None
-    references: object | None = None   # publish.membership_tables.MembershipRefs (names, EPCI of the members)
+    references: MembershipRefs | None = None   # names and EPCI of the members, for the membership tables
 
     @property
     def passed(self) -> bool:
