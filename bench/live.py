@@ -20,8 +20,8 @@ from urllib.parse import urlparse
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from http_server import FaultServer  # the tests' loopback server, reused as is
-from source_fixtures import loopback_catalog, resource, serve_api
+from http_server import FaultServer  # noqa: E402  (the tests' loopback server, reused as is)
+from source_fixtures import loopback_catalog, resource, serve_api  # noqa: E402
 
 LAST_MODIFIED = "Thu, 04 Jul 2024 09:18:48 GMT"
 

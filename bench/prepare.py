@@ -292,16 +292,17 @@ def ensure_members(prefer_core: bool = True, refresh: bool = False) -> str:
     if prefer_core:
         try:
             sys.path.insert(0, str(ROOT))
-            from pipeline.build.steps import build_territories      # noqa: PLC0415
-            from pipeline.settings import Settings             # noqa: PLC0415
+            from pipeline.phases import CURRENT_PHASE
+            from pipeline.settings import Settings
+            from pipeline.steps.sequence import build_territories
         except ImportError:
             pass
         else:
-            import tempfile                                     # noqa: PLC0415
+            import tempfile
             with tempfile.TemporaryDirectory() as tmp:
                 settings = Settings(mirror_dir=src, raw_dir=Path(tmp) / "raw",
                                     output_dir=Path(tmp) / "out")
-                result = build_territories(settings, phase="2023-2027")
+                result = build_territories(settings, phase=CURRENT_PHASE)
             write_members(members_from_core(result.territories), "core")
             return "core"
     write_members(members_naive(src), "naive list join")

@@ -42,7 +42,7 @@ class Reference:
     arrays: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # geoms, id_ti
     parts: dict[int, gpd.GeoDataFrame] = field(default_factory=dict)  # member parts per zone
 
-    def prepare(self) -> "Reference":
+    def prepare(self) -> Reference:
         for crs, zone in self.communes.groupby("zone"):
             self.arrays[crs] = (np.asarray(zone.geometry.values), zone.id_ti.to_numpy())
             self.trees[crs] = shapely.STRtree(self.arrays[crs][0])
@@ -144,7 +144,7 @@ def evaluate(result: gpd.GeoDataFrame, ref: Reference) -> tuple[dict, dict]:
     holes = enclaves = gap_holes = parts = slivers = 0
     gap_hole_m2 = 0.0
     communes = ref.communes
-    for t, (crs, g, gparts) in proj.items():
+    for t, (crs, _g, gparts) in proj.items():
         tree = ref.trees[crs]
         zgeoms, zid = ref.arrays[crs]
         mparts = ref.parts[crs]
@@ -182,7 +182,7 @@ def evaluate(result: gpd.GeoDataFrame, ref: Reference) -> tuple[dict, dict]:
         cov = sum(shapely.intersection(gs[i], row.geometry).area for i in idx) / row.area
         if cov < 0.9:
             unfilled += 1
-    q.update(source_gaps=int(len(scope)), gaps_unfilled=unfilled)
+    q.update(source_gaps=len(scope), gaps_unfilled=unfilled)
     # overlaps between territories
     ov_area, ov_pairs = 0.0, 0
     for crs, gs in by_zone.items():

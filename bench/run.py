@@ -25,12 +25,11 @@ import statistics
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
-
 import mainjob
+import numpy as np
 import prepare
 import quality
 from report import render
@@ -207,7 +206,7 @@ def unchanged_runs(scale: int, runs: int, results_dir: Path, methods: list[str])
     records = []
     if "cli" in methods:
         env = main_job_env("cli", scale, results_dir / f"cli-{scale}x")
-        records += [run_unchanged("unchanged-offline", scale, run, results_dir, build + ["--offline"], env)
+        records += [run_unchanged("unchanged-offline", scale, run, results_dir, [*build, "--offline"], env)
                     for run in range(1, runs + 1)]
         records += live_unchanged(scale, runs, results_dir, build)
     if "dagster" in methods:
@@ -463,7 +462,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.recover:
         return recover(Path(args.recover), args)
     command = "python bench/run.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     results_dir = WORK / "results" / started.strftime("%Y%m%dT%H%M%SZ")
     results_dir.mkdir(parents=True)
     info = {"command": command.strip(), "started": started.isoformat(timespec="seconds"),
@@ -480,7 +479,7 @@ def main(argv: list[str] | None = None) -> None:
     info["inputs"] = {str(s): scale_inputs(prepare.make_mirror(s), prepare.make_peer_input(s))
                       for s in args.scales + args.large_scales}
     records = run_all(args, results_dir)
-    info["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    info["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
     info["records"] = records
     info.update(summarise(records, info["inputs"], args.scales))
     info["published"] = compare_published(results_dir, args)

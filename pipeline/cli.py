@@ -26,6 +26,7 @@ from typing import TextIO
 from . import CONTRACT_VERSION, __version__, runtime
 from .checksums import sha256_file
 from .errors import PipelineError, PlanTableError
+from .phases import CURRENT_PHASE, PHASES
 
 EXIT_OK = 0
 EXIT_UNEXPECTED = 1
@@ -33,7 +34,7 @@ EXIT_FAILED = 2
 EXIT_UNCHANGED = 3
 EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141
-PHASE_CHOICES = ("2023-2027", "2018-2022", "all")
+PHASE_CHOICES = (*PHASES, "all")
 
 
 class UsageError(PipelineError):
@@ -75,21 +76,19 @@ class Progress:
 
 # ---------------------------------------------------------------- settings
 def settings_from_args(args: argparse.Namespace, env: dict[str, str] | None = None):
-    """Settings from the environment, overridden by --mirror / --output / --plans; checks --offline."""
+    """Settings from the environment (``env``: instead of it), overridden by --mirror / --output /
+    --plans / --lock / --accept-changes; checks --offline."""
     from .settings import Settings
 
-    env = dict(os.environ if env is None else env)
+    overrides = {}
     for option, var in (("mirror", "TI_MIRROR_DIR"), ("output", "TI_OUTPUT_DIR"), ("plans", "TI_PLANS_PATH"),
                         ("lock", "TI_LOCK")):
         value = getattr(args, option, None)
         if value:
-            env[var] = str(value)
+            overrides[var] = str(value)
     if getattr(args, "accept_changes", False):
-        env["TI_ACCEPT_CHANGES"] = "1"
-    try:
-        settings = Settings.from_env(env)
-    except ValueError as err:
-        raise UsageError(f"invalid TI_* setting: {err}") from None
+        overrides["TI_ACCEPT_CHANGES"] = "1"
+    settings = Settings.from_env(env, overrides)   # a bad value: SettingsError, one line, exit 2
     if getattr(args, "offline", False) and settings.mirror_dir is None:
         raise UsageError("--offline needs the mirror folder: set TI_MIRROR_DIR or pass --mirror DIR")
     if settings.mirror_dir is not None and not settings.mirror_dir.is_dir():
@@ -111,9 +110,8 @@ def changes_since_manifest(settings, phase: str, input_sha256: dict[str, str]) -
 
     ``input_sha256`` maps each source the phase reads to the sha256 of its current file.
     """
-    from .build.steps import CURRENT_PHASE
+    from .publish.layout import stable_paths
     from .publish.manifest import read_manifest
-    from .publish.release import stable_paths
 
     paths = stable_paths(settings.output_dir, phase)
     try:
@@ -126,7 +124,7 @@ def changes_since_manifest(settings, phase: str, input_sha256: dict[str, str]) -
     for key, now in (("pipeline_version", __version__), ("contract_version", CONTRACT_VERSION)):
         if manifest.get(key) != now:
             reasons.append(f"{key} {manifest.get(key)} -> {now}")
-    from .build.steps import code_fingerprint
+    from .steps.sequence import code_fingerprint
 
     if manifest.get("extra", {}).get("code_fingerprint") != (now := code_fingerprint()):
         reasons.append(f"code changed: {str(manifest.get('extra', {}).get('code_fingerprint'))[:12]} -> {now[:12]}")
@@ -140,7 +138,7 @@ def changes_since_manifest(settings, phase: str, input_sha256: dict[str, str]) -
         old, new = source.get("sha256"), plan_sha256(settings)
         if old != new:
             reasons.append(f"plan table: {(old or 'none')[:12]} -> {(new or 'none')[:12]}")
-    from .publish.swap import mismatched   # sha256, not sizes: a same-size swap leftover is seen
+    from .publish.swap import mismatched  # sha256, not sizes: a same-size swap leftover is seen
 
     reasons += [f"published file missing or altered: {Path(settings.output_dir) / p}"
                 for p in mismatched(Path(settings.output_dir), manifest)]
@@ -150,7 +148,7 @@ def changes_since_manifest(settings, phase: str, input_sha256: dict[str, str]) -
 # ---------------------------------------------------------------- commands
 def fetch_for(settings, catalog, phases: list[str], progress: Progress) -> dict:
     """Every source the phases read, fetched once (FetchResult by source name)."""
-    from .build import steps as core
+    from .steps import sequence as core
 
     names = list(dict.fromkeys(n for phase in phases for n in core.phase_sources(catalog, phase)))
     mode = "mirror " + str(settings.mirror_dir) if settings.offline else "live URLs"
@@ -164,14 +162,14 @@ def fetch_for(settings, catalog, phases: list[str], progress: Progress) -> dict:
 
 def phase_to_build(settings, catalog, phase: str, fetched: dict, force: bool, progress: Progress) -> bool:
     """Check the plan table, repair an interrupted publish, and say whether ``phase`` needs a build."""
-    from .build import steps as core
+    from .steps import sequence as core
 
     files = core.phase_files(catalog, phase, fetched)
-    if phase == core.CURRENT_PHASE and settings.plans_path is not None:
+    if phase == CURRENT_PHASE and settings.plans_path is not None:
         # the plan table checked against the lists' ids before the long build (file, line, column)
         from .sources.plans import read_plans
 
-        read_plans(settings.plans_path, core.listed_territory_ids(catalog, phase, files))
+        read_plans(settings.plans_path, core.listed_territory_ids(catalog, phase, files, settings.limits), settings.limits)
         progress.line(f"{phase}: plan table {settings.plans_path} is valid")
     from .publish.release import repair_published
     for line in repair_published(settings, phase):
@@ -188,7 +186,7 @@ def phase_to_build(settings, catalog, phase: str, fetched: dict, force: bool, pr
 
 def build_phase(settings, catalog, phase: str, fetched: dict, progress: Progress):
     """Build and check one phase (no publishing): the core's BuildResult."""
-    from .build import steps as core
+    from .steps import sequence as core
 
     files = core.phase_files(catalog, phase, fetched)
     with progress.step(f"{phase}: building (reconcile, scan, repair and dissolve, attributes, checks)"):
@@ -202,7 +200,7 @@ def build_phase(settings, catalog, phase: str, fetched: dict, progress: Progress
 
 def publish_one(settings, result, progress: Progress) -> dict:
     """Publish one built phase; its manifest."""
-    from .build import steps as core
+    from .steps import sequence as core
 
     with progress.step(f"{result.phase}: publishing to {settings.output_dir}"):
         manifest = core.publish_build(result, settings)
@@ -258,8 +256,8 @@ def cmd_build(args: argparse.Namespace, progress: Progress) -> int:
 
 
 def cmd_check_sources(args: argparse.Namespace, progress: Progress) -> int:
-    from .sources.catalog import load_catalog
     from .errors import SourceError
+    from .sources.catalog import load_catalog
     from .sources.resolve import probe_one
 
     settings = settings_from_args(args)
@@ -298,7 +296,8 @@ def parser() -> argparse.ArgumentParser:
     b = sub.add_parser("build", help="build and publish what changed",
                        description="Build and publish the territories of a phase, only if an input changed.")
     _add_common(b)
-    b.add_argument("--phase", choices=PHASE_CHOICES, default="2023-2027", help="phase to build (default 2023-2027)")
+    b.add_argument("--phase", choices=PHASE_CHOICES, default=CURRENT_PHASE,
+                   help=f"phase to build (default {CURRENT_PHASE})")
     b.add_argument("--output", metavar="DIR", help="publish into DIR (overrides TI_OUTPUT_DIR)")
     b.add_argument("--force", action="store_true", help="rebuild and publish even if nothing changed")
     b.add_argument("--lock", metavar="MANIFEST", help="rebuild from exactly the sources locked in this manifest.json "

@@ -10,7 +10,13 @@ class PipelineError(Exception):
 
 
 class SourceError(PipelineError):
-    """A source could not be fetched or read (bad URL, network fault, HTTP error, bad body)."""
+    """A source could not be fetched or read (bad URL, network fault, HTTP error, bad body).
+
+    ``retryable``: only transient faults were seen (network, timeout, 429, 5xx), so a later
+    attempt may succeed (Dagster's retry policy applies then).
+    """
+
+    retryable: bool = False
 
 
 class InputFormatError(PipelineError):

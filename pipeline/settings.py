@@ -1,9 +1,12 @@
 """The one settings object of a build, read from the TI_* environment variables and validated.
 
-The CLI reads it with :meth:`Settings.from_env`; Dagster gets the same object through the
-``PipelineSettings`` resource (``pipeline/defs/resources.py``), whose fields override the
-environment. Every value is checked against its range when the object is made; a bad one raises
-:class:`SettingsError` naming the variable, its value and the expected form, in one line.
+This is the only module that reads the environment. The CLI reads it with
+:meth:`Settings.from_env`; Dagster gets the same object through the ``PipelineSettings`` resource
+(``pipeline/defs/resources.py``, one field per variable, derived from this class), whose fields
+override the environment; the code location reads it with :func:`lenient_from_env` so that a bad
+value fails the runs, not the loading. Every value is checked against its range when the object
+is made; a bad one raises :class:`SettingsError` naming the variable, its value and the expected
+form, in one line. The core receives the values as arguments (``Settings.limits`` for the readers).
 """
 
 from __future__ import annotations
@@ -13,14 +16,18 @@ import importlib.resources
 import logging
 import math
 import os
+import re
+import zoneinfo
+from collections.abc import Mapping
 from dataclasses import fields
 from pathlib import Path
-from typing import Annotated, Any, Mapping
+from typing import Annotated, Any
 
 from pydantic import AfterValidator, ConfigDict, Field, ValidationError
 from pydantic.dataclasses import dataclass
 
 from .errors import PipelineError
+from .limits import DEFAULT_LIMITS, Limits
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +61,44 @@ def _urls(urls: dict[str, str]) -> dict[str, str]:
     return urls
 
 
+def _timezone(name: str) -> str:
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValueError("not an IANA time zone") from None
+    return name
+
+
+# minute, hour, day of month, month, day of week: their ranges, and the names cron accepts
+_CRON_FIELDS = ((0, 59, ()), (0, 23, ()), (1, 31, ()),
+                (1, 12, ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")),
+                (0, 7, ("sun", "mon", "tue", "wed", "thu", "fri", "sat")))
+_CRON_ITEM = re.compile(r"^(\*|(\w+)(?:-(\w+))?)(?:/(\d+))?$")
+
+
+def _cron_value(token: str, low: int, high: int, names: tuple[str, ...]) -> bool:
+    if token.lower() in names:
+        return True
+    return token.isdigit() and low <= int(token) <= high
+
+
+def _cron(expression: str) -> str:
+    """Five fields of numbers in range, names, ``*``, ranges, lists and steps (Dagster's schedules
+    accept no seconds field and no ``@hourly``-style shortcut)."""
+    parts = expression.split()
+    if len(parts) != 5:
+        raise ValueError("not a cron expression of five fields")
+    for part, (low, high, names) in zip(parts, _CRON_FIELDS):
+        for item in part.split(","):
+            match = _CRON_ITEM.match(item)
+            if match is None or (match.group(4) is not None and int(match.group(4)) == 0):
+                raise ValueError(f"bad cron field {part!r}")
+            ends = [g for g in match.group(2, 3) if g is not None]
+            if not all(_cron_value(e, low, high, names) for e in ends):
+                raise ValueError(f"bad cron field {part!r}")
+    return " ".join(parts)
+
+
 def _webhook(url: str | None) -> str | None:
     if url is not None and not url.lower().startswith(("https://", "http://")):
         raise ValueError("TI_ALERT_WEBHOOK_URL is not an http(s) URL")
@@ -63,6 +108,8 @@ def _webhook(url: str | None) -> str | None:
 AbsPath = Annotated[Path, AfterValidator(_absolute)]
 OptPath = Annotated[Path | None, AfterValidator(_absolute)]
 Seconds = Annotated[float, AfterValidator(_finite)]
+Cron = Annotated[str, AfterValidator(_cron)]
+TimeZone = Annotated[str, AfterValidator(_timezone)]
 
 
 @dataclass(frozen=True, config=ConfigDict(extra="forbid", validate_default=True))
@@ -73,30 +120,36 @@ class Settings:
     paths are taken from the working directory when the object is made.
     """
 
-    mirror_dir: OptPath = Field(None, json_schema_extra={
+    mirror_dir: OptPath = Field(default=None, json_schema_extra={
         "env": "TI_MIRROR_DIR", "expect": "a folder with the layout of ../shared/data (unset: live URLs)"})
-    raw_dir: AbsPath = Field(Path("data_raw"), json_schema_extra={
+    raw_dir: AbsPath = Field(default=Path("data_raw"), json_schema_extra={
         "env": "TI_RAW_DIR", "expect": "a folder for the download and parse cache"})
-    output_dir: AbsPath = Field(Path("data_out"), json_schema_extra={
+    output_dir: AbsPath = Field(default=Path("data_out"), json_schema_extra={
         "env": "TI_OUTPUT_DIR", "expect": "the folder where files are published"})
-    plans_path: OptPath = Field(None, json_schema_extra={
+    plans_path: OptPath = Field(default=None, json_schema_extra={
         "env": "TI_PLANS_PATH", "expect": "the plan table CSV (unset: plan columns are null)"})
-    catalog_path: AbsPath = Field(ASSETS_DIR / "sources.toml", json_schema_extra={
+    catalog_path: AbsPath = Field(default=ASSETS_DIR / "sources.toml", json_schema_extra={
         "env": "TI_CATALOG", "expect": "a source catalog TOML file"})
-    keep_releases: int = Field(5, ge=1, le=1000, json_schema_extra={
+    keep_releases: int = Field(default=5, ge=1, le=1000, json_schema_extra={
         "env": "TI_KEEP_RELEASES", "expect": "a whole number of release folders from 1 to 1000"})
-    http_timeout: Seconds = Field(60.0, gt=0, le=3600, json_schema_extra={
+    http_timeout: Seconds = Field(default=60.0, gt=0, le=3600, json_schema_extra={
         "env": "TI_HTTP_TIMEOUT", "expect": "seconds, a number > 0 and <= 3600 (e.g. 60)"})
-    http_retries: int = Field(4, ge=0, le=20, json_schema_extra={
+    http_retries: int = Field(default=4, ge=0, le=20, json_schema_extra={
         "env": "TI_HTTP_RETRIES", "expect": "a whole number of retries from 0 to 20"})
-    http_backoff: Seconds = Field(1.0, ge=0, le=600, json_schema_extra={
+    http_backoff: Seconds = Field(default=1.0, ge=0, le=600, json_schema_extra={
         "env": "TI_HTTP_BACKOFF", "expect": "seconds, a number >= 0 and <= 600 (doubled at each retry)"})
-    http_max_retry_after: Seconds = Field(120.0, ge=0, le=3600, json_schema_extra={
+    http_max_retry_after: Seconds = Field(default=120.0, ge=0, le=3600, json_schema_extra={
         "env": "TI_HTTP_MAX_RETRY_AFTER", "expect": "seconds, a number >= 0 and <= 3600 (cap on Retry-After)"})
-    schedule_cron: str = Field("0 6 * * 1", min_length=1, json_schema_extra={
+    schedule_cron: Cron = Field(default="0 6 * * 1", json_schema_extra={
         "env": "TI_SCHEDULE_CRON", "expect": "a cron expression (e.g. '0 6 * * 1', Mondays at 06:00)"})
-    schedule_timezone: str = Field("Europe/Paris", min_length=1, json_schema_extra={
+    schedule_timezone: TimeZone = Field(default="Europe/Paris", json_schema_extra={
         "env": "TI_SCHEDULE_TIMEZONE", "expect": "an IANA time zone (e.g. Europe/Paris)"})
+    # Dagster's declarative automation (pipeline/defs/automation.py): when the assets reading an
+    # outside input look at it again, and how often the automation sensor evaluates the conditions.
+    sources_cron: Cron = Field(default="0 * * * *", json_schema_extra={
+        "env": "TI_SOURCES_CRON", "expect": "a cron expression (e.g. '0 * * * *', hourly)"})
+    sensor_interval_seconds: int = Field(default=600, ge=30, le=86400, json_schema_extra={
+        "env": "TI_SENSOR_INTERVAL_SECONDS", "expect": "a whole number of seconds from 30 to 86400"})
     # TI_URL_<SOURCE>: the key is the source name in lower case, checked against the catalog
     # when it is loaded (a misspelt name is an error there, see catalog.load_catalog).
     url_overrides: Annotated[dict[str, str], AfterValidator(_urls)] = Field(default_factory=dict, json_schema_extra={
@@ -105,68 +158,99 @@ class Settings:
     # the key is the source name in lower case, checked against the catalog like TI_URL_*.
     pins: dict[str, str] = Field(default_factory=dict, json_schema_extra={
         "env": "TI_PIN_<SOURCE>", "expect": "a release date, COG year, file name or resource id"})
-    lock_path: OptPath = Field(None, json_schema_extra={
+    lock_path: OptPath = Field(default=None, json_schema_extra={
         "env": "TI_LOCK", "expect": "a manifest.json whose 'lock' names the exact sources to rebuild from"})
-    alert_webhook_url: Annotated[str | None, AfterValidator(_webhook)] = Field(None, json_schema_extra={
+    alert_webhook_url: Annotated[str | None, AfterValidator(_webhook)] = Field(default=None, json_schema_extra={
         "env": "TI_ALERT_WEBHOOK_URL", "expect": "an http(s) URL that receives a JSON POST per failed run"})
     # Dagster's freshness windows are at least one minute (warn at the age, fail at twice it).
-    release_max_age_days: Seconds = Field(8.0, ge=0.001, le=3650, json_schema_extra={
+    release_max_age_days: Seconds = Field(default=8.0, ge=0.001, le=3650, json_schema_extra={
         "env": "TI_RELEASE_MAX_AGE_DAYS", "expect": "days, a number >= 0.001 and <= 3650 (e.g. 8)"})
-    sources_max_age_hours: Seconds = Field(26.0, ge=0.02, le=8760, json_schema_extra={
+    sources_max_age_hours: Seconds = Field(default=26.0, ge=0.02, le=8760, json_schema_extra={
         "env": "TI_SOURCES_MAX_AGE_HOURS", "expect": "hours, a number >= 0.02 and <= 8760 (e.g. 26)"})
     # Limits on untrusted input (README "Limits"), and the change guard's switch.
-    max_source_mb: int = Field(2048, ge=1, le=1_000_000, json_schema_extra={
+    max_source_mb: int = Field(default=DEFAULT_LIMITS.source_mb, ge=1, le=1_000_000, json_schema_extra={
         "env": "TI_MAX_SOURCE_MB", "expect": "a whole number of MiB >= 1 (cap on one source, as stored and decoded)"})
-    max_table_mb: int = Field(512, ge=1, le=100_000, json_schema_extra={
+    max_table_mb: int = Field(default=DEFAULT_LIMITS.table_mb, ge=1, le=100_000, json_schema_extra={
         "env": "TI_MAX_TABLE_MB", "expect": "a whole number of MiB >= 1 (cap on a CSV/JSON table once un-gzipped)"})
-    http_deadline: Seconds = Field(1800.0, gt=0, le=7 * 86400, json_schema_extra={
+    http_deadline: Seconds = Field(default=1800.0, gt=0, le=7 * 86400, json_schema_extra={
         "env": "TI_HTTP_DEADLINE", "expect": "seconds, a number > 0 (one whole download, retries included)"})
-    max_commune_vertices: int = Field(250_000, ge=100, le=1_000_000_000, json_schema_extra={
+    max_commune_vertices: int = Field(default=DEFAULT_LIMITS.commune_vertices, ge=100, le=1_000_000_000, json_schema_extra={
         "env": "TI_MAX_COMMUNE_VERTICES", "expect": "a whole number >= 100 (vertices of one commune polygon)"})
-    accept_changes: bool = Field(False, json_schema_extra={
+    accept_changes: bool = Field(default=False, json_schema_extra={
         "env": "TI_ACCEPT_CHANGES", "expect": "1 or 0 (1: publish past the change guard, for one build)"})
 
     @property
     def offline(self) -> bool:
         return self.mirror_dir is not None
 
+    @property
+    def limits(self) -> Limits:
+        """The bounds on untrusted input, as the readers take them."""
+        return Limits(source_mb=self.max_source_mb, table_mb=self.max_table_mb,
+                      commune_vertices=self.max_commune_vertices)
+
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
-        """Settings from ``env`` (default ``os.environ``): unset or empty variables keep their default.
+    def from_env(cls, env: Mapping[str, str] | None = None, overrides: Mapping[str, str] | None = None) -> Settings:
+        """Settings from ``env`` (default ``os.environ``) updated with ``overrides`` (variable -> value,
+        e.g. from command-line options); unset or empty variables keep their default.
 
         Unknown ``TI_*`` variables are logged as warnings (with the closest known name).
         """
-        env = os.environ if env is None else env
-        by_var = env_names()
-        values: dict[str, Any] = {}
-        for var, raw in env.items():
-            if not var.startswith("TI_") or raw is None:
-                continue
-            if var.startswith(URL_PREFIX):
-                if raw.strip():
-                    values.setdefault("url_overrides", {})[var[len(URL_PREFIX):].lower()] = raw.strip()
-            elif var.startswith(PIN_PREFIX):
-                if raw.strip():
-                    values.setdefault("pins", {})[var[len(PIN_PREFIX):].lower()] = raw.strip()
-            elif var in by_var:
-                if raw.strip():
-                    values[by_var[var]] = raw.strip()
-            else:
-                warn_unknown(var)
-        return cls.validated(values)
+        return cls.validated(_values(env, overrides))
 
     @classmethod
-    def validated(cls, values: Mapping[str, Any]) -> "Settings":
+    def validated(cls, values: Mapping[str, Any]) -> Settings:
         """``cls(**values)``, with a pydantic error turned into one line naming the variable."""
         try:
             return cls(**values)
         except ValidationError as err:
             raise SettingsError(describe(err, values)) from None
 
-    def replace(self, **changes: Any) -> "Settings":
+    def replace(self, **changes: Any) -> Settings:
         """A copy with some fields changed, validated like the original."""
         current = {f.name: getattr(self, f.name) for f in fields(self)}
         return type(self).validated({**current, **changes})
+
+
+def _values(env: Mapping[str, str] | None, overrides: Mapping[str, str] | None,
+            warn: bool = True) -> dict[str, Any]:
+    """Field values from the TI_* variables of ``env`` (default ``os.environ``) updated with ``overrides``."""
+    merged = {**(os.environ if env is None else env), **(overrides or {})}
+    by_var = env_names()
+    values: dict[str, Any] = {}
+    for var, raw in merged.items():
+        if not var.startswith("TI_") or raw is None:
+            continue
+        if var.startswith(URL_PREFIX):
+            if raw.strip():
+                values.setdefault("url_overrides", {})[var[len(URL_PREFIX):].lower()] = raw.strip()
+        elif var.startswith(PIN_PREFIX):
+            if raw.strip():
+                values.setdefault("pins", {})[var[len(PIN_PREFIX):].lower()] = raw.strip()
+        elif var in by_var:
+            if raw.strip():
+                values[by_var[var]] = raw.strip()
+        elif warn:
+            warn_unknown(var)
+    return values
+
+
+def lenient_from_env(overrides: Mapping[str, str] | None = None) -> tuple[Settings, list[str]]:
+    """The settings of the environment with every invalid value replaced by its default, and one
+    line per value replaced (for the Dagster code location, which must load whatever the values:
+    the runs then fail with the strict :meth:`Settings.from_env` message)."""
+    values = _values(None, overrides, warn=False)
+    problems: list[str] = []
+    while True:
+        try:
+            return Settings(**values), problems
+        except ValidationError as err:
+            first = err.errors()[0]
+            name = str(first["loc"][0]) if first["loc"] else ""
+            problems.append(describe(err, values))
+            if name not in values:     # not a value we gave: nothing left to drop
+                return Settings(), problems
+            del values[name]
 
 
 def env_names() -> dict[str, str]:
@@ -179,28 +263,28 @@ def env_names() -> dict[str, str]:
     return out
 
 
-# Variables read elsewhere than Settings (the Dagster layer's own knobs): known, not warned about.
-OTHER_VARIABLES = {"TI_SENSOR_INTERVAL_SECONDS", "TI_SOURCES_CRON"}
-
-
 def warn_unknown(var: str) -> None:
-    if var in OTHER_VARIABLES:
-        return
-    close = difflib.get_close_matches(var, [*env_names(), *OTHER_VARIABLES], n=1)
+    close = difflib.get_close_matches(var, list(env_names()), n=1)
     hint = f" (did you mean {close[0]}?)" if close else ""
     log.warning("unknown setting %s ignored%s", var, hint)
 
 
+def describe_setting(name: str) -> str:
+    """``VARIABLE: expected form`` of a settings field (documentation, the Dagster resource)."""
+    meta = _meta(name)
+    return f"{meta['env']}: {meta['expect']}"
+
+
 def _meta(name: str) -> dict:
-    field = Settings.__pydantic_fields__[name]
-    return field.json_schema_extra or {}
+    extra = Settings.__pydantic_fields__[name].json_schema_extra   # type: ignore[attr-defined]
+    return dict(extra) if isinstance(extra, dict) else {}
 
 
 def describe(err: ValidationError, values: Mapping[str, Any]) -> str:
     """One line for the first problem: variable, value as given, expected form."""
     first = err.errors()[0]
     name = str(first["loc"][0]) if first["loc"] else "?"
-    if name not in Settings.__pydantic_fields__:
+    if name not in Settings.__pydantic_fields__:   # type: ignore[attr-defined]
         return f"unknown setting {name!r}"
     meta = _meta(name)
     value = values.get(name, first.get("input"))

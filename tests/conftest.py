@@ -52,6 +52,6 @@ def mirror_settings(mirror, tmp_path_factory) -> Settings:
 @pytest.fixture(scope="session")
 def real_build(mirror_settings):
     """The whole 2023-2027 build on the real shared data, once per test session."""
-    from pipeline.build.steps import build_territories
+    from pipeline.steps.sequence import build_territories
 
     return build_territories(mirror_settings)

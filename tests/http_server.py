@@ -86,7 +86,7 @@ class Hit:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.0"
-    server: "_Server"
+    server: _Server
 
     def log_message(self, *args) -> None:  # keep test output clean
         pass
@@ -172,7 +172,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
-    owner: "FaultServer"
+    owner: FaultServer
 
     def handle_error(self, request, client_address) -> None:  # client hung up: expected here
         pass
@@ -191,7 +191,7 @@ class FaultServer:
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
                                         daemon=True)
 
-    def __enter__(self) -> "FaultServer":
+    def __enter__(self) -> FaultServer:
         self._thread.start()
         return self
 

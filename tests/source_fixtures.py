@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from http_server import link_or_copy
+
 from pipeline.settings import ASSETS_DIR
 
 DATASET = "programme-territoires-dindustrie"
@@ -19,9 +20,10 @@ HOSTS = ("https://www.data.gouv.fr", "https://static.data.gouv.fr", "https://unp
          "https://etalab-datasets.geo.data.gouv.fr")
 
 
-def scratch_mirror(root: Path, source: Path, added: dict[str, bytes] = {}) -> Path:
+def scratch_mirror(root: Path, source: Path, added: dict[str, bytes] | None = None) -> Path:
     """A mirror folder: a hard link (or copy) of every file of ``source`` (a symlink out of the
     mirror is refused), plus the ``added`` files (new or replacing one)."""
+    added = added or {}
     mirror = root / "mirror"
     for f in source.rglob("*"):
         if f.is_file():

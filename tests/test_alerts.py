@@ -16,6 +16,7 @@ from pipeline.definitions import defs
 from pipeline.defs.alerts import failure_alert
 from pipeline.defs.assets import ALL_ASSETS
 from pipeline.defs.automation import automate
+from pipeline.settings import Settings
 
 GRAPH = defs.resolve_asset_graph()
 SOURCE = next(k for k in sorted(GRAPH.materializable_asset_keys, key=str) if GRAPH.get(k).group_name == "sources")
@@ -94,8 +95,8 @@ def test_nothing_is_sent_without_a_webhook_url(failed_run, monkeypatch):
 
 
 def test_freshness_policies_from_the_environment():
-    policies = {s.key: s.freshness_policy for a in automate(ALL_ASSETS, {"TI_RELEASE_MAX_AGE_DAYS": "3",
-                                                                          "TI_SOURCES_MAX_AGE_HOURS": "12"})
+    policies = {s.key: s.freshness_policy for a in automate(ALL_ASSETS, Settings.from_env({
+                    "TI_RELEASE_MAX_AGE_DAYS": "3", "TI_SOURCES_MAX_AGE_HOURS": "12"}))
                 for s in a.specs}
     published = [k for k in policies if GRAPH.get(k).group_name == "publish"]
     assert published and all(policies[k].warn_window.to_timedelta() == dt.timedelta(days=3) for k in published)
@@ -108,4 +109,4 @@ def test_a_freshness_age_under_a_minute_names_the_variable():
     from pipeline.settings import SettingsError
 
     with pytest.raises(SettingsError, match=r"TI_SOURCES_MAX_AGE_HOURS='0.001': expected hours, a number >= 0.02"):
-        automate(ALL_ASSETS, {"TI_SOURCES_MAX_AGE_HOURS": "0.001"})
+        automate(ALL_ASSETS, Settings.from_env({"TI_SOURCES_MAX_AGE_HOURS": "0.001"}))

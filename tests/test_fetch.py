@@ -13,14 +13,15 @@ import hashlib
 import json
 import os
 import shutil
+from datetime import UTC
 
 import pytest
 
+from pipeline.errors import SourceError
+from pipeline.settings import Settings
 from pipeline.sources import http as piphttp
 from pipeline.sources.catalog import load_catalog
-from pipeline.errors import SourceError
 from pipeline.sources.fetch import cache_path, fetch_source, meta_path, probe_source, sha256_file
-from pipeline.settings import Settings
 
 try:
     from http_server import FaultServer, require_shared_data
@@ -44,8 +45,8 @@ def server():
 
 
 def live(tmp_path, overrides: dict[str, str], **kwargs) -> Settings:
-    base = dict(raw_dir=tmp_path / "raw", http_timeout=5.0, http_retries=2, http_backoff=0.01,
-                http_max_retry_after=5.0, url_overrides=overrides)
+    base = {"raw_dir": tmp_path / "raw", "http_timeout": 5.0, "http_retries": 2, "http_backoff": 0.01,
+                "http_max_retry_after": 5.0, "url_overrides": overrides}
     base.update(kwargs)
     return Settings(**base)
 
@@ -314,8 +315,8 @@ def test_probe_http_error_is_a_source_error(tmp_path, server):
 def test_retry_after_parsing():
     assert piphttp.retry_after_seconds("7") == 7.0
     assert piphttp.retry_after_seconds(None) is None and piphttp.retry_after_seconds("soon") is None
-    from datetime import datetime, timezone
-    now = datetime(2024, 7, 4, 9, 0, 0, tzinfo=timezone.utc)
+    from datetime import datetime
+    now = datetime(2024, 7, 4, 9, 0, 0, tzinfo=UTC)
     assert piphttp.retry_after_seconds("Thu, 04 Jul 2024 09:00:30 GMT", now) == 30.0
     assert piphttp.retry_after_seconds("Thu, 04 Jul 2024 08:00:00 GMT", now) == 0.0
 

@@ -17,11 +17,11 @@ import socket
 
 import pytest
 
+from pipeline.errors import SourceError
+from pipeline.settings import Settings, SettingsError
 from pipeline.sources import http as piphttp
 from pipeline.sources.catalog import load_catalog
-from pipeline.errors import SourceError
 from pipeline.sources.fetch import cache_path, fetch_source, meta_path, probe_source, sha256_file
-from pipeline.settings import Settings, SettingsError
 
 try:
     from http_server import FaultServer, Reply, require_shared_data
@@ -52,8 +52,8 @@ def sleeps(monkeypatch):
 
 
 def settings_for(tmp_path, url: str, name: str = "ti2023_communes", **kwargs) -> Settings:
-    base = dict(raw_dir=tmp_path / "raw", http_timeout=2.0, http_retries=3, http_backoff=0.01,
-                http_max_retry_after=5.0, url_overrides={name: url})
+    base = {"raw_dir": tmp_path / "raw", "http_timeout": 2.0, "http_retries": 3, "http_backoff": 0.01,
+                "http_max_retry_after": 5.0, "url_overrides": {name: url}}
     base.update(kwargs)
     return Settings.validated(base)
 
@@ -272,8 +272,8 @@ def test_404_after_a_503_reports_both_attempts(tmp_path, server, sleeps):
     with pytest.raises(SourceError) as err:
         fetch_source(spec, settings)
     msg = str(err.value)
-    assert "[2 attempts: attempt 1: HTTP 503 Service Unavailable, retried after 0.01 s; " \
-           "attempt 2: HTTP 404 Not Found (client error, not retried)]" in msg
+    assert ("[2 attempts: attempt 1: HTTP 503 Service Unavailable, retried after 0.01 s; "
+            "attempt 2: HTTP 404 Not Found (client error, not retried)]") in msg
     assert len(server.hits(PATH)) == 2
 
 
@@ -344,7 +344,7 @@ def test_unexpected_304_without_conditional_request(tmp_path, server, sleeps):
 
 
 def test_304_reuse_after_fault_keeps_cache(tmp_path, server, sleeps):
-    settings, spec, body = csv_source(tmp_path, server)
+    settings, spec, _body = csv_source(tmp_path, server)
     first = fetch_source(spec, settings)
     cached = cache_snapshot(settings, spec)
     server.script(PATH, Reply(503))
@@ -435,7 +435,7 @@ def test_retry_waits_stop_at_the_deadline(tmp_path, server, sleeps):
 @pytest.mark.parametrize("cap, retry_after, expected", [
     (float("inf"), 1e12, piphttp.MAX_WAIT), (float("nan"), 50.0, 0.0), (120.0, float("inf"), 120.0)])
 def test_retry_after_wait_is_never_infinite(cap, retry_after, expected):
-    from types import SimpleNamespace   # Settings refuses such values; the wait is bounded even so
+    from types import SimpleNamespace  # Settings refuses such values; the wait is bounded even so
 
     settings = SimpleNamespace(http_max_retry_after=cap, http_backoff=1.0)
     assert piphttp.backoff_delay(settings, 1, retry_after) == expected

@@ -16,14 +16,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import shapely
-
 from http_server import FaultServer, require_shared_data
+from source_fixtures import COMMUNES, GROUPEMENTS, loopback_catalog, resource, scratch_mirror, serve_api
+
 from pipeline import cli
-from pipeline.build.steps import build_territories, publish_build
 from pipeline.publish.changes import CHANGES_JSON, CHANGES_MD
 from pipeline.settings import Settings
 from pipeline.sources.catalog import load_catalog
-from source_fixtures import COMMUNES, GROUPEMENTS, loopback_catalog, resource, scratch_mirror, serve_api
+from pipeline.steps.sequence import build_territories, publish_build
 
 DATA = require_shared_data()
 SAMPLE = "boundaries/communes_cog2024_sample_dep01_dep23_dep971.geojson"
@@ -167,7 +167,7 @@ def build_and_publish(tmp_path, published: Path, added: dict[str, bytes], guarde
     if guarded:
         from pipeline.errors import CheckFailedError
 
-        with pytest.raises(CheckFailedError, match="change guard: .*area changed: ti-7506"):
+        with pytest.raises(CheckFailedError, match=r"change guard: .*area changed: ti-7506"):
             publish_build(result, settings)
         settings = settings.replace(accept_changes=True)
     publish_build(result, settings)

@@ -9,8 +9,15 @@ import pytest
 import shapely
 from shapely.geometry import box
 
-from pipeline.sources.boundaries import read_boundaries
-from pipeline.geometry.coverage import dissolve, holes, zone_crs
+from pipeline.geometry.coverage import holes, zone_crs
+from pipeline.sources.boundaries import BoundarySet, read_boundaries
+from pipeline.steps.sequence import repair_and_dissolve
+
+
+def dissolve(communes, members):
+    """The production dissolve (:func:`repair_and_dissolve`) of communes held in memory."""
+    shapes = repair_and_dissolve(BoundarySet.from_frame(communes), members)
+    return shapes.frame, shapes.stats
 
 
 def _communes(rows, crs=2154):
@@ -110,15 +117,14 @@ def test_large_hole_between_territories_is_not_filled():
 
 # ---------------------------------------------------------------- lean loading (members and neighbours)
 def _lean_dissolve(tmp_path, communes, members, batch_size=2, in_memory_bytes=None):
+    """The production sequence on a GeoParquet file scanned in batches: (frame, stats)."""
     from pipeline.sources.boundaries import scan_boundaries
-    from pipeline.build.steps import member_coverage
-    from pipeline.geometry.coverage import dissolve_clean
 
     path = tmp_path / "b.parquet"
     communes.to_parquet(path)
     boundaries = scan_boundaries(path, batch_size=batch_size, in_memory_bytes=in_memory_bytes)
-    coverage = member_coverage(boundaries, members)
-    return dissolve_clean(coverage, members), coverage, boundaries
+    shapes = repair_and_dissolve(boundaries, members)
+    return shapes.frame, shapes.stats
 
 
 def _ring_around(x0, y0, with_centre: bool):
@@ -148,10 +154,9 @@ def _ring_around(x0, y0, with_centre: bool):
 @pytest.mark.parametrize("in_memory_bytes", [0, None], ids=["read-again", "in-memory"])
 def test_commune_far_from_every_member_still_makes_an_enclave(tmp_path, in_memory_bytes):
     communes, members = _ring_around(700_000, 6_600_000, with_centre=True)
-    (out, stats), coverage, boundaries = _lean_dissolve(tmp_path, communes, members,
-                                                        in_memory_bytes=in_memory_bytes)
+    out, stats = _lean_dissolve(tmp_path, communes, members, in_memory_bytes=in_memory_bytes)
     # the centre commune is not decoded for the repair (its bounds meet no member's) ...
-    assert "01999" not in coverage.zone_of and coverage.communes == len(communes) - 1
+    assert stats.communes_cleaned == len(communes) - 1
     # ... but the dissolve finds it inside the hole: an enclave, not a gap to fill
     assert stats.gaps_filled == 0 and stats.holes_kept == 1
     assert out["area_km2"].iloc[0] == pytest.approx(16.0, rel=1e-3)
@@ -160,7 +165,7 @@ def test_commune_far_from_every_member_still_makes_an_enclave(tmp_path, in_memor
 
 def test_gap_far_from_every_member_is_found_by_the_lean_dissolve(tmp_path):
     communes, members = _ring_around(700_000, 6_600_000, with_centre=False)
-    (out, stats), _, _ = _lean_dissolve(tmp_path, communes, members)
+    out, stats = _lean_dissolve(tmp_path, communes, members)
     # the centre square is covered by nobody (a 1 km2 source gap inside the territory's hole):
     # filled like the whole-coverage dissolve fills it, the ring of enclave communes kept as a hole
     full, full_stats = dissolve(communes, members)

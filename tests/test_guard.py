@@ -7,14 +7,14 @@ import dataclasses
 
 import pandas as pd
 import pytest
+from http_server import link_or_copy
 
-from pipeline.build import steps
 from pipeline.cli import parser, settings_from_args
 from pipeline.errors import CheckFailedError
 from pipeline.publish import guard
-from pipeline.publish.release import stable_paths
+from pipeline.publish.layout import stable_paths
 from pipeline.sources.catalog import load_catalog
-from http_server import link_or_copy
+from pipeline.steps import sequence as steps
 
 GROUPEMENTS = "territoires_industrie/ti2023_groupements_anct_20240704.csv"
 
@@ -113,7 +113,7 @@ def test_a_truncated_groupement_list_is_not_published(real_build, mirror, mirror
 def test_lost_territories_against_the_published_release_stop_until_accepted(real_build, mirror_settings, tmp_path):
     settings = dataclasses.replace(mirror_settings, output_dir=tmp_path / "out", plans_path=None)
     steps.publish_build(real_build, settings)
-    stable = [p for p in stable_paths(settings.output_dir).values()]
+    stable = list(stable_paths(settings.output_dir).values())
     before = {p: p.read_bytes() for p in stable}
     gone = sorted(real_build.territories["id_ti"])[:3]
     smaller = dataclasses.replace(real_build, territories=real_build.territories[

@@ -16,14 +16,14 @@ import geopandas as gpd
 import pandas as pd
 import pytest
 import shapely
+from http_server import link_or_copy
 
-from pipeline.sources.boundaries import read_boundaries
-from pipeline.build.steps import build_territories, publish_build
 from pipeline.errors import CheckFailedError, InputFormatError
 from pipeline.reconcile.membership import build_membership
 from pipeline.settings import Settings
+from pipeline.sources.boundaries import read_boundaries
 from pipeline.sources.readers import AdminRef, read_commune_changes, read_ti_communes, read_ti_groupements
-from http_server import link_or_copy
+from pipeline.steps.sequence import build_territories, publish_build
 
 HEADER = "id_ti,lib_ti,insee_com,lib_com\n"
 
@@ -491,8 +491,8 @@ def test_bad_build_names_every_membership_error(bad_build):
     errors = result.membership.errors
     grp, com = scratch / GROUPEMENTS_LIST, scratch / COMMUNES_LIST
     assert errors[0] == f"{GONE_TI}: SIREN 299999999 (line 2 of {grp}) is neither an EPCI/EPT nor a commune of COG 2023"
-    assert f"{GONE_TI}: commune 97999 (line 2 of {com}) is not a COG 2023 commune code and has no successor " \
-           "in the INSEE change history" in errors
+    assert (f"{GONE_TI}: commune 97999 (line 2 of {com}) is not a COG 2023 commune code and has no successor "
+            "in the INSEE change history") in errors
     assert f"{GONE_TI}: no valid commune" in errors
     emptied = [e for e in errors if EMPTIED in e]
     assert len(emptied) == 1 and emptied[0].startswith("ti-5203: commune 85084 (line ")
@@ -508,7 +508,7 @@ def test_bad_build_fails_its_blocking_checks_and_publishes_nothing(bad_build):
     accounted = next(c for c in result.checks if c.name == "communes_accounted_for")
     assert accounted.details["n_errors"] == 4
     assert not result.passed
-    with pytest.raises(CheckFailedError, match="blocking checks failed, nothing published: .*territory_count"):
+    with pytest.raises(CheckFailedError, match=r"blocking checks failed, nothing published: .*territory_count"):
         publish_build(result, settings)
     assert not settings.output_dir.exists() or not any(settings.output_dir.iterdir())
     shutil.rmtree(settings.raw_dir, ignore_errors=True)
@@ -551,14 +551,13 @@ def _many_vertices(n: int) -> shapely.Polygon:
 def test_a_commune_with_too_many_vertices_is_refused(tmp_path, monkeypatch, name):
     from pipeline.sources.boundaries import scan_boundaries
 
-    monkeypatch.setenv("TI_MAX_COMMUNE_VERTICES", "1000")
+    limits = Settings.from_env({"TI_MAX_COMMUNE_VERTICES": "1000"}).limits   # the setting reaches the reader
     path = boundary_file(tmp_path, ["01001", "01002"], [SQUARE, _many_vertices(5000)], name=name)
     for reader in (read_boundaries, scan_boundaries):
         with pytest.raises(InputFormatError) as err:
-            reader(path)
+            reader(path, limits)
         assert str(err.value) == (f"{path}: commune 01002 has 5,001 vertices, more than the 1,000 allowed "
                                   "(TI_MAX_COMMUNE_VERTICES)")
-    monkeypatch.delenv("TI_MAX_COMMUNE_VERTICES")
     assert read_boundaries(path)[1].rows == 2                  # within the default cap (250,000)
 
 
@@ -578,10 +577,9 @@ def test_a_gzipped_boundary_bomb_is_refused_while_decoding(tmp_path, monkeypatch
     gpd.GeoDataFrame({"code_insee": ["01001"], "nom": ["x" * (3 << 20)]}, geometry=[SQUARE], crs=4326).to_file(path)
     bomb = tmp_path / "b.geojson.gz"
     bomb.write_bytes(gzip.compress(path.read_bytes()))
-    monkeypatch.setenv("TI_MAX_SOURCE_MB", "2")
+    limits = Settings.from_env({"TI_MAX_SOURCE_MB": "2"}).limits
     with pytest.raises(InputFormatError, match=rf"^{bomb}: gzip body expands past 2 MiB \(TI_MAX_SOURCE_MB\); refused$"):
-        read_boundaries(bomb)
-    monkeypatch.delenv("TI_MAX_SOURCE_MB")
+        read_boundaries(bomb, limits)
     assert read_boundaries(bomb)[1].rows == 1
 
 

@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-
-from pipeline.sources.catalog import load_catalog
-from pipeline.reconcile.membership import build_membership, expand_groupements
-from pipeline.sources.readers import (AdminRef, read_admin, read_commune_changes, read_ti_communes,
-                              read_ti_groupements)
-from pipeline.settings import Settings
-
 from test_vintages import changes
+
+from pipeline.reconcile.membership import build_membership, expand_groupements
+from pipeline.settings import Settings
+from pipeline.sources.catalog import load_catalog
+from pipeline.sources.readers import AdminRef, read_admin, read_commune_changes, read_ti_communes, read_ti_groupements
 
 # ---------------------------------------------------------------- a tiny COG 2023 France
 COMMUNES_2023 = [  # code, siren
@@ -221,7 +219,7 @@ def real(mirror):
 
 
 def real_membership(real, **kw):
-    admin, ch, codes, com, grp = real
+    admin, ch, codes, _com, _grp = real
     return build_membership(admin=admin, changes=ch, boundary_codes=codes, boundary_cog=2024, **kw)
 
 
@@ -237,7 +235,7 @@ def test_real_naive_join_and_merged_codes(real):
         "64541": ("ti-7510", ["64300"]), "85041": ("ti-5218", ["85292"]), "85271": ("ti-5218", ["85292"]),
         "95282": ("ti-1102", ["95169"]),
     }
-    for code, (tid, (succ,)) in merged.items():   # the successor is in the same territory
+    for tid, (succ,) in merged.values():   # the successor is in the same territory
         assert succ in set(com.loc[com["id_ti"] == tid, "insee_com"])
     assert {"id_ti": "ti-5203", "code_list": "85084", "codes_boundary": ["85084", "85165", "85212"],
             "how": "split"} in m.reconciled

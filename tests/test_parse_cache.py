@@ -7,10 +7,10 @@ import logging
 import pandas as pd
 import pytest
 
-from pipeline.build import steps as build
+from pipeline.settings import Settings
 from pipeline.sources.catalog import load_catalog
 from pipeline.sources.parse_cache import cache_key, cached_frames
-from pipeline.settings import Settings
+from pipeline.steps import sequence as build
 
 
 def _frame(n: int) -> dict[str, pd.DataFrame]:

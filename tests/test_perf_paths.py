@@ -5,13 +5,14 @@ phase of a run like a fresh scan."""
 from __future__ import annotations
 
 import pandas as pd
+from http_server import require_shared_data
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from http_server import require_shared_data
-from pipeline.build import steps
+from pipeline.phases import CURRENT_PHASE, PREVIOUS_PHASE
 from pipeline.settings import Settings
 from pipeline.sources.csv_tables import in_set
+from pipeline.steps import sequence as steps
 
 CODES = st.sampled_from(["01001", "01002", "2A004", "97101", "75056", "", None])
 
@@ -28,12 +29,12 @@ def test_the_next_phase_reuses_the_scan_and_builds_the_same_territories(tmp_path
     data = require_shared_data()
     settings_ = Settings(mirror_dir=data, raw_dir=tmp_path / "raw", output_dir=tmp_path / "out")
     steps._LAST_SCAN.clear()
-    steps.build_territories(settings_, phase=steps.CURRENT_PHASE)
+    steps.build_territories(settings_, phase=CURRENT_PHASE)
     scanned = next(iter(steps._LAST_SCAN.values()))
-    reused = steps.build_territories(settings_, phase=steps.PREVIOUS_PHASE)
+    reused = steps.build_territories(settings_, phase=PREVIOUS_PHASE)
     assert next(iter(steps._LAST_SCAN.values())) is scanned          # the first phase's scan, used as it was left
     steps._LAST_SCAN.clear()
-    fresh = steps.build_territories(settings_, phase=steps.PREVIOUS_PHASE)
+    fresh = steps.build_territories(settings_, phase=PREVIOUS_PHASE)
     assert reused.timings["scan_boundaries"] < fresh.timings["scan_boundaries"]
     a, b = reused.territories, fresh.territories
     assert a.drop(columns="geometry").equals(b.drop(columns="geometry"))

@@ -500,14 +500,14 @@ def test_control_characters_are_refused(tmp_path, valid_ids, a, char):
 
 @pytest.mark.parametrize("text", ["=HYPERLINK(\"http://x.test\",\"clic\")", "+33 1 23", "-1+2", "@SUM(A1:A2)"])
 def test_formula_like_text_is_kept_as_data_and_never_written_to_csv_as_a_formula(tmp_path, valid_ids, a, text):
-    from pipeline.publish.membership_tables import write_csv   # the project's one CSV writer
+    from pipeline.publish.membership_tables import write_csv  # the project's one CSV writer
 
     path = write(tmp_path, f"id_ti,plan_statut\n{a},\"{text.replace(chr(34), chr(34) * 2)}\"\n")
     table = read_plans(path, valid_ids).table
     assert table.loc[a, "plan_statut"] == text            # the data is kept as supplied
     out = write_csv(table.reset_index()[["id_ti", "plan_statut"]], tmp_path / "out.csv")
     with open(out, encoding="utf-8", newline="") as fh:
-        cell = list(csv.DictReader(fh))[0]["plan_statut"]
+        cell = next(iter(csv.DictReader(fh)))["plan_statut"]
     assert cell == "'" + text and not cell.startswith(("=", "+", "-", "@"))
 
 

@@ -10,8 +10,8 @@ import geopandas as gpd
 import pandas as pd
 import pyogrio
 
-from pipeline.build.steps import publish_build
 from pipeline.sources.plans import PLAN_COLUMN_NAMES, TEMPLATE_PATH
+from pipeline.steps.sequence import publish_build
 
 SYNTHETIC = (
     "id_ti;axe_transition_ecologique;axe_innovation;axe_competences;axe_foncier;plan_date_adoption;"

@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from http_server import shared_data_dir
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -137,10 +136,10 @@ def _sql(env, query: str):
     import psycopg2
 
     with psycopg2.connect(host=env["DAGSTER_PG_HOST"], port=env["DAGSTER_PG_PORT"], dbname=env["DAGSTER_PG_DB"],
-                          user=env["DAGSTER_PG_USER"], password=env["DAGSTER_PG_PASSWORD"]) as conn:
-        with conn.cursor() as cur:
-            cur.execute(query)
-            return cur.fetchall()
+                          user=env["DAGSTER_PG_USER"], password=env["DAGSTER_PG_PASSWORD"]) as conn, \
+            conn.cursor() as cur:
+        cur.execute(query)
+        return cur.fetchall()
 
 
 def test_materialize_everything_into_postgres(home, monkeypatch):
@@ -185,7 +184,7 @@ def test_daemon_runs_the_schedule_and_records_it(home, tmp_path, monkeypatch):
     assert start.returncode == 0, start.stderr[-3000:]
 
     daemon = subprocess.Popen([str(BIN / "dagster-daemon"), "run", "-w", str(workspace)], cwd=ROOT, env=env,
-                              stdout=subprocess.DEVNULL, stderr=open(tmp_path / "daemon.log", "w"),
+                              stdout=subprocess.DEVNULL, stderr=open(tmp_path / "daemon.log", "w"),  # noqa: SIM115 - written until the daemon stops
                               start_new_session=True)
     scheduled = RunsFilter(tags={"dagster/schedule_name": "weekly_build"})
     try:
@@ -217,5 +216,5 @@ def test_daemon_runs_the_schedule_and_records_it(home, tmp_path, monkeypatch):
         except subprocess.TimeoutExpired:
             os.killpg(daemon.pid, signal.SIGKILL)
             daemon.wait()
-    rows = _sql(home, "select status from runs where run_id = '%s'" % runs[0].run_id)
+    rows = _sql(home, f"select status from runs where run_id = '{runs[0].run_id}'")
     assert rows == [("SUCCESS",)]

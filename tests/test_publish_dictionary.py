@@ -8,11 +8,11 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.sources.plans import PLAN_COLUMNS
 from pipeline.publish import column_descriptions, render_data_dictionary
 from pipeline.publish.columns import FORMAT_TYPES, declared_columns
 from pipeline.publish.dictionary import DICTIONARY_PATH as _DICTIONARY_REL
 from pipeline.schema import TERRITORY_COLUMNS
+from pipeline.sources.plans import PLAN_COLUMNS
 
 DICTIONARY_PATH = Path(__file__).resolve().parents[1] / _DICTIONARY_REL
 
@@ -48,14 +48,15 @@ def test_column_descriptions_cover_every_declared_column():
     assert list(desc) == [c.name for c in declared_columns()]
     assert all(isinstance(v, str) and v for v in desc.values())
     assert desc["lib_ti"] == next(c.description for c in TERRITORY_COLUMNS if c.name == "lib_ti")
-    assert set(c.kind for c in declared_columns()) <= set(FORMAT_TYPES)
+    assert {c.kind for c in declared_columns()} <= set(FORMAT_TYPES)
 
 
 @pytest.fixture(scope="module")
 def published_parquet(mirror, tmp_path_factory):
+    from publish_fixtures import cached_territories
+
     from pipeline.publish import publish_release
     from pipeline.settings import Settings
-    from publish_fixtures import cached_territories
 
     frame = cached_territories(mirror)
     frame = frame[frame["id_ti"].str.startswith("ti-01")]

@@ -17,22 +17,28 @@ import pyarrow.parquet as pq
 import pyogrio
 import pytest
 import shapely
+from publish_fixtures import cached_territories
 
 from pipeline import CONTRACT_VERSION, __version__
 from pipeline.errors import PublishError
 from pipeline.publish import STABLE_NAMES, publish_release, stable_paths
-from pipeline.publish.columns import column_infos
-from pipeline.publish.geojson import max_decimals
+from pipeline.publish.columns import column_infos, prepare_frame
+from pipeline.publish.geojson import max_decimals, write_geojson
 from pipeline.publish.geoparquet import geo_metadata
 from pipeline.publish.gpkg import LAYER, default_style
-from pipeline.publish.columns import prepare_frame
-from pipeline.publish.geojson import write_geojson
-from pipeline.publish.light import MAP_COLUMNS, TOLERANCES_M, decimals_for, simplify_coverage, zones
-from pipeline.publish.light import LightVariant, Simplifier, write_to_target
+from pipeline.publish.light import (
+    MAP_COLUMNS,
+    TOLERANCES_M,
+    LightVariant,
+    Simplifier,
+    decimals_for,
+    simplify_coverage,
+    write_to_target,
+    zones,
+)
 from pipeline.publish.light import map_frame as light_map_frame
 from pipeline.publish.zones import metric_epsg
 from pipeline.settings import ASSETS_DIR, Settings
-from publish_fixtures import cached_territories
 
 SCHEMA = ASSETS_DIR / "schemas" / "geoparquet-1.1.0.schema.json"
 INPUTS = [{"source": "communes_boundaries", "origin": "/mirror/boundaries/x.parquet", "sha256": "ab" * 32,
@@ -208,7 +214,7 @@ def test_geojson_properties_lists_dates_and_nulls(published):
 # ------------------------------------------------------------------ GeoPackage
 def test_gpkg_same_rows_and_attribute_values(published):
     path = published["paths"]["gpkg"]
-    assert [name for name, _ in pyogrio.list_layers(path)][0] == LAYER
+    assert next(name for name, _ in pyogrio.list_layers(path)) == LAYER
     back = pyogrio.read_dataframe(path, layer=LAYER)
     source = published["source"]
     assert len(back) == 183 and back.crs.to_epsg() == 4326

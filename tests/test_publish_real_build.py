@@ -1,6 +1,6 @@
-"""Publishing the real core build (pipeline.build.steps) of the 183 territories, end to end.
+"""Publishing the real core build (pipeline.steps.sequence) of the 183 territories, end to end.
 
-Runs only where ``pipeline.build.steps.build_territories`` imports; uses the session's ``real_build``
+Runs only where ``pipeline.steps.sequence.build_territories`` imports; uses the session's ``real_build``
 fixture (tests/conftest.py), so the build itself is shared with the other real-build tests.
 """
 
@@ -16,16 +16,24 @@ import pytest
 import shapely
 
 from pipeline import CONTRACT_VERSION
-from pipeline.publish import STABLE_NAMES, publish_release, stable_paths
-from pipeline.publish import geojson, geoparquet, gpkg, membership_tables, tiles
+from pipeline.publish import (
+    STABLE_NAMES,
+    geojson,
+    geoparquet,
+    gpkg,
+    membership_tables,
+    publish_release,
+    stable_paths,
+    tiles,
+)
 from pipeline.publish.gpkg import LAYER, default_style
 from pipeline.publish.light import MAP_COLUMNS
 from pipeline.publish.provenance import KEY, source_lock
 from pipeline.settings import ASSETS_DIR, Settings
 
-build = pytest.importorskip("pipeline.build.steps", reason="pipeline.build.steps (the core build) is not importable")
+build = pytest.importorskip("pipeline.steps.sequence", reason="pipeline.steps.sequence (the core build) is not importable")
 if not hasattr(build, "build_territories"):  # pragma: no cover
-    pytest.skip("pipeline.build.steps has no build_territories", allow_module_level=True)
+    pytest.skip("pipeline.steps.sequence has no build_territories", allow_module_level=True)
 
 
 @pytest.fixture(scope="module")

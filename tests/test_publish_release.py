@@ -10,11 +10,15 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
+from pathlib import Path
 
 import geopandas as gpd
 import jsonschema
 import pytest
+from publish_fixtures import cached_territories
 
+from pipeline import atomic
 from pipeline.errors import PipelineError, PublishError
 from pipeline.publish import STABLE_NAMES, publish_release, release_dir, stable_paths
 from pipeline.publish import geojson as geojson_mod
@@ -22,7 +26,6 @@ from pipeline.publish import gpkg as gpkg_mod
 from pipeline.publish import preview as preview_mod
 from pipeline.publish import release as release_mod
 from pipeline.settings import ASSETS_DIR, Settings
-from publish_fixtures import cached_territories
 
 INPUTS = [{"source": "s", "origin": "/m/s.csv", "sha256": "0" * 64, "size": 1, "release": "2023-11-07"}]
 
@@ -64,7 +67,7 @@ def _assert_untouched_and_readable(out, before, build_id):
     assert manifest["build_id"] == "good"
     assert len(gpd.read_parquet(out / STABLE_NAMES["geoparquet"])) == manifest["outputs"][0]["rows"]
     assert not release_dir(out, build_id).exists()  # the failed release folder was cleaned
-    leftovers = [p.name for p in out.rglob("*") if "staging" in p.name or p.name.endswith(".publish-tmp")]
+    leftovers = [p.name for p in out.rglob("*") if "staging" in p.name or p.name.endswith(atomic.TMP_SUFFIX)]
     assert leftovers == []
 
 
@@ -120,16 +123,17 @@ def test_disk_full_while_staging_the_swap_leaves_previous_files_byte_identical(s
     """The temporary copies beside the stable paths can fail too; nothing is replaced then."""
     _publish(small, tmp_path, "good")
     before = _snapshot(tmp_path)
-    real = release_mod._copy_to_temp
+    real = shutil.copyfile
     calls = []
 
-    def copy_then_full(src, dest_dir, build_id):
-        calls.append(src.name)
+    def copy_then_full(src, dst):        # the third copy fills the disk half-way through
+        calls.append(Path(src).name)
         if len(calls) == 3:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(dest_dir / src.name))
-        return real(src, dest_dir, build_id)
+            Path(dst).write_bytes(Path(src).read_bytes()[:100])
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(dst))
+        return real(src, dst)
 
-    monkeypatch.setattr(release_mod, "_copy_to_temp", copy_then_full)
+    monkeypatch.setattr(atomic.shutil, "copyfile", copy_then_full)
     with pytest.raises(PublishError, match="No space left on device") as info:
         _publish(small, tmp_path, "full2")
     assert calls[2] in str(info.value)
@@ -255,11 +259,11 @@ def test_the_same_build_id_cannot_be_published_twice(small, tmp_path):
 
 
 # ---------------------------------------------------------------- the swap as one verified set (pipeline.publish.swap)
-from pipeline.publish import swap as swap_mod   # noqa: E402
+from pipeline.publish import swap as swap_mod  # noqa: E402
 
 
 def _leftovers(out) -> list[str]:
-    return [p.name for p in out.rglob("*") if p.name.endswith((".publish-tmp", ".publish-old")) or "staging" in p.name]
+    return [p.name for p in out.rglob("*") if p.name.endswith(atomic.TMP_SUFFIX) or "staging" in p.name]
 
 
 def test_a_directory_where_a_stable_file_should_be_stops_before_any_rename(small, tmp_path):
@@ -282,16 +286,17 @@ def test_a_rename_failing_mid_swap_puts_every_previous_file_back(small, tmp_path
     real, renamed, restored = os.replace, [], []
 
     def fourth_fails(src, dst):
-        if str(src).endswith(".publish-tmp"):
-            renamed.append(dst)
-            if len(renamed) == 4:
-                raise OSError(errno.EIO, os.strerror(errno.EIO), str(dst))
-        elif str(src).endswith(".publish-old"):
-            restored.append(dst)
+        if str(src).endswith(atomic.TMP_SUFFIX) and "releases" not in Path(dst).parts:
+            if len(renamed) < 4:         # the swap's renames onto stable paths, until the fourth fails
+                renamed.append(dst)
+                if len(renamed) == 4:
+                    raise OSError(errno.EIO, os.strerror(errno.EIO), str(dst))
+            else:                        # then the backups put back
+                restored.append(dst)
         return real(src, dst)
 
     monkeypatch.setattr(swap_mod.os, "replace", fourth_fails)
-    with pytest.raises(PublishError, match="could not replace .*the previous files were put back"):
+    with pytest.raises(PublishError, match=r"could not replace .*the previous files were put back"):
         _publish(small.iloc[:-1], tmp_path, "broken")
     monkeypatch.undo()
     assert set(renamed[:3]) <= set(restored)                 # the three files renamed were put back

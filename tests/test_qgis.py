@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from publish_fixtures import cached_territories
 
 from pipeline.publish import publish_release, stable_paths
 from pipeline.settings import Settings
-from publish_fixtures import cached_territories
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 SCRIPT = Path(__file__).with_name("qgis_render.py")

@@ -7,13 +7,13 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from http_server import FaultServer, require_shared_data
+from source_fixtures import COMMUNES, GROUPEMENTS, loopback_catalog, resource, scratch_mirror, serve_api
+
 from pipeline.errors import ReconciliationError, SourceError
 from pipeline.settings import Settings
 from pipeline.sources.catalog import load_catalog
 from pipeline.sources.resolve import fetch_one, fetch_sources, resolve_source
-from source_fixtures import COMMUNES, GROUPEMENTS, loopback_catalog, resource, serve_api, scratch_mirror
 
 DATA = require_shared_data()
 NEWER = "territoires_industrie/liste-ti-com2023-20250301.csv"
@@ -26,8 +26,8 @@ def mirror_settings(mirror, tmp_path, **kw) -> Settings:
 def test_the_shared_mirror_resolves_to_its_known_files(tmp_path):
     settings = mirror_settings(DATA, tmp_path)
     catalog = load_catalog(settings)
-    for name, spec in catalog.sources.items():
-        resolved, entry = resolve_source(spec, settings, catalog)
+    for spec in catalog.sources.values():
+        resolved, _entry = resolve_source(spec, settings, catalog)
         assert (resolved.mirror, resolved.cog, resolved.mirror_release) == (spec.mirror, spec.cog, spec.mirror_release)
     boundaries, _ = resolve_source(catalog.boundaries(), settings, catalog)
     assert "sample" not in boundaries.mirror          # the small sample file is not a release

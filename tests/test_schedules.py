@@ -10,9 +10,14 @@ from dagster import AutomationConditionSensorDefinition, DagsterInstance, build_
 
 from pipeline.definitions import defs
 from pipeline.defs.assets import ALL_ASSETS
-from pipeline.defs.automation import (AutomationSettingError, SENSOR_NAME, automate, build_automation_sensor,
-                                      build_schedule)
-
+from pipeline.defs.automation import (
+    SENSOR_NAME,
+    AutomationSettingError,
+    automate,
+    build_automation_sensor,
+    build_schedule,
+)
+from pipeline.settings import Settings, SettingsError
 
 build_all_job = defs.resolve_job_def("build_all")
 
@@ -47,24 +52,32 @@ def test_automation_sensor_targets_every_asset():
 
 
 def test_settings_from_env():
-    s = build_schedule(build_all_job, {"TI_SCHEDULE_CRON": "30 2 * * *", "TI_SCHEDULE_TIMEZONE": "UTC"})
+    """The schedule, the sensor and the conditions take their knobs from the one Settings object."""
+    s = build_schedule(build_all_job, Settings.from_env({"TI_SCHEDULE_CRON": "30 2 * * *",
+                                                         "TI_SCHEDULE_TIMEZONE": "UTC"}))
     assert (s.cron_schedule, s.execution_timezone) == ("30 2 * * *", "UTC")
-    assert build_automation_sensor({"TI_SENSOR_INTERVAL_SECONDS": "60"}).minimum_interval_seconds == 60
-    hourly = {s.key: s.automation_condition for a in automate(ALL_ASSETS, {"TI_SOURCES_CRON": "15 * * * *"})
-              for s in a.specs}
+    sensor = build_automation_sensor(Settings.from_env({"TI_SENSOR_INTERVAL_SECONDS": "60"}))
+    assert sensor.minimum_interval_seconds == 60
+    hourly = {s.key: s.automation_condition
+              for a in automate(ALL_ASSETS, Settings.from_env({"TI_SOURCES_CRON": "15 * * * *"})) for s in a.specs}
     assert any("check on 15 * * * *" in repr(c) for c in hourly.values())
 
 
 @pytest.mark.parametrize("env, message", [
-    ({"TI_SCHEDULE_CRON": "every monday"}, "TI_SCHEDULE_CRON='every monday' is not a valid cron"),
-    ({"TI_SCHEDULE_TIMEZONE": "Mars/Olympus"}, "TI_SCHEDULE_TIMEZONE='Mars/Olympus' is not an IANA"),
-    ({"TI_SENSOR_INTERVAL_SECONDS": "soon"}, "TI_SENSOR_INTERVAL_SECONDS='soon' must be"),
-    ({"TI_SENSOR_INTERVAL_SECONDS": "10"}, "TI_SENSOR_INTERVAL_SECONDS='10' must be"),
-    ({"TI_SOURCES_CRON": "hourly"}, "TI_SOURCES_CRON='hourly' is not a valid cron"),
+    ({"TI_SCHEDULE_CRON": "every monday"}, "TI_SCHEDULE_CRON='every monday': expected a cron expression"),
+    ({"TI_SCHEDULE_CRON": "0 6 * * 8"}, "TI_SCHEDULE_CRON='0 6 \\* \\* 8': expected a cron expression"),
+    ({"TI_SCHEDULE_TIMEZONE": "Mars/Olympus"}, "TI_SCHEDULE_TIMEZONE='Mars/Olympus': expected an IANA"),
+    ({"TI_SENSOR_INTERVAL_SECONDS": "soon"}, "TI_SENSOR_INTERVAL_SECONDS='soon': expected a whole number"),
+    ({"TI_SENSOR_INTERVAL_SECONDS": "10"}, "TI_SENSOR_INTERVAL_SECONDS='10': expected a whole number"),
+    ({"TI_SOURCES_CRON": "hourly"}, "TI_SOURCES_CRON='hourly': expected a cron expression"),
 ])
 def test_a_wrong_setting_names_the_variable(env, message):
-    """Each builder reads the variables it uses; the one that meets the wrong value raises."""
-    with pytest.raises(AutomationSettingError, match=message):
-        build_schedule(build_all_job, env)
-        build_automation_sensor(env)
-        automate(ALL_ASSETS, env)
+    """A wrong value is refused where the settings are read, in one line naming the variable."""
+    with pytest.raises(SettingsError, match=f"^{message}"):
+        Settings.from_env(env)
+
+
+def test_a_cron_dagster_cannot_schedule_is_refused_by_the_builder():
+    settings = Settings.from_env({"TI_SCHEDULE_CRON": "0 0 30 2 *"})     # five valid fields, 30 February
+    with pytest.raises(AutomationSettingError, match="TI_SCHEDULE_CRON='0 0 30 2 \\*' is not a cron expression"):
+        build_schedule(build_all_job, settings)

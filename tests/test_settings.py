@@ -46,7 +46,7 @@ def test_values_in_range_are_parsed_and_paths_made_absolute(tmp_path, monkeypatc
 
 
 def test_direct_construction_and_replace_are_validated():
-    with pytest.raises(Exception):
+    with pytest.raises(ValueError, match="keep_releases"):
         Settings(keep_releases=0)
     s = Settings()
     assert s.replace(http_retries=1).http_retries == 1

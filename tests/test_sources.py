@@ -13,8 +13,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline.sources import readers as sources
 from pipeline.errors import InputFormatError
+from pipeline.sources import readers as sources
 from pipeline.sources.readers import read_admin
 
 COMMUNES = [
@@ -68,7 +68,7 @@ def test_fast_and_generic_json_paths_give_the_same_frames(tmp_path, monkeypatch)
 
 def test_numbers_read_as_the_generic_path_reads_them(tmp_path, monkeypatch):
     """Codes given as numbers, and an integer beyond 64 bits (orjson reads it as a float)."""
-    communes = COMMUNES[:2] + [{"code": 1001, "population": 12}, {"code": 10**30, "population": 3}]
+    communes = [*COMMUNES[:2], {"code": 1001, "population": 12}, {"code": 10 ** 30, "population": 3}]
     admin = read_both(monkeypatch, files(tmp_path, communes=communes,
                                          epci=[{"code": 200000172, "membres": [{"code": 1001}]}]))
     assert admin.communes["code"].tolist()[2:] == ["1001", "1e+30"]

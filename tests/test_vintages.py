@@ -171,8 +171,8 @@ def _reference_apply(codes, events):
 
 
 def test_sparse_mapping_equals_the_plain_algorithm_on_the_whole_history(mirror):
-    from pipeline.sources.readers import read_commune_changes
     from pipeline.reconcile.vintages import _apply, _events
+    from pipeline.sources.readers import read_commune_changes
 
     changes = read_commune_changes(mirror / "admin" / "insee_mvtcommunes_1943-2025_via-COGiter-0.0.15.csv.gz")
     codes = set(changes["COM_AV"]) | set(changes["COM_AP"])

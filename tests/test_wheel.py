@@ -18,7 +18,6 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 from http_server import require_shared_data
 
 ROOT = Path(__file__).resolve().parent.parent

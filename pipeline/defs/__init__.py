@@ -1,6 +1,6 @@
 """The Dagster layer: definitions, assets, checks, automation, alerts, resources and IO managers.
 
-It calls the core (``pipeline.build``, ``pipeline.sources``, ``pipeline.publish``), never the reverse.
+It calls the core (``pipeline.steps``, ``pipeline.sources``, ``pipeline.publish``), never the reverse.
 """
 
 import warnings

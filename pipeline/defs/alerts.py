@@ -14,13 +14,11 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
 
 import requests
 from dagster import DefaultSensorStatus, FreshnessPolicy, RunFailureSensorContext, SkipReason, run_failure_sensor
 
-from ..errors import PipelineError
-from ..settings import Settings
+from ..settings import Settings, lenient_from_env
 
 ALERT_SENSOR_NAME = "failure_alert"
 RELEASE_GROUP, SOURCES_GROUP = "publish", "sources"
@@ -44,12 +42,9 @@ def failure_message(context: RunFailureSensorContext) -> dict[str, str]:
 
 
 def webhook_url() -> str | None:
-    """TI_ALERT_WEBHOOK_URL, validated; read raw when another TI_* value is wrong, so that the
-    runs this wrong value makes fail are still reported."""
-    try:
-        return Settings.from_env().alert_webhook_url
-    except PipelineError:
-        return os.environ.get("TI_ALERT_WEBHOOK_URL", "").strip() or None
+    """TI_ALERT_WEBHOOK_URL, validated; kept when another TI_* value is wrong (lenient reading), so
+    that the runs this wrong value makes fail are still reported."""
+    return lenient_from_env()[0].alert_webhook_url
 
 
 def post_alert(url: str, message: dict[str, str], timeout: float = 10.0) -> None:

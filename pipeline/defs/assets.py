@@ -1,11 +1,11 @@
-"""Dagster assets: orchestration and metadata around the core steps of :mod:`pipeline.build.steps`.
+"""Dagster assets: orchestration and metadata around the core steps of :mod:`pipeline.steps.sequence`.
 
 Groups and keys:
 
 * ``sources``: ``sources/<name>``, one asset per catalog source (fetched, or read from the mirror),
   all made by one step (``fetch_sources``, which runs only the selected ones);
 * ``phase_2023_2027``, ``phase_2018_2022``: ``territories_<phase>``, the whole core build of a phase
-  (:func:`~pipeline.build.steps.build_phase`: reconcile, scan, repair and dissolve, attributes,
+  (:func:`~pipeline.steps.sequence.build_phase`: reconcile, scan, repair and dissolve, attributes,
   checks) from the sources it reads, with its six blocking checks;
 * ``plans``: ``plan_table``, the user's plan table validated against the 2023-2027 lists;
 * ``publish``: ``published_<phase>``, the files swapped into the stable paths.
@@ -18,14 +18,30 @@ job, ``python bench/run.py``, measures this graph against the CLI).
 import time
 
 import pandas as pd
-from dagster import (AssetExecutionContext, AssetIn, AssetKey, AssetOut, Backoff, DataVersion, Failure, Jitter,
-                     MetadataValue, Output, RetryPolicy, TableColumn, TableSchema, asset, multi_asset)
+from dagster import (
+    AssetExecutionContext,
+    AssetIn,
+    AssetKey,
+    AssetOut,
+    Backoff,
+    DataVersion,
+    Failure,
+    Jitter,
+    MetadataValue,
+    Output,
+    RetryPolicy,
+    TableColumn,
+    TableSchema,
+    asset,
+    multi_asset,
+)
 
-from ..build import steps as core
 from ..errors import SourceError
+from ..phases import CURRENT_PHASE, phase_key
 from ..settings import Settings
 from ..sources.catalog import load_catalog
 from ..sources.resolve import fetch_one
+from ..steps import sequence as core
 from . import checks
 from .resources import PipelineSettings, definition_settings
 
@@ -34,11 +50,6 @@ PHASES = list(CATALOG.phases)
 
 # Retried: network errors, timeouts, 429 and 5xx (SourceError.retryable). Not retried: 4xx, bad content.
 FETCH_RETRY = RetryPolicy(max_retries=2, delay=10, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS)
-
-
-def phase_key(phase: str) -> str:
-    """``2023-2027`` -> ``2023_2027`` (asset keys allow letters, digits and underscores)."""
-    return phase.replace("-", "_")
 
 
 def markdown_table(frame: pd.DataFrame) -> str:
@@ -91,7 +102,7 @@ def fetch_output(name: str, settings: Settings) -> Output:
     try:   # the newest release, the pinned one, or the lock's (pipeline.sources.resolve)
         result = fetch_one(settings, load_catalog(settings), name)
     except SourceError as err:
-        if getattr(err, "retryable", False):
+        if err.retryable:
             raise
         raise Failure(description=str(err), allow_retries=False) from err
     return Output(result, output_name=source_key(name).to_python_identifier(),
@@ -145,7 +156,8 @@ def _build_metadata(result: core.BuildResult) -> dict:
                                                "only_in_groupements_list": len(d["only_in_groupements_list"])}
                                               for d in m.disagreements]),
         "errors_list": _json_list(m.errors),
-        "perimeter_source": MetadataValue.json(m.territories["perimeter_source"].value_counts().to_dict()),
+        "perimeter_source": MetadataValue.json({str(k): int(v) for k, v in
+                                                m.territories["perimeter_source"].value_counts().items()}),
         "dissolve": MetadataValue.json(result.dissolve_stats.as_dict()),
         "boundaries": MetadataValue.json({"rows": report.rows, "crs_read": report.crs, "repaired": report.repaired,
                                           "empty_dropped": report.empty, "duplicates": report.duplicates,
@@ -198,8 +210,7 @@ TERRITORY_ASSETS = [territories_asset(phase) for phase in PHASES]
 
 
 # ---------------------------------------------------------------- plans and publishing
-LIST_SOURCES = [n for n in (CATALOG.phases[core.CURRENT_PHASE].communes,
-                            CATALOG.phases[core.CURRENT_PHASE].groupements) if n]
+LIST_SOURCES = [n for n in (CATALOG.phases[CURRENT_PHASE].communes, CATALOG.phases[CURRENT_PHASE].groupements) if n]
 
 
 @asset(group_name="plans", ins={n: _src(n) for n in LIST_SOURCES}, kinds={"csv"},
@@ -209,7 +220,8 @@ def plan_table(context: AssetExecutionContext, pipeline_settings: PipelineSettin
     from ..sources.plans import read_plans
 
     settings = pipeline_settings.settings()
-    plans = read_plans(settings.plans_path, core.listed_territory_ids(CATALOG, core.CURRENT_PHASE, lists))
+    plans = read_plans(settings.plans_path, core.listed_territory_ids(CATALOG, CURRENT_PHASE, lists, settings.limits),
+                       settings.limits)
     for w in plans.warnings:
         context.log.warning(w)
     version = plans.source["sha256"] if plans.source else "no-plan-table"
@@ -221,14 +233,14 @@ def plan_table(context: AssetExecutionContext, pipeline_settings: PipelineSettin
 def publish_asset(phase: str):
     key = phase_key(phase)
     ins = {"build": AssetIn(f"territories_{key}")}
-    if phase == core.CURRENT_PHASE:
+    if phase == CURRENT_PHASE:
         ins["plans"] = AssetIn("plan_table")
 
     @asset(name=f"published_{key}", group_name="publish", ins=ins, kinds={"parquet", "geojson"},
            description=f"The {phase} files (GeoParquet 1.1, GeoJSON RFC 7946, GeoPackage, light variants, preview, "
                        "manifest) written to a release folder, then swapped into the stable paths atomically.")
     def published(context: AssetExecutionContext, pipeline_settings: PipelineSettings, build, **maybe_plans):
-        from ..publish.release import stable_paths
+        from ..publish.layout import stable_paths
 
         plans = maybe_plans.get("plans")
         settings = pipeline_settings.settings()
@@ -240,7 +252,7 @@ def publish_asset(phase: str):
                 "output_dir": MetadataValue.path(str(settings.output_dir)),
                 "manifest": MetadataValue.path(str(stable_paths(settings.output_dir, phase)["manifest"])),
                 "dagster/row_count": len(build.territories)}
-        from ..publish.changes import changes_markdown   # what changed since the previous release
+        from ..publish.changes import changes_markdown  # what changed since the previous release
 
         meta["changes"] = MetadataValue.md(changes_markdown(settings.output_dir, phase) or "_none_")
         for out in manifest.get("outputs", []):

@@ -28,23 +28,23 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-import os
-import zoneinfo
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from dagster import (AssetSelection, AssetsDefinition, AutomationCondition,
-                     AutomationConditionSensorDefinition, DagsterInvalidDefinitionError, ScheduleDefinition)
+from dagster import (
+    AssetsDefinition,
+    AssetSelection,
+    AutomationCondition,
+    AutomationConditionSensorDefinition,
+    ScheduleDefinition,
+)
+from dagster._core.definitions.decorators.op_decorator import DecoratedOpFunction
 
 from ..errors import PipelineError
 from ..settings import ASSETS_DIR, Settings
 from .alerts import freshness_policy
 from .resources import definition_settings
 
-DEFAULT_CRON = "0 6 * * 1"
-DEFAULT_TIMEZONE = "Europe/Paris"
-DEFAULT_SOURCES_CRON = "0 * * * *"
-DEFAULT_SENSOR_INTERVAL = 600
 SCHEDULE_NAME = "weekly_build"
 SENSOR_NAME = "automation_sensor"
 # Groups whose assets read an input from outside the graph: re-run on TI_SOURCES_CRON.
@@ -57,58 +57,41 @@ STEP_CODE: dict[str, tuple[str, ...]] = {
     "sources": ("sources/catalog.py", "sources/resolve.py", "sources/fetch.py", "sources/http.py",
                 "checksums.py", "static/sources.toml"),
     # a phase asset runs the whole core build (build_phase): boundaries, references, reconciliation, geometry
-    "phase_": ("build/steps.py", "build/quality.py", "reconcile/", "geometry/coverage.py", "sources/readers.py",
+    "phase_": ("steps/sequence.py", "steps/quality.py", "reconcile/", "geometry/coverage.py", "sources/readers.py",
                "sources/boundaries.py", "sources/csv_tables.py", "sources/parse_cache.py",
                "publish/membership_tables.py", "schema.py"),
     "plans": ("sources/plans.py",),
-    "publish": ("build/steps.py", "build/quality.py", "publish/", "checksums.py", "schema.py", "static/"),
+    "publish": ("steps/sequence.py", "steps/quality.py", "publish/", "checksums.py", "schema.py", "static/"),
 }
 
 
 class AutomationSettingError(PipelineError):
-    """A TI_SCHEDULE_* / TI_SOURCES_CRON / TI_SENSOR_* variable has a value Dagster cannot use."""
+    """A TI_SCHEDULE_CRON / TI_SOURCES_CRON value that Dagster's own cron parser refuses."""
 
 
-def _env(env: Mapping[str, str] | None) -> Mapping[str, str]:
-    return os.environ if env is None else env
+def _settings(settings: Settings | None) -> Settings:
+    return definition_settings() if settings is None else settings
 
 
-def _timezone(env: Mapping[str, str]) -> str:
-    timezone = (env.get("TI_SCHEDULE_TIMEZONE") or DEFAULT_TIMEZONE).strip()
-    try:
-        zoneinfo.ZoneInfo(timezone)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise AutomationSettingError(
-            f"TI_SCHEDULE_TIMEZONE={timezone!r} is not an IANA time zone (e.g. Europe/Paris, UTC)") from None
-    return timezone
-
-
-def _cron(env: Mapping[str, str], variable: str, default: str) -> str:
+def _checked_cron(cron: str, variable: str) -> str:
     from dagster._utils.schedules import is_valid_cron_string
 
-    cron = (env.get(variable) or default).strip()
-    if not is_valid_cron_string(cron):
-        raise AutomationSettingError(f"{variable}={cron!r} is not a valid cron expression "
-                                     f"(five fields, e.g. {default!r})")
+    if not is_valid_cron_string(cron):       # e.g. 30 February: the shape was checked by Settings
+        raise AutomationSettingError(f"{variable}={cron!r} is not a cron expression Dagster can schedule")
     return cron
 
 
 # ---------------------------------------------------------------- schedule
-def build_schedule(job, env: Mapping[str, str] | None = None) -> ScheduleDefinition:
-    """The weekly schedule of ``job``, its cron and timezone read from ``env`` (default os.environ)."""
-    env = _env(env)
-    timezone = _timezone(env)
-    cron = (env.get("TI_SCHEDULE_CRON") or DEFAULT_CRON).strip()
-    try:
-        return ScheduleDefinition(
-            name=SCHEDULE_NAME, job=job, cron_schedule=cron, execution_timezone=timezone,
-            tags={"ti/trigger": SCHEDULE_NAME},
-            description=f"Rebuild and publish everything on '{cron}' ({timezone}); set by TI_SCHEDULE_CRON "
-                        "and TI_SCHEDULE_TIMEZONE. The safety net of the declarative automation.")
-    except DagsterInvalidDefinitionError:
-        raise AutomationSettingError(
-            f"TI_SCHEDULE_CRON={cron!r} is not a valid cron expression "
-            f"(five fields, e.g. {DEFAULT_CRON!r} for Monday 06:00)") from None
+def build_schedule(job, settings: Settings | None = None) -> ScheduleDefinition:
+    """The weekly schedule of ``job`` on TI_SCHEDULE_CRON in TI_SCHEDULE_TIMEZONE."""
+    settings = _settings(settings)
+    cron = _checked_cron(settings.schedule_cron, "TI_SCHEDULE_CRON")
+    timezone = settings.schedule_timezone
+    return ScheduleDefinition(
+        name=SCHEDULE_NAME, job=job, cron_schedule=cron, execution_timezone=timezone,
+        tags={"ti/trigger": SCHEDULE_NAME},
+        description=f"Rebuild and publish everything on '{cron}' ({timezone}); set by TI_SCHEDULE_CRON "
+                    "and TI_SCHEDULE_TIMEZONE. The safety net of the declarative automation.")
 
 
 # ---------------------------------------------------------------- conditions
@@ -134,13 +117,13 @@ def inputs_changed() -> AutomationCondition:
             .ignore(AssetSelection.groups(*EXTERNAL_INPUT_GROUPS))).with_label("an input changed")
 
 
-def asset_condition(check_cron: str | None = None, timezone: str = DEFAULT_TIMEZONE) -> AutomationCondition:
+def asset_condition(check_cron: str | None = None, timezone: str = "UTC") -> AutomationCondition:
     """When an asset runs: an input or its code changed, it is missing, or its latest run failed.
 
     ``check_cron``: an external-input asset also runs on each tick of that cron, to see whether its
     outside input changed (a conditional GET, a sha256 of the mirror file or of the plan table).
     """
-    due = inputs_changed() | AutomationCondition.code_version_changed()
+    due: AutomationCondition = inputs_changed() | AutomationCondition.code_version_changed()
     if check_cron:
         due = due | AutomationCondition.cron_tick_passed(check_cron, timezone).with_label(f"check on {check_cron}")
     return _not_busy(due.since_last_handled() | AutomationCondition.missing() | retry_failed())
@@ -162,10 +145,13 @@ def _step_files(group: str | None) -> list[Path]:
 
 def _function_source(assets_def: AssetsDefinition) -> str:
     """The source of the step's function (an edit to one asset's wrapper changes only that asset)."""
+    compute = assets_def.op.compute_fn
+    fn = compute.decorated_fn if isinstance(compute, DecoratedOpFunction) else compute
     try:
-        return inspect.getsource(assets_def.op.compute_fn.decorated_fn)
-    except (AttributeError, OSError, TypeError):
-        return inspect.getsource(inspect.getmodule(assets_def.op.compute_fn.decorated_fn))
+        return inspect.getsource(fn)
+    except (OSError, TypeError):
+        module = inspect.getmodule(fn)
+        return inspect.getsource(module) if module is not None else ""
 
 
 def code_version(assets_def: AssetsDefinition, group: str | None,
@@ -179,14 +165,11 @@ def code_version(assets_def: AssetsDefinition, group: str | None,
     return digest.hexdigest()[:16]
 
 
-def automate(assets: Iterable[AssetsDefinition], env: Mapping[str, str] | None = None,
+def automate(assets: Iterable[AssetsDefinition], settings: Settings | None = None,
              read: Callable[[Path], bytes] = Path.read_bytes) -> list[AssetsDefinition]:
     """The assets with their automation condition, code version and freshness policy (by group)."""
-    # The code location loads even with a wrong TI_* value (definition_settings logs it); the
-    # runs then fail with the message. Tests pass ``env`` and get the error at once.
-    settings = definition_settings() if env is None else Settings.from_env(env)
-    env = _env(env)
-    external = asset_condition(_cron(env, "TI_SOURCES_CRON", DEFAULT_SOURCES_CRON), _timezone(env))
+    settings = _settings(settings)
+    external = asset_condition(_checked_cron(settings.sources_cron, "TI_SOURCES_CRON"), settings.schedule_timezone)
     derived = asset_condition()
 
     def with_automation(assets_def: AssetsDefinition) -> AssetsDefinition:
@@ -200,14 +183,10 @@ def automate(assets: Iterable[AssetsDefinition], env: Mapping[str, str] | None =
     return [with_automation(a) if isinstance(a, AssetsDefinition) and a.is_executable else a for a in assets]
 
 
-def build_automation_sensor(env: Mapping[str, str] | None = None) -> AutomationConditionSensorDefinition:
+def build_automation_sensor(settings: Settings | None = None) -> AutomationConditionSensorDefinition:
     """Evaluates every asset's condition each TI_SENSOR_INTERVAL_SECONDS (default 600, at least 30)."""
-    env = _env(env)
-    raw = (env.get("TI_SENSOR_INTERVAL_SECONDS") or str(DEFAULT_SENSOR_INTERVAL)).strip()
-    if not raw.isdigit() or int(raw) < 30:
-        raise AutomationSettingError(f"TI_SENSOR_INTERVAL_SECONDS={raw!r} must be a whole number of seconds >= 30")
     return AutomationConditionSensorDefinition(
-        SENSOR_NAME, target=AssetSelection.all(), minimum_interval_seconds=int(raw),
+        SENSOR_NAME, target=AssetSelection.all(), minimum_interval_seconds=_settings(settings).sensor_interval_seconds,
         run_tags={"ti/trigger": SENSOR_NAME},
         description="Re-checks the sources on TI_SOURCES_CRON and rebuilds only what a changed input, a code "
                     "change or a failed run requires (the assets' automation conditions).")

@@ -1,6 +1,6 @@
 """Blocking asset checks of each phase's territories: the core's quality checks, as Dagster sees them.
 
-The checks run inside the phase's build (:func:`pipeline.build.steps.run_checks`, which needs the
+The checks run inside the phase's build (:func:`pipeline.steps.sequence.run_checks`, which needs the
 boundary polygons the build holds); the ``territories_*`` asset reports each result as an
 :class:`AssetCheckResult` of its blocking :class:`AssetCheckSpec`. When one fails, the asset stops
 with a :class:`Failure` naming the check and its first offending items (territory, code, file,
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, Failure, MetadataValue
 
-from ..build import quality
+from ..steps import quality
 
 # check name -> description (the names are the core's CheckResult names)
 CHECKS = {
@@ -31,7 +31,7 @@ def check_specs(asset: str) -> list[AssetCheckSpec]:
 
 
 def _metadata(details: dict) -> dict:
-    meta = {}
+    meta: dict[str, object] = {}
     for key, value in details.items():
         if isinstance(value, (list, tuple)):
             meta[key] = MetadataValue.json(list(value)[:JSON_ITEMS])

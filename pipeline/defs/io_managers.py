@@ -2,7 +2,7 @@
 
 Each asset's value goes to ``<storage>/<asset key>/`` (``storage``: ``$DAGSTER_HOME/storage`` or
 the instance's local artifact storage). (Geo)DataFrames, alone or as fields of a dataclass (such as
-:class:`pipeline.build.steps.BuildResult` and the :class:`~pipeline.reconcile.membership.Membership`
+:class:`pipeline.steps.sequence.BuildResult` and the :class:`~pipeline.reconcile.membership.Membership`
 inside it), are written as GeoParquet / Parquet files anyone can open (``territories.parquet``...);
 what remains (small: reports, lists, figures) is pickled in ``value.pickle``. Nothing is added to
 the assets' metadata, so the sources' own ``path`` metadata stays theirs.
@@ -17,7 +17,15 @@ import pickle
 import geopandas as gpd
 import numpy as np
 import pandas as pd
-from dagster import InitResourceContext, InputContext, MetadataValue, OutputContext, UPathIOManager, io_manager
+from dagster import (
+    DagsterInvariantViolationError,
+    InitResourceContext,
+    InputContext,
+    MetadataValue,
+    OutputContext,
+    UPathIOManager,
+    io_manager,
+)
 from upath import UPath
 
 VALUE_FILE = "value.pickle"
@@ -87,7 +95,7 @@ class FrameFilesIOManager(UPathIOManager):
         frames: dict[str, pd.DataFrame] = {}
         rest = _split(obj, "value", frames)
         for name, frame in frames.items():
-            frame.to_parquet(path / f"{name}.parquet", compression="zstd")
+            frame.to_parquet(str(path / f"{name}.parquet"), compression="zstd")
         with (path / VALUE_FILE).open("wb") as fh:
             pickle.dump(rest, fh, protocol=pickle.HIGHEST_PROTOCOL)
 
@@ -97,7 +105,7 @@ class FrameFilesIOManager(UPathIOManager):
 
         def read(ref: _FrameFile) -> pd.DataFrame:
             target = path / f"{ref.name}.parquet"
-            return _lists_back(gpd.read_parquet(target) if ref.geo else pd.read_parquet(target))
+            return _lists_back(gpd.read_parquet(str(target)) if ref.geo else pd.read_parquet(str(target)))
 
         return _join(rest, read)
 
@@ -107,4 +115,7 @@ class FrameFilesIOManager(UPathIOManager):
 
 @io_manager(description="Asset values under the run storage: frames as (Geo)Parquet, the rest pickled.")
 def frame_files_io_manager(init_context: InitResourceContext) -> FrameFilesIOManager:
-    return FrameFilesIOManager(base_path=UPath(init_context.instance.storage_directory()))
+    instance = init_context.instance
+    if instance is None:
+        raise DagsterInvariantViolationError("frame_files_io_manager needs a Dagster instance (its run storage)")
+    return FrameFilesIOManager(base_path=UPath(instance.storage_directory()))

@@ -25,7 +25,8 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
+from typing import TYPE_CHECKING
 
 import geopandas as gpd
 import numpy as np
@@ -34,6 +35,9 @@ import pyproj
 import shapely
 
 from .. import runtime
+
+if TYPE_CHECKING:   # the type only: the geometry stage does not import the sources stage
+    from ..sources.boundaries import BoundarySet
 
 # Made at import, before any boundary file is read: PROJ answers a later "EPSG:4326" of the same
 # thread from the CRS it read in a file (in the boundaries' own, older PROJJSON form), which
@@ -79,7 +83,7 @@ class DissolveStats:
         }
 
 
-@lru_cache(maxsize=None)
+@cache
 def _to_metric(crs: int) -> pyproj.Transformer:
     return pyproj.Transformer.from_crs(4326, crs, always_xy=True)
 
@@ -182,7 +186,7 @@ def clean_zone(geoms: np.ndarray) -> np.ndarray:
     return shapely.coverage_clean(geoms)
 
 
-def _fill_gaps(territory: shapely.Geometry, zone: "ZoneCoverage", inside: set[str],
+def _fill_gaps(territory: shapely.Geometry, zone: ZoneCoverage, inside: set[str],
                stats: DissolveStats) -> shapely.Geometry:
     """Fill the parts of holes that no other commune covers."""
     fills = []
@@ -207,8 +211,8 @@ def _fill_gaps(territory: shapely.Geometry, zone: "ZoneCoverage", inside: set[st
     return shapely.union_all([territory, *fills])
 
 
-def fill_gaps_between(coverage: "CleanCoverage", shapes: list["TerritoryShape"], member_codes: set[str],
-                      stats: "DissolveStats") -> None:
+def fill_gaps_between(coverage: CleanCoverage, shapes: list[TerritoryShape], member_codes: set[str],
+                      stats: DissolveStats) -> None:
     """Give each source gap enclosed by several territories to the one sharing its longest border.
 
     A gap inside one territory is already filled (:func:`union_territories`); here are the gaps
@@ -220,8 +224,8 @@ def fill_gaps_between(coverage: "CleanCoverage", shapes: list["TerritoryShape"],
         _fill_zone_gaps_between(coverage.zones[crs], [s for s in shapes if s.crs == crs], member_codes, stats)
 
 
-def _fill_zone_gaps_between(zone: "ZoneCoverage", shapes: list["TerritoryShape"], member_codes: set[str],
-                            stats: "DissolveStats") -> None:
+def _fill_zone_gaps_between(zone: ZoneCoverage, shapes: list[TerritoryShape], member_codes: set[str],
+                            stats: DissolveStats) -> None:
     geoms = [s.geometry for s in shapes]
     if len(geoms) < 2:
         return
@@ -265,6 +269,10 @@ def _fill_zone_gaps_between(zone: "ZoneCoverage", shapes: list["TerritoryShape"]
         shape.area_km2 = float(shapely.area(metric(shape.geometry, zone.crs))) / 1e6
 
 
+def _union_parts(parts: pd.Series) -> shapely.MultiPolygon:
+    return _as_multipolygon(shapely.union_all(parts.to_numpy()))
+
+
 def _as_multipolygon(geom: shapely.Geometry) -> shapely.MultiPolygon:
     parts = [p for p in shapely.get_parts(geom) if isinstance(p, shapely.Polygon) and not p.is_empty]
     return shapely.MultiPolygon(parts)
@@ -280,7 +288,7 @@ class ZoneCoverage:
     tree: shapely.STRtree
     index: dict[str, int]
     repaired: int = 0                             # communes whose polygon the cleaning changed
-    others: object = None                         # BoundarySet of the communes not loaded (or None)
+    others: BoundarySet | None = None             # the communes not loaded (their source polygons)
     _areas: np.ndarray | None = field(default=None, repr=False)
 
     def near(self, geom) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -299,7 +307,7 @@ class ZoneCoverage:
                 areas = np.concatenate([areas, shapely.area(extra)])
         return codes, geoms, areas
 
-    def without(self, codes: set[str]) -> "ZoneCoverage":
+    def without(self, codes: set[str]) -> ZoneCoverage:
         """The same zone without these communes (their polygons can then be freed)."""
         keep = np.array([c not in codes for c in self.codes], dtype=bool)
         areas = None if self._areas is None else self._areas[keep]
@@ -323,7 +331,7 @@ class CleanCoverage:
     def communes(self) -> int:
         return sum(len(z.codes) for z in self.zones.values())
 
-    def without(self, codes: set[str]) -> "CleanCoverage":
+    def without(self, codes: set[str]) -> CleanCoverage:
         """The same coverage without these communes (see :meth:`ZoneCoverage.without`)."""
         return CleanCoverage({crs: z.without(codes) for crs, z in self.zones.items()}, self.zone_of)
 
@@ -333,7 +341,7 @@ def clean_coverage(communes: gpd.GeoDataFrame, codes: set[str] | None = None,
     """Repair each zone's coverage once (see :func:`clean_zone`).
 
     ``communes``: code_insee, departement, geometry (EPSG:4326). With ``codes``, zones without any of
-    these communes are skipped. ``others``: a :class:`~pipeline.boundaries.BoundarySet` whose
+    these communes are skipped. ``others``: a :class:`~pipeline.sources.boundaries.BoundarySet` whose
     communes not in ``communes`` are looked up (uncleaned) around holes; ``communes`` must then
     hold every member commune and every commune whose bounds meet a member's.
     """
@@ -394,7 +402,7 @@ def union_territories(coverage: CleanCoverage, members: pd.DataFrame) -> list[Te
     :func:`pipeline.runtime.threads` threads.
     """
     crs_of = members["insee_com"].map(coverage.zone_of)
-    jobs = [(coverage.zones[int(crs)], tid, grp["insee_com"].tolist())
+    jobs = [(coverage.zones[int(str(crs))], str(tid), grp["insee_com"].tolist())
             for (crs, tid), grp in members.assign(crs=crs_of).groupby(["crs", "id_ti"], sort=True)]
     with ThreadPoolExecutor(runtime.threads()) as pool:
         return list(pool.map(lambda job: _territory(*job), jobs))
@@ -417,31 +425,12 @@ def territories_frame(shapes: list[TerritoryShape], stats: DissolveStats) -> tup
     if frame["id_ti"].duplicated().any():
         # A territory spanning two zones (not the case in the official lists) is merged here.
         frame = (frame.groupby("id_ti", sort=True)
-                 .agg({"area_km2": "sum", "communes_area_km2": "sum",
-                       "geometry": lambda s: _as_multipolygon(shapely.union_all(s.to_numpy()))})
+                 .agg({"area_km2": "sum", "communes_area_km2": "sum", "geometry": _union_parts})
                  .reset_index())
     frame = frame.sort_values("id_ti").reset_index(drop=True)
     out = gpd.GeoDataFrame(frame[["id_ti", "area_km2", "communes_area_km2"]],
                            geometry=frame["geometry"].to_numpy(), crs=WGS84)
     return out, stats
-
-
-def dissolve_clean(coverage: CleanCoverage, members: pd.DataFrame) -> tuple[gpd.GeoDataFrame, DissolveStats]:
-    """Dissolve the member communes of a cleaned coverage into territories (see :func:`dissolve`)."""
-    stats = coverage_stats(coverage)
-    shapes = union_territories(coverage, members)
-    fill_gaps_between(coverage, shapes, set(members["insee_com"]), stats)
-    return territories_frame(shapes, stats)
-
-
-def dissolve(communes: gpd.GeoDataFrame, members: pd.DataFrame) -> tuple[gpd.GeoDataFrame, DissolveStats]:
-    """Dissolve member communes into territories.
-
-    ``communes``: code_insee, departement, geometry (EPSG:4326), one row per boundary commune.
-    ``members``: id_ti, insee_com (boundary codes). Returns a frame id_ti, area_km2,
-    communes_area_km2, geometry (MultiPolygon, EPSG:4326), ordered by id_ti.
-    """
-    return dissolve_clean(clean_coverage(communes, set(members["insee_com"])), members)
 
 
 def holes(geom: shapely.Geometry) -> list[shapely.Polygon]:

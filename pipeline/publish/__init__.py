@@ -11,19 +11,14 @@ from __future__ import annotations
 
 import importlib
 
-from ..errors import PublishError
-
 # public name -> submodule that defines it
 _LAZY = {
     **dict.fromkeys(("column_descriptions", "render_data_dictionary", "write_data_dictionary"),
                     "dictionary"),
     **dict.fromkeys(("render_preview", "render_preview_bytes"), "preview"),
-    **dict.fromkeys(("DEFAULT_PHASE", "STABLE_NAMES", "apply_retention", "preview_path", "publish_release",
-                     "release_dir", "stable_dirs", "stable_paths", "write_index"), "release"),
+    **dict.fromkeys(("STABLE_NAMES", "release_dir", "stable_dirs", "stable_paths"), "layout"),
+    **dict.fromkeys(("apply_retention", "preview_path", "publish_release", "write_index"), "release"),
 }
-
-__all__ = ["PublishError", *sorted(_LAZY)]
-
 
 def __getattr__(name: str):
     module = _LAZY.get(name)

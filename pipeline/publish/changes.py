@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
+from .layout import stable_dir
 from .manifest import dumps, read_manifest
 
 log = logging.getLogger(__name__)
@@ -68,7 +70,7 @@ def _source_changes(before: dict, after: dict) -> list[dict]:
 
 
 def _single(rows: dict[str, dict], column: str):
-    values = {r.get(column) for r in rows.values() if r.get(column) is not None}
+    values: set[Any] = {r.get(column) for r in rows.values() if r.get(column) is not None}
     return sorted(values)[0] if len(values) == 1 else sorted(values) or None
 
 
@@ -188,7 +190,6 @@ def write_changes(folder: Path, report: dict) -> list[str]:
 
 def changes_markdown(output_dir: Path, phase: str) -> str:
     """The published CHANGES.md of a phase ('' when there is none), e.g. for run metadata."""
-    from .release import stable_dir
 
     path = stable_dir(Path(output_dir), phase) / CHANGES_MD
     return path.read_text(encoding="utf-8") if path.is_file() else ""

@@ -95,7 +95,7 @@ def _infer_kind(series: pd.Series) -> str:
         return "date"
     if isinstance(dtype, pd.ArrowDtype) and pa.types.is_date(dtype.pyarrow_dtype):
         return "date"
-    values = [v for v in series if v is not None and not (np.isscalar(v) and pd.isna(v))]
+    values = [v for v in series if v is not None and not (np.isscalar(v) and _is_missing(v))]
     if values and all(isinstance(v, (list, tuple, np.ndarray)) for v in values):
         return "list"
     if values and all(isinstance(v, (dt.date, pd.Timestamp)) for v in values):
@@ -173,7 +173,7 @@ def _normalise(series: pd.Series, kind: str, ids: pd.Series) -> pd.Series:
             values = pa.array([_as_date(v) for v in series], type=pa.date32())
             return pd.Series(values, dtype=pd.ArrowDtype(pa.date32()), index=series.index, name=name)
         if kind == "list":
-            values = [_as_list(v, name, i) for v, i in zip(series, ids)]
+            values = [_as_list(v, str(name), str(i)) for v, i in zip(series, ids)]
             return pd.Series(values, dtype=object, index=series.index, name=name)
     except PublishError:
         raise

@@ -12,10 +12,10 @@ from pathlib import Path
 
 from .columns import FORMAT_TYPES, FORMATS, declared_columns
 from .gpkg import LAYER
+from .layout import STABLE_NAMES
 from .light import MAP_COLUMNS, VARIANTS
 from .membership_tables import HOW, TABLES
 from .provenance import KEY
-from .release import STABLE_NAMES
 from .tiles import BANDS
 from .tiles import LAYER as TILE_LAYER
 
@@ -37,7 +37,7 @@ def _cell(text: str) -> str:
 
 def render_data_dictionary() -> str:
     """The Markdown text of ``docs/DATA_DICTIONARY.md``."""
-    return "\n".join(_files_lines() + [""] + _territory_columns_lines() + [""] + _membership_lines())
+    return "\n".join([*_files_lines(), "", *_territory_columns_lines(), "", *_membership_lines()])
 
 
 def _files_lines() -> list[str]:

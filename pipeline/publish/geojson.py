@@ -21,6 +21,7 @@ import os
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import geopandas as gpd
 import numpy as np
@@ -59,7 +60,7 @@ def rfc7946_geometries(geoms, decimals: int = DEFAULT_DECIMALS) -> np.ndarray:
 
 def _polygonal_part(geom) -> shapely.MultiPolygon:
     parts = [p for p in shapely.get_parts(geom) if p.geom_type in ("Polygon", "MultiPolygon")]
-    polys = []
+    polys: list[shapely.Polygon] = []
     for p in parts:
         polys.extend(shapely.get_parts(p) if p.geom_type == "MultiPolygon" else [p])
     return shapely.MultiPolygon(polys)
@@ -125,7 +126,7 @@ def iter_rfc7946_geometries(geoms, decimals: int = DEFAULT_DECIMALS, chunk_coord
             yield from rfc7946_geometries(geoms[start:stop], decimals)
         return
     with ThreadPoolExecutor(workers, thread_name_prefix="geojson") as pool:
-        pending = deque()
+        pending: deque = deque()
         try:
             for start, stop in bounds:  # at most `workers` chunks computed ahead of the writer
                 pending.append(pool.submit(rfc7946_geometries, geoms[start:stop], decimals))
@@ -223,7 +224,7 @@ def _feature_lines(path: Path):
         if members is None:
             return None
         members = {k: v for k, v in members.items() if k not in ("type", "features")}
-        feats = []
+        feats: list[tuple[dict, Any]] = []
         for i, line in enumerate(fh):
             if line == _FOOTER:
                 return (members, feats) if fh.read(1) == b"" else None

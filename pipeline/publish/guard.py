@@ -87,7 +87,7 @@ def compare(previous: pd.DataFrame, current: pd.DataFrame) -> dict[str, list]:
             "territories added": sorted(set(new.index) - set(old.index))}
 
 
-def list_gaps(membership, releases: dict[str, str]) -> list[str]:
+def list_gaps(membership, releases: dict[str, str | None]) -> list[str]:
     """Territories missing from the phase's most recent list (their perimeter came from the other
     one). ``releases`` maps each list of the phase (communes, groupements) to its release date."""
     if len(releases) < 2 or "perimeter_source" not in membership.territories:
@@ -122,15 +122,15 @@ def check_changes(current: pd.DataFrame, published: Path | None, gaps: list[str]
 def published_parquet(output_dir: Path, phase: str) -> Path | None:
     """The published GeoParquet of ``phase`` as its manifest describes it: the stable file, else
     (a set left mixed by a killed publish) the release copy the manifest names; None without one."""
+    from .layout import stable_paths
     from .manifest import read_manifest
-    from .release import stable_paths
 
     paths = stable_paths(output_dir, phase)
     try:
         manifest = read_manifest(paths["manifest"])
     except (OSError, ValueError):
         return None
-    entry = next((o for o in manifest.get("outputs", []) if o.get("name") == "geoparquet"), {})
+    entry: dict = next((o for o in manifest.get("outputs", []) if o.get("name") == "geoparquet"), {})
     for rel in (entry.get("path"), entry.get("release_path")):
         candidate = Path(output_dir) / str(rel or "")
         if rel and candidate.is_file() and sha256_file(candidate) == entry.get("sha256"):

@@ -24,6 +24,7 @@ import numpy as np
 import shapely
 
 from ..errors import PublishError
+from .layout import LIGHT_SUFFIXES
 from .zones import metric_epsg, zone_of
 
 log = logging.getLogger(__name__)
@@ -44,8 +45,8 @@ class LightVariant:
     use: str
 
 
-VARIANTS = (LightVariant("overview", 300_000, "a national overview map"),
-            LightVariant("regional", 1_000_000, "regional maps"))
+_TARGETS = {"overview": (300_000, "a national overview map"), "regional": (1_000_000, "regional maps")}
+VARIANTS = tuple(LightVariant(suffix, *_TARGETS[suffix]) for suffix in LIGHT_SUFFIXES)
 
 
 def decimals_for(tolerance_m: float) -> int:

@@ -9,11 +9,9 @@ from pathlib import Path
 from .. import CONTRACT_VERSION, __version__
 from ..checksums import sha256_file
 
-MANIFEST_NAME = "manifest.json"
-
 
 def utc_now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def output_entry(name: str, file: Path, stable_path: str, release_path: str, facts: dict) -> dict:

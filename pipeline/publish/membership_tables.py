@@ -24,13 +24,17 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import PublishError
+from ..reconcile.membership import Membership
 from ..sources.csv_tables import in_set
+from ..sources.readers import AdminRef
+from .layout import MEMBERSHIP_TABLES
 from .provenance import KEY, dumps
 
 SEP = ";"
@@ -63,7 +67,7 @@ GROUPEMENT_COLUMNS: dict[str, tuple[str, str]] = {
     "phase": ("string", "programme phase"),
     "n_communes_list": ("int", "its communes in the list vintage"),
 }
-TABLES = {"communes": COMMUNE_COLUMNS, "groupements": GROUPEMENT_COLUMNS}
+TABLES = dict(zip(MEMBERSHIP_TABLES, (COMMUNE_COLUMNS, GROUPEMENT_COLUMNS)))   # names: layout.MEMBERSHIP_TABLES
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -75,7 +79,7 @@ class MembershipRefs:
     groupements: pd.DataFrame  # siren_groupement, nom_groupement, type_groupement, insee_com (list COG)
 
 
-def references(membership, list_admin, boundary_admin) -> MembershipRefs:
+def references(membership: Membership, list_admin: AdminRef, boundary_admin: AdminRef | None) -> MembershipRefs:
     """The :class:`MembershipRefs` of ``membership`` from the AdminRef of the list and boundary COG
     (either may be None: the columns it gives are then empty)."""
     codes = set(membership.members["insee_com"])
@@ -106,7 +110,7 @@ def _join(values) -> str:
     return SEP.join(sorted(set(values)))
 
 
-def commune_table(membership, refs: MembershipRefs | None, phase: str) -> pd.DataFrame:
+def commune_table(membership: Membership, refs: MembershipRefs | None, phase: str) -> pd.DataFrame:
     """One row per (commune, territory) with how it got there (see the module docstring)."""
     members = membership.members
     terr = membership.territories.set_index("id_ti")
@@ -123,7 +127,7 @@ def commune_table(membership, refs: MembershipRefs | None, phase: str) -> pd.Dat
         outside = absorbed.get((tid, code), [])
         via = ""
         if terr.at[tid, "perimeter_source"] == "groupements":
-            listed = set(terr.at[tid, "siren_groupements"])
+            listed = set(cast(list, terr.at[tid, "siren_groupements"]))
             via = _join(s for c in codes_list for s in by_code.get(c, ()) if s in listed)
         if any(len(r) > 1 for r in rec):
             how = "split_part"
@@ -148,7 +152,7 @@ def commune_table(membership, refs: MembershipRefs | None, phase: str) -> pd.Dat
     return _typed(out.sort_values(["id_ti", "insee_com"]), COMMUNE_COLUMNS)
 
 
-def groupement_table(membership, refs: MembershipRefs | None, phase: str) -> pd.DataFrame:
+def groupement_table(membership: Membership, refs: MembershipRefs | None, phase: str) -> pd.DataFrame:
     """One row per (listed SIREN, territory)."""
     pairs = [(s, tid, lib) for tid, lib, sirens in zip(membership.territories["id_ti"], membership.territories["lib_ti"],
                                                        membership.territories["siren_groupements"]) for s in sirens]

@@ -38,64 +38,35 @@ from pathlib import Path
 import geopandas as gpd
 import pandas as pd
 
-from .. import runtime
+from .. import atomic, runtime
 from ..errors import PublishError
+from ..phases import CURRENT_PHASE
+from ..reconcile.membership import Membership
 from . import changes, geojson, geoparquet, gpkg, light, membership_tables, preview, swap, tiles
 from .columns import column_infos, prepare_frame
-from .manifest import MANIFEST_NAME, build_manifest, dumps, output_entry, read_manifest, utc_now
+from .layout import (
+    INDEX_NAME,
+    LOCK_NAME,
+    MANIFEST_NAME,
+    RELEASES_DIR,
+    STABLE_NAMES,
+    phase_subdir,
+    release_dir,
+    stable_dir,
+    stable_dirs,
+    stable_paths,
+)
+from .manifest import build_manifest, dumps, output_entry, read_manifest, utc_now
+from .membership_tables import MembershipRefs
 from .provenance import file_metadata, source_lock
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PHASE = "2023-2027"
-RELEASES_DIR = "releases"
-INDEX_NAME = "index.json"
-LOCK_NAME = ".publish.lock"
-BASENAME = "territoires-industrie"
-STABLE_NAMES: dict[str, str] = {
-    "geoparquet": f"{BASENAME}.parquet",
-    "geojson": f"{BASENAME}.geojson",
-    "gpkg": f"{BASENAME}.gpkg",
-    "flatgeobuf": f"{BASENAME}.fgb",
-    "pmtiles": f"{BASENAME}.pmtiles",
-    **{f"light_{v.suffix}": f"{BASENAME}-{v.suffix}.geojson" for v in light.VARIANTS},
-    **{f"membership_{t}_{ext}": f"{BASENAME}-{t}.{ext}" for t in membership_tables.TABLES for ext in ("parquet", "csv")},
-    "preview": f"{BASENAME}.png",
-    "manifest": MANIFEST_NAME,
-}
-_TMP_SUFFIX = ".publish-tmp"
 _BUILD_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _PHASE = re.compile(r"^\d{4}-\d{4}$")
 
 
-def phase_subdir(phase: str) -> str:
-    """``phase=<phase>``: the folder of a phase's files (relative to the output dir or a release)."""
-    return f"phase={phase}"
-
-
-def stable_dir(output_dir: Path, phase: str = DEFAULT_PHASE) -> Path:
-    """The output dir itself for the current phase (the contract's paths), else ``phase=<phase>/``."""
-    return Path(output_dir) if phase == DEFAULT_PHASE else Path(output_dir) / phase_subdir(phase)
-
-
-def stable_dirs(output_dir: Path, phase: str = DEFAULT_PHASE) -> list[Path]:
-    """Every folder that receives the stable files of ``phase``: ``phase=<phase>/``, and the
-    output dir itself for the current phase."""
-    dirs = [Path(output_dir) / phase_subdir(phase)]
-    return dirs + [Path(output_dir)] if phase == DEFAULT_PHASE else dirs
-
-
-def stable_paths(output_dir: Path, phase: str = DEFAULT_PHASE) -> dict[str, Path]:
-    """Name -> stable path of every published file of ``phase`` (the contract's paths)."""
-    base = stable_dir(output_dir, phase)
-    return {name: base / filename for name, filename in STABLE_NAMES.items()}
-
-
-def release_dir(output_dir: Path, build_id: str, phase: str = DEFAULT_PHASE) -> Path:
-    return Path(output_dir) / RELEASES_DIR / build_id / phase_subdir(phase)
-
-
-def preview_path(output_dir: Path, phase: str = DEFAULT_PHASE) -> Path:
+def preview_path(output_dir: Path, phase: str = CURRENT_PHASE) -> Path:
     """Stable path of the preview PNG (for Dagster metadata)."""
     return stable_paths(output_dir, phase)["preview"]
 
@@ -155,17 +126,9 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
-def _copy_to_temp(src: Path, dest_dir: Path, build_id: str) -> Path:
-    """Copy ``src`` to a hidden temporary file in ``dest_dir`` (same filesystem as its target)."""
-    tmp = dest_dir / f".{src.name}.{build_id}{_TMP_SUFFIX}"
-    shutil.copyfile(src, tmp)
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    return tmp
-
-
 def _write_outputs(frame: gpd.GeoDataFrame, staging: Path, build_id: str, phase: str, meta: dict,
-                   membership=None, references=None) -> tuple[dict, dict]:
+                   membership: Membership | None = None,
+                   references: MembershipRefs | None = None) -> tuple[dict, dict]:
     """Write and verify every data file in ``staging``; return (facts per name, seconds per name).
 
     ``meta`` is the build's metadata written inside each data file; the membership tables are
@@ -262,7 +225,8 @@ def _write_light_files(step, frame: gpd.GeoDataFrame, simplify, meta: dict) -> N
         step(f"light_{variant.suffix}", write_light, verify_light)
 
 
-def _write_membership_tables(step, staging: Path, membership, references, phase: str, meta: dict) -> None:
+def _write_membership_tables(step, staging: Path, membership: Membership, references: MembershipRefs | None,
+                             phase: str, meta: dict) -> None:
     """The commune and groupement tables, each as Parquet then CSV (checked against the Parquet)."""
     for table, make in (("communes", membership_tables.commune_table),
                         ("groupements", membership_tables.groupement_table)):
@@ -307,7 +271,7 @@ def _remove_stale(output_dir: Path, stable: Path) -> None:
         for d in releases.glob(".staging-*"):
             shutil.rmtree(d, ignore_errors=True)
     if stable.is_dir():
-        for f in stable.glob(f".*{_TMP_SUFFIX}"):
+        for f in atomic.leftovers(stable):
             with contextlib.suppress(OSError):
                 f.unlink()
 
@@ -329,14 +293,15 @@ def _release_manifests(output_dir: Path, phase: str | None = None) -> list[tuple
             continue   # hidden (staging) or a link: retention never deletes through a link
         try:
             manifest = read_manifest(path)
-        except Exception:   # an unreadable manifest: kept, never indexed
+        except (OSError, ValueError):   # an unreadable manifest: kept, never indexed
+            log.warning("release manifest %s unreadable: left out of the index", path)
             continue
         found.append((path.parent.parent, manifest))
     found.sort(key=lambda fm: (str(fm[1].get("built_at", "")), fm[0].name), reverse=True)
     return found
 
 
-def apply_retention(output_dir: Path, keep: int, current: str, phase: str = DEFAULT_PHASE) -> list[str]:
+def apply_retention(output_dir: Path, keep: int, current: str, phase: str = CURRENT_PHASE) -> list[str]:
     """Delete the releases of ``phase`` that are neither the latest of their content nor among the
     ``keep`` latest (``current`` always stays); return the deleted ids.
 
@@ -383,9 +348,7 @@ def write_index(output_dir: Path) -> dict:
     index = {"generated_at": utc_now(), "retention": "a release is kept while it is the latest of its content "
              "(content_sha256) or among the latest TI_KEEP_RELEASES of its phase", "releases": entries}
     path = output_dir / RELEASES_DIR / INDEX_NAME
-    tmp = path.with_name(f".{INDEX_NAME}{_TMP_SUFFIX}")
-    tmp.write_text(dumps(index), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic.write_text(path, dumps(index))
     return index
 
 
@@ -466,7 +429,8 @@ def _write_changes(lay: _Layout, staging: Path, manifest: dict, frame: gpd.GeoDa
 
 
 def _stage(frame: gpd.GeoDataFrame, staging: Path, lay: _Layout, t_start: float, *, inputs: list[dict],
-           checks: list[dict], extra: dict | None, membership, references) -> tuple[dict, list[str]]:
+           checks: list[dict], extra: dict | None, membership: Membership | None,
+           references: MembershipRefs | None) -> tuple[dict, list[str]]:
     """Write every file of the release in a new ``staging`` folder; return (manifest, file names
     with the manifest last)."""
     staging.mkdir(parents=True)
@@ -503,8 +467,8 @@ def _copy_beside_stable(lay: _Layout, files: list[str], temps: list[tuple[Path, 
         for d in lay.dirs:
             for file in group:
                 src = lay.final / file
-                try:
-                    temps.append((_copy_to_temp(src, d, lay.build_id), d / src.name))
+                try:   # a copy that fails removes its own temp file (atomic.writing)
+                    temps.append((atomic.copy_beside(src, d / src.name), d / src.name))
                 except Exception as err:
                     raise _fail(lay.build_id, f"could not stage {src.name} in {d}", err) from err
 
@@ -538,10 +502,10 @@ def publish_release(
     build_id: str,
     inputs: list[dict],
     checks: list[dict],
-    phase: str = DEFAULT_PHASE,
+    phase: str = CURRENT_PHASE,
     extra: dict | None = None,
-    membership=None,
-    references=None,
+    membership: Membership | None = None,
+    references: MembershipRefs | None = None,
 ) -> dict:
     """Publish ``territories`` (one row per territory, EPSG:4326) as release ``build_id``.
 
@@ -606,7 +570,7 @@ def _repair(output_dir: Path, phase: str) -> list[str]:
     return lines
 
 
-def repair_published(settings, phase: str = DEFAULT_PHASE) -> list[str]:
+def repair_published(settings, phase: str = CURRENT_PHASE) -> list[str]:
     """At start-up: put back a published set that does not match its manifest's sha256 (a publish
     killed during the swap), from its release folder; one line per repaired file ([] if intact)."""
     output_dir = Path(settings.output_dir).resolve()
@@ -624,6 +588,3 @@ def read_manifest_roundtrip(manifest: dict) -> dict:
 
     return json.loads(dumps(manifest))
 
-
-__all__ = ["DEFAULT_PHASE", "STABLE_NAMES", "publish_release", "stable_paths", "stable_dirs", "release_dir",
-           "preview_path", "apply_retention", "write_index"]

@@ -20,13 +20,13 @@ import os
 import shutil
 from pathlib import Path
 
+from .. import atomic
 from ..checksums import sha256_file
 from ..errors import PublishError
-from .manifest import MANIFEST_NAME, read_manifest
+from .layout import MANIFEST_NAME
+from .manifest import read_manifest
 
 log = logging.getLogger(__name__)
-
-BACKUP_SUFFIX = ".publish-old"
 
 
 def _cause(err: OSError) -> str:
@@ -44,12 +44,11 @@ def check_targets(pairs: list[tuple[Path, Path]]) -> None:
             raise PublishError(f"cannot publish {target.name}: its staged copy {tmp} is missing")
 
 
-def _backup(target: Path, suffix: str) -> Path | None:
+def _backup(target: Path) -> Path | None:
     """A hard link (else a copy) of an existing target, to put it back if the swap fails."""
     if not target.exists():
         return None
-    backup = target.with_name(f".{target.name}{suffix}{BACKUP_SUFFIX}")
-    backup.unlink(missing_ok=True)
+    backup = atomic.temp_path(target)
     try:
         os.link(target, backup)
     except OSError:
@@ -69,7 +68,7 @@ def swap_in(pairs: list[tuple[Path, Path]], tag: str) -> None:
         check_targets(pairs)
         try:
             for _, target in pairs:
-                backups.append((target, _backup(target, f".{tag}")))
+                backups.append((target, _backup(target)))
             for tmp, target in pairs:
                 os.replace(tmp, target)
                 done.append(target.name)
@@ -102,11 +101,10 @@ def _restore(backups: list[tuple[Path, Path | None]]) -> None:
 
 
 def remove_leftovers(stable: Path) -> None:
-    """Backup files of a killed swap (the caller holds the publish lock: none is in progress)."""
-    if stable.is_dir():
-        for f in stable.glob(f".*{BACKUP_SUFFIX}"):
-            with contextlib.suppress(OSError):
-                f.unlink()
+    """Temp and backup files of a killed swap (the caller holds the publish lock: none is in progress)."""
+    for f in atomic.leftovers(stable):
+        with contextlib.suppress(OSError):
+            f.unlink()
 
 
 def _stable(out: dict, key: str) -> str:
@@ -152,9 +150,7 @@ def repair_stable(output_dir: Path, stable_manifest: Path, key: str = "path") ->
                 f"the published files do not match {stable_manifest} ({', '.join(bad)}) and release "
                 f"{release} cannot repair them ({source.name} missing or altered)")
         target = output_dir / _stable(out, key)
-        tmp = target.with_name(f".{target.name}.repaired{BACKUP_SUFFIX}")   # not the backup name of swap_in
-        shutil.copyfile(source, tmp)
-        pairs.append((tmp, target))
+        pairs.append((atomic.copy_beside(source, target), target))
     swap_in(pairs, "repair")
     log.warning("published files did not match %s: %s restored from %s", MANIFEST_NAME, ", ".join(bad), release)
     return bad

@@ -41,7 +41,8 @@ def write_pmtiles(frame: gpd.GeoDataFrame, path: Path, simplify: Simplifier, met
 
     path = Path(path)
     tiles: dict[int, bytes] = {}
-    header = tile_meta = None
+    header: dict = {}
+    tile_meta: dict = {}
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=".pmtiles-") as tmp:
         for zmin, zmax, tolerance in BANDS:
             band = Path(tmp) / f"z{zmin}-{zmax}.pmtiles"
@@ -54,16 +55,14 @@ def write_pmtiles(frame: gpd.GeoDataFrame, path: Path, simplify: Simplifier, met
             )
             with open(band, "rb") as fh:
                 reader = Reader(MmapSource(fh))
-                header, tile_meta = reader.header(), reader.metadata()
+                header, tile_meta = dict(reader.header()), dict(reader.metadata())
                 for (z, x, y), data in all_tiles(reader.get_bytes):
                     tiles[zxy_to_tileid(z, x, y)] = data
-    tile_meta = dict(tile_meta)
     tile_meta.update({"minzoom": str(BANDS[0][0]), "maxzoom": str(BANDS[-1][1])})
     for layer in tile_meta.get("vector_layers", []):
         layer.update({"minzoom": BANDS[0][0], "maxzoom": BANDS[-1][1]})
     if metadata is not None:
         tile_meta[KEY] = metadata
-    header = dict(header)
     header["center_zoom"] = 5
     with open(path, "wb") as fh:
         writer = Writer(fh)
@@ -98,7 +97,7 @@ def verify_pmtiles(path: Path, expected: gpd.GeoDataFrame, zooms=None) -> dict:
     to, where a small territory would vanish first (reading every zoom through GDAL costs about
     three times as much; tests/test_publish_real_build.py reads every zoom).
     """
-    header, meta, tiles = pmtiles_info(path)
+    header, _meta, tiles = pmtiles_info(path)
     ids = set(expected["id_ti"])
     zooms = [band[0] for band in BANDS] if zooms is None else zooms
     problems = [f"zoom {z}: {len(ids - found)} territories missing, e.g. {sorted(ids - found)[:3]}"

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import pandas as pd
 
-from . import vintages
-from ..sources.readers import AdminRef, ListProblem
 from ..sources.csv_tables import clean_text, in_set
+from ..sources.readers import AdminRef, ListProblem
+from . import vintages
 
 
 @dataclass
@@ -42,7 +43,7 @@ class Membership:
         return {
             "territories": int(self.territories["id_ti"].nunique()),
             "listed_codes": self.listed_codes,
-            "member_communes": int(len(self.members)),
+            "member_communes": len(self.members),
             "matched": int(st.get("matched", 0)),
             "reconciled": int(st.get("reconciled", 0)),
             "reconciled_codes": len(self.reconciled),
@@ -84,8 +85,8 @@ def _names(frame: pd.DataFrame | None) -> dict[str, str]:
     if set(map(type, ids)) | set(map(type, libs)) == {str}:   # no missing id or name: at C speed
         first = dict(zip(reversed(ids), reversed(libs)))   # the first name of each id is set last
     else:
-        first = frame.dropna(subset=["lib_ti"]).groupby("id_ti")["lib_ti"].first()
-    return {tid: clean_text(lib) for tid, lib in first.items() if lib}
+        first = frame.dropna(subset=["lib_ti"]).groupby("id_ti")["lib_ti"].first().to_dict()
+    return {str(tid): str(clean_text(lib)) for tid, lib in first.items() if lib}
 
 
 def _codes_by_id(frame: pd.DataFrame, column: str) -> dict[str, set]:
@@ -110,10 +111,12 @@ def list_order(releases: dict[str, str | None]) -> list[str]:
 def _list_frames(communes_list: pd.DataFrame | None, groupements_list: pd.DataFrame | None,
                  admin: AdminRef) -> tuple[dict[str, pd.DataFrame], list[str]]:
     """Each list as (id_ti, insee_com, siren_groupement, _line, _source) rows; groupements expanded."""
-    frames, errors = {}, []
+    frames: dict[str, pd.DataFrame] = {}
+    errors: list[str] = []
     if communes_list is not None:
         frames["communes"] = communes_list[["id_ti", "insee_com", "_line"]].assign(
-            siren_groupement=pd.NA, _source=communes_list.attrs.get("source"))
+            siren_groupement=pd.Series(pd.NA, index=communes_list.index, dtype="object"),
+            _source=communes_list.attrs.get("source"))
     if groupements_list is not None:
         expanded, errors = expand_groupements(groupements_list, admin)
         frames["groupements"] = expanded.assign(_source=groupements_list.attrs.get("source"))
@@ -129,7 +132,7 @@ def _disagreements(frames: dict[str, pd.DataFrame]) -> list[dict]:
     # A territory's two sets of codes differ exactly where the (territory, code) pairs do.
     pairs = [set(zip(f["id_ti"].tolist(), f["insee_com"].tolist()))
              for f in (frames["communes"], frames["groupements"])]
-    only = [defaultdict(list), defaultdict(list)]
+    only: list[defaultdict[str, list[str]]] = [defaultdict(list), defaultdict(list)]
     for side, extra in enumerate((pairs[0] - pairs[1], pairs[1] - pairs[0])):
         for tid, code in extra:
             if type(tid) is str or not pd.isna(tid):   # as groupby, missing ids left out
@@ -142,7 +145,7 @@ def _disagreements(frames: dict[str, pd.DataFrame]) -> list[dict]:
 def _perimeters(frames: dict[str, pd.DataFrame], order: list[str]) -> tuple[pd.DataFrame, dict[str, str]]:
     """The rows defining each territory: from the first list of ``order`` that has it."""
     chosen = frames[order[0]]
-    source_of = {tid: order[0] for tid in chosen["id_ti"].unique()}
+    source_of = dict.fromkeys(chosen["id_ti"].unique(), order[0])
     for other in order[1:]:  # territories missing from the primary list come from the other one
         extra = frames[other][~frames[other]["id_ti"].isin(source_of)]
         for tid in extra["id_ti"].unique():
@@ -317,7 +320,7 @@ def build_membership(*, communes_list: pd.DataFrame | None, groupements_list: pd
                      admin: AdminRef, changes: pd.DataFrame, boundary_codes: set[str],
                      boundary_cog: int, communes_release: str | None = None,
                      groupements_release: str | None = None,
-                     list_problems: list[ListProblem] = (), id_pattern: str | None = None) -> Membership:
+                     list_problems: Sequence[ListProblem] = (), id_pattern: str | None = None) -> Membership:
     """Reconcile the list(s) into one row per (territory, boundary commune).
 
     Steps: the lists as rows (:func:`_list_frames`), the list defining each territory

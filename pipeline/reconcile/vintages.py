@@ -63,7 +63,7 @@ def _moves(codes: set[str], events: pd.DataFrame) -> dict[str, set[str]]:
 def _apply(codes: set[str], events: pd.DataFrame) -> dict[str, set[str]]:
     """Every code of ``codes`` -> its codes after the events (itself when no event touched it)."""
     state = _moves(codes, events)
-    return {c: state[c] if c in state else {c} for c in codes}
+    return {c: state.get(c, {c}) for c in codes}
 
 
 def _window(changes: pd.DataFrame, from_cog: int, to_cog: int) -> pd.DataFrame:
@@ -121,7 +121,7 @@ def code_mapping(changes: pd.DataFrame, from_codes: set[str], from_cog: int, to_
     Targets are restricted to ``to_codes``; a code with no valid target maps to an empty set.
     """
     moved = code_mapping_moved(changes, from_codes, from_cog, to_cog, to_codes)
-    return {c: moved[c] if c in moved else {c} for c in from_codes}
+    return {c: moved.get(c, {c}) for c in from_codes}
 
 
 def predecessors(mapping: dict[str, set[str]]) -> dict[str, set[str]]:

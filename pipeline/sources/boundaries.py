@@ -16,6 +16,7 @@ import shapely
 
 from .. import runtime
 from ..errors import InputFormatError
+from ..limits import DEFAULT_LIMITS, Limits
 from .csv_tables import INSEE_RE, normalise_insee
 
 CODE_ALIASES = ["code_insee", "code", "insee_com", "codgeo", "insee"]
@@ -79,7 +80,7 @@ def departement_of(code: str) -> str:
     return code[:3] if code.startswith("97") else code[:2]
 
 
-def read_boundaries(path: Path) -> tuple[gpd.GeoDataFrame, BoundaryReport]:
+def read_boundaries(path: Path, limits: Limits = DEFAULT_LIMITS) -> tuple[gpd.GeoDataFrame, BoundaryReport]:
     """Columns code_insee, nom, departement, population (Int64, may be null), geometry (EPSG:4326).
 
     Invalid polygons are repaired (``make_valid``, polygon parts kept) and listed in
@@ -89,8 +90,8 @@ def read_boundaries(path: Path) -> tuple[gpd.GeoDataFrame, BoundaryReport]:
     values that are not commune codes raises :class:`InputFormatError`.
     """
     path = Path(path)
-    frame = _read_any(path)
-    out, repaired, empty, sub_communal = _validate(frame, path)
+    frame = _read_any(path, limits)
+    out, repaired, empty, sub_communal = _validate(frame, path, limits)
     out, repaired, empty = _to_wgs84(out, path, repaired, empty)
     _check_extent(shapely.total_bounds(out.geometry.values), path, out.crs if frame.crs is None else frame.crs)
     keep, duplicates = _first_of_each_code(out["code_insee"])
@@ -100,8 +101,8 @@ def read_boundaries(path: Path) -> tuple[gpd.GeoDataFrame, BoundaryReport]:
     return out, report
 
 
-def _read_any(path: Path) -> gpd.GeoDataFrame:
-    import pyogrio   # GDAL (about 30 MB resident): only for files other than GeoParquet
+def _read_any(path: Path, limits: Limits) -> gpd.GeoDataFrame:
+    import pyogrio  # GDAL (about 30 MB resident): only for files other than GeoParquet
 
     try:
         magic = _magic(path)
@@ -109,7 +110,7 @@ def _read_any(path: Path) -> gpd.GeoDataFrame:
             frame = _read_geoparquet(path)
         else:
             if magic[:2] == b"\x1f\x8b":
-                _check_gzip_size(path)
+                _check_gzip_size(path, limits)
             name = f"/vsigzip/{path}" if magic[:2] == b"\x1f\x8b" else str(path)
             fields = pyogrio.read_info(name)["fields"].tolist()
             frame = gpd.read_file(name, engine="pyogrio", columns=_wanted(fields))
@@ -120,7 +121,7 @@ def _read_any(path: Path) -> gpd.GeoDataFrame:
     return frame
 
 
-def _validate(frame: gpd.GeoDataFrame, path: Path, offset: int = 0
+def _validate(frame: gpd.GeoDataFrame, path: Path, limits: Limits, offset: int = 0
               ) -> tuple[gpd.GeoDataFrame, list[str], list[str], list[str]]:
     """Tidy columns, repaired geometries, dropped empty ones (in the file's CRS).
 
@@ -153,7 +154,7 @@ def _validate(frame: gpd.GeoDataFrame, path: Path, offset: int = 0
         else pd.array([pd.NA] * len(out), dtype="Int64")
     geoms = out.geometry.values
     present = ~(out.geometry.isna() | out.geometry.is_empty).to_numpy()
-    _check_coordinates(geoms[present], out["code_insee"].to_numpy()[present], path)
+    _check_coordinates(geoms[present], out["code_insee"].to_numpy()[present], path, limits.commune_vertices)
     if shapely.has_z(geoms[present]).any():
         out.loc[present, "geometry"] = shapely.force_2d(geoms[present])
     # Repair invalid polygons (self-intersections...) before anything else; keep polygon parts.
@@ -173,31 +174,22 @@ def _validate(frame: gpd.GeoDataFrame, path: Path, offset: int = 0
     return out, repaired, empty, sub_communal
 
 
-def _check_gzip_size(path: Path) -> None:
+def _check_gzip_size(path: Path, limits: Limits) -> None:
     """A gzipped boundary file decodes, in steps, to at most TI_MAX_SOURCE_MB (GDAL's GeoJSON
     driver would expand a gzip bomb whole in memory)."""
-    from ..settings import Settings
     from . import http
     from .fetch import check_gzip
 
     try:
-        check_gzip(path, Settings.from_env().max_source_mb * http.MiB)
+        check_gzip(path, limits.source_bytes)
     except (http.Permanent, http.Transient) as err:
         raise InputFormatError(f"{path}: {err.reason}") from None
 
 
-def vertex_limit() -> int:
-    """Vertices one commune polygon may have (``TI_MAX_COMMUNE_VERTICES``)."""
-    from ..settings import Settings
-
-    return int(Settings.from_env().max_commune_vertices)
-
-
-def _check_coordinates(geoms: np.ndarray, codes: np.ndarray, path: Path) -> None:
-    """Refuse a commune with more vertices than :func:`vertex_limit` (its repair and the coverage
-    cleaning would need gigabytes: 5 million vertices peaked at 5 GiB) or a NaN coordinate."""
+def _check_coordinates(geoms: np.ndarray, codes: np.ndarray, path: Path, limit: int) -> None:
+    """Refuse a commune with more than ``limit`` vertices (TI_MAX_COMMUNE_VERTICES: its repair and the
+    coverage cleaning would need gigabytes: 5 million vertices peaked at 5 GiB) or a NaN coordinate."""
     counts = shapely.get_num_coordinates(geoms)
-    limit = vertex_limit()
     big = np.flatnonzero(counts > limit)
     if len(big):
         i = big[0]
@@ -216,8 +208,8 @@ def _normalise_codes(values: pd.Series) -> pd.Series:
     odd = ~codes.str.fullmatch(INSEE_RE.pattern).fillna(False)
     if odd.any():
         codes = codes.copy()
-        codes[odd] = ["" if v is None or v is pd.NA or v != v else normalise_insee(str(v))
-                      for v in values[odd.to_numpy()]]
+        fixed = ["" if v is None or v is pd.NA or v != v else normalise_insee(str(v)) for v in values[odd.to_numpy()]]
+        codes[odd.to_numpy()] = pd.Series(fixed, index=codes.index[odd.to_numpy()], dtype="string")
     return codes.fillna("")
 
 
@@ -226,7 +218,7 @@ def _to_wgs84(out: gpd.GeoDataFrame, path: Path, repaired: list[str], empty: lis
     if out.crs.to_epsg() != 4326:
         try:
             out = out.to_crs(4326)
-        except Exception as err:  # pyproj errors
+        except (ValueError, RuntimeError) as err:  # pyproj.exceptions.* derive from RuntimeError
             raise InputFormatError(f"{path}: cannot reproject from {out.crs} to EPSG:4326 ({err})") from None
     degenerate = (shapely.area(out.geometry.values) < DEGENERATE_DEG2)
     empty = sorted(empty + list(out.loc[degenerate, "code_insee"]))
@@ -296,6 +288,18 @@ class BoundarySet:
         self._released = np.zeros(n, dtype=bool)
         self._trees: tuple | None = None
         self._codes: np.ndarray | None = None
+
+    @classmethod
+    def from_frame(cls, frame: gpd.GeoDataFrame, report: BoundaryReport | None = None) -> BoundarySet:
+        """The communes of ``frame`` (code_insee, departement, ..., geometry in EPSG:4326), held as
+        in-memory WKB like a small GeoParquet file, none decoded yet: :meth:`load` decodes the
+        members and their neighbours, and :meth:`near` finds the others (a commune far from every
+        member still makes an enclave). :func:`scan_boundaries` gives this for a file read whole."""
+        report = report or BoundaryReport(rows=len(frame), repaired=[], empty=[], duplicates=[],
+                                          crs=_crs_name(frame.crs))
+        geoms = frame.geometry.values
+        return cls(pd.DataFrame(frame.drop(columns="geometry")), report, shapely.bounds(geoms), frame.crs,
+                   wkb=shapely.to_wkb(geoms))
 
     @property
     def codes(self) -> np.ndarray:
@@ -394,7 +398,8 @@ class BoundarySet:
         """Polygons of the communes at ``positions`` read from the file (not kept)."""
         if self._in_memory:
             return self._decode(self._wkb[positions])
-        want = np.zeros(len(self._rows), dtype=bool)
+        assert self._rows is not None, "a file read lazily has its row numbers"
+        want = np.zeros(len(self._rows), dtype=np.bool_)
         want[positions] = True
         found: dict[int, object] = {}
         for pos, wkb in self._batches(want):
@@ -406,6 +411,7 @@ class BoundarySet:
 
     def _batches(self, want: np.ndarray):
         """(positions, WKB) of the wanted communes, batch by batch from the file."""
+        assert self._rows is not None and self._path is not None, "a file read lazily has its path and rows"
         position = np.full(int(self._rows.max()) + 1, -1, dtype=np.int64)
         position[self._rows] = np.arange(len(self._rows))
         parquet = _open_parquet(self._path)
@@ -517,7 +523,8 @@ def _geo_meta(parquet: pq.ParquetFile) -> tuple[str, str, object]:
     return geom_col, str(column.get("encoding", "WKB")), column.get("crs", "OGC:CRS84")
 
 
-def scan_boundaries(path: Path, batch_size: int | None = None, in_memory_bytes: int | None = None) -> BoundarySet:
+def scan_boundaries(path: Path, limits: Limits = DEFAULT_LIMITS, batch_size: int | None = None,
+                    in_memory_bytes: int | None = None) -> BoundarySet:
     """Check every commune of a boundary file like :func:`read_boundaries`, keep polygons for later.
 
     GeoParquet files in EPSG:4326 (the published boundaries) are read batch by batch and no
@@ -527,13 +534,12 @@ def scan_boundaries(path: Path, batch_size: int | None = None, in_memory_bytes: 
     path = Path(path)
     source = _lazy_source(path)
     if source is None:
-        frame, report = read_boundaries(path)
-        return BoundarySet(pd.DataFrame(frame.drop(columns="geometry")), report,
-                           shapely.bounds(frame.geometry.values), frame.crs, geoms=frame.geometry.values)
+        frame, report = read_boundaries(path, limits)
+        return BoundarySet.from_frame(frame, report)
     parquet, geom_col, crs = source
     limit = IN_MEMORY_BYTES if in_memory_bytes is None else in_memory_bytes
     in_memory = _column_bytes(parquet, geom_col) <= limit
-    parts = _check_batches(parquet, path, geom_col, crs, batch_size, in_memory)
+    parts = _check_batches(parquet, path, geom_col, crs, batch_size, in_memory, limits)
     return _boundary_set(parts, path, crs, batch_size, in_memory)
 
 
@@ -591,7 +597,7 @@ class _ScanParts:
 
 
 def _check_batches(parquet: pq.ParquetFile, path: Path, geom_col: str, crs, batch_size: int | None,
-                   in_memory: bool) -> _ScanParts:
+                   in_memory: bool, limits: Limits) -> _ScanParts:
     """Every batch of the file checked by :func:`_check_batch`; each batch is dropped once checked."""
     columns = _read_columns(parquet, geom_col)
     parts = _ScanParts()
@@ -601,7 +607,8 @@ def _check_batches(parquet: pq.ParquetFile, path: Path, geom_col: str, crs, batc
         with ThreadPoolExecutor(threads) as pool:
             pending: deque = deque()
             for batch in _iter_batches(parquet, geom_col, columns, batch_size):
-                pending.append(pool.submit(_check_batch, batch, parts.rows_read, path, geom_col, crs, in_memory))
+                pending.append(pool.submit(_check_batch, batch, parts.rows_read, path, geom_col, crs, in_memory,
+                                           limits))
                 parts.rows_read += batch.num_rows
                 if len(pending) >= threads:
                     parts.add(pending.popleft().result())
@@ -612,14 +619,15 @@ def _check_batches(parquet: pq.ParquetFile, path: Path, geom_col: str, crs, batc
     return parts
 
 
-def _check_batch(batch, first: int, path: Path, geom_col: str, crs, in_memory: bool) -> _CheckedBatch:
+def _check_batch(batch, first: int, path: Path, geom_col: str, crs, in_memory: bool,
+                 limits: Limits) -> _CheckedBatch:
     """One batch (``first``: its first row in the file) decoded, checked and repaired like
     :func:`read_boundaries`."""
     raw = batch.column(geom_col).to_numpy(zero_copy_only=False)
     geoms = shapely.from_wkb(raw)
     frame = gpd.GeoDataFrame(batch.drop_columns([geom_col]).to_pandas(), geometry=geoms, crs=crs)
     frame.index = pd.RangeIndex(first, first + len(frame))
-    out, rep, emp, sub = _validate(frame, path)
+    out, rep, emp, sub = _validate(frame, path, limits)
     out, rep, emp = _to_wgs84(out, path, rep, emp)
     g = out.geometry.values
     fixed = {}
@@ -649,7 +657,8 @@ def _boundary_set(parts: _ScanParts, path: Path, crs, batch_size: int | None, in
     repaired_geoms = {position[int(r)]: g for r, g in parts.fixed.items() if int(r) in position}
     wkb = None
     if in_memory:
-        wkb = np.concatenate(parts.wkbs)[keep] if parts.wkbs else np.zeros(0, dtype=object)
+        wkbs = [w for w in parts.wkbs if w is not None]   # every batch keeps its WKB in memory then
+        wkb = np.concatenate(wkbs)[keep] if wkbs else np.zeros(0, dtype=object)
         for p, g in repaired_geoms.items():
             wkb[p] = shapely.to_wkb(g)
     report = BoundaryReport(rows=len(communes), repaired=sorted(parts.repaired), empty=sorted(parts.empty),

@@ -16,16 +16,19 @@ import re
 import zlib
 from operator import itemgetter
 from pathlib import Path
+from typing import TypeVar, cast
 
 import numpy as np
 import pandas as pd
 
 from ..errors import InputFormatError
+from ..limits import DEFAULT_LIMITS, Limits, MiB
 
 _WS = " \t\r\n\xa0\u202f\u2007\u200b\ufeff"
 INSEE_RE = re.compile(r"^(?:\d{5}|2[AB]\d{3})$")
 SIREN_RE = re.compile(r"^\d{9}$")
 SEPARATORS = (",", ";", "\t", "|")
+T = TypeVar("T")
 
 
 _SPACES = re.compile(r"[\s\xa0\u202f\u2007\u200b]+")
@@ -33,14 +36,14 @@ _NEEDS_CLEANING = re.compile(r"^[\s\xa0\u202f\u2007\u200b\ufeff]|[\s\xa0\u202f\u
                              r"|[\t\r\n\xa0\u202f\u2007\u200b\ufeff]|  ")
 
 
-def clean_text(value: object) -> object:
-    """Strip spaces including non-breaking ones, and fold inner runs of whitespace."""
+def clean_text(value: T) -> T:
+    """Strip spaces including non-breaking ones, and fold inner runs of whitespace (a value that
+    is not a string is returned as is)."""
     if not isinstance(value, str) or not _NEEDS_CLEANING.search(value):
         return value
-    return _SPACES.sub(" ", value).strip(_WS)
+    return cast(T, _SPACES.sub(" ", value).strip(_WS))
 
 
-MiB = 1 << 20
 SHOWN_CHARS = 40        # foreign content quoted in a message: at most this many characters, as repr()
 
 
@@ -48,13 +51,6 @@ def shown(value: object, limit: int = SHOWN_CHARS) -> str:
     """``repr`` of at most ``limit`` characters (or bytes) of foreign content, marked when cut."""
     cut = value[:limit] if isinstance(value, (str, bytes)) else value
     return repr(cut) + ("..." if isinstance(value, (str, bytes)) and len(value) > limit else "")
-
-
-def table_limit() -> int:
-    """Bytes a table may hold once un-gzipped (``TI_MAX_TABLE_MB``): it is read whole in memory."""
-    from ..settings import Settings
-
-    return Settings.from_env().max_table_mb * MiB
 
 
 def open_regular(path: Path, what: str = "file", error=InputFormatError):
@@ -76,9 +72,8 @@ def open_regular(path: Path, what: str = "file", error=InputFormatError):
         raise error(f"{path}: cannot read {what} ({err.strerror or err})") from None
 
 
-def read_raw(path: Path, limit: int | None = None, what: str = "file") -> bytes:
-    """The bytes of a regular file of at most ``limit`` bytes (default :func:`table_limit`)."""
-    limit = table_limit() if limit is None else limit
+def read_raw(path: Path, limit: int, what: str = "file") -> bytes:
+    """The bytes of a regular file of at most ``limit`` bytes (``Limits.table_bytes``)."""
     with open_regular(path, what) as fh:
         try:
             data = fh.read(limit + 1)
@@ -89,13 +84,12 @@ def read_raw(path: Path, limit: int | None = None, what: str = "file") -> bytes:
     return data
 
 
-def read_bytes(path: Path, limit: int | None = None) -> bytes:
+def read_bytes(path: Path, limit: int) -> bytes:
     """Read a regular file, transparently un-gzipping it (by magic bytes, not by name).
 
-    ``limit`` (default :func:`table_limit`) caps both the file and its decoded size: a gzip bomb
-    is decoded in steps and refused as soon as it passes the cap, never expanded whole.
+    ``limit`` (``Limits.table_bytes``) caps both the file and its decoded size: a gzip bomb is
+    decoded in steps and refused as soon as it passes the cap, never expanded whole.
     """
-    limit = table_limit() if limit is None else limit
     data = read_raw(path, limit)
     if data[:2] == b"\x1f\x8b":
         data = _gunzip(data, limit, path)
@@ -138,7 +132,7 @@ NEWLINE = b"\n"
 _UTF8_SEQUENCE = re.compile(rb"[\xc2-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}|[\xf0-\xf4][\x80-\xbf]{3}")
 
 
-def decode_text(data: bytes, path: Path) -> str:
+def decode_text(data: bytes, path: Path | str) -> str:
     """UTF-8 (with or without BOM), UTF-16 with BOM, else Windows-1252 -- one encoding for the whole file.
 
     A file that is not valid UTF-8 but holds UTF-8 sequences (or a UTF-8 BOM) mixes encodings,
@@ -180,7 +174,7 @@ def sniff_separator(header: str) -> str:
     """The most frequent candidate separator of a header line, quoted parts ignored (',' if none)."""
     unquoted = re.sub(r'"[^"]*"', "", header)
     counts = {sep: unquoted.count(sep) for sep in SEPARATORS}
-    best = max(counts, key=counts.get)   # ties: the first of SEPARATORS
+    best = max(counts, key=counts.__getitem__)   # ties: the first of SEPARATORS
     return best if counts[best] > 0 else ","
 
 
@@ -205,7 +199,7 @@ def _first_line(text: str) -> str:
         size *= 4
 
 
-def iter_records(text: str, sep: str, path: Path, offset: int = 0):
+def iter_records(text: str, sep: str, path: Path | str, offset: int = 0):
     """Yield (line where the record starts, fields) for every non-blank record."""
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep, quotechar='"', strict=True)
     previous = 0
@@ -315,8 +309,8 @@ def _used_rows(columns: dict[str, list[str]], lines: list[int]) -> tuple[dict[st
     return columns, lines
 
 
-def read_csv(path: Path, required: list[str], optional: list[str] = (),
-             aliases: dict[str, str] | None = None) -> pd.DataFrame:
+def read_csv(path: Path, required: list[str], optional: tuple[str, ...] | list[str] = (),
+             aliases: dict[str, str] | None = None, limits: Limits = DEFAULT_LIMITS) -> pd.DataFrame:
     """Read a CSV as strings with normalised headers, cleaned values and a ``_line`` column.
 
     ``aliases`` maps alternative header names (normalised, see :func:`header_key`) to the canonical
@@ -326,7 +320,7 @@ def read_csv(path: Path, required: list[str], optional: list[str] = (),
     a row shorter than the header is padded with empty values; a longer one is an error unless the
     extra fields are empty (a trailing separator).
     """
-    text = decode_text(read_bytes(path), path)
+    text = decode_text(read_bytes(path, limits.table_bytes), path)
     sep, text, offset = _separator(text)
     records, record_lines, error = _records(text, sep, path, offset)
     start = next((i for i, fields in enumerate(records) if any(f.strip(_WS) for f in fields)), None)

@@ -22,21 +22,21 @@ import json
 import os
 import re
 import stat
-import tempfile
 import zlib
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlparse
 
 import requests
 
-from . import http
-from .catalog import SourceSpec
-from .csv_tables import shown
+from .. import atomic
 from ..checksums import sha256_file
 from ..errors import SourceError
 from ..settings import Settings
+from . import http
+from .catalog import SourceSpec
+from .csv_tables import shown
 
 HEAD_BYTES = 64 * 1024
 SHOWN_BYTES = 80
@@ -61,7 +61,7 @@ class FetchResult:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -136,16 +136,7 @@ def read_meta(path: Path) -> dict | None:
 
 
 def _write_meta(path: Path, meta: dict) -> None:
-    target = meta_path(path)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(meta, fh, indent=2, sort_keys=True)
-            fh.write("\n")
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic.write_text(meta_path(path), json.dumps(meta, indent=2, sort_keys=True) + "\n")
 
 
 def _valid_cache(spec: SourceSpec, path: Path) -> dict | None:
@@ -258,22 +249,14 @@ def _get(session: requests.Session, url: str, settings: Settings, headers: dict[
 def _download(spec: SourceSpec, resp: requests.Response, target: Path, settings: Settings,
               limits: http.Limits, temps: list[Path]) -> _Downloaded:
     """Stream a 200 body into a temp file beside ``target`` and check it (content, size, pin)."""
-    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    tmp = Path(name)
-    temps.append(tmp)
-    try:
-        with os.fdopen(fd, "wb") as fh:
+    with atomic.writing(target, temps, rename=False) as tmp:   # renamed by _keep once it is kept
+        with open(tmp, "wb") as fh:
             body = http.read_body(resp, fh, settings.http_timeout, limits)
-            fh.flush()
-            os.fsync(fh.fileno())
         check_content(tmp, spec.format, resp.headers.get("Content-Type", ""), limits.max_bytes)
         if spec.sha256 and body.sha256 != spec.sha256.lower():
             raise http.Permanent(
                 f"sha256 mismatch: the catalog pins {spec.sha256.lower()}, the body "
                 f"({body.size} bytes) has {body.sha256}; the body was refused")
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return _Downloaded(tmp, 200, body.sha256, body.size, resp.headers.get("ETag"), resp.headers.get("Last-Modified"))
 
 
@@ -281,8 +264,8 @@ def _keep(got: _Downloaded, previous: dict | None, target: Path, url: str) -> tu
     """Put the download in place (or keep the cached copy); write its sidecar.
     Returns (changed, fetched_at, now)."""
     now = _now()
-    if got.tmp is None:                                  # 304: reuse the cached copy
-        changed, fetched_at = False, previous.get("fetched_at", now)
+    if got.tmp is None:                                  # 304: reuse the cached copy (a conditional GET: previous)
+        changed, fetched_at = False, (previous or {}).get("fetched_at", now)
     elif previous is not None and previous.get("sha256") == got.sha256:
         changed, fetched_at = False, now                 # same bytes again: keep the old file
         got.tmp.unlink()
@@ -309,7 +292,7 @@ def _fetch_live(spec: SourceSpec, settings: Settings, session: requests.Session)
     def attempt(n: int) -> _Downloaded:
         with _get(session, url, settings, conditional) as resp:
             if resp.status_code == 304:
-                if not conditional:
+                if not conditional or previous is None:
                     raise http.Permanent("HTTP 304 Not Modified to a request that was not conditional")
                 return _Downloaded(None, 304, previous["sha256"], previous["size"],
                                    resp.headers.get("ETag") or previous.get("etag"),
@@ -321,7 +304,7 @@ def _fetch_live(spec: SourceSpec, settings: Settings, session: requests.Session)
 
     try:
         got, attempts = http.run_with_retries(spec.name, url, settings, attempt, limits=limits)
-        changed, fetched_at, now = _keep(got, previous, target, url)
+        changed, _fetched_at, now = _keep(got, previous, target, url)
     except OSError as exc:
         raise SourceError(f"source {spec.name}: cannot write the download cache {target}: {exc}") from None
     finally:
@@ -397,7 +380,7 @@ def _probe_live(spec: SourceSpec, settings: Settings, session: requests.Session)
 
     def get(n: int) -> str:
         with _get(session, url, settings, conditional) as resp:
-            if resp.status_code == 304 and conditional:
+            if resp.status_code == 304 and conditional and previous is not None:
                 merged = {"ETag": resp.headers.get("ETag") or previous.get("etag"),
                           "Last-Modified": resp.headers.get("Last-Modified") or previous.get("last_modified")}
                 return version_from_headers(merged) or f"sha256:{previous['sha256']}"
@@ -409,5 +392,5 @@ def _probe_live(spec: SourceSpec, settings: Settings, session: requests.Session)
                 return found
             return f"sha256:{http.read_body(resp, None, settings.http_timeout, limits).sha256}"
 
-    version, _ = http.run_with_retries(spec.name, url, settings, get, what="probe (GET)", limits=limits)
-    return version
+    probed, _ = http.run_with_retries(spec.name, url, settings, get, what="probe (GET)", limits=limits)
+    return probed

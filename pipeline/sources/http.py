@@ -25,11 +25,12 @@ import math
 import re
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from http import HTTPStatus
-from typing import IO, Callable, TypeVar
+from typing import IO, TypeVar
 from urllib.parse import urljoin, urlsplit
 
 import requests
@@ -94,8 +95,8 @@ def retry_after_seconds(value: str | None, now: datetime | None = None) -> float
     except (TypeError, ValueError, IndexError):
         return None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    now = now or datetime.now(timezone.utc)
+        when = when.replace(tzinfo=UTC)
+    now = now or datetime.now(UTC)
     return max(0.0, (when - now).total_seconds())
 
 
@@ -119,7 +120,7 @@ class Limits:
     deadline: float
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "Limits":
+    def from_settings(cls, settings: Settings) -> Limits:
         return cls(settings.max_source_mb * MiB, time.monotonic() + settings.http_deadline)
 
     def check_time(self, what: str) -> None:
@@ -142,8 +143,8 @@ def redirect_refused(url: str, location: str) -> str | None:
         return "redirect with an invalid port refused"
     if (new.hostname or "").lower() in REDIRECT_HOSTS and new.port in (None, 443, 80):
         return None
-    if new.hostname == old.hostname and (ports[0] == ports[1] or {old.scheme, new.scheme} == {"http", "https"}
-                                         and new.port is None):
+    if new.hostname == old.hostname and (ports[0] == ports[1] or ({old.scheme, new.scheme} == {"http", "https"}
+                                         and new.port is None)):
         return None
     return f"redirect to another host or port refused: {location[:120]!r}"
 
@@ -200,7 +201,7 @@ def _short(exc: BaseException) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
-def classify(exc: BaseException, timeout: float) -> Exception:
+def classify(exc: BaseException, timeout: float) -> Transient | Permanent:
     """Turn a requests/urllib3/socket exception into Transient or Permanent, with a short reason."""
     rex = requests.exceptions
     if isinstance(exc, (rex.InvalidURL, rex.MissingSchema, rex.InvalidSchema, rex.InvalidHeader)):
@@ -247,7 +248,7 @@ def run_with_retries(name: str, url: str, settings: Settings, attempt: Callable[
         try:
             return attempt(n), n
         except _NETWORK_ERRORS as exc:
-            fault = classify(exc, settings.http_timeout)
+            fault: Transient | Permanent = classify(exc, settings.http_timeout)
         except (Transient, Permanent) as exc:
             fault = exc
         if isinstance(fault, Permanent):

@@ -13,17 +13,17 @@ warning is logged): it never makes a build fail and never serves stale data.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
-import os
-import tempfile
+import pickle
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable
-
-import pickle
 
 import pandas as pd
+
+from .. import atomic
 
 log = logging.getLogger(__name__)
 PARSERS = ("readers.py", "csv_tables.py")     # modules whose code shapes the parsed frames
@@ -68,14 +68,8 @@ def cached_frames(cache_dir: Path | None, kind: str, sha256: str, names: tuple[s
     frames = parse()
     try:
         Path(cache_dir).mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                pickle.dump({n: frames[n] for n in names}, fh, protocol=pickle.HIGHEST_PROTOCOL)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        with atomic.writing(path) as tmp, open(tmp, "wb") as fh:
+            pickle.dump({n: frames[n] for n in names}, fh, protocol=pickle.HIGHEST_PROTOCOL)
         _prune(Path(cache_dir), kind, key)
     except (OSError, pickle.PicklingError, TypeError) as err:
         log.warning("parse cache %s not written (%s)", key, err)
@@ -86,7 +80,5 @@ def _prune(cache_dir: Path, kind: str, keep: str) -> None:
     """Drop older entries of the same kind (another sha256 or parser): one entry per input."""
     for path in cache_dir.glob(f"{kind}-*.pickle"):
         if path.name != keep + ".pickle":
-            try:
+            with contextlib.suppress(OSError):
                 path.unlink()
-            except OSError:
-                pass

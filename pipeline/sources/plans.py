@@ -26,9 +26,10 @@ from urllib.parse import urlsplit
 
 import pandas as pd
 
-from . import csv_tables as tables
 from ..errors import InputFormatError, PlanTableError
+from ..limits import DEFAULT_LIMITS, Limits
 from ..settings import ASSETS_DIR
+from . import csv_tables as tables
 
 ID_COLUMN = "id_ti"
 AXIS_CODES = ("transition_ecologique", "innovation", "competences", "foncier")
@@ -423,17 +424,17 @@ def _warnings(label: str, names: list[str | None], rows: _Rows) -> list[str]:
     return warnings
 
 
-def _read_file(path: Path, label: str) -> bytes:
+def _read_file(path: Path, label: str, limits: Limits) -> bytes:
     """The plan table's bytes: a regular file within TI_MAX_TABLE_MB."""
     if not path.is_file():
         raise PlanTableError(f"plan table is not a file: {label} (set by TI_PLANS_PATH)")
     try:
-        return tables.read_raw(path, what="plan table (TI_PLANS_PATH)")
+        return tables.read_raw(path, limits.table_bytes, what="plan table (TI_PLANS_PATH)")
     except InputFormatError as err:
         raise PlanTableError(str(err)) from None
 
 
-def read_plans(path: str | Path | None, valid_ids: Iterable[str]) -> PlansResult:
+def read_plans(path: str | Path | None, valid_ids: Iterable[str], limits: Limits = DEFAULT_LIMITS) -> PlansResult:
     """Read and validate the plan table at ``path`` against the territory ids ``valid_ids``.
 
     ``path=None`` gives an empty table and a warning. Every problem found is collected and raised
@@ -448,7 +449,7 @@ def read_plans(path: str | Path | None, valid_ids: Iterable[str]) -> PlansResult
     path = Path(path)
     if not path.exists():
         raise PlanTableError(f"plan table not found: {label} (set by TI_PLANS_PATH)")
-    data = _read_file(path, label)
+    data = _read_file(path, label, limits)
     text, encoding = _decode(data, label)
     sep, text, offset = _separator(text, label)
     records = _records(text, sep, label, offset)
@@ -487,9 +488,7 @@ def attach_plans(territories: pd.DataFrame, plans: PlansResult) -> pd.DataFrame:
     keys = pd.Index(out[ID_COLUMN].astype("string"), name=ID_COLUMN)
     for col in PLAN_COLUMNS:
         series = plans.table[col.name].reindex(keys)
-        if col.dtype == "object":  # dates: datetime.date or None, never NaN
-            data = [v if pd.notna(v) else None for v in series]
-        else:
-            data = series.array
+        # dates: datetime.date or None, never NaN
+        data = [v if pd.notna(v) else None for v in series] if col.dtype == "object" else series.array
         out[col.name] = pd.Series(data, index=out.index, dtype=col.dtype)
     return out

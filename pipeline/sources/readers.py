@@ -16,7 +16,18 @@ import orjson
 import pandas as pd
 
 from ..errors import InputFormatError
-from .csv_tables import INSEE_RE, SIREN_RE, all_str, clean_text, decode_text, normalise_insee_series, normalise_siren, read_bytes, read_csv
+from ..limits import DEFAULT_LIMITS, Limits
+from .csv_tables import (
+    INSEE_RE,
+    SIREN_RE,
+    all_str,
+    clean_text,
+    decode_text,
+    normalise_insee_series,
+    normalise_siren,
+    read_bytes,
+    read_csv,
+)
 
 # The official files separate several territory ids in one cell with " ; ".
 MULTI_SEP = ";"
@@ -43,15 +54,15 @@ def _split_ids(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
     if (MULTI_SEP not in "\n".join(ids) if all_str(ids)
             else not frame["id_ti"].str.contains(MULTI_SEP, regex=False).any()):
         return _check_ids(frame.reset_index(drop=True), path)   # one id per cell: already clean
-    ids = frame["id_ti"].map(pieces)
+    pieces_of_ids = frame["id_ti"].map(pieces)
     if "lib_ti" in frame:
-        libs = frame["lib_ti"].map(pieces)
         # Names may contain ';': pair names with ids only when the counts match.
-        libs = [lib if len(lib) == len(i) else [clean_text(whole)] * len(i)
-                for lib, i, whole in zip(libs, ids, frame["lib_ti"])]
-        frame = frame.assign(id_ti=ids, lib_ti=libs).explode(["id_ti", "lib_ti"])
+        libs = pd.Series([lib if len(lib) == len(i) else [clean_text(whole)] * len(i)
+                          for lib, i, whole in zip(frame["lib_ti"].map(pieces), pieces_of_ids, frame["lib_ti"])],
+                         index=frame.index, dtype=object)
+        frame = frame.assign(id_ti=pieces_of_ids, lib_ti=libs).explode(["id_ti", "lib_ti"])
     else:
-        frame = frame.assign(id_ti=ids).explode("id_ti")
+        frame = frame.assign(id_ti=pieces_of_ids).explode("id_ti")
     frame["id_ti"] = frame["id_ti"].map(clean_text)
     if "lib_ti" in frame:
         frame["lib_ti"] = frame["lib_ti"].map(clean_text)
@@ -99,14 +110,14 @@ def _tag(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
     return frame
 
 
-def read_ti_communes(path: Path) -> tuple[pd.DataFrame, list[ListProblem]]:
+def read_ti_communes(path: Path, limits: Limits = DEFAULT_LIMITS) -> tuple[pd.DataFrame, list[ListProblem]]:
     """The list by commune: columns id_ti, lib_ti, insee_com, lib_com, _line (one row per pair).
 
     Codes are normalised (lost leading zero restored, 2A/2B upper-cased). Rows whose code is not
     an INSEE commune code are returned as problems; duplicated (id_ti, insee_com) rows are merged
     (the first line is kept). ``frame.attrs["source"]`` is the file read.
     """
-    frame = read_csv(path, ["id_ti", "insee_com"], ["lib_ti", "lib_com"], _TI_ALIASES)
+    frame = read_csv(path, ["id_ti", "insee_com"], ["lib_ti", "lib_com"], _TI_ALIASES, limits)
     frame = _split_ids(frame, path)
     raw = frame["insee_com"]
     frame["insee_com"] = normalise_insee_series(raw)
@@ -121,7 +132,7 @@ def read_ti_communes(path: Path) -> tuple[pd.DataFrame, list[ListProblem]]:
     return _tag(frame.reset_index(drop=True), path), problems
 
 
-def read_ti_groupements(path: Path) -> tuple[pd.DataFrame, list[ListProblem]]:
+def read_ti_groupements(path: Path, limits: Limits = DEFAULT_LIMITS) -> tuple[pd.DataFrame, list[ListProblem]]:
     """The list by groupement, one row per (id_ti, siren_groupement).
 
     Accepts the official one-row-per-groupement shape and the aggregated shape with a
@@ -130,7 +141,7 @@ def read_ti_groupements(path: Path) -> tuple[pd.DataFrame, list[ListProblem]]:
     """
     aliases = dict(_TI_ALIASES)
     frame = read_csv(path, ["id_ti"], ["lib_ti", "siren_groupement", "siren_groupements",
-                                       "lib_groupement", "lib_groupements", "nature_juridique"], aliases)
+                                       "lib_groupement", "lib_groupements", "nature_juridique"], aliases, limits)
     if "siren_groupement" not in frame and "siren_groupements" not in frame:
         raise InputFormatError(f"{path}: missing column siren_groupement (or siren_groupements); "
                                f"found {', '.join(c for c in frame.columns if c != '_line')}")
@@ -157,8 +168,7 @@ def read_ti_groupements(path: Path) -> tuple[pd.DataFrame, list[ListProblem]]:
     return _tag(frame[cols].reset_index(drop=True), path), problems
 
 
-def _read_json(path: Path, raw: bytes | None = None) -> list:
-    raw = read_bytes(path) if raw is None else raw
+def _read_json(path: Path, raw: bytes) -> list:
     try:   # orjson: several times faster than json on the 35,000-commune files
         data = orjson.loads(raw[3:] if raw.startswith(b"\xef\xbb\xbf") else raw)
     except orjson.JSONDecodeError:
@@ -230,9 +240,9 @@ def _as_orjson_reads(columns) -> bool:
     return True
 
 
-def _commune_columns(path: Path) -> dict[str, list]:
+def _commune_columns(path: Path, limits: Limits) -> dict[str, list]:
     """The fields of the communes of type commune-actuelle, one list per field."""
-    raw = read_bytes(path)
+    raw = read_bytes(path, limits.table_bytes)
     fast = _decode_fast(raw, _COMMUNES)
     if fast is not None:
         kept = [c for c in fast if c.type == "commune-actuelle"]
@@ -248,9 +258,9 @@ def _commune_columns(path: Path) -> dict[str, list]:
     return {"code": codes, **{f: [r.get(f) for r in kept] for f in COMMUNE_FIELDS[1:]}}
 
 
-def _member_columns(path: Path, default_type: str | None) -> dict[str, list]:
+def _member_columns(path: Path, default_type: str | None, limits: Limits) -> dict[str, list]:
     """One entry per (groupement, member commune): SIREN, name and type of the groupement, commune."""
-    raw = read_bytes(path)
+    raw = read_bytes(path, limits.table_bytes)
     fast = _decode_fast(raw, _GROUPEMENTS)
     columns: dict[str, list] = {c: [] for c in MEMBER_COLUMNS}
     if fast is not None:
@@ -289,14 +299,16 @@ class AdminRef:
         return set(self.communes["code"].tolist())
 
 
-def read_admin(cog: int, communes_path: Path, epci_path: Path, ept_path: Path) -> AdminRef:
-    columns = _commune_columns(communes_path)
+def read_admin(cog: int, communes_path: Path, epci_path: Path, ept_path: Path,
+               limits: Limits = DEFAULT_LIMITS) -> AdminRef:
+    """One COG year of decoupage-administratif: its communes, and the members of its EPCI and EPT."""
+    columns = _commune_columns(communes_path, limits)
     if not columns["code"]:
         raise InputFormatError(f"{communes_path}: no commune of type commune-actuelle")
     com = pd.DataFrame(columns)
     com["code"] = com["code"].astype(str)
-    com["population"] = pd.array(pd.to_numeric(com["population"], errors="coerce"), dtype="Int64")
-    epci, ept = _member_columns(epci_path, None), _member_columns(ept_path, "EPT")
+    com["population"] = pd.to_numeric(com["population"], errors="coerce").astype("Int64")
+    epci, ept = _member_columns(epci_path, None, limits), _member_columns(ept_path, "EPT", limits)
     columns = {c: epci[c] + ept[c] for c in MEMBER_COLUMNS}
     members = pd.DataFrame(columns if columns["insee_com"] else [], columns=MEMBER_COLUMNS)   # [] -> object
     return AdminRef(cog=cog, communes=com, members=members)
@@ -314,12 +326,12 @@ def _parse_dates(values: pd.Series) -> pd.Series:
     return iso
 
 
-def read_commune_changes(path: Path) -> pd.DataFrame:
+def read_commune_changes(path: Path, limits: Limits = DEFAULT_LIMITS) -> pd.DataFrame:
     """INSEE 'mouvements de communes': MOD, DATE_EFF (datetime), TYPECOM_AV, COM_AV, TYPECOM_AP, COM_AP.
 
     Codes are normalised like the lists' (lost leading zero restored), so both sides match.
     """
-    frame = read_csv(path, [c.lower() for c in CHANGE_COLUMNS], ["libelle_av", "libelle_ap"])
+    frame = read_csv(path, [c.lower() for c in CHANGE_COLUMNS], ["libelle_av", "libelle_ap"], limits=limits)
     frame.columns = [c.upper() if c != "_line" else c for c in frame.columns]
     frame["DATE_EFF"] = _parse_dates(frame["DATE_EFF"])
     bad = frame[frame["DATE_EFF"].isna()]

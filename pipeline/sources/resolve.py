@@ -29,15 +29,16 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
+from typing import Any
 from urllib.parse import unquote, urlparse
 
+from ..errors import ReconciliationError, SourceError
+from ..settings import Settings
 from . import http
 from .catalog import Catalog, SourceSpec
 from .fetch import FetchResult, fetch_source
-from ..errors import ReconciliationError, SourceError
-from ..settings import Settings
 
 DECOUPAGE_KINDS = ("decoupage_communes", "decoupage_epci", "decoupage_ept")
 VINTAGE_KINDS = ("boundaries", "ti_communes", "ti_groupements")   # sources whose COG year sets the references
@@ -115,9 +116,17 @@ def _get_json(spec: SourceSpec, url: str, settings: Settings, session) -> object
     return http.run_with_retries(spec.name, url, settings, attempt, what="resolution (data.gouv.fr API)")[0]
 
 
+def _needed(spec: SourceSpec, key: str) -> Any:
+    """A catalog key the source's ``resolve`` needs (load_catalog checks it is there)."""
+    value = getattr(spec, key)
+    if value is None:
+        raise SourceError(f"source {spec.name}: resolve = {spec.resolve!r} needs {key} in the catalog")
+    return value
+
+
 def datagouv_candidates(spec: SourceSpec, settings: Settings, session) -> list[Candidate]:
     """The dataset's resources whose file name matches the source's patterns."""
-    url = spec.api.rstrip("/") + f"/{spec.dataset}/"
+    url = str(_needed(spec, "api")).rstrip("/") + f"/{spec.dataset}/"
     data = _get_json(spec, url, settings, session)
     resources = data.get("resources") if isinstance(data, dict) else None
     if not isinstance(resources, list):
@@ -147,11 +156,10 @@ def datagouv_candidates(spec: SourceSpec, settings: Settings, session) -> list[C
 
 def yearly_candidates(spec: SourceSpec, settings: Settings, session, newest: int) -> list[Candidate]:
     """The newest year from ``newest`` down to ``first_year`` whose URL answers (or the pinned year)."""
-    years = range(newest, spec.first_year - 1, -1)
-    if spec.pin and spec.pin.isdigit():
-        years = [int(spec.pin)]
+    template = str(_needed(spec, "url_template"))
+    years = [int(spec.pin)] if spec.pin and spec.pin.isdigit() else range(newest, int(_needed(spec, "first_year")) - 1, -1)
     for year in years:
-        url = spec.url_template.format(year=year)
+        url = template.format(year=year)
 
         def head(n: int, url=url) -> bool:
             resp = http.request(session, "HEAD", url, timeout=settings.http_timeout)   # redirects checked
@@ -215,8 +223,8 @@ def resolve_source(spec: SourceSpec, settings: Settings, catalog: Catalog, sessi
                 candidates = datagouv_candidates(spec, settings, own)
             else:
                 where = f"{spec.url_template} (years {spec.first_year}-{references_cog(catalog)})"
-                candidates = yearly_candidates(spec, settings, own, max(spec.first_year, min(
-                    datetime.now(timezone.utc).year, references_cog(catalog))))
+                candidates = yearly_candidates(spec, settings, own, max(int(_needed(spec, "first_year")), min(
+                    datetime.now(UTC).year, references_cog(catalog))))
         finally:
             if session is None:
                 own.close()
@@ -229,7 +237,7 @@ def _apply(spec: SourceSpec, chosen: Candidate, how: str, settings: Settings,
     offline = settings.mirror_dir is not None
     checksum = chosen.checksum if chosen.checksum and chosen.checksum[0] in API_CHECKSUMS else None
     pin_sha = sha256 or spec.sha256 or (checksum[1] if checksum and API_CHECKSUMS[checksum[0]] == "sha256" else None)
-    changes = {"cog": chosen.cog, "sha256": pin_sha}
+    changes: dict[str, Any] = {"cog": chosen.cog, "sha256": pin_sha}
     if offline:
         changes.update(mirror=chosen.mirror, mirror_release=chosen.release)
         fmt = {".parquet": "parquet", ".csv": "csv", ".json": "json", ".geojson": "geojson"}
@@ -351,7 +359,7 @@ def needed_references(catalog: Catalog, fetched: dict[str, FetchResult]) -> list
 
 
 def fetch_sources(settings: Settings, catalog: Catalog, names: list[str], session=None) -> dict[str, FetchResult]:
-    """Resolve and fetch ``names`` (a phase's sources, see ``pipeline.build.steps.phase_sources``):
+    """Resolve and fetch ``names`` (a phase's sources, see ``pipeline.steps.sequence.phase_sources``):
     first every non-reference source, then the decoupage-administratif references of the COG
     years those need (whatever years ``names`` listed)."""
     lock = read_lock(settings.lock_path) if settings.lock_path is not None else None

@@ -159,5 +159,15 @@ def failure_message(results: list[CheckResult], limit: int = 3) -> str:
     return "blocking checks failed, nothing published: " + ", ".join(parts)
 
 
-__all__ = ["CheckResult", "check_count", "check_geometries", "check_members", "check_areas",
-           "check_holes", "check_overlaps", "all_passed", "failure_message", "offending_items"]
+__all__ = [
+    "CheckResult",
+    "all_passed",
+    "check_areas",
+    "check_count",
+    "check_geometries",
+    "check_holes",
+    "check_members",
+    "check_overlaps",
+    "failure_message",
+    "offending_items",
+]

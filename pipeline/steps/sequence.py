@@ -15,31 +15,36 @@ import hashlib
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import geopandas as gpd
 import numpy as np
 import pandas as pd
 import shapely
 
-from . import quality
 from .. import runtime
+from ..errors import ReconciliationError
 from ..geometry import coverage as geometry
 from ..geometry.coverage import DissolveStats
-from ..errors import ReconciliationError
+from ..limits import DEFAULT_LIMITS, Limits
+from ..phases import CURRENT_PHASE, PREVIOUS_PHASE
 from ..reconcile.membership import Membership, build_membership, list_order
 from ..reconcile.phase_overlap import overlaps
 from ..schema import TERRITORY_COLUMNS
 from ..settings import Settings
+from ..sources import resolve
 from ..sources.boundaries import BoundaryReport, BoundarySet, boundary_codes, scan_boundaries
 from ..sources.catalog import Catalog, PhaseSpec, load_catalog
 from ..sources.fetch import FetchResult
-from ..sources import resolve
 from ..sources.parse_cache import cached_frames
 from ..sources.readers import AdminRef, read_admin, read_commune_changes, read_ti_communes, read_ti_groupements
+from . import quality
 
-CURRENT_PHASE = "2023-2027"
-PREVIOUS_PHASE = "2018-2022"
+if TYPE_CHECKING:   # publishing is imported when a build is published, not to build
+    from ..publish.membership_tables import MembershipRefs
+
 BOUNDARIES = "communes_boundaries"
 CHANGES = "insee_mvt_communes"
 # Columns of the assembled territories used by the checks only, dropped before publishing.
@@ -112,8 +117,8 @@ def phase_files(catalog: Catalog, phase: str, fetched: dict[str, FetchResult]) -
 
 def list_cog(spec: PhaseSpec, fetched: dict[str, FetchResult]) -> int:
     """COG year of the list defining the phase's perimeter (the most recent release read)."""
-    kinds = {"communes": spec.communes, "groupements": spec.groupements}
-    read = {k: fetched[n].release for k, n in kinds.items() if n and n in fetched}
+    kinds = {k: n for k, n in (("communes", spec.communes), ("groupements", spec.groupements)) if n}
+    read: dict[str, str | None] = {k: fetched[n].release for k, n in kinds.items() if n in fetched}
     return fetched[kinds[list_order(read)[0]]].cog if read else spec.list_cog
 
 
@@ -124,29 +129,30 @@ def boundary_cog(catalog: Catalog, fetched: dict[str, FetchResult]) -> int:
 
 # ---------------------------------------------------------------- references and membership
 def load_admin(catalog: Catalog, fetched: dict[str, FetchResult], cog: int,
-               cache_dir: Path | None = None) -> AdminRef:
+               cache_dir: Path | None = None, limits: Limits = DEFAULT_LIMITS) -> AdminRef:
     """One COG year of decoupage-administratif; parsed once per input (``cache_dir``: parse cache)."""
     results = [fetched[catalog.decoupage(cog, w).name] for w in ("communes", "epci", "ept")]
     sha = "" if any(not r.sha256 for r in results) else \
         hashlib.sha256("".join(r.sha256 for r in results).encode()).hexdigest()
 
     def parse() -> dict[str, pd.DataFrame]:
-        ref = read_admin(cog, *(r.path for r in results))
+        ref = read_admin(cog, results[0].path, results[1].path, results[2].path, limits)
         return {"communes": ref.communes, "members": ref.members}
 
     frames = cached_frames(cache_dir, f"admin{cog}", sha, ("communes", "members"), parse)
     return AdminRef(cog=cog, communes=frames["communes"], members=frames["members"])
 
 
-def load_changes(fetched: dict[str, FetchResult], cache_dir: Path | None = None) -> pd.DataFrame:
+def load_changes(fetched: dict[str, FetchResult], cache_dir: Path | None = None,
+                 limits: Limits = DEFAULT_LIMITS) -> pd.DataFrame:
     """INSEE commune changes; parsed once per input (``cache_dir``: parse cache)."""
     src = fetched[CHANGES]
     return cached_frames(cache_dir, "changes", src.sha256, ("changes",),
-                         lambda: {"changes": read_commune_changes(src.path)})["changes"]
+                         lambda: {"changes": read_commune_changes(src.path, limits)})["changes"]
 
 
 def phase_membership(catalog: Catalog, phase: str, fetched: dict[str, FetchResult], admin: AdminRef,
-                     changes: pd.DataFrame, boundary_codes: set[str]) -> Membership:
+                     changes: pd.DataFrame, boundary_codes: set[str], limits: Limits = DEFAULT_LIMITS) -> Membership:
     """One phase's lists reconciled to the boundary codes (see :func:`~pipeline.reconcile.membership.build_membership`)."""
     spec: PhaseSpec = catalog.phases[phase]
     if list_cog(spec, fetched) != admin.cog:
@@ -158,11 +164,11 @@ def phase_membership(catalog: Catalog, phase: str, fetched: dict[str, FetchResul
     problems = []
     releases = {}
     if spec.communes:
-        communes_list, p = read_ti_communes(fetched[spec.communes].path)
+        communes_list, p = read_ti_communes(fetched[spec.communes].path, limits)
         problems += p
         releases["communes"] = fetched[spec.communes].release
     if spec.groupements:
-        groupements_list, p = read_ti_groupements(fetched[spec.groupements].path)
+        groupements_list, p = read_ti_groupements(fetched[spec.groupements].path, limits)
         problems += p
         releases["groupements"] = fetched[spec.groupements].release
     return build_membership(
@@ -172,13 +178,14 @@ def phase_membership(catalog: Catalog, phase: str, fetched: dict[str, FetchResul
         list_problems=problems, id_pattern=spec.id_pattern)
 
 
-def listed_territory_ids(catalog: Catalog, phase: str, fetched: dict[str, FetchResult]) -> list[str]:
+def listed_territory_ids(catalog: Catalog, phase: str, fetched: dict[str, FetchResult],
+                         limits: Limits = DEFAULT_LIMITS) -> list[str]:
     """The territory ids of a phase's lists (to validate the plan table before the build)."""
     spec = catalog.phases[phase]
     ids: set[str] = set()
     for name, reader in ((spec.communes, read_ti_communes), (spec.groupements, read_ti_groupements)):
         if name:
-            frame, _ = reader(fetched[name].path)
+            frame, _ = reader(fetched[name].path, limits)
             ids |= set(frame["id_ti"].astype(str))
     return sorted(ids)
 
@@ -191,7 +198,7 @@ class Reconciliation:
     previous: Membership | None
     boundary_admin: AdminRef | None     # the admin reference of the boundaries' COG (names, population)
     boundary_codes: set[str]
-    references: object | None = None    # publish.membership_tables.MembershipRefs (names, EPCI of the members)
+    references: MembershipRefs | None = None    # names and EPCI of the members, for the membership tables
 
 
 def reconcile_phase(settings: Settings, catalog: Catalog, phase: str, fetched: dict[str, FetchResult],
@@ -202,42 +209,44 @@ def reconcile_phase(settings: Settings, catalog: Catalog, phase: str, fetched: d
     boundaries' COG is kept (names, populations).
     """
     parsed = settings.raw_dir / "parsed"
-    changes = load_changes(fetched, parsed)
+    limits = settings.limits
+    changes = load_changes(fetched, parsed, limits)
 
     from ..publish.membership_tables import references
 
     def reconcile(which: str) -> Membership:
-        admin = load_admin(catalog, fetched, list_cog(catalog.phases[which], fetched), parsed)
-        return phase_membership(catalog, which, fetched, admin, changes, codes)
+        admin = load_admin(catalog, fetched, list_cog(catalog.phases[which], fetched), parsed, limits)
+        return phase_membership(catalog, which, fetched, admin, changes, codes, limits)
 
-    boundary_admin = load_admin(catalog, fetched, boundary_cog(catalog, fetched), parsed)
-    list_admin = load_admin(catalog, fetched, list_cog(catalog.phases[phase], fetched), parsed)
-    membership = phase_membership(catalog, phase, fetched, list_admin, changes, codes)
+    boundary_admin = load_admin(catalog, fetched, boundary_cog(catalog, fetched), parsed, limits)
+    list_admin = load_admin(catalog, fetched, list_cog(catalog.phases[phase], fetched), parsed, limits)
+    membership = phase_membership(catalog, phase, fetched, list_admin, changes, codes, limits)
     refs = references(membership, list_admin, boundary_admin)   # names and EPCI of the members, published
     previous = reconcile(PREVIOUS_PHASE) if phase == CURRENT_PHASE and PREVIOUS_PHASE in catalog.phases else None
     return Reconciliation(membership, previous, boundary_admin, codes, refs)
 
 
 # ---------------------------------------------------------------- geometry
-# The last boundary scan of this process, by (path, sha256): the phases of one run read the same
-# file, so the second phase reuses the first one's scan instead of checking every polygon again
-# (measured with `python bench/run.py --methods cli,baseline`: -0.7 s of the main job at 1x).
-# One entry only, so a long-lived process holds at most one file's scan.
-_LAST_SCAN: dict[tuple[str, str], BoundarySet] = {}
+# The last boundary scan of this process, by (path, sha256, limits): the phases of one run read
+# the same file, so the second phase reuses the first one's scan instead of checking every polygon
+# again (measured with `python bench/run.py --methods cli,baseline`: the main job's scan stage,
+# both phases, 2.87 s -> 0.81 s at 1x). One entry only, so a long-lived process holds at most one
+# file's scan.
+_LAST_SCAN: dict[tuple[str, str, Limits], BoundarySet] = {}
 
 
-def scan_commune_boundaries(fetched: dict[str, FetchResult]) -> BoundarySet:
+def scan_commune_boundaries(fetched: dict[str, FetchResult], limits: Limits = DEFAULT_LIMITS) -> BoundarySet:
     """Every commune polygon checked and reported; polygons decoded later, only where needed.
 
-    A scan of the same file (path and sha256) made earlier in this process is reused: what a build
-    does to the set (decoding, :meth:`~pipeline.sources.boundaries.BoundarySet.release`) never
-    changes the polygons it answers with.
+    A scan of the same file (path and sha256) under the same limits made earlier in this process
+    is reused: what a build does to the set (decoding,
+    :meth:`~pipeline.sources.boundaries.BoundarySet.release`) never changes the polygons it answers with.
     """
     src = fetched[BOUNDARIES]
-    key = (str(src.path), src.sha256 or "")
+    key = (str(src.path), src.sha256 or "", limits)
     if src.sha256 and key in _LAST_SCAN:
         return _LAST_SCAN[key]
-    scanned = scan_boundaries(src.path)
+    scanned = scan_boundaries(src.path, limits)
     _LAST_SCAN.clear()
     if src.sha256:
         _LAST_SCAN[key] = scanned
@@ -334,14 +343,14 @@ def territory_attributes(phase: str, membership: Membership, boundaries: pd.Data
     out["n_groupements"] = out["siren_groupements"].map(len).astype("int64")
     out["departements"] = grouped["departement"].agg(_sorted_unique)
     out["regions"] = grouped["region"].agg(_sorted_unique)
-    pop_any_null = grouped["population"].agg(lambda s: s.isna().any())
+    pop_any_null = grouped["population"].agg(lambda s: bool(s.isna().any())).astype(bool)
     pop = grouped["population"].sum(min_count=1).astype("Int64")
     out["population"] = pop.mask(pop_any_null)
     out["list_cog"] = membership.list_cog
     out["boundary_cog"] = membership.boundary_cog
     out["n_communes_reconciled"] = (grouped["status"].agg(lambda s: int((s == "reconciled").sum()))
                                     .astype("int64"))
-    absorbed = {}
+    absorbed: dict[str, list[str]] = {}
     for item in membership.absorbed_outside:
         absorbed.setdefault(item["id_ti"], []).extend(item["absorbed"])
     out["communes_absorbed_outside"] = [sorted(absorbed.get(t, [])) for t in out.index]
@@ -387,7 +396,7 @@ class BuildResult:
     inputs: list[dict]                  # manifest entries of the sources the build read
     timings: dict[str, float] = field(default_factory=dict)
     previous: Membership | None = None
-    references: object | None = None   # publish.membership_tables.MembershipRefs (names, EPCI of the members)
+    references: MembershipRefs | None = None   # names and EPCI of the members, for the membership tables
 
     @property
     def passed(self) -> bool:
@@ -411,7 +420,7 @@ def build_phase(settings: Settings, catalog: Catalog, phase: str, fetched: dict[
     with ThreadPoolExecutor(1) as side:
         reading = (side.submit(clock.run, "reconcile", reconcile_phase, settings, catalog, phase, files, early)
                    if early is not None else None)
-        boundaries = clock.run("scan_boundaries", scan_commune_boundaries, files)
+        boundaries = clock.run("scan_boundaries", scan_commune_boundaries, files, settings.limits)
         codes = set(boundaries.codes.tolist())
         lists = reading.result() if reading is not None else None
         if lists is None or lists.boundary_codes != codes:
@@ -455,7 +464,7 @@ def write_core_outputs(result: BuildResult, out_dir: Path) -> dict[str, Path]:
     gdf = result.territories
     paths = {"parquet": out_dir / "territoires-industrie.parquet",
              "geojson": out_dir / "territoires-industrie.geojson"}
-    from ..publish.geojson import write_geojson   # the published RFC 7946 writer
+    from ..publish.geojson import write_geojson  # the published RFC 7946 writer
     from ..publish.geoparquet import write_geoparquet
 
     with ThreadPoolExecutor(runtime.threads()) as pool:   # two files, two cores
@@ -488,17 +497,17 @@ def code_fingerprint() -> str:
 def new_build_id() -> str:
     """Sortable, unique build id: UTC time plus a short random suffix."""
     import secrets
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
 
 
 def publish_build(result: BuildResult, settings: Settings, plans=None, build_id: str | None = None,
                   checks: list[quality.CheckResult] | None = None) -> dict:
     """Attach the plan table and publish a checked build; refuses a build whose blocking checks fail."""
     from ..errors import CheckFailedError
-    from ..sources.plans import attach_plans, read_plans
     from ..publish import publish_release
+    from ..sources.plans import attach_plans, read_plans
 
     checks = result.checks if checks is None else checks
     if not quality.all_passed(checks):
@@ -507,7 +516,7 @@ def publish_build(result: BuildResult, settings: Settings, plans=None, build_id:
     change_guard = guard_build(result, settings)    # CheckFailedError past its thresholds
     if plans is None:
         plans = read_plans(settings.plans_path if result.phase == CURRENT_PHASE else None,
-                           result.territories["id_ti"])
+                           result.territories["id_ti"], settings.limits)
     territories = attach_plans(result.territories.drop(columns=list(INTERNAL_COLUMNS), errors="ignore"), plans)
     extra = {
         "membership": result.membership.summary(),

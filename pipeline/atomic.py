@@ -1,0 +1,82 @@
+"""The one way the project replaces a file: write a uniquely named temp file beside it, then rename.
+
+A temp file is named ``.<target name>.<random>.ti-tmp``. It is created empty (exclusively) and
+recorded in the caller's list, when one is given, *before* anything is written to it; it is
+removed when anything fails, and renamed onto the target only when the writer succeeded. So a
+reader sees the old file or the new one, never half of one, and a crash (or a full disk) leaves at
+worst such names behind, which :func:`leftovers` lists for the start-up clean-up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+TMP_SUFFIX = ".ti-tmp"
+
+
+def temp_path(target: Path) -> Path:
+    """A fresh hidden name beside ``target`` (not created)."""
+    target = Path(target)
+    return target.with_name(f".{target.name}.{secrets.token_hex(6)}{TMP_SUFFIX}")
+
+
+def fsync_file(path: Path) -> None:
+    """Flush a written file to the disk (so a rename after a crash never exposes an empty file)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def writing(target: Path, record: list[Path] | None = None, *, rename: bool = True) -> Iterator[Path]:
+    """Yield a new empty temp file beside ``target`` to write to.
+
+    When the block ends without error the file is flushed to disk and renamed onto ``target``
+    (``rename=False``: it is left for the caller, e.g. a swap of several files at once, who then
+    owns it through ``record``). When the block raises, the temp file is removed.
+    """
+    tmp = temp_path(target)
+    if record is not None:
+        record.append(tmp)
+    tmp.touch(exist_ok=False)
+    try:
+        yield tmp
+        fsync_file(tmp)
+        if rename:
+            os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_bytes(target: Path, data: bytes, record: list[Path] | None = None) -> None:
+    """Replace ``target`` with ``data`` atomically."""
+    with writing(target, record) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text(target: Path, text: str, record: list[Path] | None = None) -> None:
+    """Replace ``target`` with ``text`` (UTF-8) atomically."""
+    write_bytes(target, text.encode("utf-8"), record)
+
+
+def copy_beside(source: Path, target: Path, record: list[Path] | None = None) -> Path:
+    """A flushed temp copy of ``source`` beside ``target``, not yet renamed (see :func:`writing`)."""
+    with writing(target, record, rename=False) as tmp:
+        shutil.copyfile(source, tmp)
+    return tmp
+
+
+def leftovers(folder: Path) -> list[Path]:
+    """Temp files an interrupted writer left in ``folder`` (regular files only)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.glob(f".*{TMP_SUFFIX}") if p.is_file() and not p.is_symlink())

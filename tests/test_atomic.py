@@ -1,0 +1,50 @@
+"""The one atomic writer (pipeline/atomic.py): a reader sees the old file or the new one, and a
+failed write leaves neither a half file nor a temp file behind."""
+
+from __future__ import annotations
+
+import errno
+import os
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipeline import atomic
+
+
+@settings(max_examples=60, deadline=None)
+@given(old=st.binary(max_size=2000), new=st.binary(max_size=2000), fail_after=st.integers(0, 2000) | st.none())
+def test_the_target_holds_the_old_or_the_new_bytes_and_nothing_is_left(tmp_path_factory, old, new, fail_after):
+    folder = tmp_path_factory.mktemp("atomic")
+    target = folder / "file.bin"
+    target.write_bytes(old)
+    recorded: list = []
+    if fail_after is None:
+        atomic.write_bytes(target, new, recorded)
+        assert target.read_bytes() == new
+    else:
+        with pytest.raises(OSError), atomic.writing(target, recorded) as tmp:
+            tmp.write_bytes(new[:fail_after])        # a disk that fills half-way
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp))
+        assert target.read_bytes() == old
+    assert len(recorded) == 1 and recorded[0].name.endswith(atomic.TMP_SUFFIX)   # recorded before writing
+    assert atomic.leftovers(folder) == [] and sorted(p.name for p in folder.iterdir()) == ["file.bin"]
+
+
+def test_temp_names_are_unique_hidden_and_beside_the_target(tmp_path):
+    names = {atomic.temp_path(tmp_path / "x.json") for _ in range(200)}
+    assert len(names) == 200
+    assert all(p.parent == tmp_path and p.name.startswith(".x.json.") for p in names)
+
+
+def test_a_copy_left_for_a_swap_is_listed_as_a_leftover_until_renamed(tmp_path):
+    source = tmp_path / "src.txt"
+    source.write_text("new")
+    target = tmp_path / "out" / "dst.txt"
+    target.parent.mkdir()
+    tmp = atomic.copy_beside(source, target)
+    assert tmp.read_text() == "new" and not target.exists()
+    assert atomic.leftovers(target.parent) == [tmp]     # what a kill -9 here would leave: start-up removes it
+    os.replace(tmp, target)
+    assert atomic.leftovers(target.parent) == []
