@@ -42,7 +42,7 @@ def render(info: dict, note: str = "") -> str:
     for section in (_inputs, _times, _targets, _large, _growth, _cold, _main_job, _main_stages, _unchanged,
                     _published, _steps):
         out += section(info, scales)
-    out += _quality(info.get("quality", {}), scales)
+    out += _quality(info.get("quality", {}), scales + info.get("large_scales", []))
     out += _failed(info, scales)
     return "\n".join(out)
 
@@ -296,6 +296,7 @@ def _main_stages(info: dict, scales: list[int]) -> list[str]:
     if not recs:
         return []
     methods = [m for m in ("cli", "baseline") if any(r["method"] == m for r in recs)]
+    scales = [s for s in scales if any(r["scale"] == s for r in recs)]
     out = ["## Main job: where the time goes", "",
            "Seconds per stage, both phases added up (median over the measured runs), from each run's published "
            "manifests (`extra.timings_s`: the core steps; `timings_s`: each file written and verified) and its "
@@ -438,4 +439,5 @@ def _quality(q: dict, scales: list[int]) -> list[str]:
 
 
 if __name__ == "__main__":
-    print(render(json.loads(Path(sys.argv[1]).read_text())))
+    # python bench/report.py results.json [NOTE]: the note is written under the title, as --note does
+    print(render(json.loads(Path(sys.argv[1]).read_text()), note=" ".join(sys.argv[2:])))
