@@ -272,8 +272,8 @@ def cmd_lookup(args: argparse.Namespace, progress: Progress) -> int:
     fmt = "json" if args.json else "csv" if args.csv else "table"
     summary = write_answers(index, (q for source in (queries, stream) for q in source), fmt, sys.stdout)
     if summary.not_found:
-        print(f"{summary.not_found} of {summary.queries} queries found no commune in the membership table "
-              f"(in no territory, or no such commune): {', '.join(summary.examples)}"
+        print(f"{summary.not_found} of {summary.queries} {'query' if summary.queries == 1 else 'queries'} found "
+              f"no commune in the membership table (in no territory, or no such commune): {', '.join(summary.examples)}"
               + (", ..." if summary.not_found > len(summary.examples) else ""), file=sys.stderr)
         return EXIT_NOT_FOUND
     return EXIT_OK

@@ -73,8 +73,9 @@ def normalize_name(text: str) -> str:
     >>> normalize_name("  Chalon-sur-Saône ") == normalize_name("CHALON SUR SAONE")
     True
     """
-    plain = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
-    plain = plain.casefold().replace("œ", "oe").replace("æ", "ae")
+    # case folded first: folding can give letters with combining marks (İ -> i + dot above)
+    folded = text.casefold().replace("œ", "oe").replace("æ", "ae")
+    plain = "".join(c for c in unicodedata.normalize("NFKD", folded) if not unicodedata.combining(c))
     return _NOT_WORD.sub(" ", plain).strip()
 
 

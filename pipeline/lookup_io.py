@@ -1,7 +1,7 @@
 """The ``lookup`` command's input and output: queries from a file, answers as a table, JSON or CSV.
 
 Queries are read and answered as a stream (one line at a time), so a file of a million codes
-takes the memory of the table plus one line. Lines are at most :data:`MAX_LINE_CHARS` long.
+takes the memory of the table plus one line. Lines are at most :data:`MAX_LINE_BYTES` long.
 
 - input: one code or name per line (blank lines and ``#`` comments skipped), or, with a column
   name, a CSV file with a header (comma, semicolon or tab, the one whose header names the column);
@@ -14,23 +14,24 @@ takes the memory of the table plus one line. Lines are at most :data:`MAX_LINE_C
 from __future__ import annotations
 
 import csv
-import io
 import json
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import BinaryIO, TextIO
 
 from .errors import PipelineError
 from .lookup import Answer, MembershipIndex
 
 FORMATS = ("table", "json", "csv")
-MAX_LINE_CHARS = 4096
+MAX_LINE_BYTES = 4096
 _DELIMITERS = (",", ";", "\t")
 _QUOTE = 40   # characters of foreign text quoted in a message
 # table output: the columns shown, and the widest each may be (longer values end with "…")
 _TABLE_COLUMNS = {"query": 24, "insee_com": 9, "nom_commune": 30, "departement": 3, "id_ti": 9, "lib_ti": 36,
                   "how": 27, "match": 16}
+_TABLE_SAMPLE = 1000   # answers held to measure the table's columns
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -44,20 +45,21 @@ def _quote(text: str) -> str:
 
 # ------------------------------------------------------------------ input
 def _lines(stream: BinaryIO, name: str) -> Iterator[tuple[int, str]]:
-    """(line number, text without its end of line), each line at most MAX_LINE_CHARS long."""
-    text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
+    """(line number, text without its end of line), each line at most MAX_LINE_BYTES long; each
+    line decoded alone, so that an error names its line."""
     number = 0
     while True:
         number += 1
+        raw = stream.readline(MAX_LINE_BYTES + 2)
+        if not raw:
+            return
+        if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+            raise LookupInputError(f"{name}:{number}: line longer than {MAX_LINE_BYTES} bytes")
         try:
-            line = text.readline(MAX_LINE_CHARS + 2)
+            text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
         except UnicodeDecodeError:
             raise LookupInputError(f"{name}:{number}: not UTF-8 text") from None
-        if not line:
-            return
-        if len(line) > MAX_LINE_CHARS and not line.endswith(("\n", "\r")):
-            raise LookupInputError(f"{name}:{number}: line longer than {MAX_LINE_CHARS} characters")
-        yield number, line.rstrip("\r\n")
+        yield number, text.rstrip("\r\n")
 
 
 def _plain(lines: Iterator[tuple[int, str]]) -> Iterator[str]:
@@ -93,12 +95,13 @@ def read_queries(path: str, column: str | None = None, stdin: BinaryIO | None = 
     if path == "-":
         yield from _queries(stdin or sys.stdin.buffer, "<stdin>", column)
         return
+    if not Path(path).is_file():
+        raise LookupInputError(f"{path}: no such file of queries")
     try:
-        stream = open(path, "rb")
+        with open(path, "rb") as stream:
+            yield from _queries(stream, path, column)
     except OSError as err:
         raise LookupInputError(f"{path}: cannot read the file of queries: {err.strerror or err}") from None
-    with stream:
-        yield from _queries(stream, path, column)
 
 
 def _queries(stream: BinaryIO, name: str, column: str | None) -> Iterator[str]:
@@ -134,30 +137,75 @@ def _cell(value: object, width: int) -> str:
     return (text if len(text) <= width else text[:width - 1] + "…").ljust(width)
 
 
-def _table_writer(index: MembershipIndex, out: TextIO):
-    columns = dict(_TABLE_COLUMNS)
-    if len(index.tables) > 1:
-        columns["phase"] = 9
-    widths = {c: max(len(c), min(w, max((len(str(r.get(c) or "")) for t in index.tables for r in t.rows),
-                                        default=0))) for c, w in columns.items()}
-    widths["query"], widths["match"] = columns["query"], columns["match"]   # not columns of the table
-    print("  ".join(_cell(c, widths[c]) for c in columns).rstrip(), file=out)
-    phases = ", ".join(sorted({str(r.get("phase")) for t in index.tables for r in t.rows[:1]}))
+class _Rendered(dict):
+    """Each table row as rendered once (a million queries name a few thousand rows), keyed by what
+    identifies it: its match, phase, commune and territory; at most a few rows per table row."""
 
-    def write(answer: Answer) -> None:
+    def __init__(self, render):
+        super().__init__()
+        self.render = render
+
+    def of(self, row: dict):
+        key = (row["match"], row.get("phase"), row.get("insee_com"), row.get("id_ti"))
+        if key not in self:
+            self[key] = self.render(row)
+        return self[key]
+
+
+class _TableWriter:
+    """Aligned columns, as wide as the values of the first answers need (at most the widths of
+    ``_TABLE_COLUMNS``): the first :data:`_TABLE_SAMPLE` answers are held to measure them, the
+    rest are written as they come, a longer value cut with "…"."""
+
+    def __init__(self, index: MembershipIndex, out: TextIO):
+        self.out = out
+        self.columns = dict(_TABLE_COLUMNS)
+        if len(index.tables) > 1:
+            self.columns["phase"] = 9
+        self.phases = ", ".join(sorted({str(r.get("phase")) for t in index.tables for r in t.rows[:1]}))
+        self.held: list[Answer] | None = []
+        self.widths: dict[str, int] = {}
+        self.rendered = _Rendered(self._row)
+
+    def _row(self, row: dict) -> str:
+        return "  ".join(_cell(row.get(c), self.widths[c]) for c in list(self.columns)[1:]).rstrip()
+
+    def __call__(self, answer: Answer) -> None:
+        if self.held is None:
+            self._write(answer)
+            return
+        self.held.append(answer)
+        if len(self.held) >= _TABLE_SAMPLE:
+            self.flush()
+
+    def flush(self) -> None:
+        """Measure the held answers, write the header and them; later answers go straight out."""
+        if self.held is None:
+            return
+        held, self.held = self.held, None
+        values = [{**row, "query": a.query} for a in held for row in a.rows] + [{"query": a.query} for a in held]
+        self.widths = {c: max(len(c), min(w, max((len(str(v.get(c) or "")) for v in values), default=0)))
+                       for c, w in self.columns.items()}
+        self.out.write("  ".join(_cell(c, self.widths[c]) for c in self.columns).rstrip() + "\n")
+        for answer in held:
+            self._write(answer)
+
+    def _write(self, answer: Answer) -> None:
+        query = _cell(answer.query, self.widths["query"])
         for row in answer.rows:
-            values = {**row, "query": answer.query}
-            print("  ".join(_cell(values.get(c), widths[c]) for c in columns).rstrip(), file=out)
+            self.out.write(f"{query}  {self.rendered.of(row)}\n")
         if not answer.found:
-            print(f"{_cell(answer.query, widths['query'])}  -  in no territory (phase {phases}): no commune "
-                  "of the membership table has this code or name", file=out)
-    return write
+            self.out.write(f"{query}  -  in no territory (phase {self.phases}): no commune of the membership "
+                           "table has this code or name\n")
 
 
 def _json_writer(out: TextIO):
+    rendered = _Rendered(lambda row: json.dumps(row, ensure_ascii=False))
+
     def write(answer: Answer) -> None:
-        out.write(json.dumps({"query": answer.query, "found": answer.found, "rows": list(answer.rows)},
-                             ensure_ascii=False) + "\n")
+        rows = ", ".join(rendered.of(row) for row in answer.rows)
+        out.write(f'{{"query": {json.dumps(answer.query, ensure_ascii=False)}, '
+                  f'"found": {"true" if answer.found else "false"}, "rows": [{rows}]}}\n')
     return write
 
 
@@ -165,21 +213,25 @@ def _csv_writer(index: MembershipIndex, out: TextIO):
     columns = index.columns
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["query", "found", "match", *columns])
+    rendered = _Rendered(lambda row: [row["match"], *(_safe(row.get(c)) for c in columns)])
 
     def write(answer: Answer) -> None:
+        query = _safe(answer.query)
         for row in answer.rows:
-            writer.writerow([_safe(answer.query), "true", row["match"], *(_safe(row.get(c)) for c in columns)])
+            writer.writerow([query, "true", *rendered.of(row)])
         if not answer.found:
-            writer.writerow([_safe(answer.query), "false", "", *("" for _ in columns)])
+            writer.writerow([query, "false", "", *("" for _ in columns)])
     return write
 
 
 def write_answers(index: MembershipIndex, queries: Iterable[str], fmt: str, out: TextIO) -> Summary:
     """Answer ``queries`` one by one and write each in format ``fmt`` (see :data:`FORMATS`)."""
-    write = {"table": lambda: _table_writer(index, out), "json": lambda: _json_writer(out),
+    write = {"table": lambda: _TableWriter(index, out), "json": lambda: _json_writer(out),
              "csv": lambda: _csv_writer(index, out)}[fmt]()
     summary = Summary()
     for answer in index.find_all(queries):
         write(answer)
         summary.add(answer)
+    if isinstance(write, _TableWriter):
+        write.flush()
     return summary

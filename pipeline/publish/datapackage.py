@@ -68,7 +68,7 @@ def build_datapackage(folder: Path, files: dict[str, str], facts: dict[str, dict
     sources = [{"title": f"{i.get('title') or i.get('source')} ({i.get('licence') or 'licence in the catalog'})",
                 **({"path": i["origin"]} if str(i.get("origin", "")).startswith(("https://", "http://")) else {})}
                for i in inputs or []]
-    package = {
+    package: dict[str, object] = {
         "profile": PROFILE,
         "name": f"territoires-industrie-{phase}",
         "title": f"Territoires d'industrie {phase}",

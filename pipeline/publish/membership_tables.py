@@ -72,7 +72,7 @@ TABLES = dict(zip(MEMBERSHIP_TABLES, (COMMUNE_COLUMNS, GROUPEMENT_COLUMNS)))   #
 _CODE, _SIREN = "[0-9][0-9AB][0-9]{3}", "[0-9]{9}"
 PRIMARY_KEYS: dict[str, tuple[str, ...]] = {"communes": ("insee_com", "id_ti"),
                                             "groupements": ("siren_groupement", "id_ti")}
-_TERRITORY = {"id_ti": {"required": True}, "lib_ti": {"required": True},
+_TERRITORY: dict[str, dict] = {"id_ti": {"required": True}, "lib_ti": {"required": True},
               "phase": {"required": True, "pattern": "[0-9]{4}-[0-9]{4}"}}
 CONSTRAINTS: dict[str, dict[str, dict]] = {
     "communes": {

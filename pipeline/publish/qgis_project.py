@@ -15,8 +15,8 @@ to set the project CRS to that one for undistorted shapes.
 from __future__ import annotations
 
 import warnings
-import zipfile
 import xml.etree.ElementTree as ET
+import zipfile
 from pathlib import Path
 
 import geopandas as gpd
@@ -37,7 +37,7 @@ LAYERS: dict[str, tuple[str, str]] = {
 }
 _DOCTYPE = b"<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n"
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)   # fixed: the same project gives the same bytes
-_MARGIN = 0.03
+_MARGIN = 0.06   # of the width and height, so that labels at the edges fit
 
 
 def _source(layer_id: str, filename: str) -> str:
