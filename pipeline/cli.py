@@ -251,13 +251,8 @@ def cmd_lookup(args: argparse.Namespace, progress: Progress) -> int:
     from .lookup_io import read_queries, write_answers
     from .settings import Settings
 
-    env = dict(os.environ)
-    if args.output:
-        env["TI_OUTPUT_DIR"] = str(args.output)
-    try:
-        settings = Settings.from_env(env)
-    except ValueError as err:
-        raise UsageError(f"invalid TI_* setting: {err}") from None
+    # not settings_from_args: a lookup reads no source, so a mirror or plan setting does not matter
+    settings = Settings.from_env(None, {"TI_OUTPUT_DIR": str(args.output)} if args.output else None)
     if not args.queries and args.file is None:
         raise UsageError("lookup: nothing to look up: give INSEE codes or commune names, or --file FILE")
     if args.column and args.file is None:
@@ -294,7 +289,7 @@ def _add_lookup(sub) -> None:
     lk.add_argument("queries", nargs="*", metavar="CODE_OR_NAME", help="INSEE commune codes or commune names")
     lk.add_argument("--file", metavar="FILE", help="more queries, one per line ('-': standard input)")
     lk.add_argument("--column", metavar="NAME", help="read --file as a CSV file with a header and take this column")
-    lk.add_argument("--phase", choices=PHASE_CHOICES, default="2023-2027", help="phase (default 2023-2027)")
+    lk.add_argument("--phase", choices=PHASE_CHOICES, default=CURRENT_PHASE, help=f"phase (default {CURRENT_PHASE})")
     lk.add_argument("--output", metavar="DIR", help="the published folder (overrides TI_OUTPUT_DIR)")
     lk.add_argument("--table", metavar="FILE", help="read this membership table (.parquet or .csv) instead")
     fmt = lk.add_mutually_exclusive_group()

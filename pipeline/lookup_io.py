@@ -24,7 +24,6 @@ from typing import BinaryIO, TextIO
 from .errors import PipelineError
 from .lookup import Answer, MembershipIndex
 
-FORMATS = ("table", "json", "csv")
 MAX_LINE_BYTES = 4096
 _DELIMITERS = (",", ";", "\t")
 _QUOTE = 40   # characters of foreign text quoted in a message
@@ -225,7 +224,7 @@ def _csv_writer(index: MembershipIndex, out: TextIO):
 
 
 def write_answers(index: MembershipIndex, queries: Iterable[str], fmt: str, out: TextIO) -> Summary:
-    """Answer ``queries`` one by one and write each in format ``fmt`` (see :data:`FORMATS`)."""
+    """Answer ``queries`` one by one and write each in format ``fmt`` (``table``, ``json`` or ``csv``)."""
     write = {"table": lambda: _TableWriter(index, out), "json": lambda: _json_writer(out),
              "csv": lambda: _csv_writer(index, out)}[fmt]()
     summary = Summary()

@@ -167,3 +167,18 @@ def test_the_project_renders_the_metropole_in_lambert_93_not_squashed(project_re
     assert abs(drawn - (lon1 - lon0) / (lat1 - lat0)) > 0.2   # what an EPSG:4326 drawing would give
     x0, y0, x1, y1 = project_report["view"]["extent"]
     assert project_report["view"]["crs"] == "EPSG:2154" and x0 < xmin < xmax < x1 and y0 < ymin < ymax < y1
+
+
+def test_a_project_published_without_membership_tables_has_the_territories_only(qgis_report, tmp_path):
+    """A release published without the build's membership (as the tests' small publishes): the
+    project names no missing file, so QGIS opens it without a bad-layer dialog."""
+    project = qgis_report["png"].parent / "territoires-industrie.qgz"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
+    env.update({"QT_QPA_PLATFORM": "offscreen", "XDG_RUNTIME_DIR": str(tmp_path)})
+    run = subprocess.run([SYSTEM_PYTHON, str(SCRIPT), "--project", str(tmp_path / "p.png"), str(project)],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    report = json.loads(run.stdout.strip().splitlines()[-1])
+    assert report["read"] is True and report["crs"] == "EPSG:2154"
+    assert list(report["layers"]) == ["territoires_industrie"] and report["layers"]["territoires_industrie"]["valid"]
+    assert report["relations"] == {} and report["render"]["errors"] == []
