@@ -73,9 +73,10 @@ def normalize_name(text: str) -> str:
     >>> normalize_name("  Chalon-sur-Saône ") == normalize_name("CHALON SUR SAONE")
     True
     """
-    # case folded first: folding can give letters with combining marks (İ -> i + dot above)
-    folded = text.casefold().replace("œ", "oe").replace("æ", "ae")
-    plain = "".join(c for c in unicodedata.normalize("NFKD", folded) if not unicodedata.combining(c))
+    plain = text
+    for _ in range(2):   # twice: folding can give marks (ǰ -> j + caron), decomposing capitals (𝔍 -> J)
+        marks_off = "".join(c for c in unicodedata.normalize("NFKD", plain) if not unicodedata.combining(c))
+        plain = marks_off.casefold().replace("œ", "oe").replace("æ", "ae")
     return _NOT_WORD.sub(" ", plain).strip()
 
 
