@@ -3,9 +3,12 @@
 ``build`` rebuilds a phase only when something changed since its published manifest: an input's
 sha256, the plan table's sha256 (phase 2023-2027), the pipeline or contract version, or a missing
 published file; ``--force`` rebuilds anyway. ``check-sources`` prints each source's probe version.
+``lookup`` answers which territory communes are in, from the published membership table
+(:mod:`pipeline.lookup`), never rebuilding.
 
-Exit codes: 0 built and published (or, for ``check-sources``, every probe answered); 3 nothing
-changed, nothing rebuilt; 2 a failure the user can act on (one line on stderr: the PipelineError
+Exit codes: 0 built and published (or, for ``check-sources``, every probe answered; for
+``lookup``, every query found); 3 nothing changed, nothing rebuilt; 4 (``lookup``) a query found
+no commune of the table; 2 a failure the user can act on (one line on stderr: the PipelineError
 message); 1 an unexpected error (with its traceback); 130 interrupted; 141 output pipe closed.
 """
 
@@ -32,6 +35,7 @@ EXIT_OK = 0
 EXIT_UNEXPECTED = 1
 EXIT_FAILED = 2
 EXIT_UNCHANGED = 3
+EXIT_NOT_FOUND = 4
 EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141
 PHASE_CHOICES = (*PHASES, "all")
@@ -280,6 +284,59 @@ def cmd_check_sources(args: argparse.Namespace, progress: Progress) -> int:
     return EXIT_OK
 
 
+def cmd_lookup(args: argparse.Namespace, progress: Progress) -> int:
+    """Answer each query from the published table; 4 when one found nothing."""
+    from .lookup import MembershipIndex
+    from .lookup_io import read_queries, write_answers
+    from .settings import Settings
+
+    # not settings_from_args: a lookup reads no source, so a mirror or plan setting does not matter
+    settings = Settings.from_env(None, {"TI_OUTPUT_DIR": str(args.output)} if args.output else None)
+    if not args.queries and args.file is None:
+        raise UsageError("lookup: nothing to look up: give INSEE codes or commune names, or --file FILE")
+    if args.column and args.file is None:
+        raise UsageError("lookup: --column names a column of --file FILE")
+    index = MembershipIndex.open(settings.output_dir, args.phase, table=args.table,
+                                 max_bytes=settings.max_table_mb << 20)
+    for table in index.tables:
+        if not table.verified:
+            print(f"warning: {table.path} is not checked against a manifest ({table.note})", file=sys.stderr)
+    queries = list(args.queries)
+    stream = read_queries(args.file, args.column) if args.file is not None else iter(())
+    fmt = "json" if args.json else "csv" if args.csv else "table"
+    summary = write_answers(index, (q for source in (queries, stream) for q in source), fmt, sys.stdout)
+    if summary.not_found:
+        print(f"{summary.not_found} of {summary.queries} {'query' if summary.queries == 1 else 'queries'} found "
+              f"no commune in the membership table (in no territory, or no such commune): {', '.join(summary.examples)}"
+              + (", ..." if summary.not_found > len(summary.examples) else ""), file=sys.stderr)
+        return EXIT_NOT_FOUND
+    return EXIT_OK
+
+
+LOOKUP_EPILOG = """\
+A query is an INSEE code (71076, 2A004) or a commune name (accents and case ignored).
+Exit codes: 0 every query found; 4 some query found no commune of the table
+(printed as "in no territory"); 2 no published table, a table that differs from its
+manifest, or an unreadable file of queries (one line on stderr)."""
+
+
+def _add_lookup(sub) -> None:
+    lk = sub.add_parser("lookup", help="which territory communes are in (from the published table)",
+                        description="Look up communes by INSEE code or name in the published membership "
+                                    "table (never rebuilds).",
+                        epilog=LOOKUP_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    lk.add_argument("queries", nargs="*", metavar="CODE_OR_NAME", help="INSEE commune codes or commune names")
+    lk.add_argument("--file", metavar="FILE", help="more queries, one per line ('-': standard input)")
+    lk.add_argument("--column", metavar="NAME", help="read --file as a CSV file with a header and take this column")
+    lk.add_argument("--phase", choices=PHASE_CHOICES, default=CURRENT_PHASE, help=f"phase (default {CURRENT_PHASE})")
+    lk.add_argument("--output", metavar="DIR", help="the published folder (overrides TI_OUTPUT_DIR)")
+    lk.add_argument("--table", metavar="FILE", help="read this membership table (.parquet or .csv) instead")
+    fmt = lk.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="one JSON object per query (JSON Lines)")
+    fmt.add_argument("--csv", action="store_true", help="CSV, one row per commune found")
+    lk.set_defaults(run=cmd_lookup, verbose=False, threads=None)
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--offline", action="store_true",
                    help="read every source from the mirror folder (TI_MIRROR_DIR or --mirror), never the network")
@@ -309,6 +366,7 @@ def parser() -> argparse.ArgumentParser:
                        description="Probe each source cheaply (mirror: sha256; live: HEAD / conditional GET).")
     _add_common(c)
     c.set_defaults(run=cmd_check_sources)
+    _add_lookup(sub)
     return top
 
 

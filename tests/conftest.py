@@ -55,3 +55,21 @@ def real_build(mirror_settings):
     from pipeline.steps.sequence import build_territories
 
     return build_territories(mirror_settings)
+
+
+@pytest.fixture(scope="session")
+def published_out(mirror, tmp_path_factory) -> Path:
+    """``data_out/`` as users get it: both phases built and published by the command line
+    (``build --offline --phase all``), once per session. Read-only: copy it to alter it."""
+    from pipeline.cli import main
+
+    out = tmp_path_factory.mktemp("published") / "data_out"
+    raw = tmp_path_factory.mktemp("published_raw")
+    patch = pytest.MonkeyPatch()
+    patch.setenv("TI_RAW_DIR", str(raw))
+    try:
+        code = main(["build", "--offline", "--mirror", str(mirror), "--output", str(out), "--phase", "all"])
+    finally:
+        patch.undo()
+    assert code == 0, "the published build failed"
+    return out

@@ -1,10 +1,14 @@
 """Open published files in real QGIS (headless) and render them: run with Debian's /usr/bin/python3.
 
     QT_QPA_PLATFORM=offscreen /usr/bin/python3 tests/qgis_render.py OUT.png FILE.geojson FILE.gpkg
+    QT_QPA_PLATFORM=offscreen /usr/bin/python3 tests/qgis_render.py --project OUT.png FILE.qgz
 
 Prints one JSON object on the last line of stdout: per layer its validity, feature count, geometry
 type, whether labels are enabled and on which field, the renderer type, then the rendered PNG's
-path and size. Exit code 0 even when a layer is invalid: the test (tests/test_qgis.py) decides.
+path and size. With ``--project``: the project as QGIS reads it (CRS, layers, relations with the
+related count of each territory, bookmarks, opening extent), rendered as a user opening it sees it
+(its layers, its CRS, its opening extent). Exit code 0 even when a layer is invalid: the test
+(tests/test_qgis.py) decides.
 """
 
 import json
@@ -19,6 +23,7 @@ from qgis.core import (
     QgsCoordinateReferenceSystem,
     QgsMapRendererParallelJob,
     QgsMapSettings,
+    QgsProject,
     QgsRectangle,
     QgsVectorLayer,
     QgsWkbTypes,
@@ -78,5 +83,61 @@ def main(out_png, geojson, gpkg):
     print(json.dumps(result))
 
 
+def render(settings, out_png):
+    """Render ``settings`` to ``out_png``; what a test needs to know about the image."""
+    settings.setBackgroundColor(QColor(255, 255, 255))
+    job = QgsMapRendererParallelJob(settings)
+    job.start()
+    job.waitForFinished()
+    image = job.renderedImage()
+    ok = image.save(out_png, "PNG")
+    return {"saved": bool(ok), "path": out_png, "width": image.width(), "height": image.height(),
+            "errors": [e.message for e in job.errors()], "crs": settings.destinationCrs().authid(),
+            "map_units_per_pixel": settings.mapUnitsPerPixel()}
+
+
+def describe_project(project):
+    layers = {layer.id(): {**describe(layer), "name": layer.name(), "source": layer.source(),
+                           "spatial": layer.isSpatial()}
+              for layer in project.mapLayers().values()}
+    relations = {}
+    for relation in project.relationManager().relations().values():
+        parent = relation.referencedLayer()
+        counts = ({f["id_ti"]: sum(1 for _ in relation.getRelatedFeatures(f)) for f in parent.getFeatures()}
+                  if relation.isValid() else {})
+        relations[relation.id()] = {"valid": relation.isValid(), "child": relation.referencingLayerId(),
+                                    "related": counts}
+    view = project.viewSettings().defaultViewExtent()
+    return {"crs": project.crs().authid(), "title": project.title(), "layers": layers, "relations": relations,
+            "bookmarks": [{"name": b.name(), "crs": b.extent().crs().authid()}
+                          for b in project.bookmarkManager().bookmarks()],
+            "view": {"crs": view.crs().authid(), "extent": [view.xMinimum(), view.yMinimum(), view.xMaximum(),
+                                                            view.yMaximum()]}}
+
+
+def main_project(out_png, path):
+    app = QgsApplication([], False)
+    app.initQgis()
+    try:
+        project = QgsProject.instance()
+        result = {"qgis_version": Qgis.QGIS_VERSION, "read": bool(project.read(path)), "error": project.error()}
+        result.update(describe_project(project))
+        view = project.viewSettings().defaultViewExtent()
+        settings = QgsMapSettings()
+        settings.setLayers([lyr for lyr in project.layerTreeRoot().checkedLayers() if lyr.isSpatial()])
+        settings.setDestinationCrs(project.crs())   # what a user double-clicking the project sees
+        settings.setTransformContext(project.transformContext())
+        settings.setOutputSize(QSize(900, max(1, round(900 * view.height() / view.width()))))
+        settings.setExtent(view)
+        result["render"] = render(settings, out_png)
+        project.clear()
+    finally:
+        app.exitQgis()
+    print(json.dumps(result))
+
+
 if __name__ == "__main__":
-    main(*sys.argv[1:4])
+    if sys.argv[1] == "--project":
+        main_project(*sys.argv[2:4])
+    else:
+        main(*sys.argv[1:4])

@@ -14,7 +14,7 @@ from .columns import FORMAT_TYPES, FORMATS, declared_columns
 from .gpkg import LAYER
 from .layout import STABLE_NAMES
 from .light import MAP_COLUMNS, VARIANTS
-from .membership_tables import HOW, TABLES
+from .membership_tables import CONSTRAINTS, HOW, PRIMARY_KEYS, TABLES
 from .provenance import KEY
 from .tiles import BANDS
 from .tiles import LAYER as TILE_LAYER
@@ -66,9 +66,14 @@ def _files_lines() -> list[str]:
             f"- `{names['light_' + v.suffix]}`: light GeoJSON for {v.use}, under {v.max_bytes // 1000} KB: the "
             "smallest coverage simplification that meets it, with the map columns only;"
         )
-    lines.append(
-        f"- `{names['preview']}`: a preview image; `{names['manifest']}`: build id, inputs, outputs (sha256), checks."
-    )
+    lines += [
+        f"- `{names['qgis_project']}`: a QGIS project of the folder's files (relative paths): the GeoPackage's "
+        "layer with its default style, in Lambert-93 (EPSG:2154), and the membership CSV tables related to it "
+        "by `id_ti`; one spatial bookmark per zone (the metropole and each overseas departement);",
+        f"- `{names['datapackage']}`: a Frictionless Data Package of the folder's files (format, media type, "
+        "bytes, sha256), with a Table Schema for each membership CSV table (the types, keys and constraints below);",
+        f"- `{names['preview']}`: a preview image; `{names['manifest']}`: build id, inputs, outputs (sha256), checks.",
+    ]
     return lines
 
 
@@ -120,13 +125,37 @@ def _membership_lines() -> list[str]:
             "successor, successor_absorbing_outside, groupement, listed is given."),
         "",
     ]
+    lines += [
+        "In the CSV files every cell is text: read the code columns as text (`01` is a region, not `1`), and "
+        "an empty cell as missing; `datapackage.json` declares it (Table Schema `string`, `integer`, "
+        "`missingValues: [\"\"]`). A reader that guesses types (pandas, a spreadsheet) turns `01` into `1` and "
+        "a column of codes with empty cells (`absorbed_outside`) into decimals such as `49321.0`.",
+        "",
+    ]
     for table, columns in TABLES.items():
-        lines += [f"### {table}", "", "| column | Parquet | CSV | meaning |", "| --- | --- | --- | --- |"]
+        keys = ", ".join(f"`{k}`" for k in PRIMARY_KEYS[table])
+        lines += [f"### {table}", "", f"Primary key: {keys}.", "",
+                  "| column | Parquet | CSV | Table Schema | meaning |", "| --- | --- | --- | --- | --- |"]
         for name, (kind, meaning) in columns.items():
             arrow = "int64" if kind == "int" else "string"
-            lines.append(f"| {name} | {arrow} | text | {_cell(meaning)} |")
+            lines.append(f"| {name} | {arrow} | text | {_schema_cell(kind, CONSTRAINTS[table].get(name, {}))} "
+                         f"| {_cell(meaning)} |")
         lines.append("")
     return lines
+
+
+def _schema_cell(kind: str, constraints: dict) -> str:
+    """The Table Schema type and constraints of a column, as published in datapackage.json."""
+    parts = ["integer" if kind == "int" else "string"]
+    if constraints.get("required"):
+        parts.append("required")
+    if "pattern" in constraints:
+        parts.append(f"pattern `{constraints['pattern']}`")
+    if "enum" in constraints:
+        parts.append("one of the values above")
+    if "minimum" in constraints:
+        parts.append(f">= {constraints['minimum']}")
+    return _cell(", ".join(parts))
 
 
 def write_data_dictionary(path: Path = DICTIONARY_PATH) -> Path:

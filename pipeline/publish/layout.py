@@ -2,7 +2,8 @@
 
 Under the output folder, the same for every phase ``P``::
 
-    phase=P/<STABLE_NAMES>                 the phase's stable files, manifest.json replaced last
+    phase=P/<STABLE_NAMES>                 the phase's stable files (with the QGIS project and the
+                                           data package describing them), manifest.json replaced last
     <STABLE_NAMES>                         the current phase's files again (the contract's paths)
     releases/<build_id>/phase=P/...        the same files, per release
     releases/index.json                    every kept release
@@ -33,6 +34,8 @@ STABLE_NAMES: dict[str, str] = {
     **{f"light_{suffix}": f"{BASENAME}-{suffix}.geojson" for suffix in LIGHT_SUFFIXES},
     **{f"membership_{t}_{ext}": f"{BASENAME}-{t}.{ext}" for t in MEMBERSHIP_TABLES for ext in ("parquet", "csv")},
     "preview": f"{BASENAME}.png",
+    "qgis_project": f"{BASENAME}.qgz",    # publish/qgis_project.py: a QGIS project of the folder's files
+    "datapackage": "datapackage.json",   # publish/datapackage.py: a Frictionless Data Package of them
     "manifest": MANIFEST_NAME,
 }
 

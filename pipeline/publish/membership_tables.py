@@ -68,6 +68,32 @@ GROUPEMENT_COLUMNS: dict[str, tuple[str, str]] = {
     "n_communes_list": ("int", "its communes in the list vintage"),
 }
 TABLES = dict(zip(MEMBERSHIP_TABLES, (COMMUNE_COLUMNS, GROUPEMENT_COLUMNS)))   # names: layout.MEMBERSHIP_TABLES
+# What every row holds, as Table Schema constraints (datapackage.py publishes them; frictionless
+# checks the published CSV against them in the tests): patterns are anchored, an empty cell is null.
+_CODE, _SIREN = "[0-9][0-9AB][0-9]{3}", "[0-9]{9}"
+PRIMARY_KEYS: dict[str, tuple[str, ...]] = {"communes": ("insee_com", "id_ti"),
+                                            "groupements": ("siren_groupement", "id_ti")}
+_TERRITORY: dict[str, dict] = {"id_ti": {"required": True}, "lib_ti": {"required": True},
+              "phase": {"required": True, "pattern": "[0-9]{4}-[0-9]{4}"}}
+CONSTRAINTS: dict[str, dict[str, dict]] = {
+    "communes": {
+        "insee_com": {"required": True, "pattern": _CODE},
+        "departement": {"pattern": "[0-9]{2}|2A|2B|97[0-9]"},
+        "region": {"pattern": "[0-9]{2}"},
+        "siren_epci": {"pattern": _SIREN},
+        **_TERRITORY,
+        "how": {"required": True, "enum": list(HOW)},
+        "from_codes": {"pattern": f"{_CODE}(;{_CODE})*"},
+        "siren_groupement": {"pattern": f"{_SIREN}(;{_SIREN})*"},
+        "absorbed_outside": {"pattern": f"{_CODE}(;{_CODE})*"},
+        "list_cog": {"required": True}, "boundary_cog": {"required": True},
+    },
+    "groupements": {
+        "siren_groupement": {"required": True, "pattern": _SIREN},
+        **_TERRITORY,
+        "n_communes_list": {"minimum": 1},
+    },
+}
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 

@@ -5,6 +5,8 @@ Layout under ``settings.output_dir``, the same for every phase ``P``::
     phase=P/territoires-industrie.parquet | .geojson | .gpkg | .fgb | .pmtiles
             territoires-industrie-overview.geojson | -regional.geojson | .png
             territoires-industrie-communes.parquet | .csv | -groupements.parquet | .csv
+            territoires-industrie.qgz              <- QGIS project of the folder's files
+            datapackage.json                       <- Frictionless Data Package of the folder's files
             manifest.json                          <- replaced last
     territoires-industrie.* , manifest.json        <- the current phase (2023-2027) also here
     releases/<build_id>/phase=P/...                <- the same files + manifest
@@ -42,7 +44,19 @@ from .. import atomic, runtime
 from ..errors import PublishError
 from ..phases import CURRENT_PHASE
 from ..reconcile.membership import Membership
-from . import changes, geojson, geoparquet, gpkg, light, membership_tables, preview, swap, tiles
+from . import (
+    changes,
+    datapackage,
+    geojson,
+    geoparquet,
+    gpkg,
+    light,
+    membership_tables,
+    preview,
+    qgis_project,
+    swap,
+    tiles,
+)
 from .columns import column_infos, prepare_frame
 from .layout import (
     INDEX_NAME,
@@ -128,11 +142,13 @@ def _fsync_dir(path: Path) -> None:
 
 def _write_outputs(frame: gpd.GeoDataFrame, staging: Path, build_id: str, phase: str, meta: dict,
                    membership: Membership | None = None,
-                   references: MembershipRefs | None = None) -> tuple[dict, dict]:
+                   references: MembershipRefs | None = None,
+                   inputs: list[dict] | None = None) -> tuple[dict, dict]:
     """Write and verify every data file in ``staging``; return (facts per name, seconds per name).
 
     ``meta`` is the build's metadata written inside each data file; the membership tables are
-    written when the build's ``membership`` is given. One timed step per file, in manifest order.
+    written when the build's ``membership`` is given. One timed step per file, in manifest order;
+    the QGIS project and the data package last, as they describe the files before them.
     """
     facts: dict[str, dict] = {}
     timings: dict[str, float] = {}
@@ -163,9 +179,12 @@ def _write_outputs(frame: gpd.GeoDataFrame, staging: Path, build_id: str, phase:
         step("preview", lambda p: preview.render_preview(frame, p, title), preview.verify_png)
 
     _on_two_threads(simplified, the_rest)
-    order = list(STABLE_NAMES)   # the manifest lists the files in this order, whichever thread wrote them
-    return ({n: facts[n] for n in sorted(facts, key=order.index)},
-            {n: timings[n] for n in sorted(timings, key=order.index)})
+    for done in (facts, timings):   # in manifest order, whichever thread wrote them (the descriptions list them)
+        ordered = sorted(done.items(), key=lambda item: list(STABLE_NAMES).index(item[0]))
+        done.clear()
+        done.update(ordered)
+    _write_descriptions(step, frame, phase, meta, facts, inputs)
+    return facts, timings
 
 
 def _on_two_threads(side, main) -> None:
@@ -174,7 +193,7 @@ def _on_two_threads(side, main) -> None:
 
     The simplified files (coverage simplification in GEOS, which releases the GIL, and GDAL's
     tile writer) overlap the full files, the tables and the preview (measured with
-    `python bench/run.py --methods cli,baseline`: publishing one phase, 4.9 s -> see bench/README.md).
+    `python bench/run.py --methods cli,baseline --baseline REF`, see bench/README.md).
     """
     if runtime.threads() < 2:
         side()
@@ -189,6 +208,16 @@ def _on_two_threads(side, main) -> None:
         finally:
             running.exception()    # wait for it, whatever happened here
         running.result()
+
+
+def _write_descriptions(step, frame: gpd.GeoDataFrame, phase: str, meta: dict, facts: dict[str, dict],
+                        inputs: list[dict] | None) -> None:
+    """The QGIS project (over the files written so far), then the data package (over all of them)."""
+    written = {name: STABLE_NAMES[name] for name in facts}
+    step("qgis_project", lambda p: qgis_project.write_qgz(frame, p, phase, written, meta), qgis_project.verify_qgz)
+    described = {name: STABLE_NAMES[name] for name in facts}
+    step("datapackage", lambda p: datapackage.write_datapackage(p, described, facts, phase, meta, inputs),
+         lambda p: datapackage.verify_datapackage(p, described))
 
 
 def _write_full_files(step, frame: gpd.GeoDataFrame, meta: dict) -> None:
@@ -435,7 +464,7 @@ def _stage(frame: gpd.GeoDataFrame, staging: Path, lay: _Layout, t_start: float,
     with the manifest last)."""
     staging.mkdir(parents=True)
     meta = file_metadata(lay.build_id, lay.phase, {"inputs": inputs, "lock": (extra or {}).get("lock")})
-    facts, timings = _write_outputs(frame, staging, lay.build_id, lay.phase, meta, membership, references)
+    facts, timings = _write_outputs(frame, staging, lay.build_id, lay.phase, meta, membership, references, inputs)
     outputs = _output_entries(lay, staging, facts)
     timings["total_before_swap"] = round(time.perf_counter() - t_start, 3)
     manifest = build_manifest(
