@@ -179,12 +179,17 @@ def _write_outputs(frame: gpd.GeoDataFrame, staging: Path, build_id: str, phase:
         step("preview", lambda p: preview.render_preview(frame, p, title), preview.verify_png)
 
     _on_two_threads(simplified, the_rest)
-    for done in (facts, timings):   # in manifest order, whichever thread wrote them (the descriptions list them)
-        ordered = sorted(done.items(), key=lambda item: list(STABLE_NAMES).index(item[0]))
-        done.clear()
-        done.update(ordered)
+    _in_manifest_order(facts)      # whichever thread wrote them (the descriptions list them in this order)
+    _in_manifest_order(timings)
     _write_descriptions(step, frame, phase, meta, facts, inputs)
     return facts, timings
+
+
+def _in_manifest_order(done: dict) -> None:
+    """Reorder ``done`` (keyed by :data:`STABLE_NAMES` names) in place, in the manifest's order."""
+    ordered = sorted(done.items(), key=lambda item: list(STABLE_NAMES).index(item[0]))
+    done.clear()
+    done.update(ordered)
 
 
 def _on_two_threads(side, main) -> None:
