@@ -105,6 +105,22 @@ def _webhook(url: str | None) -> str | None:
     return url
 
 
+_URL_FORBIDDEN = set(" \t\r\n\"'<>;,`\\")
+
+
+def _web_libraries(value: str | None) -> str | None:
+    """An http(s) base URL (ending with ``/``) or a local folder (made absolute)."""
+    if value is None:
+        return None
+    text = value.strip()
+    if "://" in text:
+        scheme, _, rest = text.partition("://")
+        if scheme.lower() not in ("http", "https") or not rest.split("/")[0] or _URL_FORBIDDEN & set(text):
+            raise ValueError("not an http(s) base URL")
+        return text if text.endswith("/") else text + "/"
+    return str(Path(text).expanduser().resolve())
+
+
 AbsPath = Annotated[Path, AfterValidator(_absolute)]
 OptPath = Annotated[Path | None, AfterValidator(_absolute)]
 Seconds = Annotated[float, AfterValidator(_finite)]
@@ -176,6 +192,13 @@ class Settings:
         "env": "TI_HTTP_DEADLINE", "expect": "seconds, a number > 0 (one whole download, retries included)"})
     max_commune_vertices: int = Field(default=DEFAULT_LIMITS.commune_vertices, ge=100, le=1_000_000_000, json_schema_extra={
         "env": "TI_MAX_COMMUNE_VERTICES", "expect": "a whole number >= 100 (vertices of one commune polygon)"})
+    # The web map's libraries (assets/web/libraries.json): unset, the pinned CDN; an http(s) base
+    # URL serving npm packages as <url><package>@<version>/<path>; or a local node_modules folder
+    # whose files are checked against the pinned hashes and published next to the page.
+    web_libraries: Annotated[str | None, AfterValidator(_web_libraries)] = Field(default=None, json_schema_extra={
+        "env": "TI_WEB_LIBRARIES", "expect": "a node_modules folder holding the pinned maplibre-gl and pmtiles "
+                                            "(e.g. tests/web/node_modules), or an http(s) base URL like "
+                                            "https://cdn.jsdelivr.net/npm/"})
     accept_changes: bool = Field(default=False, json_schema_extra={
         "env": "TI_ACCEPT_CHANGES", "expect": "1 or 0 (1: publish past the change guard, for one build)"})
 

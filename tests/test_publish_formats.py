@@ -329,8 +329,10 @@ def test_manifest_lists_every_output_with_checksums(published):
             data = (out / rel).read_bytes()
             assert hashlib.sha256(data).hexdigest() == o["sha256"] and len(data) == o["bytes"], rel
         assert o["path"] == STABLE_NAMES[o["name"]]
-        # files that are not one row per territory: the image and the two descriptions of the folder
-        assert o["rows"] == (None if o["name"] in ("preview", "qgis_project", "datapackage") else 183)
+        # files that are not one row per territory: the image, the two descriptions of the folder and
+        # the web page's own files
+        assert o["rows"] == (None if o["name"] in ("preview", "qgis_project", "datapackage", "web_script", "web_style",
+                                                   "web_page") else 183)
         assert o["format"]
     assert [c["name"] for c in manifest["columns"]] == [c.name for c in column_infos(published["source"])]
 

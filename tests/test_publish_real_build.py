@@ -61,7 +61,8 @@ def test_real_build_publishes_183_territories_in_every_format(published_real):
     assert rows == {"geoparquet": 183, "geojson": 183, "gpkg": 183, "flatgeobuf": 183, "pmtiles": 183,
                     "light_overview": 183, "light_regional": 183, "membership_communes_parquet": n,
                     "membership_communes_csv": n, "membership_groupements_parquet": 641,
-                    "membership_groupements_csv": 641, "preview": None, "qgis_project": None, "datapackage": None}
+                    "membership_groupements_csv": 641, "preview": None, "qgis_project": None, "datapackage": None,
+                    "web_script": None, "web_style": None, "web_data": 183, "web_search": 183, "web_page": None}
     assert manifest["inputs"] == json.loads(json.dumps(result.inputs, default=str))
     assert {i["source"] for i in manifest["inputs"]} >= {"communes_boundaries", "ti2023_communes"}
 

@@ -108,11 +108,24 @@ def test_the_readme_lookup_commands_run(workdir):
 
 def test_the_site_recipe_copies_every_file_the_manifest_lists(workdir):
     """The "map on your own site" recipe (run above): the copy holds every published file of the
-    phase. LEAD, at the web map's merge: also check index.html, its JS/CSS and search index here
-    (e.g. from the manifest's web map entries), and serve the copy over HTTP with and without Range."""
+    phase, the web map's among them, and serves its page; the tiles are answered by byte ranges by
+    a server that does so, whole by ``python -m http.server`` (the page then draws the light
+    GeoJSON: tests/test_webmap_browser.py opens it in a browser)."""
+    import urllib.request
+
+    import browser
+
     site = workdir / "site" / "territoires"
     if not site.is_dir():
         pytest.skip("the site recipe has not run (run the whole module)")
     manifest = json.loads((site / "manifest.json").read_text(encoding="utf-8"))
     missing = [o["phase_path"] for o in manifest["outputs"] if not (site / Path(o["phase_path"]).name).is_file()]
     assert missing == []
+    assert {"web_page", "web_script", "web_style", "web_data", "web_search"} <= {o["name"] for o in manifest["outputs"]}
+    for server, status in ((browser.range_server, 206), (browser.python_http_server, 200)):
+        with server(site) as url:
+            with urllib.request.urlopen(url) as page:
+                assert "territoires-industrie-map.js" in page.read().decode("utf-8")
+            ranged = urllib.request.Request(url + "territoires-industrie.pmtiles", headers={"Range": "bytes=0-126"})
+            with urllib.request.urlopen(ranged) as answer:
+                assert answer.status == status

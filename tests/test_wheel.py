@@ -40,7 +40,8 @@ def installed(tmp_path_factory):
 
     def ignore(folder, names):
         top = Path(folder) == ROOT
-        return [n for n in names if (top and n in skip_top) or n == "__pycache__" or n.endswith(".egg-info")]
+        return [n for n in names if (top and n in skip_top) or n in ("__pycache__", "node_modules")
+                or n.endswith(".egg-info")]
 
     shutil.copytree(ROOT, source, ignore=ignore)
     dist = base / "dist"
@@ -63,7 +64,8 @@ def test_installed_wheel_imports_from_the_venv_not_the_checkout(installed):
     with zipfile.ZipFile(installed["wheel"]) as whl:
         files = set(whl.namelist())
     for static in ("sources.toml", "axes.toml", "plans_template.csv", "styles/territoires-industrie.qml",
-                   "styles/territoires-industrie.sld", "schemas/geoparquet-1.1.0.schema.json"):
+                   "styles/territoires-industrie.sld", "schemas/geoparquet-1.1.0.schema.json", "web/index.html",
+                   "web/territoires-industrie-map.js", "web/territoires-industrie-map.css", "web/libraries.json"):
         assert f"pipeline/static/{static}" in files
     code = "import json, pipeline, pipeline.settings as s; print(json.dumps([pipeline.__file__, str(s.ASSETS_DIR)]))"
     out = _run([str(installed["python"]), "-c", code], cwd=installed["work"], env=installed["env"])
@@ -80,6 +82,8 @@ def test_installed_cli_builds_into_the_working_directory(installed):
     assert manifest["outputs"] and (out / "territoires-industrie.parquet").is_file()
     gpkg_style = [o for o in manifest["outputs"] if str(o.get("path", "")).endswith(".gpkg")]
     assert gpkg_style, "the GeoPackage (with its default style from the wheel) is published"
+    page = (out / "index.html").read_text(encoding="utf-8")   # the web map, from the wheel's assets/web
+    assert "territoires-industrie-map.js" in page and (out / "territoires-industrie-map.js").is_file()
     assert (installed["work"] / "data_raw").is_dir()
 
 

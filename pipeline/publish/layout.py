@@ -36,6 +36,12 @@ STABLE_NAMES: dict[str, str] = {
     "preview": f"{BASENAME}.png",
     "qgis_project": f"{BASENAME}.qgz",    # publish/qgis_project.py: a QGIS project of the folder's files
     "datapackage": "datapackage.json",   # publish/datapackage.py: a Frictionless Data Package of them
+    # the web map (publish/webmap.py): its own files, then the page
+    "web_script": f"{BASENAME}-map.js",
+    "web_style": f"{BASENAME}-map.css",
+    "web_data": f"{BASENAME}-map.json",
+    "web_search": f"{BASENAME}-search.json",
+    "web_page": "index.html",
     "manifest": MANIFEST_NAME,
 }
 

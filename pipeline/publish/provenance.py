@@ -13,6 +13,11 @@ import json
 from .. import CONTRACT_VERSION, __version__
 
 KEY = "territoires_industrie"   # the metadata key / foreign member / table entry holding the dict
+# Who to credit, in the tiles' metadata and on the web map: the lists (ANCT), the boundaries
+# (IGN ADMIN EXPRESS through Etalab) and the codes (INSEE COG), all under the Licence Ouverte 2.0.
+ATTRIBUTION = "Territoires d'industrie : ANCT ; contours : IGN, Etalab ; codes : INSEE (Licence Ouverte 2.0)"
+LICENCE = {"name": "Licence Ouverte / Open Licence 2.0 (Etalab)",
+           "url": "https://www.etalab.gouv.fr/licence-ouverte-open-licence/"}
 
 
 def source_lock(manifest_or_inputs) -> str:

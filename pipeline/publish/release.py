@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import re
@@ -42,7 +43,7 @@ import pandas as pd
 
 from .. import atomic, runtime
 from ..errors import PublishError
-from ..phases import CURRENT_PHASE
+from ..phases import CURRENT_PHASE, PHASES
 from ..reconcile.membership import Membership
 from . import (
     changes,
@@ -56,6 +57,8 @@ from . import (
     qgis_project,
     swap,
     tiles,
+    weblibs,
+    webmap,
 )
 from .columns import column_infos, prepare_frame
 from .layout import (
@@ -140,21 +143,33 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
+@functools.cache
+def _library_names() -> dict[str, str]:
+    return weblibs.published_names()
+
+
+def file_name(name: str) -> str:
+    """The file name of a published output: :data:`STABLE_NAMES`, or a web map library's when
+    ``TI_WEB_LIBRARIES`` names a local copy."""
+    return STABLE_NAMES.get(name) or _library_names()[name]
+
+
 def _write_outputs(frame: gpd.GeoDataFrame, staging: Path, build_id: str, phase: str, meta: dict,
-                   membership: Membership | None = None,
+                   web: webmap.WebOptions, membership: Membership | None = None,
                    references: MembershipRefs | None = None,
                    inputs: list[dict] | None = None) -> tuple[dict, dict]:
-    """Write and verify every data file in ``staging``; return (facts per name, seconds per name).
+    """Write and verify every file in ``staging``; return (facts per name, seconds per name).
 
     ``meta`` is the build's metadata written inside each data file; the membership tables are
     written when the build's ``membership`` is given. One timed step per file, in manifest order;
-    the QGIS project and the data package last, as they describe the files before them.
+    the QGIS project and the data package after the data files, as they describe them; the web
+    map last.
     """
     facts: dict[str, dict] = {}
     timings: dict[str, float] = {}
 
     def step(name: str, write, verify) -> None:
-        path = staging / STABLE_NAMES[name]
+        path = staging / file_name(name)
         t0 = time.perf_counter()
         try:
             write(path)
@@ -162,8 +177,10 @@ def _write_outputs(frame: gpd.GeoDataFrame, staging: Path, build_id: str, phase:
         except PublishError as err:
             raise PublishError(f"publishing release {build_id} failed, previous files left unchanged: {err}") from err
         except Exception as err:
-            raise _fail(build_id, f"could not write {STABLE_NAMES[name]} ({path})", err) from err
+            raise _fail(build_id, f"could not write {file_name(name)} ({path})", err) from err
         timings[name] = round(time.perf_counter() - t0, 3)
+
+    communes = None
 
     def simplified() -> None:
         simplify = light.Simplifier(frame)   # each tolerance computed once for the tiles and the light files
@@ -172,9 +189,10 @@ def _write_outputs(frame: gpd.GeoDataFrame, staging: Path, build_id: str, phase:
         _write_light_files(step, frame, simplify, meta)
 
     def the_rest() -> None:
+        nonlocal communes
         _write_full_files(step, frame, meta)
         if membership is not None:
-            _write_membership_tables(step, staging, membership, references, phase, meta)
+            communes = _write_membership_tables(step, staging, membership, references, phase, meta)
         title = f"Territoires d'industrie {phase} - {len(frame)} territoires"
         step("preview", lambda p: preview.render_preview(frame, p, title), preview.verify_png)
 
@@ -182,6 +200,7 @@ def _write_outputs(frame: gpd.GeoDataFrame, staging: Path, build_id: str, phase:
     _in_manifest_order(facts)      # whichever thread wrote them (the descriptions list them in this order)
     _in_manifest_order(timings)
     _write_descriptions(step, frame, phase, meta, facts, inputs)
+    _write_web_files(step, frame, communes, build_id, phase, web, facts)
     return facts, timings
 
 
@@ -260,11 +279,13 @@ def _write_light_files(step, frame: gpd.GeoDataFrame, simplify, meta: dict) -> N
 
 
 def _write_membership_tables(step, staging: Path, membership: Membership, references: MembershipRefs | None,
-                             phase: str, meta: dict) -> None:
-    """The commune and groupement tables, each as Parquet then CSV (checked against the Parquet)."""
+                             phase: str, meta: dict) -> pd.DataFrame:
+    """The commune and groupement tables, each as Parquet then CSV (checked against the Parquet);
+    return the commune table."""
+    tables = {}
     for table, make in (("communes", membership_tables.commune_table),
                         ("groupements", membership_tables.groupement_table)):
-        rows = make(membership, references, phase)
+        rows = tables[table] = make(membership, references, phase)
         step(f"membership_{table}_parquet",
              lambda p, rows=rows: membership_tables.write_parquet(rows, p, meta),
              lambda p, rows=rows: {"rows": len(pd.read_parquet(p)), "format": "Parquet",
@@ -273,6 +294,30 @@ def _write_membership_tables(step, staging: Path, membership: Membership, refere
              lambda p, rows=rows, table=table: {
                  **membership_tables.verify(staging / STABLE_NAMES[f"membership_{table}_parquet"], p, rows),
                  "format": "CSV (UTF-8, comma, one header line)", "media_type": "text/csv"})
+    return tables["communes"]
+
+
+def _write_web_files(step, frame: gpd.GeoDataFrame, communes: pd.DataFrame | None, build_id: str, phase: str,
+                     web: webmap.WebOptions, facts: dict) -> None:
+    """The web map (README "Web map"): the libraries when copied, the page's own script and style,
+    its data and search index (from the frame and the commune table), then the page."""
+    libraries = weblibs.library_files(web.libraries)
+    for role, lib in libraries.items():
+        if lib.local is not None:
+            step(f"web_lib_{role}", lambda p, lib=lib: weblibs.copy_local(lib, p),
+                 lambda p, lib=lib: weblibs.verify_copy(lib, p))
+    for name in ("web_script", "web_style"):
+        step(name, lambda p, n=name: webmap.copy_static(STABLE_NAMES[n], p),
+             lambda p, n=name: webmap.verify_static(STABLE_NAMES[n], p))
+    files = {"layer": tiles.LAYER, "pmtiles": STABLE_NAMES["pmtiles"], "fallback": STABLE_NAMES["light_regional"],
+             "search": STABLE_NAMES["web_search"], "manifest": MANIFEST_NAME, "changes": changes.CHANGES_MD}
+    data = webmap.map_data(frame, phase=phase, build_id=build_id, options=web, files=files,
+                           fallback_simplification_m=facts.get("light_regional", {}).get("simplification_m"))
+    step("web_data", lambda p: webmap.write_json(data, p), lambda p: webmap.verify_map_data(p, frame))
+    index = webmap.search_index(frame, communes, phase=phase, build_id=build_id)
+    step("web_search", lambda p: webmap.write_json(index, p), lambda p: webmap.verify_search(p, frame))
+    step("web_page", lambda p: p.write_text(webmap.render_page(phase, len(frame), libraries), encoding="utf-8"),
+         lambda p: webmap.verify_page(p, libraries))
 
 
 def content_sha256(staging: Path, names: list[str]) -> str:
@@ -434,9 +479,9 @@ def _clear_and_repair(output_dir: Path, dirs: list[Path], phase: str) -> list[st
 def _output_entries(lay: _Layout, staging: Path, facts: dict[str, dict]) -> list[dict]:
     """The manifest's ``outputs``: each staged file with its stable, release and phase paths."""
     return [
-        output_entry(name, staging / STABLE_NAMES[name], lay.rel(lay.stable / STABLE_NAMES[name]),
-                     lay.rel(lay.final / STABLE_NAMES[name]),
-                     {"phase_path": lay.rel(lay.dirs[0] / STABLE_NAMES[name]), **facts[name]})
+        output_entry(name, staging / file_name(name), lay.rel(lay.stable / file_name(name)),
+                     lay.rel(lay.final / file_name(name)),
+                     {"phase_path": lay.rel(lay.dirs[0] / file_name(name)), **facts[name]})
         for name in facts
     ]
 
@@ -464,12 +509,13 @@ def _write_changes(lay: _Layout, staging: Path, manifest: dict, frame: gpd.GeoDa
 
 def _stage(frame: gpd.GeoDataFrame, staging: Path, lay: _Layout, t_start: float, *, inputs: list[dict],
            checks: list[dict], extra: dict | None, membership: Membership | None,
-           references: MembershipRefs | None) -> tuple[dict, list[str]]:
+           references: MembershipRefs | None, web: webmap.WebOptions) -> tuple[dict, list[str]]:
     """Write every file of the release in a new ``staging`` folder; return (manifest, file names
     with the manifest last)."""
     staging.mkdir(parents=True)
     meta = file_metadata(lay.build_id, lay.phase, {"inputs": inputs, "lock": (extra or {}).get("lock")})
-    facts, timings = _write_outputs(frame, staging, lay.build_id, lay.phase, meta, membership, references, inputs)
+    facts, timings = _write_outputs(frame, staging, lay.build_id, lay.phase, meta, web, membership, references,
+                                    inputs)
     outputs = _output_entries(lay, staging, facts)
     timings["total_before_swap"] = round(time.perf_counter() - t_start, 3)
     manifest = build_manifest(
@@ -479,7 +525,7 @@ def _stage(frame: gpd.GeoDataFrame, staging: Path, lay: _Layout, t_start: float,
         source_lock=meta["source_lock"], content_sha256=content_sha256(staging, list(facts)),
     )
     _write_manifest(manifest, staging / MANIFEST_NAME, lay.build_id)
-    files = [STABLE_NAMES[n] for n in facts] + _write_changes(lay, staging, manifest, frame) + [MANIFEST_NAME]
+    files = [file_name(n) for n in facts] + _write_changes(lay, staging, manifest, frame) + [MANIFEST_NAME]
     return manifest, files
 
 
@@ -557,6 +603,7 @@ def publish_release(
     _make_folders(lay)
 
     frame = prepare_frame(territories, phase)
+    web = webmap.WebOptions(libraries=settings.web_libraries, phases=PHASES, current_phase=CURRENT_PHASE)
     with _publish_lock(output_dir):
         _clear_and_repair(output_dir, lay.dirs, phase)
         if (final / MANIFEST_NAME).exists():
@@ -568,7 +615,7 @@ def publish_release(
         temps: list[tuple[Path, Path]] = []
         try:
             manifest, files = _stage(frame, staging, lay, t_start, inputs=inputs, checks=checks, extra=extra,
-                                     membership=membership, references=references)
+                                     membership=membership, references=references, web=web)
             _move_to_release(staging, final, files, moved)
             _copy_beside_stable(lay, files, temps)
         except BaseException as err:

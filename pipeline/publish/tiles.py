@@ -7,6 +7,10 @@ zoom band of :data:`BANDS` is cut from the territories simplified beforehand *as
 archive with the ``pmtiles`` library (a tile is taken as GDAL wrote it). Tiles hold only
 ``light.MAP_COLUMNS``, in one layer :data:`LAYER`.
 
+GDAL centres the header on the middle of the bounds, which span the overseas departements (a point
+off West Africa): :func:`tile_metadata` puts the centre on metropolitan France and writes the
+attribution, a description and each field's meaning (TileJSON 3.0.0) into the archive's metadata.
+
 FlatGeobuf: every column (lists ``;``-joined as in the GeoPackage) and the packed Hilbert R-tree
 index, so that a bbox query reads only the features it needs.
 """
@@ -20,8 +24,10 @@ from pathlib import Path
 import geopandas as gpd
 
 from ..errors import PublishError
-from .light import Simplifier, map_frame
-from .provenance import KEY, dumps
+from .columns import column_infos
+from .light import MAP_COLUMNS, Simplifier, map_frame, zones
+from .provenance import ATTRIBUTION, KEY, dumps
+from .zones import METROPOLE
 
 LAYER = "territoires"
 # (min zoom, max zoom, coverage simplification in m; 0: as published). A band's tolerance is about
@@ -30,6 +36,7 @@ LAYER = "territoires"
 # tile (4096 units over ~54 km) keeps coordinates to ~13 m, finer than the source: web maps
 # overzoom it beyond z9, and a z10 band would double the tiles and the writing time.
 BANDS = ((0, 4, 2000.0), (5, 7, 400.0), (8, 9, 0.0))
+CENTER_ZOOM = 5   # metropolitan France fills a 1000-pixel-wide map at zoom 5
 
 
 def write_pmtiles(frame: gpd.GeoDataFrame, path: Path, simplify: Simplifier, metadata: dict | None = None) -> Path:
@@ -50,26 +57,55 @@ def write_pmtiles(frame: gpd.GeoDataFrame, path: Path, simplify: Simplifier, met
             pyogrio.write_dataframe(
                 part, band, driver="PMTiles", layer=LAYER,
                 dataset_options={"MINZOOM": zmin, "MAXZOOM": zmax, "NAME": "territoires-industrie",
-                                 "DESCRIPTION": dumps(metadata or {}), "SIMPLIFICATION": 0,
-                                 "SIMPLIFICATION_MAX_ZOOM": 0},
+                                 "SIMPLIFICATION": 0, "SIMPLIFICATION_MAX_ZOOM": 0},
             )
             with open(band, "rb") as fh:
                 reader = Reader(MmapSource(fh))
                 header, tile_meta = dict(reader.header()), dict(reader.metadata())
                 for (z, x, y), data in all_tiles(reader.get_bytes):
                     tiles[zxy_to_tileid(z, x, y)] = data
-    tile_meta.update({"minzoom": str(BANDS[0][0]), "maxzoom": str(BANDS[-1][1])})
-    for layer in tile_meta.get("vector_layers", []):
-        layer.update({"minzoom": BANDS[0][0], "maxzoom": BANDS[-1][1]})
-    if metadata is not None:
-        tile_meta[KEY] = metadata
-    header["center_zoom"] = 5
+    header, tile_meta = tile_metadata(frame, header, tile_meta, metadata)
     with open(path, "wb") as fh:
         writer = Writer(fh)
         for tile_id in sorted(tiles):
             writer.write_tile(tile_id, tiles[tile_id])
         writer.finalize(header, tile_meta)
     return path
+
+
+def _center(frame: gpd.GeoDataFrame) -> tuple[float, float]:
+    """The middle of the metropolitan territories' bounds (of all of them when none is in the metropole)."""
+    metro = frame[zones(frame) == METROPOLE]
+    west, south, east, north = (metro if len(metro) else frame).total_bounds
+    return (west + east) / 2, (south + north) / 2
+
+
+def tile_metadata(frame: gpd.GeoDataFrame, header: dict, tile_meta: dict, metadata: dict | None) -> tuple[dict, dict]:
+    """The header and metadata GDAL wrote for one band, completed for the whole archive: zoom
+    range of :data:`BANDS`, centre on metropolitan France (:data:`CENTER_ZOOM`), attribution, a
+    description, each field's meaning and the build's metadata under ``KEY``."""
+    lon, lat = _center(frame)
+    west, south, east, north = frame.total_bounds
+    header.update({"center_lon_e7": round(lon * 1e7), "center_lat_e7": round(lat * 1e7), "center_zoom": CENTER_ZOOM,
+                   "min_lon_e7": round(west * 1e7), "min_lat_e7": round(south * 1e7),
+                   "max_lon_e7": round(east * 1e7), "max_lat_e7": round(north * 1e7)})
+    phases = sorted(set(frame["phase"].astype(str))) if "phase" in frame else []
+    meaning = {c.name: c.description for c in column_infos(frame)}
+    tile_meta.update({
+        "name": f"Territoires d'industrie {', '.join(phases)}".strip(),
+        "description": (f"Territoires d'industrie {', '.join(phases)}: {len(frame)} territories, one polygon each "
+                        f"(layer {LAYER!r}), built from the ANCT lists of communes and groupements"),
+        "attribution": ATTRIBUTION,
+        "minzoom": str(BANDS[0][0]), "maxzoom": str(BANDS[-1][1]),
+        "center": f"{lon:.4f},{lat:.4f},{CENTER_ZOOM}", "bounds": f"{west:.4f},{south:.4f},{east:.4f},{north:.4f}",
+    })
+    for layer in tile_meta.get("vector_layers", []):
+        layer.update({"minzoom": BANDS[0][0], "maxzoom": BANDS[-1][1],
+                      "description": "One polygon per territory, simplified per zoom band as one coverage",
+                      "fields": {name: meaning.get(name, "") for name in MAP_COLUMNS if name in layer.get("fields", {})}})
+    if metadata is not None:
+        tile_meta[KEY] = metadata
+    return header, tile_meta
 
 
 def pmtiles_info(path: Path) -> tuple[dict, dict, list[tuple[tuple[int, int, int], int]]]:

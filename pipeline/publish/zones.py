@@ -14,12 +14,22 @@ METROPOLE = "metropole"
 
 # zone -> (EPSG code of a metric CRS, display name)
 ZONES: dict[str, tuple[int, str]] = {
-    METROPOLE: (2154, "France metropolitaine"),
+    METROPOLE: (2154, "France métropolitaine"),
     "971": (5490, "Guadeloupe"),
     "972": (5490, "Martinique"),
     "973": (2972, "Guyane"),
-    "974": (2975, "La Reunion"),
+    "974": (2975, "La Réunion"),
     "976": (4471, "Mayotte"),
+}
+
+
+# INSEE code -> name of the regions (COG, unchanged from 2016 to 2025), shown on the web map's cards
+REGIONS: dict[str, str] = {
+    "01": "Guadeloupe", "02": "Martinique", "03": "Guyane", "04": "La Réunion", "06": "Mayotte",
+    "11": "Île-de-France", "24": "Centre-Val de Loire", "27": "Bourgogne-Franche-Comté", "28": "Normandie",
+    "32": "Hauts-de-France", "44": "Grand Est", "52": "Pays de la Loire", "53": "Bretagne",
+    "75": "Nouvelle-Aquitaine", "76": "Occitanie", "84": "Auvergne-Rhône-Alpes",
+    "93": "Provence-Alpes-Côte d'Azur", "94": "Corse",
 }
 
 
