@@ -139,9 +139,9 @@ def test_the_project_relates_each_territory_to_its_member_communes(project_repor
 
 def test_the_project_has_a_bookmark_per_zone_in_its_own_crs(project_report):
     assert [(b["name"], b["crs"]) for b in project_report["bookmarks"]] == [
-        ("France metropolitaine (EPSG:2154)", "EPSG:2154"), ("Guadeloupe (EPSG:5490)", "EPSG:5490"),
+        ("France métropolitaine (EPSG:2154)", "EPSG:2154"), ("Guadeloupe (EPSG:5490)", "EPSG:5490"),
         ("Martinique (EPSG:5490)", "EPSG:5490"), ("Guyane (EPSG:2972)", "EPSG:2972"),
-        ("La Reunion (EPSG:2975)", "EPSG:2975"), ("Mayotte (EPSG:4471)", "EPSG:4471")]
+        ("La Réunion (EPSG:2975)", "EPSG:2975"), ("Mayotte (EPSG:4471)", "EPSG:4471")]
 
 
 def test_the_project_renders_the_metropole_in_lambert_93_not_squashed(project_report):

@@ -67,15 +67,15 @@ def _files_lines() -> list[str]:
             "smallest coverage simplification that meets it, with the map columns only;"
         )
     lines += [
+        f"- `{names['web_page']}` with `{names['web_script']}`, `{names['web_style']}`, `{names['web_data']}` (a card "
+        f"per territory) and `{names['web_search']}` (per territory: `id_ti`, `lib_ti`, the `insee_com` and the "
+        "`nom_commune` of its communes): the web map (README, *Web map*);",
         f"- `{names['qgis_project']}`: a QGIS project of the folder's files (relative paths): the GeoPackage's "
         "layer with its default style, in Lambert-93 (EPSG:2154), and the membership CSV tables related to it "
         "by `id_ti`; one spatial bookmark per zone (the metropole and each overseas departement);",
         f"- `{names['datapackage']}`: a Frictionless Data Package of the folder's files (format, media type, "
         "bytes, sha256), with a Table Schema for each membership CSV table (the types, keys and constraints below);",
-        f"- `{names['preview']}`: a preview image; `{names['manifest']}`: build id, inputs, outputs (sha256), checks;",
-        f"- `{names['web_page']}` with `{names['web_script']}`, `{names['web_style']}`, `{names['web_data']}` (a card "
-        f"per territory) and `{names['web_search']}` (per territory: `id_ti`, `lib_ti`, the `insee_com` and the "
-        "`nom_commune` of its communes): the web map (README, *Web map*).",
+        f"- `{names['preview']}`: a preview image; `{names['manifest']}`: build id, inputs, outputs (sha256), checks.",
     ]
     return lines
 

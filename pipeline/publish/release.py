@@ -162,8 +162,8 @@ def _write_outputs(frame: gpd.GeoDataFrame, staging: Path, build_id: str, phase:
 
     ``meta`` is the build's metadata written inside each data file; the membership tables are
     written when the build's ``membership`` is given. One timed step per file, in manifest order;
-    the QGIS project and the data package after the data files, as they describe them; the web
-    map last.
+    the web map after the data files, then the QGIS project and the data package, as they describe
+    the files before them.
     """
     facts: dict[str, dict] = {}
     timings: dict[str, float] = {}
@@ -199,8 +199,8 @@ def _write_outputs(frame: gpd.GeoDataFrame, staging: Path, build_id: str, phase:
     _on_two_threads(simplified, the_rest)
     _in_manifest_order(facts)      # whichever thread wrote them (the descriptions list them in this order)
     _in_manifest_order(timings)
-    _write_descriptions(step, frame, phase, meta, facts, inputs)
     _write_web_files(step, frame, communes, build_id, phase, web, facts)
+    _write_descriptions(step, frame, phase, meta, facts, inputs)
     return facts, timings
 
 
@@ -237,9 +237,9 @@ def _on_two_threads(side, main) -> None:
 def _write_descriptions(step, frame: gpd.GeoDataFrame, phase: str, meta: dict, facts: dict[str, dict],
                         inputs: list[dict] | None) -> None:
     """The QGIS project (over the files written so far), then the data package (over all of them)."""
-    written = {name: STABLE_NAMES[name] for name in facts}
+    written = {name: file_name(name) for name in facts}
     step("qgis_project", lambda p: qgis_project.write_qgz(frame, p, phase, written, meta), qgis_project.verify_qgz)
-    described = {name: STABLE_NAMES[name] for name in facts}
+    described = {name: file_name(name) for name in facts}
     step("datapackage", lambda p: datapackage.write_datapackage(p, described, facts, phase, meta, inputs),
          lambda p: datapackage.verify_datapackage(p, described))
 
