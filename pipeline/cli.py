@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
 import os
 import sys
@@ -247,10 +246,12 @@ def cmd_build(args: argparse.Namespace, progress: Progress) -> int:
                          f"(known: {', '.join(catalog.phases)})")
     phases = list(catalog.phases) if args.phase == "all" else [args.phase]
     if settings.lock_path is not None:   # a lock is one phase's: its manifest's
-        from .sources.resolve import read_lock
+        from .sources.resolve import read_lock_document
 
-        read_lock(settings.lock_path)
-        phases = [json.loads(settings.lock_path.read_text(encoding="utf-8")).get("phase") or phases[0]]
+        phases = [read_lock_document(settings.lock_path).get("phase") or phases[0]]
+        if phases[0] not in catalog.phases:
+            raise UsageError(f"the lock {settings.lock_path} is of phase {phases[0]}, not in the source catalog "
+                             f"{settings.catalog_path} (known: {', '.join(catalog.phases)})")
     fetched = fetch_for(settings, catalog, phases, progress)
     todo = [p for p in phases if phase_to_build(settings, catalog, p, fetched, args.force, progress)]
     if not todo:
