@@ -143,8 +143,11 @@ def changes_since_manifest(settings, phase: str, input_sha256: dict[str, str]) -
             reasons.append(f"plan table: {(old or 'none')[:12]} -> {(new or 'none')[:12]}")
     from .publish.swap import mismatched  # sha256, not sizes: a same-size swap leftover is seen
 
-    reasons += [f"published file missing or altered: {Path(settings.output_dir) / p}"
-                for p in mismatched(Path(settings.output_dir), manifest)]
+    try:
+        reasons += [f"published file missing or altered: {Path(settings.output_dir) / p}"
+                    for p in mismatched(Path(settings.output_dir), manifest)]
+    except ValueError as err:      # a path out of the output folder: nothing read from it, a whole new set
+        reasons.append(f"published manifest unusable ({err})")
     return reasons
 
 
