@@ -67,3 +67,12 @@ def test_an_api_answer_dripping_its_headers_ends_at_the_deadline(tmp_path, serve
     with pytest.raises(SourceError, match=r"deadline of 2 s passed"):
         resolve_source(catalog.source("ti2023_communes"), settings, catalog)
     assert time.monotonic() - t0 < 4
+
+
+def test_the_connect_timeout_never_runs_past_the_deadline():
+    from pipeline.sources import http
+
+    assert http._connect_within_deadline({"timeout": 30.0}) == {"timeout": 30.0}   # no watchdog: unchanged
+    with http.Watchdog(time.monotonic() + 2):
+        connect, read = http._connect_within_deadline({"timeout": 30.0})["timeout"]
+    assert 1 < connect <= 2 and read == 30.0

@@ -91,6 +91,7 @@ class Watchdog:
     _local = threading.local()
 
     def __init__(self, deadline: float | None):
+        self.deadline = deadline
         self.fired = False
         self._socks: list[socket.socket] = []
         self._lock = threading.Lock()
@@ -255,12 +256,22 @@ def redirect_refused(url: str, location: str) -> str | None:
 _DEFAULT_PORT = {"http": 80, "https": 443}
 
 
+def _connect_within_deadline(kwargs: dict) -> dict:
+    """The connect timeout cut to what is left of the active :class:`Watchdog`'s deadline (the
+    watchdog can only shut a socket down once it is connected)."""
+    watchdog, timeout = Watchdog.current(), kwargs.get("timeout")
+    if watchdog is None or watchdog.deadline is None or not isinstance(timeout, (int, float)):
+        return kwargs
+    left = max(0.001, watchdog.deadline - time.monotonic())
+    return {**kwargs, "timeout": (min(float(timeout), left), timeout)}
+
+
 def request(session: requests.Session, method: str, url: str, **kwargs) -> requests.Response:
     """``session.request`` following at most :data:`MAX_REDIRECTS` redirects by hand, each checked by
     :func:`redirect_refused` (Permanent when refused). The final response is returned open."""
     watch(session)
     for _ in range(MAX_REDIRECTS + 1):
-        resp = session.request(method, url, allow_redirects=False, **kwargs)
+        resp = session.request(method, url, allow_redirects=False, **_connect_within_deadline(kwargs))
         if resp.status_code not in (301, 302, 303, 307, 308) or "Location" not in resp.headers:
             return resp
         location = urljoin(url, resp.headers["Location"])
