@@ -76,3 +76,17 @@ def test_the_connect_timeout_never_runs_past_the_deadline():
     with http.Watchdog(time.monotonic() + 2):
         connect, read = http._connect_within_deadline({"timeout": 30.0})["timeout"]
     assert 1 < connect <= 2 and read == 30.0
+
+
+def test_a_download_sidecar_that_is_a_device_is_ignored_unread(tmp_path, server):
+    from pipeline.sources.fetch import cache_path, meta_path
+
+    settings = live_settings(tmp_path, server)
+    spec = load_catalog(settings).source("ti2023_communes")
+    server.route("/" + spec.url.split("/", 3)[3], b"id_ti,insee_com\nti-0101,01001\n", content_type="text/csv")
+    first = fetch_source(spec, settings)
+    sidecar = meta_path(cache_path(spec, settings))
+    sidecar.unlink()
+    sidecar.symlink_to("/dev/zero")          # read whole, this would never end
+    again = fetch_source(spec, settings)     # no usable sidecar: downloaded again, sidecar rewritten
+    assert again.sha256 == first.sha256 and sidecar.is_file() and not sidecar.is_symlink()

@@ -30,7 +30,7 @@ from urllib.parse import unquote, urlparse
 
 import requests
 
-from .. import atomic
+from .. import atomic, documents
 from ..checksums import sha256_file
 from ..errors import SourceError
 from ..settings import Settings
@@ -126,8 +126,8 @@ def meta_path(path: Path) -> Path:
 
 def read_meta(path: Path) -> dict | None:
     """The sidecar of a cached file, or None when it is missing, unreadable or does not match the file."""
-    try:
-        meta = json.loads(meta_path(path).read_text(encoding="utf-8"))
+    try:   # a regular file of at most 1 MiB: the cache is not trusted more than any input
+        meta = json.loads(documents.read_bounded(meta_path(path), "download sidecar", 1 << 20))
         if not isinstance(meta, dict) or not path.is_file() or path.stat().st_size != meta.get("size"):
             return None
         return meta
