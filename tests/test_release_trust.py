@@ -93,8 +93,8 @@ def test_a_kill_right_after_the_swap_leaves_an_index_the_next_run_rebuilds(small
     (out / "releases" / "index.json").write_bytes(index_before)   # killed before the index was written
     assert [b for _, b in _index(out)] == ["a"]
     lines = repair_published(Settings(output_dir=out))
-    assert lines == ["releases/index.json did not match the release folders (an interrupted publish): "
-                     "rebuilt from them"]
+    assert lines == ["releases/index.json did not match the release folders (an interrupted publish, or an index "
+                     "written before publish sequences): rebuilt from them"]
     assert _index(out) == [(2, "b"), (1, "a")]
     assert repair_published(Settings(output_dir=out)) == []
 
@@ -158,3 +158,14 @@ def test_a_full_disk_while_backing_up_the_stable_files_leaves_no_temp_file(small
     assert [p.name for p in out.rglob(f"*{atomic.TMP_SUFFIX}")] == []
     assert _stable(out) == before
     assert swap_mod.mismatched(out, json.loads((out / "manifest.json").read_text(encoding="utf-8"))) == []
+
+
+def test_an_index_written_before_sequences_is_numbered_in_its_order(published_once, tmp_path):
+    out = _copy(published_once, tmp_path)
+    path = out / "releases" / "index.json"
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    for entry in doc["releases"]:
+        del entry["sequence"]
+    path.write_text(json.dumps(doc), encoding="utf-8")
+    assert len(repair_published(Settings(output_dir=out))) == 1
+    assert _index(out) == [(1, "a")]

@@ -401,8 +401,8 @@ def _clear_and_repair(output_dir: Path, dirs: list[Path], phase: str) -> list[st
         _remove_stale(output_dir, d)
     lines = _repair(output_dir, phase)
     if retention.repair_index(output_dir):
-        lines.append(f"{RELEASES_DIR}/{INDEX_NAME} did not match the release folders (an interrupted publish): "
-                     "rebuilt from them")
+        lines.append(f"{RELEASES_DIR}/{INDEX_NAME} did not match the release folders (an interrupted publish, "
+                     "or an index written before publish sequences): rebuilt from them")
     return lines
 
 
