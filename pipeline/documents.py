@@ -84,17 +84,23 @@ def load(path: Path, schema_name: str, what: str, max_bytes: int | None = None) 
     return doc
 
 
-def confined(root: Path, relative: object, what: str) -> Path:
-    """``root / relative`` when ``relative`` is a relative, normalised POSIX path that stays inside
-    ``root`` once links are resolved; InvalidDocument otherwise (an absolute path, ``..``, a
-    backslash or drive, an empty path, a link out of ``root``)."""
-    text = str(relative) if isinstance(relative, str) else ""
+def relative(value: object, what: str, root: Path | str = "its root") -> str:
+    """``value`` when it is a relative, normalised POSIX path (no ``..`` or ``.`` part, no leading
+    ``/``, backslash or drive, not empty); InvalidDocument otherwise."""
+    text = value if isinstance(value, str) else ""
     parts = PurePosixPath(text).parts
     if (not text or text.startswith("/") or "\\" in text or ":" in (parts[0] if parts else "")
-            or any(p in ("..", ".") for p in text.split("/")) or text != PurePosixPath(text).as_posix()):
-        raise InvalidDocument(f"{what}: path {relative!r} must be relative, normalised and inside {root}; refused")
+            or any(p in ("..", ".", "") for p in text.split("/"))):
+        raise InvalidDocument(f"{what}: path {value!r} must be relative, normalised and inside {root}; refused")
+    return text
+
+
+def confined(root: Path, value: object, what: str) -> Path:
+    """``root / value`` when ``value`` is :func:`relative` and stays inside ``root`` once links are
+    resolved; InvalidDocument otherwise (an absolute path, ``..``, a link out of ``root``...)."""
+    text = relative(value, what, root)
     base = Path(root).resolve()
     path = base / text
     if not path.resolve().is_relative_to(base):
-        raise InvalidDocument(f"{what}: path {relative!r} leads out of {root} (a link); refused")
+        raise InvalidDocument(f"{what}: path {value!r} leads out of {root} (a link); refused")
     return path

@@ -51,6 +51,15 @@ def test_a_lock_with_a_bad_field_is_one_line_exit_2(mirror, tmp_path, change, wh
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*.parquet"))
 
 
+@pytest.mark.parametrize("mirror_path", ["../../../etc/passwd", "/etc/passwd", "a/./b.csv"])
+def test_a_lock_whose_mirror_path_leaves_the_mirror_is_refused_as_it_is_read(mirror, tmp_path, mirror_path):
+    lock = tmp_path / "manifest.json"
+    lock.write_text(json.dumps({"phase": "2023-2027", "lock": {"ti2023_communes": {**ENTRY, "mirror": mirror_path}}}))
+    code, err = _build_with_lock(mirror, tmp_path, lock)
+    assert code == 2 and err.count("\n") == 1, err
+    assert f"lock file {lock}: ti2023_communes: mirror: path {mirror_path!r} must be relative, normalised" in err
+
+
 @pytest.mark.parametrize("kind", ["device", "directory", "huge"])
 def test_a_lock_that_is_not_a_small_regular_file_is_refused_unread(mirror, tmp_path, monkeypatch, kind):
     if kind == "device":

@@ -285,7 +285,11 @@ def read_lock_document(path: Path) -> dict:
     """The whole lock file (a manifest, or its ``lock`` alone): a bounded regular file, valid
     against ``assets/schemas/lock.schema.json`` before any field is used; SourceError otherwise."""
     try:
-        return documents.load(Path(path), "lock.schema.json", "lock file")
+        doc = documents.load(Path(path), "lock.schema.json", "lock file")
+        for name, entry in doc.get("lock", doc).items():
+            if entry.get("mirror") is not None:
+                documents.relative(entry["mirror"], f"lock file {path}: {name}: mirror", "TI_MIRROR_DIR")
+        return doc
     except FileNotFoundError:
         raise SourceError(f"lock file not found: {path} (TI_LOCK / --lock)") from None
     except documents.InvalidDocument as err:
