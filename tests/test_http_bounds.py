@@ -90,3 +90,17 @@ def test_a_download_sidecar_that_is_a_device_is_ignored_unread(tmp_path, server)
     sidecar.symlink_to("/dev/zero")          # read whole, this would never end
     again = fetch_source(spec, settings)     # no usable sidecar: downloaded again, sidecar rewritten
     assert again.sha256 == first.sha256 and sidecar.is_file() and not sidecar.is_symlink()
+
+
+def test_a_probe_whose_headers_drip_ends_at_the_deadline(tmp_path, server):
+    from pipeline.sources.fetch import probe_source
+
+    settings = live_settings(tmp_path, server, http_deadline=2)
+    spec = load_catalog(settings).source("ti2023_communes")
+    path = "/" + spec.url.split("/", 3)[3]
+    server.route(path, b"x")
+    server.script(path, Reply(header_drip=0.5))
+    t0 = time.monotonic()
+    with pytest.raises(SourceError, match=r"probe \(HEAD\) of .* deadline of 2 s passed"):
+        probe_source(spec, settings)
+    assert time.monotonic() - t0 < 4

@@ -369,14 +369,13 @@ def _probe_live(spec: SourceSpec, settings: Settings, session: requests.Session)
             http.check_status(resp)
             return version_from_headers(resp.headers)
 
-    version, _ = http.run_with_retries(spec.name, url, settings, head, what="probe (HEAD)")
+    limits = http.Limits.from_settings(settings)      # one deadline for the HEAD and the GET
+    version, _ = http.run_with_retries(spec.name, url, settings, head, what="probe (HEAD)", limits=limits)
     if version:
         return version
 
     previous = read_meta(cache_path(spec, settings))
     conditional = conditional_headers(previous, url)
-
-    limits = http.Limits.from_settings(settings)
 
     def get(n: int) -> str:
         with _get(session, url, settings, conditional) as resp:

@@ -166,6 +166,7 @@ def yearly_candidates(spec: SourceSpec, settings: Settings, session, newest: int
     """The newest year from ``newest`` down to ``first_year`` whose URL answers (or the pinned year)."""
     template = str(_needed(spec, "url_template"))
     years = [int(spec.pin)] if spec.pin and spec.pin.isdigit() else range(newest, int(_needed(spec, "first_year")) - 1, -1)
+    limits = http.Limits.from_settings(settings)     # TI_HTTP_DEADLINE over every year asked
     for year in years:
         url = template.format(year=year)
 
@@ -178,7 +179,7 @@ def yearly_candidates(spec: SourceSpec, settings: Settings, session, newest: int
                     return True
                 http.check_status(resp)
                 return True
-        if http.run_with_retries(spec.name, url, settings, head, what="resolution (HEAD)")[0]:
+        if http.run_with_retries(spec.name, url, settings, head, what="resolution (HEAD)", limits=limits)[0]:
             return [Candidate(file=PurePosixPath(urlparse(url).path).name, cog=year, release=str(year), url=url)]
     raise SourceError(f"source {spec.name}: no year from {newest} down to {spec.first_year} answers at "
                       f"{spec.url_template}")
