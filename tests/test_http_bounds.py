@@ -3,6 +3,7 @@ TI_MAX_SOURCE_MB, and TI_HTTP_DEADLINE holds while the headers drip in, enforced
 
 from __future__ import annotations
 
+import dataclasses
 import resource as rlimit
 import time
 
@@ -43,6 +44,9 @@ def test_an_endless_json_answer_of_the_api_is_cut_at_the_size_cap(tmp_path, serv
         resolve_source(catalog.source("ti2023_communes"), settings, catalog)
     assert rlimit.getrusage(rlimit.RUSAGE_SELF).ru_maxrss - peak < 200 * 1024   # KiB: nothing near the whole body
     assert len(server.hits(API_PATH)) == 1                                     # a cap is not retried
+    server.script(API_PATH, Reply(send_length=False, repeat=10**6))
+    with pytest.raises(SourceError, match=r"larger than 64 MiB \(the cap on API answers\)"):  # whatever the setting
+        resolve_source(catalog.source("ti2023_communes"), dataclasses.replace(settings, max_source_mb=2048), catalog)
 
 
 def test_headers_sent_one_byte_at_a_time_end_at_the_deadline(tmp_path, server):

@@ -58,6 +58,9 @@ sleep = time.sleep
 MiB = 1 << 20
 MAX_WAIT = 3600.0          # no single wait between attempts is longer, whatever the settings say
 MAX_REDIRECTS = 5
+# An API answer is parsed whole: data.gouv.fr's for a dataset is ~100 KiB, so this is generous and
+# keeps an endless answer far from the memory a build may use, whatever TI_MAX_SOURCE_MB says.
+MAX_API_BYTES = 64 * MiB
 # Hosts the official sources redirect to (data.gouv.fr's /datasets/r/<id> links point to its
 # static file host); any other host must be the one of the URL asked for, with the same port.
 REDIRECT_HOSTS = frozenset({"www.data.gouv.fr", "data.gouv.fr", "static.data.gouv.fr", "object.files.data.gouv.fr",
@@ -222,10 +225,18 @@ class Limits:
 
     max_bytes: int
     deadline: float
+    cap: str = "TI_MAX_SOURCE_MB"       # what sets ``max_bytes``, for the message
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Limits:
         return cls(settings.max_source_mb * MiB, time.monotonic() + settings.http_deadline)
+
+    @classmethod
+    def for_api(cls, settings: Settings) -> Limits:
+        """An API answer (JSON held whole to be parsed): TI_MAX_SOURCE_MB, at most :data:`MAX_API_BYTES`."""
+        if settings.max_source_mb * MiB <= MAX_API_BYTES:
+            return cls.from_settings(settings)
+        return cls(MAX_API_BYTES, time.monotonic() + settings.http_deadline, "the cap on API answers")
 
     def check_time(self, what: str) -> None:
         if time.monotonic() > self.deadline:
@@ -233,7 +244,7 @@ class Limits:
 
     def check_size(self, size: int, what: str) -> None:
         if size > self.max_bytes:
-            raise Permanent(f"{what} larger than {self.max_bytes / MiB:g} MiB (TI_MAX_SOURCE_MB); refused")
+            raise Permanent(f"{what} larger than {self.max_bytes / MiB:g} MiB ({self.cap}); refused")
 
 
 def redirect_refused(url: str, location: str) -> str | None:

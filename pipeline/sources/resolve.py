@@ -105,8 +105,9 @@ def mirror_candidates(spec: SourceSpec, mirror_dir: Path) -> list[Candidate]:
 
 
 def _get_json(spec: SourceSpec, url: str, settings: Settings, session) -> object:
-    """The API's JSON answer, streamed within TI_MAX_SOURCE_MB and TI_HTTP_DEADLINE, then parsed."""
-    limits = http.Limits.from_settings(settings)
+    """The API's JSON answer, streamed within TI_MAX_SOURCE_MB (at most 64 MiB) and TI_HTTP_DEADLINE,
+    then parsed."""
+    limits = http.Limits.for_api(settings)
 
     def attempt(n: int):
         resp = http.request(session, "GET", url, headers={"Accept": "application/json"}, stream=True,
