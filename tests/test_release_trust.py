@@ -169,3 +169,14 @@ def test_an_index_written_before_sequences_is_numbered_in_its_order(published_on
     path.write_text(json.dumps(doc), encoding="utf-8")
     assert len(repair_published(Settings(output_dir=out))) == 1
     assert _index(out) == [(1, "a")]
+
+
+def test_retention_never_removes_the_release_the_stable_files_come_from(small, published_once, tmp_path):
+    from pipeline.publish import retention
+
+    out = _copy(published_once, tmp_path)
+    _publish(small, out, "b")                            # same content as "a"; the stable files are b's
+    # whatever the order says (here b ranked below a, and keep=1), b stays: the stable files come from it
+    order = {("a", "2023-2027"): 3, ("b", "2023-2027"): 2}
+    assert retention.apply_retention(out, 1, "a", "2023-2027", order) == []
+    assert (release_dir(out, "b") / "manifest.json").is_file()
