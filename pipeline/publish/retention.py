@@ -26,7 +26,7 @@ from pathlib import Path
 
 from .. import atomic, documents
 from ..errors import PublishError
-from ..phases import PHASES
+from ..phases import CURRENT_PHASE, PHASES
 from .layout import INDEX_NAME, MANIFEST_NAME, RELEASES_DIR, phase_subdir, stable_dirs
 from .manifest import dumps, read_manifest, utc_now
 from .provenance import source_lock
@@ -152,7 +152,7 @@ def repair_index(output_dir: Path) -> bool:
     return True
 
 
-def apply_retention(output_dir: Path, keep: int, current: str, phase: str,
+def apply_retention(output_dir: Path, keep: int, current: str, phase: str = CURRENT_PHASE,
                     seq: dict[Key, int] | None = None) -> list[str]:
     """Delete the releases of ``phase`` that are neither the latest of their content nor among the
     ``keep`` latest published, nor the one the stable files come from (``current`` always stays),
