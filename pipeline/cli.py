@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
 import os
 import sys
@@ -144,8 +143,11 @@ def changes_since_manifest(settings, phase: str, input_sha256: dict[str, str]) -
             reasons.append(f"plan table: {(old or 'none')[:12]} -> {(new or 'none')[:12]}")
     from .publish.swap import mismatched  # sha256, not sizes: a same-size swap leftover is seen
 
-    reasons += [f"published file missing or altered: {Path(settings.output_dir) / p}"
-                for p in mismatched(Path(settings.output_dir), manifest)]
+    try:
+        reasons += [f"published file missing or altered: {Path(settings.output_dir) / p}"
+                    for p in mismatched(Path(settings.output_dir), manifest)]
+    except ValueError as err:      # a path out of the output folder: nothing read from it, a whole new set
+        reasons.append(f"published manifest unusable ({err})")
     return reasons
 
 
@@ -247,10 +249,12 @@ def cmd_build(args: argparse.Namespace, progress: Progress) -> int:
                          f"(known: {', '.join(catalog.phases)})")
     phases = list(catalog.phases) if args.phase == "all" else [args.phase]
     if settings.lock_path is not None:   # a lock is one phase's: its manifest's
-        from .sources.resolve import read_lock
+        from .sources.resolve import read_lock_document
 
-        read_lock(settings.lock_path)
-        phases = [json.loads(settings.lock_path.read_text(encoding="utf-8")).get("phase") or phases[0]]
+        phases = [read_lock_document(settings.lock_path).get("phase") or phases[0]]
+        if phases[0] not in catalog.phases:
+            raise UsageError(f"the lock {settings.lock_path} is of phase {phases[0]}, not in the source catalog "
+                             f"{settings.catalog_path} (known: {', '.join(catalog.phases)})")
     fetched = fetch_for(settings, catalog, phases, progress)
     todo = [p for p in phases if phase_to_build(settings, catalog, p, fetched, args.force, progress)]
     if not todo:
