@@ -75,6 +75,18 @@ def test_unchanged_graph_launches_nothing(settled):
     assert settled.tick() == set()
 
 
+def test_a_step_that_materializes_nothing_is_not_asked_again_and_again():
+    """A phase whose step found nothing changed since the published build (the CLI's "nothing
+    changed") stays missing in Dagster: it is not requested at every evaluation for that."""
+    with DagsterInstance.ephemeral() as instance:
+        auto = Automation(instance)
+        assert auto.tick() == set(KEYS)
+        auto.materialize([k for k in KEYS if not k.to_user_string().startswith(("territories_", "published_"))])
+        auto.tick()                                      # their inputs' first data versions: asked once more
+        assert auto.tick() == set()
+        assert auto.tick() == set()
+
+
 @pytest.mark.parametrize("source", [SOURCES[0], SOURCES[-1]], ids=lambda k: k.to_user_string())
 def test_a_changed_source_selects_only_its_downstream(settled, source):
     settled.tick()

@@ -117,7 +117,10 @@ def asset_condition(check_cron: str | None = None, timezone: str = "UTC") -> Aut
     due: AutomationCondition = inputs_changed() | AutomationCondition.code_version_changed()
     if check_cron:
         due = due | AutomationCondition.cron_tick_passed(check_cron, timezone).with_label(f"check on {check_cron}")
-    return _not_busy(due.since_last_handled() | AutomationCondition.missing() | retry_failed())
+    # missing: asked when it becomes so, not at every evaluation: a step that finds nothing changed
+    # since the published build materializes nothing (assets.unchanged), and the asset stays missing.
+    missing = AutomationCondition.missing().newly_true().with_label("missing")
+    return _not_busy(due.since_last_handled() | missing | retry_failed())
 
 
 # ---------------------------------------------------------------- code versions
