@@ -1,12 +1,12 @@
 """Code versions derived from the code a step imports, without Dagster.
 
 A step's code version is one sha256 (:func:`code_version`) over the files its code can run: the
-static import closure of its root modules within the ``pipeline`` package (every ``import`` found
-by parsing the files, those inside functions included, so a lazily imported module counts; a
+static import closure of its root modules within the ``pipeline`` package (every ``import``
+statement of the files, those inside functions included, so a lazily imported module counts; a
 package that imports its modules by name on first use, as ``pipeline.publish`` does, imports all
-of them), and
-the files of the static data folder (``assets/``, :data:`~pipeline.settings.ASSETS_DIR`) that
-those modules name as ``ASSETS_DIR / "..."`` (a part built at run time: its constant folder).
+of them), and the files of the static data folder (``assets/``,
+:data:`~pipeline.settings.ASSETS_DIR`) that those modules name as ``ASSETS_DIR / "..."`` (a part
+built at run time: its constant folder).
 
 Files are hashed byte for byte: any change counts, a comment too (a needless rebuild is cheap
 and safe; a real change missed is not).
@@ -24,7 +24,7 @@ import ast
 import hashlib
 import importlib.util
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -77,30 +77,42 @@ class _Parsed:
 _ASSET_PATH = re.compile(r'\bASSETS_DIR((?:\s*/\s*"[^"]*")*)(\s*/)?')
 
 
+# An import statement at the start of a line (in a function too): parsing every file with ``ast``
+# would cost half a second of each code location load; the tests check the result against the
+# standard library's modulefinder.
+_IMPORT = re.compile(r"^[ \t]*(?:from[ \t]+(?P<base>\.*[\w.]*)[ \t]+import[ \t]+(?P<names>\([^)]*\)|[^\n#;]+)"
+                     r"|import[ \t]+(?P<modules>[^\n#;]+))", re.MULTILINE)
+
+
+def _names(text: str) -> list[str]:
+    """``a as b, c`` or ``(a,\n c)`` -> [a, c]."""
+    return [part.split()[0] for part in text.strip("()\n ").replace("\n", " ").split(",") if part.strip()]
+
+
 @lru_cache(maxsize=1024)
 def _parse(path: Path, module: str, is_package: bool, stamp: tuple[int, int]) -> _Parsed:
     """One file's imports, data paths and digest (cached on its mtime and size)."""
     data = path.read_bytes()
+    text = data.decode("utf-8")
     anchor = module if is_package else module.rpartition(".")[0]
     imports: set[str] = set()
-    for node in _statements(ast.parse(data, filename=str(path)).body):
-        if isinstance(node, ast.Import):
-            imports.update(alias.name for alias in node.names if alias.name.partition(".")[0] == PACKAGE)
-        elif isinstance(node, ast.ImportFrom):
-            base = importlib.util.resolve_name("." * node.level + (node.module or ""), anchor)
-            if base.partition(".")[0] != PACKAGE:
-                continue
-            imports.add(base)
-            # ``from pkg import name``: name may be a submodule; kept if it is one (module_closure)
-            imports.update(f"{base}.{alias.name}" for alias in node.names)
-    if b"import_module(" in data:
+    for match in _IMPORT.finditer(text):
+        if match.group("modules"):
+            imports.update(_names(match.group("modules")))
+            continue
+        base = importlib.util.resolve_name(match.group("base"), anchor)
+        imports.add(base)
+        # ``from pkg import name``: name may be a submodule; kept if it is one (module_closure)
+        imports.update(f"{base}.{name}" for name in _names(match.group("names")))
+    if "import_module(" in text:
         imports |= _dynamic_imports(ast.parse(data), anchor)
     assets = set()
-    for match in _ASSET_PATH.finditer(data.decode("utf-8")):
-        constant = re.findall(r'"([^"]*)"', match.group(1))
-        if constant or match.group(2):   # a bare name (its import, its definition) names no file
+    for found in _ASSET_PATH.finditer(text):
+        constant = re.findall(r'"([^"]*)"', found.group(1))
+        if constant or found.group(2):   # a bare name (its import, its definition) names no file
             assets.add("/".join(constant))   # a name built at run time: its constant folder
-    return _Parsed(frozenset(imports), frozenset(assets), hashlib.sha256(data).hexdigest())
+    ours = frozenset(m for m in imports if m.partition(".")[0] == PACKAGE)
+    return _Parsed(ours, frozenset(assets), hashlib.sha256(data).hexdigest())
 
 
 def _dynamic_imports(tree: ast.Module, anchor: str) -> set[str]:
@@ -120,18 +132,6 @@ def _dynamic_imports(tree: ast.Module, anchor: str) -> set[str]:
             found |= {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)
                       and n.value.partition(".")[0] == PACKAGE}
     return found
-
-
-def _statements(body: list[ast.stmt]) -> Iterator[ast.stmt]:
-    """Every statement, nested ones (in functions, classes, if/try/with blocks) included."""
-    for node in body:
-        yield node
-        for name in ("body", "orelse", "finalbody"):
-            yield from _statements(getattr(node, name, []))
-        for handler in getattr(node, "handlers", []):
-            yield from _statements(handler.body)
-        for case in getattr(node, "cases", []):
-            yield from _statements(case.body)
 
 
 def _parsed(package: Package, module: str) -> _Parsed | None:
