@@ -15,9 +15,10 @@
   change is never forgotten because the request was made.
 * **Code versions** are derived, not listed: each asset's ``code_version`` is
   :func:`pipeline.code_version.code_version` (the CLI's code hash too) of the core modules its step
-  function uses, with their import closure, and of the function's own syntax; so editing the
-  dissolve marks the phases' builds (and, through their data versions, what is below them) as
-  changed, not the fetches.
+  function uses, with their import closure, and of the function's own source; so editing the
+  dissolve marks the steps that import the step sequence, not the fetches.
+* **Missing** assets are requested when they become missing, not at every evaluation: a step that
+  finds nothing changed since the published build materializes nothing (``assets.unchanged``).
 * **Freshness policies** (alerts.py) on the published and source assets.
 * ``weekly_build`` runs the whole ``build_all`` job on ``TI_SCHEDULE_CRON`` in
   ``TI_SCHEDULE_TIMEZONE``: the safety net if the automation is off or its history was lost.
@@ -130,7 +131,7 @@ def _function(assets_def: AssetsDefinition) -> Callable:
 
 
 def _step_code(fn: Callable) -> tuple[set[str], dict[str, str]]:
-    """The package's modules a step function uses, and the syntax of the function and of the
+    """The package's modules a step function uses, and the source of the function and of the
     helpers of its own module it calls (followed transitively).
 
     A name the function reads is resolved as the running code would: a module of the package, a
@@ -171,7 +172,7 @@ def _step_code(fn: Callable) -> tuple[set[str], dict[str, str]]:
 
 def code_version(assets_def: AssetsDefinition, package: Package = INSTALLED) -> str:
     """The asset's ``code_version``: :func:`pipeline.code_version.code_version` of the core modules
-    its step uses (their import closure), with the step function's own syntax."""
+    its step uses (their import closure), with the step function's own source."""
     roots, helpers = _step_code(_function(assets_def))
     return core_code_version(sorted(roots), package, extra="\n".join(f"{k} {helpers[k]}" for k in sorted(helpers)))
 
