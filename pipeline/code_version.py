@@ -154,9 +154,10 @@ def module_closure(roots: Iterable[str], package: Package = INSTALLED) -> list[s
         if parsed is None:
             continue
         seen.add(module)
-        todo += [m for m in parsed.imports if m.endswith(".*") for m in package.modules_under(m[:-2])]
         parents = [module.rsplit(".", n)[0] for n in range(1, module.count(".") + 1)]
-        todo += [m for m in (*parsed.imports, *parents) if m not in seen]
+        todo += [m for m in (*parsed.imports, *parents) if m not in seen and not m.endswith(".*")]
+        for every in (m for m in parsed.imports if m.endswith(".*")):   # a package's dynamic imports
+            todo += package.modules_under(every.removesuffix(".*"))
     return sorted(seen)
 
 
