@@ -25,8 +25,7 @@ import traceback
 from pathlib import Path
 from typing import TextIO
 
-from . import CONTRACT_VERSION, __version__, runtime
-from .checksums import sha256_file
+from . import runtime
 from .errors import PipelineError, PlanTableError
 from .phases import CURRENT_PHASE, PHASES
 
@@ -101,56 +100,6 @@ def settings_from_args(args: argparse.Namespace, env: dict[str, str] | None = No
     return settings
 
 
-def plan_sha256(settings) -> str | None:
-    if settings.plans_path is None:
-        return None
-    return sha256_file(settings.plans_path)
-
-
-# ---------------------------------------------------------------- change detection
-def changes_since_manifest(settings, phase: str, input_sha256: dict[str, str]) -> list[str]:
-    """Why ``phase`` needs a rebuild compared with its published manifest; [] when nothing changed.
-
-    ``input_sha256`` maps each source the phase reads to the sha256 of its current file.
-    """
-    from .publish.layout import stable_paths
-    from .publish.manifest import read_manifest
-
-    paths = stable_paths(settings.output_dir, phase)
-    try:
-        manifest = read_manifest(paths["manifest"])
-    except FileNotFoundError:
-        return [f"no published manifest at {paths['manifest']}"]
-    except (OSError, ValueError) as err:
-        return [f"published manifest {paths['manifest']} unreadable ({err})"]
-    reasons = []
-    for key, now in (("pipeline_version", __version__), ("contract_version", CONTRACT_VERSION)):
-        if manifest.get(key) != now:
-            reasons.append(f"{key} {manifest.get(key)} -> {now}")
-    from .steps.sequence import code_fingerprint
-
-    if manifest.get("extra", {}).get("code_fingerprint") != (now := code_fingerprint()):
-        reasons.append(f"code changed: {str(manifest.get('extra', {}).get('code_fingerprint'))[:12]} -> {now[:12]}")
-    before = {i.get("source"): i.get("sha256") for i in manifest.get("inputs", [])}
-    for name in sorted(set(before) | set(input_sha256)):
-        if before.get(name) != input_sha256.get(name):
-            old, new = before.get(name), input_sha256.get(name)
-            reasons.append(f"input {name}: {(old or 'none')[:12]} -> {(new or 'none')[:12]}")
-    if phase == CURRENT_PHASE:
-        source = (manifest.get("extra", {}).get("plans") or {}).get("source") or {}
-        old, new = source.get("sha256"), plan_sha256(settings)
-        if old != new:
-            reasons.append(f"plan table: {(old or 'none')[:12]} -> {(new or 'none')[:12]}")
-    from .publish.swap import mismatched  # sha256, not sizes: a same-size swap leftover is seen
-
-    try:
-        reasons += [f"published file missing or altered: {Path(settings.output_dir) / p}"
-                    for p in mismatched(Path(settings.output_dir), manifest)]
-    except ValueError as err:      # a path out of the output folder: nothing read from it, a whole new set
-        reasons.append(f"published manifest unusable ({err})")
-    return reasons
-
-
 # ---------------------------------------------------------------- commands
 def fetch_for(settings, catalog, phases: list[str], progress: Progress) -> dict:
     """Every source the phases read, fetched once (FetchResult by source name)."""
@@ -180,6 +129,8 @@ def phase_to_build(settings, catalog, phase: str, fetched: dict, force: bool, pr
     from .publish.release import repair_published
     for line in repair_published(settings, phase):
         progress.line(f"{phase}: {line}")
+    from .steps.since_published import changes_since_manifest
+
     reasons = changes_since_manifest(settings, phase, {n: r.sha256 for n, r in files.items()})
     if not reasons and not force:
         progress.line(f"{phase}: nothing changed since the published build (inputs, plan table, code version); "
@@ -281,6 +232,8 @@ def cmd_check_sources(args: argparse.Namespace, progress: Progress) -> int:
             print(f"{name}\t{mode}\tERROR\t{err}")
             continue
         print(f"{name}\t{mode}\t{version}\t{where}")
+    from .steps.since_published import plan_sha256
+
     plan = plan_sha256(settings)
     print(f"plan_table\tfile\t{'sha256:' + plan if plan else 'none'}\t{settings.plans_path or '(TI_PLANS_PATH unset)'}")
     if failed:

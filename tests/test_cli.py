@@ -14,6 +14,8 @@ import pytest
 from pipeline import cli
 from pipeline.cli import main
 from pipeline.settings import Settings
+from pipeline.steps import since_published
+from pipeline.steps.since_published import changes_since_manifest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -77,23 +79,21 @@ def test_what_counts_as_a_change(built, tmp_path, monkeypatch):
     out = built["out"]
     settings = Settings(mirror_dir=Path(built["args"][3]), output_dir=out)
     shas = {i["source"]: i["sha256"] for i in manifest(out)["inputs"]}
-    assert cli.changes_since_manifest(settings, "2023-2027", shas) == []
-    assert cli.changes_since_manifest(settings, "2023-2027", {**shas, "ti2023_communes": "0" * 64}) == [
+    assert changes_since_manifest(settings, "2023-2027", shas) == []
+    assert changes_since_manifest(settings, "2023-2027", {**shas, "ti2023_communes": "0" * 64}) == [
         f"input ti2023_communes: {shas['ti2023_communes'][:12]} -> {'0' * 12}"]
     plans = tmp_path / "plans.csv"
     plans.write_text("id_ti,axe_innovation\nti-8418,true\n", encoding="utf-8")
     with_plans = Settings(mirror_dir=settings.mirror_dir, output_dir=out, plans_path=plans)
-    assert cli.changes_since_manifest(with_plans, "2023-2027", shas)[0].startswith("plan table: none -> ")
-    monkeypatch.setattr(cli, "__version__", "99.0")
-    assert cli.changes_since_manifest(settings, "2023-2027", shas) == [
+    assert changes_since_manifest(with_plans, "2023-2027", shas)[0].startswith("plan table: none -> ")
+    monkeypatch.setattr(since_published, "__version__", "99.0")
+    assert changes_since_manifest(settings, "2023-2027", shas) == [
         f"pipeline_version {manifest(out)['pipeline_version']} -> 99.0"]
-    assert cli.changes_since_manifest(settings, "2018-2022", shas)[0].startswith("no published manifest")
+    assert changes_since_manifest(settings, "2018-2022", shas)[0].startswith("no published manifest")
     monkeypatch.undo()
-    # a code change without a version bump is seen through the manifest's code fingerprint
-    import pipeline.steps.sequence
-
-    monkeypatch.setattr(pipeline.steps.sequence, "code_fingerprint", lambda: "f" * 64)
-    assert cli.changes_since_manifest(settings, "2023-2027", shas) == [
+    # a code change without a version bump is seen through the manifest's code version
+    monkeypatch.setattr(since_published, "build_code_version", lambda: "f" * 64)
+    assert changes_since_manifest(settings, "2023-2027", shas) == [
         f"code changed: {manifest(out)['extra']['code_fingerprint'][:12]} -> {'f' * 12}"]
 
 

@@ -315,8 +315,8 @@ def test_a_rename_failing_mid_swap_puts_every_previous_file_back(small, tmp_path
 
 
 def test_a_set_mixed_by_a_killed_swap_is_seen_and_repaired(small, tmp_path):
-    from pipeline.cli import changes_since_manifest
     from pipeline.publish.release import repair_published
+    from pipeline.steps.since_published import changes_since_manifest
 
     _publish(small, tmp_path, "good")
     released = _snapshot(tmp_path)
