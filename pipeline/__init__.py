@@ -1,7 +1,7 @@
 """territoires-industrie: build the Territoires d'industrie geometries from official lists.
 
 The core (sources, reconciliation, geometry, publishing) is plain Python; the Dagster layer lives in
-``pipeline.definitions`` and the ``pipeline.dagster_*`` modules.
+``pipeline.definitions`` and the ``pipeline.defs`` package.
 """
 
 __version__ = "0.1.0"
