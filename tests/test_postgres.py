@@ -88,7 +88,9 @@ def production(tmp_path_factory):
         import dagster_postgres  # noqa: F401
     except ImportError:
         _unavailable("the [postgres] extra is not installed: pip install -e '.[postgres]'")
-    if not glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"):
+    # the newest server, as step 1 takes it (Debian keeps the programs out of PATH)
+    pg_ctl = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), key=lambda p: int(p.split("/")[4]))
+    if not pg_ctl:
         _unavailable(f"PostgreSQL server programs (initdb, pg_ctl) not found: {INSTALL}")
     if os.geteuid() != 0:
         _unavailable("docs/PRODUCTION.md's steps run as root (the server as `postgres`, with runuser)")
@@ -118,8 +120,8 @@ def production(tmp_path_factory):
     finally:
         for group in services:
             _stop_group(group)
-        subprocess.run(["runuser", "-u", "postgres", "--", str(Path(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl")[-1])),
-                        "-D", env["PGDATA"], "-m", "fast", "-w", "stop"], capture_output=True, timeout=120)
+        subprocess.run(["runuser", "-u", "postgres", "--", pg_ctl[-1], "-D", env["PGDATA"], "-m", "fast", "-w", "stop"],
+                       capture_output=True, timeout=120)
         shutil.rmtree(pg_root, ignore_errors=True)
 
 
