@@ -1,4 +1,4 @@
-"""Docstrings and comments name only modules that exist: every ``pipeline.<module>`` reference in
+"""Docstrings and comments name only modules that exist, and the docs no folder of one machine: every ``pipeline.<module>`` reference in
 the package's source resolves to a module (or to a name defined in one), and every ``<folder>/<name>.py``
 path names a file of the package or the repository (a bare ``<name>.py``, a file somewhere in it)."""
 
@@ -53,3 +53,20 @@ def test_module_references_exist(path):
 def test_a_stale_reference_is_caught():
     assert not _resolves("pipeline.dagster_assets") and not _resolves("pipeline.plans.PLAN_COLUMNS")
     assert _resolves("pipeline.sources.plans.PLAN_COLUMNS") and _resolves("pipeline.defs")
+
+
+MACHINE_PATH = re.compile(r"(?<![\w.~-])/(?:work|root|home|Users)/|(?:^|\s)(?:\.|source) /\S*/bin/activate")
+DOCS = sorted([ROOT / "README.md", ROOT / "bench" / "README.md", *(ROOT / "docs").glob("*.md")])
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_docs_name_no_folder_of_one_machine(doc):
+    """A reader's machine has none of ours: no home or work folder, no venv to activate at an absolute path."""
+    found = [f"{doc.relative_to(ROOT)}:{n}: {line.strip()}" for n, line in
+             enumerate(doc.read_text(encoding="utf-8").splitlines(), 1) if MACHINE_PATH.search(line)]
+    assert not found, "\n".join(found)
+
+
+def test_a_machine_path_is_caught():
+    assert MACHINE_PATH.search(". /work/venvs/x/bin/activate") and MACHINE_PATH.search("see /home/me/data")
+    assert not MACHINE_PATH.search("python bench/run.py --output /tmp/R.md")
