@@ -1,6 +1,9 @@
-"""Docstrings and comments name only modules that exist, and the docs no folder of one machine: every ``pipeline.<module>`` reference in
-the package's source resolves to a module (or to a name defined in one), and every ``<folder>/<name>.py``
-path names a file of the package or the repository (a bare ``<name>.py``, a file somewhere in it)."""
+"""Docstrings and comments name only modules that exist, and the docs no folder of one machine.
+
+Every ``pipeline.<module>`` reference in the package's source resolves to a module (or to a name
+defined in one); every ``<folder>/<name>.py`` path names a file of the package or the repository,
+and a bare ``<name>.py`` a file somewhere in it. No doc names a home or work folder or a venv to
+activate at an absolute path."""
 
 from __future__ import annotations
 
