@@ -51,6 +51,8 @@ def render_settings_table() -> str:
     lines = [BEGIN, "", "| variable | what it sets | value | default |", "| --- | --- | --- | --- |"]
     for f in fields(Settings):
         meta = field_meta(f.name)
+        if not meta.get("doc"):
+            raise ValueError(f"Settings.{f.name} has no 'doc' in its json_schema_extra: say what it sets")
         lines.append(f"| `{meta['env']}` | {_cell(meta['doc'])} | {_cell(meta['expect'])} | "
                      f"{_cell(default_text(f.name))} |")
     return "\n".join([*lines, "", END])
