@@ -304,9 +304,40 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="worker threads for the geometry work (default: min(2, CPU count))")
 
 
+# The settings the top-level --help names (README "Settings" lists them all); their lines come
+# from Settings, so the help cannot drift from the variables the code reads.
+MAIN_SETTINGS = ("mirror_dir", "output_dir", "raw_dir", "plans_path", "keep_releases")
+
+
+def top_epilog() -> str:
+    """The top-level help's plain-text end: main settings, exit codes, one example."""
+    from .settings import describe_setting
+
+    settings = "\n".join(f"  {describe_setting(name)}" for name in MAIN_SETTINGS)
+    return f"""\
+main settings (environment variables; all of them: README, "Settings"):
+{settings}
+
+exit codes:
+  {EXIT_OK:<4} built and published (check-sources: every source answered; lookup: every query found)
+  {EXIT_UNCHANGED:<4} build: nothing changed since the published build, nothing rebuilt
+  {EXIT_NOT_FOUND:<4} lookup: a query found no commune of the membership table
+  {EXIT_FAILED:<4} a failure you can act on, in one line on stderr (bad setting, input or check)
+  {EXIT_UNEXPECTED:<4} an unexpected error, with its traceback
+  {EXIT_INTERRUPTED:<4} interrupted; {EXIT_BROKEN_PIPE} output pipe closed
+
+example (offline, from the shared mirror, every phase):
+  TI_MIRROR_DIR=../shared/data territoires-industrie build --offline --phase all"""
+
+
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="territoires-industrie", description=__doc__.split("\n\n")[0])
-    sub = top.add_subparsers(dest="command", required=True)
+    top = argparse.ArgumentParser(
+        prog="territoires-industrie", epilog=top_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Build and publish one geometry per French Territoire d'industrie, with the core "
+                    "(no Dagster service needed).")
+    top.add_argument("--version", action="version", help="print the package and contract versions and exit",
+                     version=f"territoires-industrie {__version__} (contract {CONTRACT_VERSION})")
+    sub = top.add_subparsers(dest="command", required=True, title="commands", metavar="COMMAND")
     b = sub.add_parser("build", help="build and publish what changed",
                        description="Build and publish the territories of a phase, only if an input changed.")
     _add_common(b)

@@ -201,3 +201,32 @@ def test_failed_checks_name_the_check_and_its_first_items():
         "lists.csv) is not a COG 2023 commune code; ti-1: commune 97991 (line 2 of lists.csv) is not a COG 2023 "
         "commune code; ti-2: commune 97992 (line 3 of lists.csv) is not a COG 2023 commune code and 2 more), "
         "no_unexpected_overlaps (ti-1 / ti-2)")
+
+
+def test_version_prints_package_and_contract_versions():
+    from pipeline import CONTRACT_VERSION, __version__
+
+    proc = subprocess.run([sys.executable, "-m", "pipeline", "--version"], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == f"territoires-industrie {__version__} (contract {CONTRACT_VERSION})"
+
+
+def test_top_level_help_is_plain_text_with_commands_settings_exit_codes_and_an_example():
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    text = out.getvalue()
+    assert exit_.value.code == 0
+    for markup in ("``", ":mod:", ":meth:", ":func:", ".. "):   # reStructuredText roles and directives
+        assert markup not in text
+    for command in ("build", "check-sources", "lookup"):
+        assert f"    {command}" in text
+    for name in cli.MAIN_SETTINGS:
+        assert Settings.__pydantic_fields__[name].json_schema_extra["env"] in text   # type: ignore[attr-defined]
+    for code in (cli.EXIT_OK, cli.EXIT_FAILED, cli.EXIT_UNCHANGED, cli.EXIT_NOT_FOUND, cli.EXIT_UNEXPECTED):
+        assert f"\n  {code} " in text.split("exit codes:")[1]
+    example = text.split("example")[1].splitlines()[1].split()
+    assert example[1] == "territoires-industrie"
+    args = cli.parser().parse_args(example[2:])   # the example is a valid command line
+    assert args.command == "build" and args.offline

@@ -3,7 +3,7 @@
 Mirror mode (``TI_MIRROR_DIR``): the mirror file is read in place, never copied.
 
 Live mode: ``spec.url`` is downloaded into ``<raw_dir>/<source>/<file name>`` (see
-:func:`cache_path`) with timeouts, bounded retries and backoff (:mod:`pipeline.http`). The body is
+:func:`cache_path`) with timeouts, bounded retries and backoff (:mod:`pipeline.sources.http`). The body is
 streamed to a temp file in the same folder and checked before it replaces the cached copy with an
 atomic rename: Content-Length, gzip integrity (when the body is gzip), the expected format (an HTML
 page served with 200 is refused, parquet must start with ``PAR1``, json with ``{`` or ``[``), and the

@@ -515,7 +515,7 @@ def publish_build(result: BuildResult, settings: Settings, plans=None, build_id:
         "code_fingerprint": build_code_version(),   # the code version (pipeline.code_version)
         "change_guard": change_guard,
         "timings_s": result.timings,
-        "lock": resolve.lock_of_inputs(result.inputs),   # the manifest's top-level ``lock`` (see manifest.py)
+        "lock": resolve.lock_of_inputs(result.inputs),   # the manifest's top-level ``lock`` (see publish/manifest.py)
     }
     return publish_release(territories, settings, build_id=build_id or new_build_id(),
                            inputs=[{k: v for k, v in i.items() if k != "lock"} for i in result.inputs],
