@@ -25,7 +25,7 @@ import traceback
 from pathlib import Path
 from typing import TextIO
 
-from . import runtime
+from . import CONTRACT_VERSION, __version__, runtime
 from .errors import PipelineError, PlanTableError
 from .phases import CURRENT_PHASE, PHASES
 
