@@ -44,11 +44,11 @@ class Package:
     assets: Path = ASSETS_DIR
 
     def modules_under(self, package: str) -> list[str]:
-        """Every module of ``package`` (``pipeline.x``), its subpackages' included."""
+        """Every module of ``package`` (e.g. ``pipeline.settings``), its subpackages' included."""
         return [m for m in _index(self.modules) if m.startswith(package + ".")]
 
     def file_of(self, module: str) -> Path | None:
-        """The file of ``module`` (``pipeline.x.y``) in this package, or None (not one of ours)."""
+        """The file of ``module`` (e.g. ``pipeline.sources.fetch``) in this package, or None (not one of ours)."""
         return _index(self.modules).get(module)
 
 
