@@ -118,7 +118,7 @@ def unchanged(context: AssetExecutionContext, settings: Settings, phase: str, in
     build_id = read_manifest(stable_paths(settings.output_dir, phase)["manifest"]).get("build_id", "")
     context.log_event(AssetObservation(asset_key=context.asset_key, metadata={
         "published": False, "reason": message, "published_build_id": build_id}))
-    context.instance.add_run_tags(context.run_id, {f"ti/unchanged_{phase_key(phase)}": build_id})
+    context.instance.add_run_tags(context.run.run_id, {f"ti/unchanged_{phase_key(phase)}": build_id})
     return True
 
 
