@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import functools
 import json
-import os
-import stat
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import jsonschema
 
 from .errors import PipelineError
+from .regular_files import RefusedFile, read_regular
 from .settings import ASSETS_DIR
 
 MAX_DOCUMENT_BYTES = 64 << 20   # a manifest of a real build is ~100 KiB: far below, yet no file is read whole
@@ -35,24 +34,12 @@ def read_bounded(path: Path, what: str, max_bytes: int | None = None) -> bytes:
     is absent (callers decide what a missing file means), InvalidDocument otherwise."""
     max_bytes = MAX_DOCUMENT_BYTES if max_bytes is None else max_bytes
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)   # O_NONBLOCK: a FIFO never blocks the open
-    except FileNotFoundError:
-        raise
-    except OSError as err:
-        raise InvalidDocument(f"{what} {path} cannot be read ({err.strerror or err})") from None
-    mode = os.fstat(fd).st_mode
-    if not stat.S_ISREG(mode):
-        os.close(fd)
-        kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
-        raise InvalidDocument(f"{what} {path} is {kind}; refused")
-    with os.fdopen(fd, "rb") as fh:
-        try:
-            data = fh.read(max_bytes + 1)
-        except OSError as err:
-            raise InvalidDocument(f"{what} {path} cannot be read ({err.strerror or err})") from None
-    if len(data) > max_bytes:
-        raise InvalidDocument(f"{what} {path} is larger than {max_bytes:,} bytes; refused (not read further)")
-    return data
+        return read_regular(path, max_bytes)
+    except RefusedFile as err:
+        if err.kind == "too_large":
+            raise InvalidDocument(f"{what} {path} is larger than {max_bytes:,} bytes; refused (not read further)") \
+                from None
+        raise InvalidDocument(f"{what} {path} {err.why.removeprefix('it ')}; refused") from None
 
 
 @functools.cache

@@ -41,6 +41,7 @@ from pathlib import Path
 from .errors import PipelineError
 from .phases import CURRENT_PHASE as DEFAULT_PHASE
 from .publish.layout import MANIFEST_NAME, STABLE_NAMES, stable_dir
+from .regular_files import RefusedFile, read_regular
 
 TABLE = "communes"
 MAX_MANIFEST_BYTES = 64 << 20
@@ -211,16 +212,15 @@ def read_table(path: Path, max_bytes: int = 512 << 20) -> PublishedTable:
 
 def _read_bounded(path: Path, max_bytes: int, what: str) -> bytes:
     try:
-        if not path.is_file():
-            raise LookupTableError(f"no {what} at {path}: build and publish first (territoires-industrie "
-                                   "build), or pass --output DIR / --table FILE")
-        with open(path, "rb") as fh:
-            data = fh.read(max_bytes + 1)
-    except OSError as err:
-        raise LookupTableError(f"{path}: cannot read the {what}: {err.strerror or err}") from None
-    if len(data) > max_bytes:
-        raise LookupTableError(f"{path}: {what} larger than {max_bytes >> 20} MiB (TI_MAX_TABLE_MB); not read")
-    return data
+        return read_regular(path, max_bytes)
+    except FileNotFoundError:
+        raise LookupTableError(f"no {what} at {path}: build and publish first (territoires-industrie "
+                               "build), or pass --output DIR / --table FILE") from None
+    except RefusedFile as err:
+        if err.kind == "too_large":
+            raise LookupTableError(f"{path}: {what} larger than {max_bytes >> 20} MiB (TI_MAX_TABLE_MB); not read") \
+                from None
+        raise LookupTableError(f"{path}: cannot read the {what}: {err.why}") from None
 
 
 def _check_manifest(path: Path, sha256: str) -> tuple[bool | None, str, str | None]:

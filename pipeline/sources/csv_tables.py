@@ -23,6 +23,7 @@ import pandas as pd
 
 from ..errors import InputFormatError
 from ..limits import DEFAULT_LIMITS, Limits, MiB
+from ..regular_files import RefusedFile, read_regular
 
 _WS = " \t\r\n\xa0\u202f\u2007\u200b\ufeff"
 INSEE_RE = re.compile(r"^(?:\d{5}|2[AB]\d{3})$")
@@ -53,35 +54,17 @@ def shown(value: object, limit: int = SHOWN_CHARS) -> str:
     return repr(cut) + ("..." if isinstance(value, (str, bytes)) and len(value) > limit else "")
 
 
-def open_regular(path: Path, what: str = "file", error=InputFormatError):
-    """Open ``path`` for reading only if it is a regular file (not a device such as /dev/zero, a
-    FIFO or a directory, which would read for ever, block or fail obscurely)."""
-    import os
-    import stat
-
-    try:
-        mode = os.stat(path).st_mode
-    except OSError as err:
-        raise error(f"{path}: cannot read {what} ({err.strerror or err})") from None
-    if not stat.S_ISREG(mode):
-        kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
-        raise error(f"{path}: cannot read {what}: it is {kind}")
-    try:
-        return open(path, "rb")
-    except OSError as err:
-        raise error(f"{path}: cannot read {what} ({err.strerror or err})") from None
-
-
 def read_raw(path: Path, limit: int, what: str = "file") -> bytes:
     """The bytes of a regular file of at most ``limit`` bytes (``Limits.table_bytes``)."""
-    with open_regular(path, what) as fh:
-        try:
-            data = fh.read(limit + 1)
-        except OSError as err:
-            raise InputFormatError(f"{path}: cannot read {what} ({err.strerror or err})") from None
-    if len(data) > limit:
-        raise InputFormatError(f"{path}: {what} larger than {_size(limit)} (raise TI_MAX_TABLE_MB to read it)")
-    return data
+    try:
+        return read_regular(path, limit)
+    except FileNotFoundError as err:
+        raise InputFormatError(f"{path}: cannot read {what} ({err.strerror or err})") from None
+    except RefusedFile as err:
+        if err.kind == "too_large":
+            raise InputFormatError(f"{path}: {what} larger than {_size(limit)} (raise TI_MAX_TABLE_MB to read it)") \
+                from None
+        raise InputFormatError(f"{path}: cannot read {what}: {err.why}") from None
 
 
 def read_bytes(path: Path, limit: int) -> bytes:
