@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC
@@ -30,6 +31,7 @@ from ..geometry import coverage as geometry
 from ..geometry.coverage import DissolveStats
 from ..limits import DEFAULT_LIMITS, Limits
 from ..phases import CURRENT_PHASE, PREVIOUS_PHASE
+from ..reconcile.list_labels import Labelled, check_labels
 from ..reconcile.membership import Membership, build_membership, list_order
 from ..reconcile.phase_overlap import overlaps
 from ..schema import TERRITORY_COLUMNS
@@ -151,9 +153,19 @@ def load_changes(fetched: dict[str, FetchResult], cache_dir: Path | None = None,
                          lambda: {"changes": read_commune_changes(src.path, limits)})["changes"]
 
 
+def reference_years(catalog: Catalog, fetched: dict[str, FetchResult]) -> list[int]:
+    """The COG years whose three decoupage-administratif files were fetched."""
+    return sorted(r.cog for n, r in fetched.items() if catalog.source(n).kind == "decoupage_communes"
+                  and all(f"decoupage_{r.cog}_{w}" in fetched for w in ("communes", "epci", "ept")))
+
+
 def phase_membership(catalog: Catalog, phase: str, fetched: dict[str, FetchResult], admin: AdminRef,
-                     changes: pd.DataFrame, boundary_codes: set[str], limits: Limits = DEFAULT_LIMITS) -> Membership:
-    """One phase's lists reconciled to the boundary codes (see :func:`~pipeline.reconcile.membership.build_membership`)."""
+                     changes: pd.DataFrame, boundary_codes: set[str], limits: Limits = DEFAULT_LIMITS,
+                     admin_of: Callable[[int], AdminRef] | None = None) -> Membership:
+    """One phase's lists reconciled to the boundary codes (see :func:`~pipeline.reconcile.membership.build_membership`).
+
+    With ``admin_of`` (the reference of a COG year), each list's content is first checked against
+    the COG year its label claims (:func:`pipeline.reconcile.list_labels.check_labels`)."""
     spec: PhaseSpec = catalog.phases[phase]
     if list_cog(spec, fetched) != admin.cog:
         raise ReconciliationError(
@@ -171,6 +183,12 @@ def phase_membership(catalog: Catalog, phase: str, fetched: dict[str, FetchResul
         groupements_list, p = read_ti_groupements(fetched[spec.groupements].path, limits)
         problems += p
         releases["groupements"] = fetched[spec.groupements].release
+    if admin_of is not None:
+        def labelled(name: str | None, frame: pd.DataFrame | None) -> Labelled | None:
+            return None if name is None or frame is None else Labelled(name, str(fetched[name].origin),
+                                                                       fetched[name].cog, frame)
+        check_labels(phase, labelled(spec.communes, communes_list), labelled(spec.groupements, groupements_list),
+                     reference_years(catalog, fetched), admin_of, changes)
     return build_membership(
         communes_list=communes_list, groupements_list=groupements_list, admin=admin, changes=changes,
         boundary_codes=boundary_codes, boundary_cog=boundary_cog(catalog, fetched),
@@ -214,13 +232,16 @@ def reconcile_phase(settings: Settings, catalog: Catalog, phase: str, fetched: d
 
     from ..publish.membership_tables import references
 
+    def admin_of(cog: int) -> AdminRef:
+        return load_admin(catalog, fetched, cog, parsed, limits)
+
     def reconcile(which: str) -> Membership:
-        admin = load_admin(catalog, fetched, list_cog(catalog.phases[which], fetched), parsed, limits)
-        return phase_membership(catalog, which, fetched, admin, changes, codes, limits)
+        admin = admin_of(list_cog(catalog.phases[which], fetched))
+        return phase_membership(catalog, which, fetched, admin, changes, codes, limits, admin_of)
 
     boundary_admin = load_admin(catalog, fetched, boundary_cog(catalog, fetched), parsed, limits)
     list_admin = load_admin(catalog, fetched, list_cog(catalog.phases[phase], fetched), parsed, limits)
-    membership = phase_membership(catalog, phase, fetched, list_admin, changes, codes, limits)
+    membership = phase_membership(catalog, phase, fetched, list_admin, changes, codes, limits, admin_of)
     refs = references(membership, list_admin, boundary_admin)   # names and EPCI of the members, published
     previous = reconcile(PREVIOUS_PHASE) if phase == CURRENT_PHASE and PREVIOUS_PHASE in catalog.phases else None
     return Reconciliation(membership, previous, boundary_admin, codes, refs)
