@@ -109,10 +109,13 @@ def plan_sha256(settings) -> str | None:
 
 
 # ---------------------------------------------------------------- change detection
-def changes_since_manifest(settings, phase: str, input_sha256: dict[str, str]) -> list[str]:
+def changes_since_manifest(settings, phase: str, input_sha256: dict[str, str],
+                           labels: dict[str, dict] | None = None) -> list[str]:
     """Why ``phase`` needs a rebuild compared with its published manifest; [] when nothing changed.
 
-    ``input_sha256`` maps each source the phase reads to the sha256 of its current file.
+    ``input_sha256`` maps each source the phase reads to the sha256 of its current file; ``labels``
+    to its lock entry (file name, COG year, release, date): the same content under another label
+    is a change too (a label is a claim, checked by the build).
     """
     from .publish.layout import stable_paths
     from .publish.manifest import read_manifest
@@ -137,6 +140,14 @@ def changes_since_manifest(settings, phase: str, input_sha256: dict[str, str]) -
         if before.get(name) != input_sha256.get(name):
             old, new = before.get(name), input_sha256.get(name)
             reasons.append(f"input {name}: {(old or 'none')[:12]} -> {(new or 'none')[:12]}")
+    from .publish.changes import LABEL
+
+    for name, now_label in (labels or {}).items():
+        was = (manifest.get("lock") or {}).get(name) or {}
+        if was and before.get(name) == input_sha256.get(name):
+            moved = [f"{k} {was.get(k)} -> {now_label.get(k)}" for k in LABEL if was.get(k) != now_label.get(k)]
+            if moved:
+                reasons.append(f"input {name}: same content, new label: {', '.join(moved)}")
     if phase == CURRENT_PHASE:
         source = (manifest.get("extra", {}).get("plans") or {}).get("source") or {}
         old, new = source.get("sha256"), plan_sha256(settings)
@@ -178,7 +189,8 @@ def phase_to_build(settings, catalog, phase: str, fetched: dict, force: bool, pr
     from .publish.release import repair_published
     for line in repair_published(settings, phase):
         progress.line(f"{phase}: {line}")
-    reasons = changes_since_manifest(settings, phase, {n: r.sha256 for n, r in files.items()})
+    reasons = changes_since_manifest(settings, phase, {n: r.sha256 for n, r in files.items()},
+                                     {n: r.lock for n, r in files.items() if r.lock})
     if not reasons and not force:
         progress.line(f"{phase}: nothing changed since the published build (inputs, plan table, code version); "
                       "use --force to rebuild")
@@ -197,6 +209,9 @@ def build_phase(settings, catalog, phase: str, fetched: dict, progress: Progress
         result = core.build_phase(settings, catalog, phase, files)
     progress.line(f"{phase}: {len(result.territories)} territories; steps: "
                   + ", ".join(f"{k} {v:.1f}s" for k, v in result.timings.items()))
+    for r in result.membership.renamed_between_lists:
+        progress.line(f"  {r['id_ti']} renamed between the lists: {r['old']!r} ({r['old_list']}) -> {r['new']!r} "
+                      f"({r['new_list']}, the most recent: its name is published)")
     for check in result.checks:
         progress.line(f"  check {check.name}: {'passed' if check.passed else 'FAILED'}")
     return result

@@ -155,6 +155,7 @@ def _build_metadata(result: core.BuildResult) -> dict:
         "list_disagreements_list": _md_table([{**d, "only_in_communes_list": len(d["only_in_communes_list"]),
                                                "only_in_groupements_list": len(d["only_in_groupements_list"])}
                                               for d in m.disagreements]),
+        "renamed_between_lists_list": _md_table(m.renamed_between_lists),
         "errors_list": _json_list(m.errors),
         "perimeter_source": MetadataValue.json({str(k): int(v) for k, v in
                                                 m.territories["perimeter_source"].value_counts().items()}),

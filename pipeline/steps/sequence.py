@@ -12,6 +12,7 @@ tuning (threads, allocator, GC) is set by those entry points through :mod:`pipel
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -46,6 +47,8 @@ from . import quality
 
 if TYPE_CHECKING:   # publishing is imported when a build is published, not to build
     from ..publish.membership_tables import MembershipRefs
+
+log = logging.getLogger(__name__)
 
 BOUNDARIES = "communes_boundaries"
 CHANGES = "insee_mvt_communes"
@@ -242,6 +245,9 @@ def reconcile_phase(settings: Settings, catalog: Catalog, phase: str, fetched: d
     boundary_admin = load_admin(catalog, fetched, boundary_cog(catalog, fetched), parsed, limits)
     list_admin = load_admin(catalog, fetched, list_cog(catalog.phases[phase], fetched), parsed, limits)
     membership = phase_membership(catalog, phase, fetched, list_admin, changes, codes, limits, admin_of)
+    for r in membership.renamed_between_lists:   # the newest list's name wins; said in the log
+        log.info("%s: %s renamed between the lists: %r (%s list) -> %r (%s list, the most recent)", phase,
+                 r["id_ti"], r["old"], r["old_list"], r["new"], r["new_list"])
     refs = references(membership, list_admin, boundary_admin)   # names and EPCI of the members, published
     previous = reconcile(PREVIOUS_PHASE) if phase == CURRENT_PHASE and PREVIOUS_PHASE in catalog.phases else None
     return Reconciliation(membership, previous, boundary_admin, codes, refs)
@@ -544,6 +550,7 @@ def publish_build(result: BuildResult, settings: Settings, plans=None, build_id:
         "reconciled": result.membership.reconciled,
         "absorbed_outside": result.membership.absorbed_outside,
         "list_disagreements": result.membership.disagreements,
+        "renamed_between_lists": result.membership.renamed_between_lists,
         "dissolve": result.dissolve_stats.as_dict(),
         "boundaries": {"repaired": result.boundary_report.repaired, "empty": result.boundary_report.empty,
                        "duplicates": result.boundary_report.duplicates,
