@@ -77,7 +77,7 @@ def _small_files() -> dict[str, bytes]:
     out = io.BytesIO()
     full[full["code_insee"].isin(codes)].reset_index(drop=True).to_parquet(out)
     files = {BOUNDARIES: out.getvalue()}
-    read = dict(dtype=str, keep_default_na=False)
+    read: dict = {"dtype": str, "keep_default_na": False}
     communes = pd.read_csv(DATA / COMMUNES, **read)
     inside = communes.groupby("id_ti")["insee_com"].apply(lambda s: set(s) <= codes)
     keep = set(inside[inside].index)
@@ -236,7 +236,7 @@ def _apply(mirror_src: Path, root: Path, case) -> Path:
 
 def _expected_names(mirror: Path) -> dict[str, str] | None:
     """The names the (possibly mutated) most recent list gives, None when it cannot be read."""
-    files = sorted((mirror / TI).glob("*grpt*")) + [mirror / GROUPEMENTS]
+    files = [*sorted((mirror / TI).glob("*grpt*")), mirror / GROUPEMENTS]
     for path in files:
         if path.is_file():
             with contextlib.suppress(PipelineError):
