@@ -108,3 +108,26 @@ def test_a_new_label_that_the_content_fits_builds(tmp_path):
     renamed = "territoires_industrie/liste-ti-grpt2023-20250101.csv"
     lists = _reconcile(tmp_path, {renamed: (DATA / GROUPEMENTS).read_bytes()})
     assert lists.membership.summary()["territories"] == 183 and not lists.membership.errors
+
+
+def test_the_same_content_under_a_new_label_is_a_change_not_nothing(tmp_path):
+    from pipeline import CONTRACT_VERSION, __version__
+    from pipeline.cli import changes_since_manifest
+    from pipeline.publish.layout import stable_paths
+    from pipeline.steps.sequence import code_fingerprint
+
+    phase = "2018-2022"
+    label = {"file": "ti2023_groupements_anct_20240704.csv", "cog": 2023, "release": "2024-07-04",
+             "date": "2024-07-04", "how": "newest"}
+    path = stable_paths(tmp_path, phase)["manifest"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"pipeline_version": __version__, "contract_version": CONTRACT_VERSION,
+                                "extra": {"code_fingerprint": code_fingerprint()}, "outputs": [],
+                                "inputs": [{"source": "ti", "sha256": "ab"}], "lock": {"ti": label}}),
+                    encoding="utf-8")
+    settings = Settings(output_dir=tmp_path)
+    assert changes_since_manifest(settings, phase, {"ti": "ab"}, {"ti": {**label, "how": "pinned"}}) == []
+    relabelled = {**label, "file": "liste-ti-grpt2025-20250101.csv", "cog": 2025, "date": "2025-01-01"}
+    assert changes_since_manifest(settings, phase, {"ti": "ab"}, {"ti": relabelled}) == [
+        "input ti: same content, new label: file ti2023_groupements_anct_20240704.csv -> "
+        "liste-ti-grpt2025-20250101.csv, cog 2023 -> 2025, date 2024-07-04 -> 2025-01-01"]
