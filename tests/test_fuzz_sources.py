@@ -44,7 +44,7 @@ from source_fixtures import scratch_mirror
 from pipeline import cli
 from pipeline.errors import PipelineError
 from pipeline.publish.guard import guard_build
-from pipeline.reconcile.names import names_of
+from pipeline.sources.names import names_of
 from pipeline.sources.readers import read_ti_groupements
 from pipeline.steps.sequence import INTERNAL_COLUMNS
 

@@ -13,7 +13,7 @@ from source_fixtures import COMMUNES, GROUPEMENTS
 from pipeline.errors import CheckFailedError, InputFormatError
 from pipeline.publish import guard
 from pipeline.publish.changes import compare, label_changes, render_markdown
-from pipeline.reconcile.names import moved_names, names_of, renames
+from pipeline.sources.names import moved_names, names_of, renames
 from pipeline.sources.readers import read_ti_communes, read_ti_groupements
 
 DATA = require_shared_data()
@@ -111,3 +111,15 @@ def test_changes_report_renames_between_lists_and_labels_changed():
     text = render_markdown(report)
     assert "ti: file a-2023.csv -> a-2025.csv" in text and "- ti-1: 'Z' (communes) -> 'A' (groupements)" in text
     assert label_changes({"x": {"sha256": "1", "file": "a"}}, {"x": {"sha256": "2", "file": "b"}}) == []
+
+
+@pytest.mark.parametrize("rel", [GROUPEMENTS, COMMUNES])
+def test_a_duplicated_row_under_another_name_is_refused_not_merged_away(tmp_path, rel):
+    lines = (DATA / rel).read_text(encoding="utf-8").splitlines(keepends=True)
+    lines.append(lines[1].replace("Basse-Terre", "Guadeloupe", 1))     # the same (id, code), another name
+    path = tmp_path / "list.csv"
+    path.write_text("".join(lines), encoding="utf-8")
+    reader = read_ti_groupements if rel == GROUPEMENTS else read_ti_communes
+    with pytest.raises(InputFormatError, match=rf"{path}: territory ti-0101 has two names: 'Basse-Terre' \(line 2\) "
+                                               rf"and 'Guadeloupe' \(line {len(lines)}\)"):
+        reader(path)

@@ -28,7 +28,7 @@ import pandas as pd
 
 from ..checksums import sha256_file
 from ..errors import CheckFailedError
-from ..reconcile.names import moved_names
+from ..sources.names import moved_names
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ def check_changes(current: pd.DataFrame, published: Path | None, gaps: list[str]
     """Compare with the published territories (``published``: their GeoParquet, None for a first
     build); CheckFailedError past the thresholds unless ``accept``. ``moved_between_lists``: names
     that moved from one id to another between the phase's two lists
-    (:func:`pipeline.reconcile.names.moved_names`).
+    (:func:`pipeline.sources.names.moved_names`).
 
     Returns the report (kinds of change with their items, and whether it was accepted).
     """

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from ..sources.csv_tables import in_set
+from ..sources.names import moved_names, names_of, renames
 from ..sources.readers import AdminRef, ListProblem
 from . import vintages
-from .names import moved_names, names_of, renames
 
 
 @dataclass

@@ -15,7 +15,7 @@ from __future__ import annotations
 import pandas as pd
 
 from ..errors import InputFormatError
-from ..sources.csv_tables import clean_text, shown
+from .csv_tables import clean_text, shown
 
 
 def names_of(frame: pd.DataFrame | None) -> dict[str, str]:
