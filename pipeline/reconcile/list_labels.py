@@ -67,12 +67,13 @@ def check_labels(phase: str, communes: Labelled | None, groupements: Labelled | 
         raise _refuse(phase, groupements, why.replace("codes", "SIRENs"))
     if communes is None or communes.cog not in codes:
         return
-    listed = communes.frame[["id_ti", "insee_com"]]
+    listed = _pairs(communes.frame)
+    listed_codes = {code for _tid, code in listed}
     differ = {}
     for year in years:   # the list by commune in each year's codes, compared with that year's expansion
-        mapping = vintages.code_mapping(changes, set(listed["insee_com"].tolist()), communes.cog, year, codes[year])
-        reference = {(tid, new) for tid, code in zip(listed["id_ti"].tolist(), listed["insee_com"].tolist())
-                     for new in mapping.get(code, {code})}
+        moved = vintages.code_mapping_moved(changes, listed_codes, communes.cog, year, codes[year])
+        hit = {(tid, code) for tid, code in listed if code in moved} if moved else set()
+        reference = (listed - hit) | {(tid, new) for tid, code in hit for new in moved[code]}
         differ[year] = len(reference ^ expanded[year])
     why = groupement_misfit(differ, groupements.cog)
     if why:
