@@ -131,3 +131,28 @@ def test_the_same_content_under_a_new_label_is_a_change_not_nothing(tmp_path):
     assert changes_since_manifest(settings, phase, {"ti": "ab"}, {"ti": relabelled}) == [
         "input ti: same content, new label: file ti2023_groupements_anct_20240704.csv -> "
         "liste-ti-grpt2025-20250101.csv, cog 2023 -> 2025, date 2024-07-04 -> 2025-01-01"]
+
+
+def test_the_issues_relabelled_groupement_list_stops_the_cli_in_one_line_and_nothing_changes(published_out, tmp_path):
+    """The 2023 groupement list renamed liste-ti-grpt2025-20250101.csv: refused even with --force."""
+    import contextlib
+    import io
+    import shutil
+
+    from pipeline.cli import main
+
+    mirror = scratch_mirror(tmp_path / "m", DATA, {f"{GROUPEMENTS.rsplit('/', 1)[0]}/liste-ti-grpt2025-20250101.csv":
+                                                   (DATA / GROUPEMENTS).read_bytes()})
+    out = tmp_path / "data_out"
+    shutil.copytree(published_out, out, symlinks=True)
+    before = {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file() and p.name != ".publish.lock"}
+    for extra in ([], ["--force"]):
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            code = main(["build", "--offline", "--mirror", str(mirror), "--output", str(out), *extra])
+        last = err.getvalue().strip().splitlines()[-1]
+        assert code == 2 and "Traceback" not in err.getvalue(), err.getvalue()[-2000:]
+        assert last.startswith("error: 2023-2027: source ti2023_groupements (") and "is labelled COG 2025 but" in last
+        assert "same content, new label: file ti2023_groupements_anct_20240704.csv -> liste-ti-grpt2025" in err.getvalue()
+        assert {p: p.read_bytes() for p in sorted(out.rglob("*"))
+                if p.is_file() and p.name != ".publish.lock"} == before
