@@ -67,7 +67,7 @@ MAX_SECONDS = 120          # one example (a build of the small mirror takes a fe
 # is printed as generated.
 _COMMON: dict = {"deadline": None, "database": None, "phases": [Phase.explicit, Phase.generate],
                  "suppress_health_check": [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]}
-settings.register_profile("ci", max_examples=6, derandomize=True, **_COMMON)
+settings.register_profile("ci", max_examples=12, derandomize=True, **_COMMON)
 settings.register_profile("long", max_examples=150, **_COMMON)
 _NAME = os.environ.get("HYPOTHESIS_PROFILE", "ci")
 PROFILE = settings.get_profile(_NAME if _NAME in ("ci", "long") else "ci")
