@@ -74,6 +74,23 @@ def copy_beside(source: Path, target: Path, record: list[Path] | None = None) ->
     return tmp
 
 
+def backup(target: Path, record: list[Path]) -> Path:
+    """A hard link (else a copy) of the existing ``target`` beside it, under a temp name recorded in
+    ``record`` before anything is written (a copy that fills the disk is removed; the caller removes
+    the backup once it is no longer needed, whatever happens)."""
+    tmp = temp_path(target)
+    record.append(tmp)
+    try:
+        os.link(target, tmp)
+    except OSError:
+        try:
+            shutil.copy2(target, tmp)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+    return tmp
+
+
 def leftovers(folder: Path) -> list[Path]:
     """Temp files an interrupted writer left in ``folder`` (regular files only)."""
     folder = Path(folder)

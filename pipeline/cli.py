@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
 import os
 import sys
@@ -27,7 +26,6 @@ from pathlib import Path
 from typing import TextIO
 
 from . import CONTRACT_VERSION, __version__, runtime
-from .checksums import sha256_file
 from .errors import PipelineError, PlanTableError
 from .phases import CURRENT_PHASE, PHASES
 
@@ -102,64 +100,6 @@ def settings_from_args(args: argparse.Namespace, env: dict[str, str] | None = No
     return settings
 
 
-def plan_sha256(settings) -> str | None:
-    if settings.plans_path is None:
-        return None
-    return sha256_file(settings.plans_path)
-
-
-# ---------------------------------------------------------------- change detection
-def changes_since_manifest(settings, phase: str, input_sha256: dict[str, str],
-                           labels: dict[str, dict] | None = None) -> list[str]:
-    """Why ``phase`` needs a rebuild compared with its published manifest; [] when nothing changed.
-
-    ``input_sha256`` maps each source the phase reads to the sha256 of its current file; ``labels``
-    to its lock entry (file name, COG year, release, date): the same content under another label
-    is a change too (a label is a claim, checked by the build).
-    """
-    from .publish.layout import stable_paths
-    from .publish.manifest import read_manifest
-
-    paths = stable_paths(settings.output_dir, phase)
-    try:
-        manifest = read_manifest(paths["manifest"])
-    except FileNotFoundError:
-        return [f"no published manifest at {paths['manifest']}"]
-    except (OSError, ValueError) as err:
-        return [f"published manifest {paths['manifest']} unreadable ({err})"]
-    reasons = []
-    for key, now in (("pipeline_version", __version__), ("contract_version", CONTRACT_VERSION)):
-        if manifest.get(key) != now:
-            reasons.append(f"{key} {manifest.get(key)} -> {now}")
-    from .steps.sequence import code_fingerprint
-
-    if manifest.get("extra", {}).get("code_fingerprint") != (now := code_fingerprint()):
-        reasons.append(f"code changed: {str(manifest.get('extra', {}).get('code_fingerprint'))[:12]} -> {now[:12]}")
-    before = {i.get("source"): i.get("sha256") for i in manifest.get("inputs", [])}
-    for name in sorted(set(before) | set(input_sha256)):
-        if before.get(name) != input_sha256.get(name):
-            old, new = before.get(name), input_sha256.get(name)
-            reasons.append(f"input {name}: {(old or 'none')[:12]} -> {(new or 'none')[:12]}")
-    from .publish.changes import LABEL
-
-    for name, now_label in (labels or {}).items():
-        was = (manifest.get("lock") or {}).get(name) or {}
-        if was and before.get(name) == input_sha256.get(name):
-            moved = [f"{k} {was.get(k)} -> {now_label.get(k)}" for k in LABEL if was.get(k) != now_label.get(k)]
-            if moved:
-                reasons.append(f"input {name}: same content, new label: {', '.join(moved)}")
-    if phase == CURRENT_PHASE:
-        source = (manifest.get("extra", {}).get("plans") or {}).get("source") or {}
-        old, new = source.get("sha256"), plan_sha256(settings)
-        if old != new:
-            reasons.append(f"plan table: {(old or 'none')[:12]} -> {(new or 'none')[:12]}")
-    from .publish.swap import mismatched  # sha256, not sizes: a same-size swap leftover is seen
-
-    reasons += [f"published file missing or altered: {Path(settings.output_dir) / p}"
-                for p in mismatched(Path(settings.output_dir), manifest)]
-    return reasons
-
-
 # ---------------------------------------------------------------- commands
 def fetch_for(settings, catalog, phases: list[str], progress: Progress) -> dict:
     """Every source the phases read, fetched once (FetchResult by source name)."""
@@ -189,6 +129,8 @@ def phase_to_build(settings, catalog, phase: str, fetched: dict, force: bool, pr
     from .publish.release import repair_published
     for line in repair_published(settings, phase):
         progress.line(f"{phase}: {line}")
+    from .steps.since_published import changes_since_manifest
+
     reasons = changes_since_manifest(settings, phase, {n: r.sha256 for n, r in files.items()},
                                      {n: r.lock for n, r in files.items() if r.lock})
     if not reasons and not force:
@@ -262,10 +204,12 @@ def cmd_build(args: argparse.Namespace, progress: Progress) -> int:
                          f"(known: {', '.join(catalog.phases)})")
     phases = list(catalog.phases) if args.phase == "all" else [args.phase]
     if settings.lock_path is not None:   # a lock is one phase's: its manifest's
-        from .sources.resolve import read_lock
+        from .sources.resolve import read_lock_document
 
-        read_lock(settings.lock_path)
-        phases = [json.loads(settings.lock_path.read_text(encoding="utf-8")).get("phase") or phases[0]]
+        phases = [read_lock_document(settings.lock_path).get("phase") or phases[0]]
+        if phases[0] not in catalog.phases:
+            raise UsageError(f"the lock {settings.lock_path} is of phase {phases[0]}, not in the source catalog "
+                             f"{settings.catalog_path} (known: {', '.join(catalog.phases)})")
     fetched = fetch_for(settings, catalog, phases, progress)
     todo = [p for p in phases if phase_to_build(settings, catalog, p, fetched, args.force, progress)]
     if not todo:
@@ -292,6 +236,8 @@ def cmd_check_sources(args: argparse.Namespace, progress: Progress) -> int:
             print(f"{name}\t{mode}\tERROR\t{err}")
             continue
         print(f"{name}\t{mode}\t{version}\t{where}")
+    from .steps.since_published import plan_sha256
+
     plan = plan_sha256(settings)
     print(f"plan_table\tfile\t{'sha256:' + plan if plan else 'none'}\t{settings.plans_path or '(TI_PLANS_PATH unset)'}")
     if failed:
@@ -362,9 +308,40 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="worker threads for the geometry work (default: min(2, CPU count))")
 
 
+# The settings the top-level --help names (README "Settings" lists them all); their lines come
+# from Settings, so the help cannot drift from the variables the code reads.
+MAIN_SETTINGS = ("mirror_dir", "output_dir", "raw_dir", "plans_path", "keep_releases")
+
+
+def top_epilog() -> str:
+    """The top-level help's plain-text end: main settings, exit codes, one example."""
+    from .settings import describe_setting
+
+    settings = "\n".join(f"  {describe_setting(name)}" for name in MAIN_SETTINGS)
+    return f"""\
+main settings (environment variables; all of them: README, "Settings"):
+{settings}
+
+exit codes:
+  {EXIT_OK:<4} built and published (check-sources: every source answered; lookup: every query found)
+  {EXIT_UNCHANGED:<4} build: nothing changed since the published build, nothing rebuilt
+  {EXIT_NOT_FOUND:<4} lookup: a query found no commune of the membership table
+  {EXIT_FAILED:<4} a failure you can act on, in one line on stderr (bad setting, input or check)
+  {EXIT_UNEXPECTED:<4} an unexpected error, with its traceback
+  {EXIT_INTERRUPTED:<4} interrupted; {EXIT_BROKEN_PIPE} output pipe closed
+
+example (offline, from the shared mirror, every phase):
+  TI_MIRROR_DIR=../shared/data territoires-industrie build --offline --phase all"""
+
+
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="territoires-industrie", description=__doc__.split("\n\n")[0])
-    sub = top.add_subparsers(dest="command", required=True)
+    top = argparse.ArgumentParser(
+        prog="territoires-industrie", epilog=top_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Build and publish one geometry per French Territoire d'industrie, with the core "
+                    "(no Dagster service needed).")
+    top.add_argument("--version", action="version", help="print the package and contract versions and exit",
+                     version=f"territoires-industrie {__version__} (contract {CONTRACT_VERSION})")
+    sub = top.add_subparsers(dest="command", required=True, title="commands", metavar="COMMAND")
     b = sub.add_parser("build", help="build and publish what changed",
                        description="Build and publish the territories of a phase, only if an input changed.")
     _add_common(b)

@@ -1,6 +1,6 @@
 """The published columns of a territory row (the data dictionary's source of truth).
 
-Plan and axis columns are defined in ``pipeline.plans.PLAN_COLUMNS`` and appended after these.
+Plan and axis columns are defined in ``pipeline.sources.plans.PLAN_COLUMNS`` and appended after these.
 """
 
 from __future__ import annotations

@@ -130,77 +130,106 @@ TimeZone = Annotated[str, AfterValidator(_timezone)]
 
 @dataclass(frozen=True, config=ConfigDict(extra="forbid", validate_default=True))
 class Settings:
-    """Every knob of a build; each field's ``env`` metadata names its variable.
+    """Every knob of a build; each field's metadata names its variable (``env``), the values it
+    accepts (``expect``, also the error message's words), what it sets (``doc``) and, for a field
+    unset by default, what that means (``unset``): the documentation's settings tables are
+    generated from them (``pipeline/settings_doc.py``).
 
     Made by :meth:`from_env`, or directly (tests): the ranges are checked either way. Relative
     paths are taken from the working directory when the object is made.
     """
 
     mirror_dir: OptPath = Field(default=None, json_schema_extra={
-        "env": "TI_MIRROR_DIR", "expect": "a folder with the layout of ../shared/data (unset: live URLs)"})
+        "env": "TI_MIRROR_DIR", "expect": "a folder with the layout of ../shared/data (unset: live URLs)",
+        "doc": "read every source from this local folder (layout of `../shared/data`) instead of the network", "unset": "unset: live URLs"})
     raw_dir: AbsPath = Field(default=Path("data_raw"), json_schema_extra={
-        "env": "TI_RAW_DIR", "expect": "a folder for the download and parse cache"})
+        "env": "TI_RAW_DIR", "expect": "a folder for the download and parse cache",
+        "doc": "download cache, and `parsed/`: the reference tables as parsed, keyed by each file's sha256 (safe to delete)"})
     output_dir: AbsPath = Field(default=Path("data_out"), json_schema_extra={
-        "env": "TI_OUTPUT_DIR", "expect": "the folder where files are published"})
+        "env": "TI_OUTPUT_DIR", "expect": "the folder where files are published",
+        "doc": "where files are published"})
     plans_path: OptPath = Field(default=None, json_schema_extra={
-        "env": "TI_PLANS_PATH", "expect": "the plan table CSV (unset: plan columns are null)"})
+        "env": "TI_PLANS_PATH", "expect": "the plan table CSV (unset: plan columns are null)",
+        "doc": "the per-territory plan table (CSV, see docs/PLANS.md)", "unset": "unset: plan columns are null"})
     catalog_path: AbsPath = Field(default=ASSETS_DIR / "sources.toml", json_schema_extra={
-        "env": "TI_CATALOG", "expect": "a source catalog TOML file"})
+        "env": "TI_CATALOG", "expect": "a source catalog TOML file",
+        "doc": "another source catalog file"})
     keep_releases: int = Field(default=5, ge=1, le=1000, json_schema_extra={
-        "env": "TI_KEEP_RELEASES", "expect": "a whole number of release folders from 1 to 1000"})
+        "env": "TI_KEEP_RELEASES", "expect": "a whole number of release folders from 1 to 1000",
+        "doc": "release folders kept under `releases/` in the output folder"})
     http_timeout: Seconds = Field(default=60.0, gt=0, le=3600, json_schema_extra={
-        "env": "TI_HTTP_TIMEOUT", "expect": "seconds, a number > 0 and <= 3600 (e.g. 60)"})
+        "env": "TI_HTTP_TIMEOUT", "expect": "seconds, a number > 0 and <= 3600 (e.g. 60)",
+        "doc": "timeout of one HTTP request (s)"})
     http_retries: int = Field(default=4, ge=0, le=20, json_schema_extra={
-        "env": "TI_HTTP_RETRIES", "expect": "a whole number of retries from 0 to 20"})
+        "env": "TI_HTTP_RETRIES", "expect": "a whole number of retries from 0 to 20",
+        "doc": "retries of one download (connection errors, timeouts, 429, 5xx)"})
     http_backoff: Seconds = Field(default=1.0, ge=0, le=600, json_schema_extra={
-        "env": "TI_HTTP_BACKOFF", "expect": "seconds, a number >= 0 and <= 600 (doubled at each retry)"})
+        "env": "TI_HTTP_BACKOFF", "expect": "seconds, a number >= 0 and <= 600 (doubled at each retry)",
+        "doc": "first wait before a retry (s, doubled each time)"})
     http_max_retry_after: Seconds = Field(default=120.0, ge=0, le=3600, json_schema_extra={
-        "env": "TI_HTTP_MAX_RETRY_AFTER", "expect": "seconds, a number >= 0 and <= 3600 (cap on Retry-After)"})
+        "env": "TI_HTTP_MAX_RETRY_AFTER", "expect": "seconds, a number >= 0 and <= 3600 (cap on Retry-After)",
+        "doc": "cap on a server's `Retry-After` (s)"})
     schedule_cron: Cron = Field(default="0 6 * * 1", json_schema_extra={
-        "env": "TI_SCHEDULE_CRON", "expect": "a cron expression (e.g. '0 6 * * 1', Mondays at 06:00)"})
+        "env": "TI_SCHEDULE_CRON", "expect": "a cron expression (e.g. '0 6 * * 1', Mondays at 06:00)",
+        "doc": "Dagster: when the `weekly_build` schedule fires (cron, 5 fields)"})
     schedule_timezone: TimeZone = Field(default="Europe/Paris", json_schema_extra={
-        "env": "TI_SCHEDULE_TIMEZONE", "expect": "an IANA time zone (e.g. Europe/Paris)"})
+        "env": "TI_SCHEDULE_TIMEZONE", "expect": "an IANA time zone (e.g. Europe/Paris)",
+        "doc": "Dagster: the time zone (IANA name) of `TI_SCHEDULE_CRON` and `TI_SOURCES_CRON`"})
     # Dagster's declarative automation (pipeline/defs/automation.py): when the assets reading an
     # outside input look at it again, and how often the automation sensor evaluates the conditions.
     sources_cron: Cron = Field(default="0 * * * *", json_schema_extra={
-        "env": "TI_SOURCES_CRON", "expect": "a cron expression (e.g. '0 * * * *', hourly)"})
+        "env": "TI_SOURCES_CRON", "expect": "a cron expression (e.g. '0 * * * *', hourly)",
+        "doc": "Dagster: when the automation fetches the sources (and reads the plan table) again to see whether they changed"})
     sensor_interval_seconds: int = Field(default=600, ge=30, le=86400, json_schema_extra={
-        "env": "TI_SENSOR_INTERVAL_SECONDS", "expect": "a whole number of seconds from 30 to 86400"})
+        "env": "TI_SENSOR_INTERVAL_SECONDS", "expect": "a whole number of seconds from 30 to 86400",
+        "doc": "Dagster: least time between two evaluations of the automation (s, >= 30)"})
     # TI_URL_<SOURCE>: the key is the source name in lower case, checked against the catalog
     # when it is loaded (a misspelt name is an error there, see catalog.load_catalog).
     url_overrides: Annotated[dict[str, str], AfterValidator(_urls)] = Field(default_factory=dict, json_schema_extra={
-        "env": "TI_URL_<SOURCE>", "expect": "an http(s) URL"})
+        "env": "TI_URL_<SOURCE>", "expect": "an http(s) URL",
+        "doc": "replace one source's live URL, e.g. `TI_URL_TI2023_COMMUNES=https://…`", "unset": "unset: the catalog's URL"})
     # TI_PIN_<SOURCE>: keep a source at one release (date, COG year, file name or resource id);
     # the key is the source name in lower case, checked against the catalog like TI_URL_*.
     pins: dict[str, str] = Field(default_factory=dict, json_schema_extra={
-        "env": "TI_PIN_<SOURCE>", "expect": "a release date, COG year, file name or resource id"})
+        "env": "TI_PIN_<SOURCE>", "expect": "a release date, COG year, file name or resource id",
+        "doc": "keep one source at a release (date, COG year, file name or resource id)", "unset": "unset: the newest release"})
     lock_path: OptPath = Field(default=None, json_schema_extra={
-        "env": "TI_LOCK", "expect": "a manifest.json whose 'lock' names the exact sources to rebuild from"})
+        "env": "TI_LOCK", "expect": "a manifest.json whose 'lock' names the exact sources to rebuild from",
+        "doc": "rebuild from exactly the sources of a manifest's `lock` (same as `build --lock`)", "unset": "unset"})
     alert_webhook_url: Annotated[str | None, AfterValidator(_webhook)] = Field(default=None, json_schema_extra={
-        "env": "TI_ALERT_WEBHOOK_URL", "expect": "an http(s) URL that receives a JSON POST per failed run"})
+        "env": "TI_ALERT_WEBHOOK_URL", "expect": "an http(s) URL that receives a JSON POST per failed run",
+        "doc": "Dagster: POST a JSON message there for each failed run", "unset": "unset: no alert"})
     # Dagster's freshness windows are at least one minute (warn at the age, fail at twice it).
     release_max_age_days: Seconds = Field(default=8.0, ge=0.001, le=3650, json_schema_extra={
-        "env": "TI_RELEASE_MAX_AGE_DAYS", "expect": "days, a number >= 0.001 and <= 3650 (e.g. 8)"})
+        "env": "TI_RELEASE_MAX_AGE_DAYS", "expect": "days, a number >= 0.001 and <= 3650 (e.g. 8)",
+        "doc": "Dagster: the published assets turn WARN past this age in days (FAIL at twice it)"})
     sources_max_age_hours: Seconds = Field(default=26.0, ge=0.02, le=8760, json_schema_extra={
-        "env": "TI_SOURCES_MAX_AGE_HOURS", "expect": "hours, a number >= 0.02 and <= 8760 (e.g. 26)"})
+        "env": "TI_SOURCES_MAX_AGE_HOURS", "expect": "hours, a number >= 0.02 and <= 8760 (e.g. 26)",
+        "doc": "Dagster: the source assets turn WARN when last fetched longer ago, in hours (FAIL at twice it)"})
     # Limits on untrusted input (README "Limits"), and the change guard's switch.
     max_source_mb: int = Field(default=DEFAULT_LIMITS.source_mb, ge=1, le=1_000_000, json_schema_extra={
-        "env": "TI_MAX_SOURCE_MB", "expect": "a whole number of MiB >= 1 (cap on one source, as stored and decoded)"})
+        "env": "TI_MAX_SOURCE_MB", "expect": "a whole number of MiB >= 1 (cap on one source, as stored and decoded)",
+        "doc": "limit on one source, as stored and as decoded (MiB)"})
     max_table_mb: int = Field(default=DEFAULT_LIMITS.table_mb, ge=1, le=100_000, json_schema_extra={
-        "env": "TI_MAX_TABLE_MB", "expect": "a whole number of MiB >= 1 (cap on a CSV/JSON table once un-gzipped)"})
+        "env": "TI_MAX_TABLE_MB", "expect": "a whole number of MiB >= 1 (cap on a CSV/JSON table once un-gzipped)",
+        "doc": "limit on one CSV/JSON table once un-gzipped (MiB)"})
     http_deadline: Seconds = Field(default=1800.0, gt=0, le=7 * 86400, json_schema_extra={
-        "env": "TI_HTTP_DEADLINE", "expect": "seconds, a number > 0 (one whole download, retries included)"})
+        "env": "TI_HTTP_DEADLINE", "expect": "seconds, a number > 0 (one whole download, retries included)",
+        "doc": "limit on one download, retries and waits included (s)"})
     max_commune_vertices: int = Field(default=DEFAULT_LIMITS.commune_vertices, ge=100, le=1_000_000_000, json_schema_extra={
-        "env": "TI_MAX_COMMUNE_VERTICES", "expect": "a whole number >= 100 (vertices of one commune polygon)"})
+        "env": "TI_MAX_COMMUNE_VERTICES", "expect": "a whole number >= 100 (vertices of one commune polygon)",
+        "doc": "limit on the vertices of one commune polygon"})
     # The web map's libraries (assets/web/libraries.json): unset, the pinned CDN; an http(s) base
     # URL serving npm packages as <url><package>@<version>/<path>; or a local node_modules folder
     # whose files are checked against the pinned hashes and published next to the page.
     web_libraries: Annotated[str | None, AfterValidator(_web_libraries)] = Field(default=None, json_schema_extra={
         "env": "TI_WEB_LIBRARIES", "expect": "a node_modules folder holding the pinned maplibre-gl and pmtiles "
                                             "(e.g. tests/web/node_modules), or an http(s) base URL like "
-                                            "https://cdn.jsdelivr.net/npm/"})
+                                            "https://cdn.jsdelivr.net/npm/",
+        "doc": "where the web map takes MapLibre GL JS and pmtiles from: a local `node_modules` folder (its files are checked against the pinned hashes and published next to the page), or an http(s) base URL serving npm packages as `<url><package>@<version>/<path>`", "unset": "unset: `https://cdn.jsdelivr.net/npm/`, with SRI"})
     accept_changes: bool = Field(default=False, json_schema_extra={
-        "env": "TI_ACCEPT_CHANGES", "expect": "1 or 0 (1: publish past the change guard, for one build)"})
+        "env": "TI_ACCEPT_CHANGES", "expect": "1 or 0 (1: publish past the change guard, for one build)",
+        "doc": "`1`: publish this build past the change guard (as `build --accept-changes`)"})
 
     @property
     def offline(self) -> bool:
@@ -280,7 +309,7 @@ def env_names() -> dict[str, str]:
     """Environment variable -> field name, for every field read from one variable."""
     out = {}
     for f in fields(Settings):
-        var = _meta(f.name)["env"]
+        var = field_meta(f.name)["env"]
         if "<" not in var:
             out[var] = f.name
     return out
@@ -294,11 +323,12 @@ def warn_unknown(var: str) -> None:
 
 def describe_setting(name: str) -> str:
     """``VARIABLE: expected form`` of a settings field (documentation, the Dagster resource)."""
-    meta = _meta(name)
+    meta = field_meta(name)
     return f"{meta['env']}: {meta['expect']}"
 
 
-def _meta(name: str) -> dict:
+def field_meta(name: str) -> dict:
+    """The documentation metadata of a settings field (see :class:`Settings`)."""
     extra = Settings.__pydantic_fields__[name].json_schema_extra   # type: ignore[attr-defined]
     return dict(extra) if isinstance(extra, dict) else {}
 
@@ -309,7 +339,7 @@ def describe(err: ValidationError, values: Mapping[str, Any]) -> str:
     name = str(first["loc"][0]) if first["loc"] else "?"
     if name not in Settings.__pydantic_fields__:   # type: ignore[attr-defined]
         return f"unknown setting {name!r}"
-    meta = _meta(name)
+    meta = field_meta(name)
     value = values.get(name, first.get("input"))
     if name == "url_overrides":
         return f"{str(first['msg']).removeprefix('Value error, ')}: expected {meta['expect']}"

@@ -63,6 +63,7 @@ class Reply:
     stall_for: float = 30.0                # how long a mid-body stall lasts (ends at server stop)
     drip: float | None = None              # seconds between single body bytes (a slow-drip body)
     repeat: int = 1                        # send the body this many times (a huge body from a small one)
+    header_drip: float | None = None       # seconds between single bytes of the status line and headers
 
 
 @dataclass
@@ -132,6 +133,14 @@ class _Handler(BaseHTTPRequestHandler):
         body = reply.body
         if body is None:
             body = route.body if (route is not None and reply.status == 200) else b""
+        if reply.header_drip is not None:   # headers that never end: one byte at a time, until server stop
+            head_bytes = f"HTTP/1.0 {reply.status} OK\r\nContent-Type: text/plain\r\n".encode() + b"X-Slow: a" * 10**6
+            for i in range(len(head_bytes)):
+                self.wfile.write(head_bytes[i:i + 1])
+                self.wfile.flush()
+                if stop.wait(reply.header_drip):
+                    return
+            return
         self.send_response(reply.status)
         headers: dict[str, str] = {}
         if route is not None and reply.status in (200, 304):

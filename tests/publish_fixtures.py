@@ -56,7 +56,7 @@ def plan_columns_for_tests(n: int, rng: np.random.Generator) -> dict[str, pd.Ser
 
 def _plan_columns(n: int) -> dict[str, pd.Series]:
     rng = np.random.default_rng(2023)
-    try:  # use the real plan columns when pipeline/plans.py exists
+    try:  # use the real plan columns of pipeline/sources/plans.py
         from pipeline.sources.plans import PLAN_COLUMNS  # type: ignore
     except ImportError:
         return plan_columns_for_tests(n, rng)

@@ -4,10 +4,11 @@
     QT_QPA_PLATFORM=offscreen /usr/bin/python3 tests/qgis_render.py --project OUT.png FILE.qgz
 
 Prints one JSON object on the last line of stdout: per layer its validity, feature count, geometry
-type, whether labels are enabled and on which field, the renderer type, then the rendered PNG's
-path and size. With ``--project``: the project as QGIS reads it (CRS, layers, relations with the
-related count of each territory, bookmarks, opening extent), rendered as a user opening it sees it
-(its layers, its CRS, its opening extent). Exit code 0 even when a layer is invalid: the test
+type, whether labels are enabled and on which field, the renderer type; the layers QGIS offers for
+the GeoPackage opened without a layer name; then the rendered PNG's path and size. With
+``--project``: the project as QGIS reads it (CRS, layers, relations with the related count of each
+territory, bookmarks, opening extent), rendered as a user opening it sees it (its layers, its CRS,
+its opening extent). Exit code 0 even when a layer is invalid: the test
 (tests/test_qgis.py) decides.
 """
 
@@ -24,6 +25,7 @@ from qgis.core import (
     QgsMapRendererParallelJob,
     QgsMapSettings,
     QgsProject,
+    QgsProviderRegistry,
     QgsRectangle,
     QgsVectorLayer,
     QgsWkbTypes,
@@ -60,7 +62,9 @@ def main(out_png, geojson, gpkg):
             "geojson": QgsVectorLayer(geojson, "geojson", "ogr"),
             "gpkg": QgsVectorLayer(f"{gpkg}|layername=territoires_industrie", "gpkg", "ogr"),
         }
-        result = {"qgis_version": Qgis.QGIS_VERSION, "layers": {k: describe(v) for k, v in layers.items()}}
+        result = {"qgis_version": Qgis.QGIS_VERSION, "layers": {k: describe(v) for k, v in layers.items()},
+                  # what QGIS offers when the GeoPackage is opened without a layer name (browser, drop)
+                  "gpkg_sublayers": [s.name() for s in QgsProviderRegistry.instance().querySublayers(gpkg)]}
         valid = [lyr for lyr in layers.values() if lyr.isValid()]
         if valid:
             settings = QgsMapSettings()

@@ -82,6 +82,21 @@ def test_a_failed_run_posts_its_step_and_first_error_line(failed_run, monkeypatc
     assert message["text"].startswith(f"territoires-industrie: run {run.run_id} of {run.job_name} failed at step ")
 
 
+def test_the_production_doc_shows_the_message_the_code_sends(failed_run):
+    """docs/PRODUCTION.md's example: the same keys, step and error's first words as a real failure."""
+    from pathlib import Path
+
+    from pipeline.defs.alerts import failure_message
+
+    _, context = failed_run
+    sent = failure_message(context)
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "PRODUCTION.md").read_text(encoding="utf-8")
+    shown = json.loads(doc.split("```json\n", 1)[1].split("```", 1)[0])
+    assert list(shown) == list(sent) and shown["step"] == sent["step"]
+    assert shown["error"].split(":")[0] == sent["error"].split(":")[0]      # the exception's class first
+    assert shown["text"].startswith("territoires-industrie: run ") and f"at step {sent['step']}: " in shown["text"]
+
+
 def test_nothing_is_sent_without_a_webhook_url(failed_run, monkeypatch):
     _, context = failed_run
     receiver = Receiver()

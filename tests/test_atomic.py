@@ -48,3 +48,41 @@ def test_a_copy_left_for_a_swap_is_listed_as_a_leftover_until_renamed(tmp_path):
     assert atomic.leftovers(target.parent) == [tmp]     # what a kill -9 here would leave: start-up removes it
     os.replace(tmp, target)
     assert atomic.leftovers(target.parent) == []
+
+
+@settings(max_examples=30, deadline=None)
+@given(data=st.binary(min_size=1, max_size=2000), fail_after=st.integers(0, 2000) | st.none())
+def test_a_backup_is_recorded_before_it_is_written_and_a_full_disk_leaves_none(tmp_path_factory, monkeypatch_module,
+                                                                              data, fail_after):
+    folder = tmp_path_factory.mktemp("backup")
+    target = folder / "file.bin"
+    target.write_bytes(data)
+    recorded: list = []
+
+    def no_link(src, dst):            # another file system: the backup is a copy
+        raise OSError(errno.EXDEV, os.strerror(errno.EXDEV))
+
+    def copy_then_full(src, dst):     # the copy fills the disk after fail_after bytes
+        assert recorded and recorded[-1] == dst          # recorded before a byte is written
+        with open(dst, "wb") as fh:
+            fh.write(data[:fail_after])
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(dst))
+
+    monkeypatch_module.setattr(atomic.os, "link", no_link)
+    monkeypatch_module.setattr(atomic.shutil, "copy2", copy_then_full if fail_after is not None else atomic.shutil.copy2)
+    try:
+        if fail_after is None:
+            backup = atomic.backup(target, recorded)
+            assert recorded == [backup] and backup.read_bytes() == data
+        else:
+            with pytest.raises(OSError):
+                atomic.backup(target, recorded)
+            assert atomic.leftovers(folder) == [] and target.read_bytes() == data
+    finally:
+        monkeypatch_module.undo()
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as mp:
+        yield mp

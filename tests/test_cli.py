@@ -14,6 +14,8 @@ import pytest
 from pipeline import cli
 from pipeline.cli import main
 from pipeline.settings import Settings
+from pipeline.steps import since_published
+from pipeline.steps.since_published import changes_since_manifest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -77,23 +79,21 @@ def test_what_counts_as_a_change(built, tmp_path, monkeypatch):
     out = built["out"]
     settings = Settings(mirror_dir=Path(built["args"][3]), output_dir=out)
     shas = {i["source"]: i["sha256"] for i in manifest(out)["inputs"]}
-    assert cli.changes_since_manifest(settings, "2023-2027", shas) == []
-    assert cli.changes_since_manifest(settings, "2023-2027", {**shas, "ti2023_communes": "0" * 64}) == [
+    assert changes_since_manifest(settings, "2023-2027", shas) == []
+    assert changes_since_manifest(settings, "2023-2027", {**shas, "ti2023_communes": "0" * 64}) == [
         f"input ti2023_communes: {shas['ti2023_communes'][:12]} -> {'0' * 12}"]
     plans = tmp_path / "plans.csv"
     plans.write_text("id_ti,axe_innovation\nti-8418,true\n", encoding="utf-8")
     with_plans = Settings(mirror_dir=settings.mirror_dir, output_dir=out, plans_path=plans)
-    assert cli.changes_since_manifest(with_plans, "2023-2027", shas)[0].startswith("plan table: none -> ")
-    monkeypatch.setattr(cli, "__version__", "99.0")
-    assert cli.changes_since_manifest(settings, "2023-2027", shas) == [
+    assert changes_since_manifest(with_plans, "2023-2027", shas)[0].startswith("plan table: none -> ")
+    monkeypatch.setattr(since_published, "__version__", "99.0")
+    assert changes_since_manifest(settings, "2023-2027", shas) == [
         f"pipeline_version {manifest(out)['pipeline_version']} -> 99.0"]
-    assert cli.changes_since_manifest(settings, "2018-2022", shas)[0].startswith("no published manifest")
+    assert changes_since_manifest(settings, "2018-2022", shas)[0].startswith("no published manifest")
     monkeypatch.undo()
-    # a code change without a version bump is seen through the manifest's code fingerprint
-    import pipeline.steps.sequence
-
-    monkeypatch.setattr(pipeline.steps.sequence, "code_fingerprint", lambda: "f" * 64)
-    assert cli.changes_since_manifest(settings, "2023-2027", shas) == [
+    # a code change without a version bump is seen through the manifest's code version
+    monkeypatch.setattr(since_published, "build_code_version", lambda: "f" * 64)
+    assert changes_since_manifest(settings, "2023-2027", shas) == [
         f"code changed: {manifest(out)['extra']['code_fingerprint'][:12]} -> {'f' * 12}"]
 
 
@@ -201,3 +201,32 @@ def test_failed_checks_name_the_check_and_its_first_items():
         "lists.csv) is not a COG 2023 commune code; ti-1: commune 97991 (line 2 of lists.csv) is not a COG 2023 "
         "commune code; ti-2: commune 97992 (line 3 of lists.csv) is not a COG 2023 commune code and 2 more), "
         "no_unexpected_overlaps (ti-1 / ti-2)")
+
+
+def test_version_prints_package_and_contract_versions():
+    from pipeline import CONTRACT_VERSION, __version__
+
+    proc = subprocess.run([sys.executable, "-m", "pipeline", "--version"], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == f"territoires-industrie {__version__} (contract {CONTRACT_VERSION})"
+
+
+def test_top_level_help_is_plain_text_with_commands_settings_exit_codes_and_an_example():
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    text = out.getvalue()
+    assert exit_.value.code == 0
+    for markup in ("``", ":mod:", ":meth:", ":func:", ".. "):   # reStructuredText roles and directives
+        assert markup not in text
+    for command in ("build", "check-sources", "lookup"):
+        assert f"    {command}" in text
+    for name in cli.MAIN_SETTINGS:
+        assert Settings.__pydantic_fields__[name].json_schema_extra["env"] in text   # type: ignore[attr-defined]
+    for code in (cli.EXIT_OK, cli.EXIT_FAILED, cli.EXIT_UNCHANGED, cli.EXIT_NOT_FOUND, cli.EXIT_UNEXPECTED):
+        assert f"\n  {code} " in text.split("exit codes:")[1]
+    example = text.split("example")[1].splitlines()[1].split()
+    assert example[1] == "territoires-industrie"
+    args = cli.parser().parse_args(example[2:])   # the example is a valid command line
+    assert args.command == "build" and args.offline

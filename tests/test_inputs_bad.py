@@ -360,6 +360,17 @@ def test_lambert93_coordinates_declared_as_wgs84_are_refused(tmp_path, name):
         "(Lambert-93 is EPSG:2154)")
 
 
+@pytest.mark.parametrize("name", ["b.parquet", "b.geojson"])
+def test_degrees_declared_as_lambert93_are_refused(tmp_path, name):
+    path = boundary_file(tmp_path, ["01001", "01002"], [shapely.box(5, 46, 5.1, 46.1), shapely.box(5.1, 46, 5.2, 46.1)],
+                         crs=2154, name=name)
+    with pytest.raises(InputFormatError) as err:
+        read_boundaries(path)
+    assert str(err.value) == (
+        f"{path}: coordinates (5.0, 46.0, 5.2, 46.1) are too small for the metres of a projected CRS: the declared "
+        "CRS (EPSG:2154) is probably wrong; they look like degrees of longitude/latitude (EPSG:4326)")
+
+
 def test_lambert93_declared_as_such_is_reprojected(tmp_path):
     path = boundary_file(tmp_path, ["01001"], [shapely.box(870_000, 6_570_000, 871_000, 6_571_000)], crs=2154)
     communes, report = read_boundaries(path)
@@ -415,21 +426,21 @@ def settings_for(mirror: Path, root: Path) -> Settings:
     return Settings(mirror_dir=mirror, raw_dir=root / "raw", output_dir=root / "out")
 
 
-def tiny_boundaries(crs) -> bytes:
-    frame = gpd.GeoDataFrame({"code_insee": ["01001"]}, geometry=[shapely.box(870_000, 6_570_000, 871_000,
-                                                                               6_571_000)], crs=crs)
+def tiny_boundaries(crs, box=(870_000, 6_570_000, 871_000, 6_571_000)) -> bytes:
+    frame = gpd.GeoDataFrame({"code_insee": ["01001"]}, geometry=[shapely.box(*box)], crs=crs)
     import io
     buf = io.BytesIO()
     frame.to_parquet(buf)
     return buf.getvalue()
 
 
-@pytest.mark.parametrize("crs, message", [
-    (None, "the boundaries have no CRS"),
-    (4326, r"the declared CRS \(EPSG:4326\) is probably wrong"),
+@pytest.mark.parametrize("crs, box, message", [
+    (None, None, "the boundaries have no CRS"),
+    (4326, None, r"the declared CRS \(EPSG:4326\) is probably wrong"),
+    (2154, (2.2, 48.8, 2.3, 48.9), r"the declared CRS \(EPSG:2154\) is probably wrong; they look like degrees"),
 ])
-def test_build_stops_on_boundaries_with_a_missing_or_wrong_crs(mirror, tmp_path, crs, message):
-    scratch = scratch_mirror(tmp_path, mirror, {BOUNDARIES: tiny_boundaries(crs)})
+def test_build_stops_on_boundaries_with_a_missing_or_wrong_crs(mirror, tmp_path, crs, box, message):
+    scratch = scratch_mirror(tmp_path, mirror, {BOUNDARIES: tiny_boundaries(crs, *([box] if box else []))})
     with pytest.raises(InputFormatError, match=rf"^{scratch / BOUNDARIES}: .*{message}"):
         build_territories(settings_for(scratch, tmp_path))
 

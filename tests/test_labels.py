@@ -110,22 +110,22 @@ def test_a_new_label_that_the_content_fits_builds(tmp_path):
     assert lists.membership.summary()["territories"] == 183 and not lists.membership.errors
 
 
-def test_the_same_content_under_a_new_label_is_a_change_not_nothing(tmp_path):
+def test_the_same_content_under_a_new_label_is_a_change_not_nothing(tmp_path, monkeypatch):
     from pipeline import CONTRACT_VERSION, __version__
-    from pipeline.cli import changes_since_manifest
-    from pipeline.publish.layout import stable_paths
-    from pipeline.steps.sequence import code_fingerprint
+    from pipeline.code_version import build_code_version
+    from pipeline.publish import manifest as manifests
+    from pipeline.publish import swap
+    from pipeline.steps.since_published import changes_since_manifest
 
-    phase = "2018-2022"
     label = {"file": "ti2023_groupements_anct_20240704.csv", "cog": 2023, "release": "2024-07-04",
              "date": "2024-07-04", "how": "newest"}
-    path = stable_paths(tmp_path, phase)["manifest"]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"pipeline_version": __version__, "contract_version": CONTRACT_VERSION,
-                                "extra": {"code_fingerprint": code_fingerprint()}, "outputs": [],
-                                "inputs": [{"source": "ti", "sha256": "ab"}], "lock": {"ti": label}}),
-                    encoding="utf-8")
+    published = {"pipeline_version": __version__, "contract_version": CONTRACT_VERSION,
+                 "extra": {"code_fingerprint": build_code_version()}, "outputs": [],
+                 "inputs": [{"source": "ti", "sha256": "ab"}], "lock": {"ti": label}}
+    monkeypatch.setattr(manifests, "read_manifest", lambda path: published)   # the published manifest, as read
+    monkeypatch.setattr(swap, "mismatched", lambda out, manifest: [])
     settings = Settings(output_dir=tmp_path)
+    phase = "2018-2022"
     assert changes_since_manifest(settings, phase, {"ti": "ab"}, {"ti": {**label, "how": "pinned"}}) == []
     relabelled = {**label, "file": "liste-ti-grpt2025-20250101.csv", "cog": 2025, "date": "2025-01-01"}
     assert changes_since_manifest(settings, phase, {"ti": "ab"}, {"ti": relabelled}) == [

@@ -17,11 +17,9 @@ from pipeline.defs.resources import PipelineSettings
 @pytest.fixture(scope="module")
 def run(mirror, tmp_path_factory):
     base = tmp_path_factory.mktemp("materialize")
-    resources = {"pipeline_settings": PipelineSettings(mirror_dir=str(mirror), raw_dir=str(base / "raw"),
-                                                       output_dir=str(base / "out")),
-                 "io_manager": frame_files_io_manager}
     with DagsterInstance.ephemeral() as instance:
-        result = materialize(ALL_ASSETS, resources=resources, instance=instance, raise_on_error=False)
+        result = materialize(ALL_ASSETS, resources=_resources(mirror, base / "out"), instance=instance,
+                             raise_on_error=False)
         yield result, base / "out", instance
 
 
@@ -73,3 +71,64 @@ def test_published_files_at_the_contract_paths(run):
     assert all(c["passed"] for c in manifest["checks"])
     previous = gpd.read_parquet(out / "phase=2018-2022" / "territoires-industrie.parquet")
     assert len(previous) == 149 and set(previous["phase"]) == {"2018-2022"}
+
+
+def _releases(out: Path) -> dict[str, list[str]]:
+    """Release folders (build ids) by phase: ``releases/<build id>/phase=<phase>/``."""
+    found = sorted((p.parent.name, p.parent.parent.name) for p in (out / "releases").glob("*/*/manifest.json"))
+    return {phase: [build for name, build in found if name == f"phase={phase}"] for phase in ("2023-2027", "2018-2022")}
+
+
+def _materialized(result) -> set[str]:
+    return {e.event_specific_data.materialization.asset_key.to_user_string()
+            for e in result.get_asset_materialization_events()}
+
+
+def _resources(mirror: Path, out: Path) -> dict:
+    return {"pipeline_settings": PipelineSettings(mirror_dir=str(mirror), raw_dir=str(out.parent / "raw"),
+                                                  output_dir=str(out)),
+            "io_manager": frame_files_io_manager}
+
+
+def test_a_second_run_on_unchanged_inputs_publishes_no_release_and_says_so(run, mirror):
+    _, out, instance = run
+    releases = _releases(out)
+    before = {p: (out / p).read_bytes() for p in ("manifest.json", "territoires-industrie.parquet")}
+    again = materialize(ALL_ASSETS, resources=_resources(mirror, out), instance=instance)
+    assert again.success
+    assert _releases(out) == releases and all(len(r) == 1 for r in releases.values())
+    assert {p: (out / p).read_bytes() for p in before} == before
+    built = _materialized(again)
+    assert not any(k.startswith(("territories_", "published_")) for k in built)
+    observations = {e.event_specific_data.asset_observation.asset_key.to_user_string():
+                    e.event_specific_data.asset_observation.metadata
+                    for e in again.all_events if e.event_type_value == "ASSET_OBSERVATION"}
+    for key in ("territories_2023_2027", "territories_2018_2022"):
+        assert observations[key]["published"].value is False
+        assert "nothing changed since the published build" in observations[key]["reason"].value
+    tags = instance.get_run_by_id(again.run_id).tags
+    assert tags["ti/unchanged_2023_2027"] == json.loads((out / "manifest.json").read_text())["build_id"]
+    # the CLI sees the Dagster build as its own: same code version, inputs and plan table
+    from pipeline.cli import main
+
+    assert main(["build", "--offline", "--mirror", str(mirror), "--output", str(out)]) == 3
+    assert _releases(out) == releases
+
+
+def test_the_cli_and_dagster_publish_the_same_content(run, published_out):
+    """One build, two paths: the Dagster run's files have the content of the CLI's (content_sha256)."""
+    _, out, _ = run
+    for phase_dir in (".", "phase=2018-2022"):
+        dagster, cli = (json.loads((root / phase_dir / "manifest.json").read_text()) for root in (out, published_out))
+        assert dagster["content_sha256"] == cli["content_sha256"]
+        assert dagster["extra"]["code_fingerprint"] == cli["extra"]["code_fingerprint"]
+        assert dagster["inputs"] and [i["sha256"] for i in dagster["inputs"]] == [i["sha256"] for i in cli["inputs"]]
+
+
+def test_a_run_tagged_ti_force_publishes_anyway(run, mirror):
+    _, out, instance = run
+    old = json.loads((out / "phase=2018-2022" / "manifest.json").read_text())["build_id"]
+    forced = materialize(ALL_ASSETS, selection=["published_2018_2022"], resources=_resources(mirror, out),
+                         instance=instance, tags={"ti/force": "true"})
+    assert forced.success and _materialized(forced) == {"published_2018_2022"}
+    assert json.loads((out / "phase=2018-2022" / "manifest.json").read_text())["build_id"] != old

@@ -40,10 +40,9 @@ def test_a_real_list_with_one_id_given_a_second_name_is_refused(tmp_path):
     lines.append("ti-0101,Guadeloupe," + other.split(",", 2)[2])
     path = tmp_path / "g.csv"
     path.write_text("".join(lines), encoding="utf-8")
-    frame, _ = read_ti_groupements(path)
     with pytest.raises(InputFormatError, match=rf"{path}: territory ti-0101 has two names: 'Basse-Terre' \(line 2\) "
                                                rf"and 'Guadeloupe' \(line {len(lines)}\)"):
-        names_of(frame)
+        read_ti_groupements(path)     # refused when the list is read
 
 
 def test_the_real_lists_rename_two_territories_and_move_no_name():

@@ -212,6 +212,17 @@ def test_geojson_properties_lists_dates_and_nulls(published):
 
 
 # ------------------------------------------------------------------ GeoPackage
+def test_gpkg_read_without_a_layer_name_gives_the_territories(published):
+    """GDAL's first layer (what ogrinfo lists first, pyogrio and QGIS open by default) is the
+    territories; the only other one is QGIS's ``layer_styles`` table, which pyogrio names in its
+    warning (README "Using the data": hiding it from GDAL also hides the style from QGIS)."""
+    path = published["paths"]["gpkg"]
+    assert [name for name, _ in pyogrio.list_layers(path)] == [LAYER, "layer_styles"]
+    with pytest.warns(UserWarning, match=f"'{LAYER}' \\(default\\), 'layer_styles'"):
+        back = gpd.read_file(path)
+    assert len(back) == 183 and sorted(back["id_ti"]) == sorted(published["source"]["id_ti"])
+
+
 def test_gpkg_same_rows_and_attribute_values(published):
     path = published["paths"]["gpkg"]
     assert next(name for name, _ in pyogrio.list_layers(path)) == LAYER

@@ -207,13 +207,20 @@ def test_retention_counts_releases_per_phase(small, tmp_path):
     assert not (releases / "a1" / "phase=2018-2022").exists()
 
 
+def _unpublished_copy(out, of: str, build_id: str, built_at: str) -> None:
+    """A release folder with a valid manifest (``of``'s, renamed) that was never published
+    (what a publish killed before its swap leaves)."""
+    manifest = json.loads((release_dir(out, of) / "manifest.json").read_text(encoding="utf-8"))
+    folder = release_dir(out, build_id)
+    folder.mkdir(parents=True)
+    manifest.update(build_id=build_id, built_at=built_at, release_path=f"releases/{build_id}/phase=2023-2027")
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
 def test_retention_never_deletes_the_current_release(small, tmp_path):
-    content = _publish(small, tmp_path, "old", keep=5)["content_sha256"]
+    _publish(small, tmp_path, "old", keep=5)
     # a release folder of the same content that looks newer than the one being published
-    future = release_dir(tmp_path, "zz-future")
-    future.mkdir(parents=True)
-    (future / "manifest.json").write_text(json.dumps({"built_at": "2999-01-01T00:00:00Z",
-                                                      "content_sha256": content}))
+    _unpublished_copy(tmp_path, "old", "zz-future", "2999-01-01T00:00:00Z")
     _publish(small, tmp_path, "now", keep=1)
     # a folder built after the release being published was never published (a publish killed
     # mid-way): it is removed, never kept in place of a published release
@@ -308,8 +315,8 @@ def test_a_rename_failing_mid_swap_puts_every_previous_file_back(small, tmp_path
 
 
 def test_a_set_mixed_by_a_killed_swap_is_seen_and_repaired(small, tmp_path):
-    from pipeline.cli import changes_since_manifest
     from pipeline.publish.release import repair_published
+    from pipeline.steps.since_published import changes_since_manifest
 
     _publish(small, tmp_path, "good")
     released = _snapshot(tmp_path)
@@ -367,9 +374,7 @@ def test_retention_never_deletes_through_a_link(small, tmp_path):
 def test_a_release_never_published_is_not_counted_as_kept(small, tmp_path):
     _publish(small, tmp_path, "a", keep=2)
     _publish(small, tmp_path, "b", keep=2)
-    killed = release_dir(tmp_path, "zz-killed")             # a publish killed after its release folder
-    killed.mkdir(parents=True)
-    (killed / "manifest.json").write_text(json.dumps({"built_at": "2999-01-01T00:00:00Z"}))
+    _unpublished_copy(tmp_path, "b", "zz-killed", "2999-01-01T00:00:00Z")   # a publish killed after its release folder
     _publish(small, tmp_path, "c", keep=2)
     assert _release_ids(tmp_path)[-2:] == ["b", "c"] and "zz-killed" not in _release_ids(tmp_path)
 

@@ -72,6 +72,12 @@ def test_qgis_applies_the_geopackage_default_style(qgis_report):
     assert geojson["labels_enabled"] is False  # control: a file without a stored style gets no labels
 
 
+def test_qgis_opens_only_the_territories_of_the_geopackage_by_default(qgis_report):
+    """Opened without a layer name (browser, drag and drop), QGIS offers the territories alone: its
+    own ``layer_styles`` table, which GDAL lists second, is not a layer to QGIS."""
+    assert qgis_report["gpkg_sublayers"] == ["territoires_industrie"]
+
+
 def test_qgis_renders_a_non_blank_map(qgis_report):
     import matplotlib.pyplot as plt
 

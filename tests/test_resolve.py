@@ -142,7 +142,7 @@ def test_a_lock_reads_exactly_its_files_and_refuses_another_body(tmp_path):
                                           r"ti2023_communes\)"):
         fetch_one(with_lock, catalog, "decoupage_2023_epci")
     (tmp_path / "bad.json").write_text("{}")
-    with pytest.raises(SourceError, match=r"lock file .*bad.json has no 'lock' object of sources"):
+    with pytest.raises(SourceError, match=r"lock file .*bad.json is invalid at \(top level\)"):
         fetch_one(mirror_settings(mirror, tmp_path, lock_path=tmp_path / "bad.json"), catalog, "ti2023_communes")
 
 

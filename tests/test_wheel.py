@@ -1,7 +1,8 @@
 """The wheel, installed outside the checkout, carries everything the code needs at run time.
 
 Builds the wheel from this checkout, installs it into a new virtual environment in a temporary
-folder (its dependencies come from the running interpreter's site-packages, so no download), then,
+folder (its dependencies are those of the environment running the tests, venv or not, through a
+``.pth`` file: no download, and never the base interpreter's packages), then,
 from a working directory outside the checkout: runs ``territoires-industrie build --offline``,
 which publishes into ``./data_out`` (the default is the working directory), and loads the Dagster
 code location ``pipeline.definitions`` with ``dagster definitions validate``.
@@ -29,6 +30,17 @@ def _run(cmd, cwd, env, timeout=600):
     return out
 
 
+def _share_running_site_packages(python: Path) -> None:
+    """Give the new venv the dependencies of the environment running the tests (a venv or not),
+    not those of the base interpreter (``--system-site-packages`` would): a ``.pth`` file in its
+    site-packages lists the running interpreter's site-packages folders. Plain folder lines, so the
+    ``.pth`` files inside them (the checkout's editable install) are not run."""
+    ours = [p for p in sys.path if Path(p).name in ("site-packages", "dist-packages") and Path(p).is_dir()]
+    site = _run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                cwd=python.parent, env=os.environ).stdout.strip()
+    (Path(site) / "_running_environment.pth").write_text("".join(f"{p}\n" for p in ours), encoding="utf-8")
+
+
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
     mirror = require_shared_data()
@@ -49,8 +61,9 @@ def installed(tmp_path_factory):
          cwd=base, env=os.environ)
     wheel = next(dist.glob("territoires_industrie-*.whl"))
     venv = base / "venv"
-    _run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], cwd=base, env=os.environ)
+    _run([sys.executable, "-m", "venv", str(venv)], cwd=base, env=os.environ)
     python = venv / "bin" / "python"
+    _share_running_site_packages(python)
     _run([str(python), "-m", "pip", "install", "--no-deps", "-q", str(wheel)], cwd=base, env=os.environ)
     work = base / "work"
     work.mkdir()

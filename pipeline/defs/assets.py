@@ -10,6 +10,10 @@ Groups and keys:
 * ``plans``: ``plan_table``, the user's plan table validated against the 2023-2027 lists;
 * ``publish``: ``published_<phase>``, the files swapped into the stable paths.
 
+On unchanged inputs (the published build's inputs, plan table and code version: the CLI's "nothing
+changed", :mod:`pipeline.steps.since_published`), a phase's step and its publishing materialize
+nothing and say so (:func:`unchanged`); a run tagged ``ti/force=true`` rebuilds and publishes anyway.
+
 A phase is one asset on purpose: its steps share the boundary polygons and overlap on two threads,
 so splitting them would store and reload large frames and lose the overlap (the benchmark's main
 job, ``python bench/run.py``, measures this graph against the CLI).
@@ -22,6 +26,7 @@ from dagster import (
     AssetExecutionContext,
     AssetIn,
     AssetKey,
+    AssetObservation,
     AssetOut,
     Backoff,
     DataVersion,
@@ -85,6 +90,37 @@ def _thumbnail_markdown(png, width: int = 480) -> str:
 
 def _json_list(items: list, limit: int = 200) -> MetadataValue:
     return MetadataValue.json(list(items)[:limit])
+
+
+# ---------------------------------------------------------------- unchanged inputs
+FORCE_TAG = "ti/force"     # a run tagged ti/force=true rebuilds and publishes even if nothing changed
+
+
+def unchanged(context: AssetExecutionContext, settings: Settings, phase: str, input_sha256: dict[str, str],
+              labels: dict[str, dict] | None = None) -> bool:
+    """True when ``phase``'s published build already has these inputs, plan table and code version
+    (the CLI's "nothing changed", :func:`pipeline.steps.since_published.changes_since_manifest`)
+    and the run is not forced: the step then materializes nothing, and says so in an observation
+    of the asset and in a tag of the run (``ti/unchanged_<phase>``)."""
+    from ..steps.since_published import changes_since_manifest
+
+    forced = context.run.tags.get(FORCE_TAG, "").lower() == "true"
+    reasons = changes_since_manifest(settings, phase, input_sha256, labels)
+    if reasons or forced:
+        context.log.info(f"{phase}: rebuilding: " + (f"{FORCE_TAG}=true" if forced and not reasons
+                                                    else "; ".join(reasons[:5])))
+        return False
+    message = (f"{phase}: nothing changed since the published build (inputs, plan table, code version); "
+               f"nothing rebuilt nor published. Tag a run {FORCE_TAG}=true to rebuild anyway.")
+    context.log.info(message)
+    from ..publish.layout import stable_paths
+    from ..publish.manifest import read_manifest
+
+    build_id = read_manifest(stable_paths(settings.output_dir, phase)["manifest"]).get("build_id", "")
+    context.log_event(AssetObservation(asset_key=context.asset_key, metadata={
+        "published": False, "reason": message, "published_build_id": build_id}))
+    context.instance.add_run_tags(context.run_id, {f"ti/unchanged_{phase_key(phase)}": build_id})
+    return True
 
 
 # ---------------------------------------------------------------- sources
@@ -190,17 +226,25 @@ def territories_asset(phase: str):
     name = f"territories_{key}"
     sources = core.phase_sources(CATALOG, phase)
 
-    @asset(name=name, group_name=f"phase_{key}", kinds={"geopandas"}, ins={n: _src(n) for n in sources},
-           check_specs=checks.check_specs(name),
-           description=f"The {phase} territories with every contract column (before the plan table): lists "
-                       "reconciled to the boundary codes, the members' coverage repaired and dissolved per "
-                       "territory, attributes, then the blocking checks. Nothing is published when one fails.")
+    # A multi-asset that can subset: its checks' outputs are optional too, so the step may end
+    # without any when nothing changed (an @asset's checks must always report).
+    @multi_asset(name=name, ins={n: _src(n) for n in sources}, check_specs=checks.check_specs(name), can_subset=True,
+                 outs={name: AssetOut(key=name, group_name=f"phase_{key}", kinds={"geopandas"}, is_required=False,
+                                      description=f"The {phase} territories with every contract column (before the "
+                                      "plan table): lists reconciled to the boundary codes, the members' coverage "
+                                      "repaired and dissolved per territory, attributes, then the blocking checks. "
+                                      "Nothing is published when one fails. Not rebuilt (nor published) when nothing "
+                                      f"changed since the published build, unless the run is tagged {FORCE_TAG}=true.")})
     def territories(context: AssetExecutionContext, pipeline_settings: PipelineSettings, **fetched):
+        settings = pipeline_settings.settings()
+        if unchanged(context, settings, phase, {n: r.sha256 for n, r in fetched.items()},
+                     {n: r.lock for n, r in fetched.items() if r.lock}):
+            return          # no output: the publishing step of this run is skipped too
         t = time.perf_counter()
-        result = core.build_phase(pipeline_settings.settings(), CATALOG, phase, fetched)
+        result = core.build_phase(settings, CATALOG, phase, fetched)
         meta = _build_metadata(result)
         meta["elapsed_s"] = round(time.perf_counter() - t, 3)
-        yield Output(result, metadata=meta)
+        yield Output(result, output_name=name, metadata=meta)
         yield from checks.check_results(name, result.checks)
         checks.stop_if_failed(phase, result.checks)
 
@@ -237,7 +281,7 @@ def publish_asset(phase: str):
     if phase == CURRENT_PHASE:
         ins["plans"] = AssetIn("plan_table")
 
-    @asset(name=f"published_{key}", group_name="publish", ins=ins, kinds={"parquet", "geojson"},
+    @asset(name=f"published_{key}", group_name="publish", ins=ins, kinds={"parquet", "geojson"}, output_required=False,
            description=f"The {phase} files (GeoParquet 1.1, GeoJSON RFC 7946, GeoPackage, light variants, preview, "
                        "manifest) written to a release folder, then swapped into the stable paths atomically.")
     def published(context: AssetExecutionContext, pipeline_settings: PipelineSettings, build, **maybe_plans):
@@ -245,6 +289,9 @@ def publish_asset(phase: str):
 
         plans = maybe_plans.get("plans")
         settings = pipeline_settings.settings()
+        if unchanged(context, settings, phase, {i["source"]: i["sha256"] for i in build.inputs},
+                     {i["source"]: i["lock"] for i in build.inputs if i.get("lock")}):
+            return          # e.g. run alone on a build that is already the published one
         t = time.perf_counter()
         # publish_build refuses a build whose checks (run by the territories asset, kept in `build`) failed
         manifest = core.publish_build(build, settings, plans=plans)
@@ -265,7 +312,7 @@ def publish_asset(phase: str):
                 png = settings.output_dir / out["path"]
                 meta["preview_png"] = MetadataValue.path(str(png))
                 meta["preview"] = MetadataValue.md(_thumbnail_markdown(png))
-        return Output(manifest, metadata=meta)
+        yield Output(manifest, metadata=meta)
 
     return published
 

@@ -13,9 +13,12 @@
 * **A failed run is retried**: an asset whose latest run failed is requested again at every
   evaluation of ``automation_sensor`` (TI_SENSOR_INTERVAL_SECONDS apart) until it succeeds; a
   change is never forgotten because the request was made.
-* **Code versions**: each asset's ``code_version`` is a digest of its step's function and of the
-  core modules that step runs (``STEP_CODE``, by asset group), so editing the dissolve marks the
-  dissolve and what is below it as changed, not the fetches.
+* **Code versions** are derived, not listed: each asset's ``code_version`` is
+  :func:`pipeline.code_version.code_version` (the CLI's code hash too) of the core modules its step
+  function uses, with their import closure, and of the function's own source; so editing the
+  dissolve marks the steps that import the step sequence, not the fetches.
+* **Missing** assets are requested when they become missing, not at every evaluation: a step that
+  finds nothing changed since the published build materializes nothing (``assets.unchanged``).
 * **Freshness policies** (alerts.py) on the published and source assets.
 * ``weekly_build`` runs the whole ``build_all`` job on ``TI_SCHEDULE_CRON`` in
   ``TI_SCHEDULE_TIMEZONE``: the safety net if the automation is off or its history was lost.
@@ -26,10 +29,12 @@ sensor built its own downstream selection and lost a change whose run failed).
 
 from __future__ import annotations
 
-import hashlib
+import ast
+import importlib.util
 import inspect
+import textwrap
 from collections.abc import Callable, Iterable
-from pathlib import Path
+from types import ModuleType
 
 from dagster import (
     AssetsDefinition,
@@ -40,8 +45,10 @@ from dagster import (
 )
 from dagster._core.definitions.decorators.op_decorator import DecoratedOpFunction
 
+from ..code_version import INSTALLED, PACKAGE, Package
+from ..code_version import code_version as core_code_version
 from ..errors import PipelineError
-from ..settings import ASSETS_DIR, Settings
+from ..settings import Settings
 from .alerts import freshness_policy
 from .resources import definition_settings
 
@@ -49,21 +56,6 @@ SCHEDULE_NAME = "weekly_build"
 SENSOR_NAME = "automation_sensor"
 # Groups whose assets read an input from outside the graph: re-run on TI_SOURCES_CRON.
 EXTERNAL_INPUT_GROUPS = ("sources", "plans")
-
-# The core code each group's steps run, relative to the package (``static/`` is the assets/
-# folder shipped as pipeline.static). A group not listed here hashes the whole package.
-PACKAGE_DIR = Path(__file__).resolve().parent.parent
-STEP_CODE: dict[str, tuple[str, ...]] = {
-    "sources": ("sources/catalog.py", "sources/resolve.py", "sources/fetch.py", "sources/http.py",
-                "checksums.py", "static/sources.toml"),
-    # a phase asset runs the whole core build (build_phase): boundaries, references, reconciliation, geometry
-    "phase_": ("steps/sequence.py", "steps/quality.py", "reconcile/", "geometry/coverage.py", "sources/readers.py",
-               "sources/boundaries.py", "sources/csv_tables.py", "sources/parse_cache.py",
-               "publish/membership_tables.py", "schema.py"),
-    "plans": ("sources/plans.py",),
-    "publish": ("steps/sequence.py", "steps/quality.py", "publish/", "checksums.py", "schema.py", "static/"),
-}
-
 
 class AutomationSettingError(PipelineError):
     """A TI_SCHEDULE_CRON / TI_SOURCES_CRON value that Dagster's own cron parser refuses."""
@@ -126,57 +118,79 @@ def asset_condition(check_cron: str | None = None, timezone: str = "UTC") -> Aut
     due: AutomationCondition = inputs_changed() | AutomationCondition.code_version_changed()
     if check_cron:
         due = due | AutomationCondition.cron_tick_passed(check_cron, timezone).with_label(f"check on {check_cron}")
-    return _not_busy(due.since_last_handled() | AutomationCondition.missing() | retry_failed())
+    # missing: asked when it becomes so, not at every evaluation: a step that finds nothing changed
+    # since the published build materializes nothing (assets.unchanged), and the asset stays missing.
+    missing = AutomationCondition.missing().newly_true().with_label("missing")
+    return _not_busy(due.since_last_handled() | missing | retry_failed())
 
 
 # ---------------------------------------------------------------- code versions
-def _step_files(group: str | None) -> list[Path]:
-    entries = next((paths for prefix, paths in STEP_CODE.items() if group and group.startswith(prefix)), ("",))
-    files: set[Path] = set()
-    for entry in entries:
-        base = ASSETS_DIR / entry[len("static/"):] if entry.startswith("static/") else PACKAGE_DIR / entry
-        if base.is_file():
-            files.add(base)
-        else:
-            files.update(p for p in base.rglob("*") if p.is_file() and p.suffix != ".pyc"
-                         and "__pycache__" not in p.parts)
-    return sorted(files)
-
-
-def _function_source(assets_def: AssetsDefinition) -> str:
-    """The source of the step's function (an edit to one asset's wrapper changes only that asset)."""
+def _function(assets_def: AssetsDefinition) -> Callable:
     compute = assets_def.op.compute_fn
-    fn = compute.decorated_fn if isinstance(compute, DecoratedOpFunction) else compute
-    try:
-        return inspect.getsource(fn)
-    except (OSError, TypeError):
-        module = inspect.getmodule(fn)
-        return inspect.getsource(module) if module is not None else ""
+    return compute.decorated_fn if isinstance(compute, DecoratedOpFunction) else compute
 
 
-def code_version(assets_def: AssetsDefinition, group: str | None,
-                 read: Callable[[Path], bytes] = Path.read_bytes) -> str:
-    """16 hex digits of sha256 over the step's function and the core files of its group."""
-    digest = hashlib.sha256(_function_source(assets_def).encode())
-    for path in _step_files(group):
-        name = path.relative_to(PACKAGE_DIR) if path.is_relative_to(PACKAGE_DIR) else path.relative_to(ASSETS_DIR)
-        digest.update(name.as_posix().encode())
-        digest.update(read(path))
-    return digest.hexdigest()[:16]
+def _step_code(fn: Callable) -> tuple[set[str], dict[str, str]]:
+    """The package's modules a step function uses, and the source of the function and of the
+    helpers of its own module it calls (followed transitively).
+
+    A name the function reads is resolved as the running code would: a module of the package, a
+    function or class defined in one (a helper of the function's own module is followed into),
+    or an object whose type is (the source catalog); the modules its ``import`` statements name.
+    """
+    roots: set[str] = set()
+    helpers: dict[str, str] = {}
+    todo = [fn]
+    while todo:
+        current = todo.pop()
+        name = f"{current.__module__}.{current.__qualname__}"
+        if name in helpers:
+            continue
+        source = inspect.getsource(current)
+        helpers[name] = source
+        tree = ast.parse(textwrap.dedent(source))
+        scope = {**current.__globals__, **inspect.getclosurevars(current).nonlocals}
+        anchor = current.__module__.rpartition(".")[0]
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                base = importlib.util.resolve_name("." * node.level + (node.module or ""), anchor)
+                roots.add(base)
+                roots.update(f"{base}.{alias.name}" for alias in node.names)
+            elif isinstance(node, ast.Import):
+                roots.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.Name) and node.id in scope:
+                value = scope[node.id]
+                if isinstance(value, ModuleType):
+                    roots.add(value.__name__)
+                elif inspect.isfunction(value) and value.__module__ == fn.__module__:
+                    todo.append(value)          # a helper of the assets module: its code is the step's
+                else:
+                    owner = value if inspect.isfunction(value) or inspect.isclass(value) else type(value)
+                    roots.add(getattr(owner, "__module__", None) or "")
+    return {r for r in roots if r.partition(".")[0] == PACKAGE}, helpers
+
+
+def code_version(assets_def: AssetsDefinition, package: Package = INSTALLED) -> str:
+    """The asset's ``code_version``: :func:`pipeline.code_version.code_version` of the core modules
+    its step uses (their import closure), with the step function's own source."""
+    roots, helpers = _step_code(_function(assets_def))
+    return core_code_version(sorted(roots), package, extra="\n".join(f"{k} {helpers[k]}" for k in sorted(helpers)))
 
 
 def automate(assets: Iterable[AssetsDefinition], settings: Settings | None = None,
-             read: Callable[[Path], bytes] = Path.read_bytes) -> list[AssetsDefinition]:
+             package: Package = INSTALLED) -> list[AssetsDefinition]:
     """The assets with their automation condition, code version and freshness policy (by group)."""
     settings = _settings(settings)
     external = asset_condition(_checked_cron(settings.sources_cron, "TI_SOURCES_CRON"), settings.schedule_timezone)
     derived = asset_condition()
 
     def with_automation(assets_def: AssetsDefinition) -> AssetsDefinition:
+        version = code_version(assets_def, package)
+
         def mapped(spec):
             condition = external if spec.group_name in EXTERNAL_INPUT_GROUPS else derived
             return spec.replace_attributes(automation_condition=condition,
-                                           code_version=code_version(assets_def, spec.group_name, read),
+                                           code_version=version,
                                            freshness_policy=freshness_policy(spec.group_name, settings))
         return assets_def.map_asset_specs(mapped)
 

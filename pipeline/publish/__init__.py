@@ -17,7 +17,8 @@ _LAZY = {
                     "dictionary"),
     **dict.fromkeys(("render_preview", "render_preview_bytes"), "preview"),
     **dict.fromkeys(("STABLE_NAMES", "release_dir", "stable_dirs", "stable_paths"), "layout"),
-    **dict.fromkeys(("apply_retention", "preview_path", "publish_release", "write_index"), "release"),
+    **dict.fromkeys(("preview_path", "publish_release"), "release"),
+    **dict.fromkeys(("apply_retention", "write_index"), "retention"),
 }
 
 def __getattr__(name: str):

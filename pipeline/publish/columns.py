@@ -2,7 +2,7 @@
 
 Every column has one *kind*: ``string``, ``int``, ``float``, ``bool``, ``date``, ``list`` (list of
 strings) or ``geometry``. Kinds come from ``pipeline.schema.TERRITORY_COLUMNS`` and
-``pipeline.plans.PLAN_COLUMNS`` when the column is declared there, else from the pandas dtype and
+``pipeline.sources.plans.PLAN_COLUMNS`` when the column is declared there, else from the pandas dtype and
 the values (so any extra column is published generically). :func:`prepare_frame` checks the input
 and returns the frame every writer starts from: columns in published order, dtypes normalised,
 rows in Hilbert order of the territories' centroids.
@@ -58,7 +58,7 @@ class ColumnInfo:
 
 
 def plan_columns() -> list:
-    """``pipeline.plans.PLAN_COLUMNS`` if that module is importable, else an empty list."""
+    """``pipeline.sources.plans.PLAN_COLUMNS`` if that module is importable, else an empty list."""
     try:
         from ..sources.plans import PLAN_COLUMNS
     except ImportError:

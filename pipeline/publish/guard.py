@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from .. import documents
 from ..checksums import sha256_file
 from ..errors import CheckFailedError
 from ..sources.names import moved_names
@@ -150,8 +151,11 @@ def published_parquet(output_dir: Path, phase: str) -> Path | None:
         return None
     entry: dict = next((o for o in manifest.get("outputs", []) if o.get("name") == "geoparquet"), {})
     for rel in (entry.get("path"), entry.get("release_path")):
-        candidate = Path(output_dir) / str(rel or "")
-        if rel and candidate.is_file() and sha256_file(candidate) == entry.get("sha256"):
+        try:   # a path out of the output folder is never read
+            candidate = documents.confined(Path(output_dir), rel, str(paths["manifest"]))
+        except ValueError:
+            continue
+        if candidate.is_file() and sha256_file(candidate) == entry.get("sha256"):
             return candidate
     return None
 

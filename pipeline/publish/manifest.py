@@ -6,7 +6,7 @@ import datetime as dt
 import json
 from pathlib import Path
 
-from .. import CONTRACT_VERSION, __version__
+from .. import CONTRACT_VERSION, __version__, documents
 from ..checksums import sha256_file
 
 
@@ -61,4 +61,7 @@ def dumps(manifest: dict) -> str:
 
 
 def read_manifest(path: Path) -> dict:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+    """A manifest read back: a bounded regular file valid against ``manifest.schema.json``
+    (:class:`~pipeline.documents.InvalidDocument`, a ValueError, else; FileNotFoundError when absent).
+    Its paths are still to be checked with :func:`~pipeline.documents.confined` before use."""
+    return documents.load(Path(path), "manifest.schema.json", "manifest")

@@ -10,11 +10,12 @@ Layout under ``settings.output_dir``, the same for every phase ``P``::
             manifest.json                          <- replaced last
     territoires-industrie.* , manifest.json        <- the current phase (2023-2027) also here
     releases/<build_id>/phase=P/...                <- the same files + manifest
-    releases/index.json                            <- every kept release (see :func:`write_index`)
+    releases/index.json                            <- every kept release (see :func:`.retention.write_index`)
 
 A release is kept as long as it is the latest of its content (``content_sha256`` of its manifest:
-the data without the build's metadata), or is among the ``settings.keep_releases`` latest of its
-phase (:func:`apply_retention`).
+the data without the build's metadata), or is among the ``settings.keep_releases`` latest published
+of its phase, in the publish sequence the index records, and the release the stable files come
+from is never removed (:mod:`.retention`).
 
 Sequence: write and re-read every output in a hidden staging folder ``releases/.staging-*``; move
 them into ``releases/<build_id>/``; copy each to a temporary file beside its stable path; only
@@ -55,6 +56,7 @@ from . import (
     membership_tables,
     preview,
     qgis_project,
+    retention,
     swap,
     tiles,
     weblibs,
@@ -67,7 +69,6 @@ from .layout import (
     MANIFEST_NAME,
     RELEASES_DIR,
     STABLE_NAMES,
-    phase_subdir,
     release_dir,
     stable_dir,
     stable_dirs,
@@ -75,7 +76,7 @@ from .layout import (
 )
 from .manifest import build_manifest, dumps, output_entry, read_manifest, utc_now
 from .membership_tables import MembershipRefs
-from .provenance import file_metadata, source_lock
+from .provenance import file_metadata
 
 log = logging.getLogger(__name__)
 
@@ -355,82 +356,6 @@ def _remove_stale(output_dir: Path, stable: Path) -> None:
                 f.unlink()
 
 
-def _remove_phase_part(folder: Path, phase: str) -> None:
-    """Delete one phase's files from a release folder; the folder too once it is empty."""
-    shutil.rmtree(folder / phase_subdir(phase), ignore_errors=True)
-    with contextlib.suppress(OSError):
-        folder.rmdir()  # only succeeds when empty
-
-
-def _release_manifests(output_dir: Path, phase: str | None = None) -> list[tuple[Path, dict]]:
-    """(release folder, manifest) of every release of ``phase`` (every phase if None), newest first."""
-    releases = Path(output_dir) / RELEASES_DIR
-    found = []
-    pattern = f"*/{phase_subdir(phase)}/{MANIFEST_NAME}" if phase else f"*/phase=*/{MANIFEST_NAME}"
-    for path in releases.glob(pattern) if releases.is_dir() and not releases.is_symlink() else []:
-        if path.parent.parent.name.startswith(".") or path.parent.parent.is_symlink() or path.parent.is_symlink():
-            continue   # hidden (staging) or a link: retention never deletes through a link
-        try:
-            manifest = read_manifest(path)
-        except (OSError, ValueError):   # an unreadable manifest: kept, never indexed
-            log.warning("release manifest %s unreadable: left out of the index", path)
-            continue
-        found.append((path.parent.parent, manifest))
-    found.sort(key=lambda fm: (str(fm[1].get("built_at", "")), fm[0].name), reverse=True)
-    return found
-
-
-def apply_retention(output_dir: Path, keep: int, current: str, phase: str = CURRENT_PHASE) -> list[str]:
-    """Delete the releases of ``phase`` that are neither the latest of their content nor among the
-    ``keep`` latest (``current`` always stays); return the deleted ids.
-
-    A release's content is its manifest's ``content_sha256`` (a release without one is its own
-    content). Releases are ordered by their manifest's ``built_at``. Only this phase's part of a
-    release folder is deleted (another phase published under the same build id stays).
-    """
-    seen: set[str] = set()
-    found = _release_manifests(output_dir, phase)
-    # a release built after the one being published was never published (a publish killed
-    # mid-way): removed, not counted as kept
-    built = {folder.name: str(manifest.get("built_at", "")) for folder, manifest in found}
-    if current in built:
-        for folder, _ in [fm for fm in found if built[fm[0].name] > built[current]]:
-            _remove_phase_part(folder, phase)
-        found = [fm for fm in found if built[fm[0].name] <= built[current]]
-    deleted = []
-    for rank, (folder, manifest) in enumerate(found):
-        content = manifest.get("content_sha256") or f"build:{folder.name}"
-        latest_of_content = content not in seen
-        seen.add(content)
-        if latest_of_content or rank < max(1, int(keep)) or folder.name == current:
-            continue
-        _remove_phase_part(folder, phase)
-        deleted.append(folder.name)
-    if deleted:
-        log.info("release retention (%s): deleted %s (same content as a later release)", phase, ", ".join(deleted))
-    return deleted
-
-
-def write_index(output_dir: Path) -> dict:
-    """Write ``releases/index.json``: every kept release of every phase, newest first, with its
-    build id, date, phase, source lock, content hash and files (paths relative to the output dir)."""
-    output_dir = Path(output_dir)
-    entries = []
-    for folder, m in _release_manifests(output_dir):
-        entries.append({
-            "build_id": m.get("build_id", folder.name), "built_at": m.get("built_at"), "phase": m.get("phase"),
-            "contract_version": m.get("contract_version"), "source_lock": source_lock(m),
-            "content_sha256": m.get("content_sha256"), "manifest": f"{m.get('release_path')}/{MANIFEST_NAME}",
-            "files": [{"name": o["name"], "path": o["release_path"], "sha256": o["sha256"], "bytes": o["bytes"]}
-                      for o in m.get("outputs", [])],
-        })
-    index = {"generated_at": utc_now(), "retention": "a release is kept while it is the latest of its content "
-             "(content_sha256) or among the latest TI_KEEP_RELEASES of its phase", "releases": entries}
-    path = output_dir / RELEASES_DIR / INDEX_NAME
-    atomic.write_text(path, dumps(index))
-    return index
-
-
 @dataclasses.dataclass(frozen=True)
 class _Layout:
     """The folders of one publish: ``stable`` (the folder the manifest's ``path`` names), every stable
@@ -470,10 +395,15 @@ def _make_folders(lay: _Layout) -> None:
 
 
 def _clear_and_repair(output_dir: Path, dirs: list[Path], phase: str) -> list[str]:
-    """Remove a killed publish's leftovers, then repair the stable set (the publish lock is held)."""
+    """Remove a killed publish's leftovers, repair the stable set, then the release index when it
+    disagrees with the release folders (the publish lock is held)."""
     for d in dirs:
         _remove_stale(output_dir, d)
-    return _repair(output_dir, phase)
+    lines = _repair(output_dir, phase)
+    if retention.repair_index(output_dir):
+        lines.append(f"{RELEASES_DIR}/{INDEX_NAME} did not match the release folders (an interrupted publish, "
+                     "or an index written before publish sequences): rebuilt from them")
+    return lines
 
 
 def _output_entries(lay: _Layout, staging: Path, facts: dict[str, dict]) -> list[dict]:
@@ -565,14 +495,16 @@ def _swap_in(temps: list[tuple[Path, Path]], created: Path | None, build_id: str
 
 
 def _after_swap(lay: _Layout, keep: int) -> None:
-    """Flush the stable folders, apply retention and rewrite the release index."""
+    """Flush the stable folders, apply retention (in publish order) and rewrite the release index."""
     for d in lay.dirs:
         _fsync_dir(d)
-    apply_retention(lay.output_dir, keep, lay.build_id, lay.phase)
-    try:
-        write_index(lay.output_dir)
-    except OSError as err:   # the files are published; the next publish rewrites the index
-        log.warning("could not write %s/%s: %s", RELEASES_DIR, INDEX_NAME, _cause(err))
+    try:   # the files are published: a failure here is said, and repaired at the next start-up
+        out = lay.output_dir
+        seq = retention.sequences(out, retention.read_index(out), retention.release_manifests(out))
+        retention.apply_retention(out, keep, lay.build_id, lay.phase, seq)
+        retention.write_index(out, seq)
+    except (OSError, PublishError) as err:
+        log.warning("could not apply retention or write %s/%s: %s", RELEASES_DIR, INDEX_NAME, _cause(err))
 
 
 def publish_release(

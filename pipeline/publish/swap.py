@@ -10,6 +10,8 @@ After a ``kill -9`` during the renames, the stable folder holds a mix of two bui
 records each file's sha256: :func:`repair_stable` (run at start-up, under the publish lock) finds a
 file that does not match it and copies the set back from the release folder the manifest names,
 once that folder's files are checked against the same sha256, saying so in its return value.
+The manifest is not trusted: it must fit its schema, and every path it names must stay inside the
+output folder (:func:`~pipeline.documents.confined`), else nothing is repaired from it.
 """
 
 from __future__ import annotations
@@ -17,10 +19,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil
 from pathlib import Path
 
-from .. import atomic
+from .. import atomic, documents
 from ..checksums import sha256_file
 from ..errors import PublishError
 from .layout import MANIFEST_NAME
@@ -44,18 +45,6 @@ def check_targets(pairs: list[tuple[Path, Path]]) -> None:
             raise PublishError(f"cannot publish {target.name}: its staged copy {tmp} is missing")
 
 
-def _backup(target: Path) -> Path | None:
-    """A hard link (else a copy) of an existing target, to put it back if the swap fails."""
-    if not target.exists():
-        return None
-    backup = atomic.temp_path(target)
-    try:
-        os.link(target, backup)
-    except OSError:
-        shutil.copy2(target, backup)
-    return backup
-
-
 def swap_in(pairs: list[tuple[Path, Path]], tag: str) -> None:
     """Rename each ``(temporary file, stable path)`` in order (the manifest last), as one set.
 
@@ -63,12 +52,13 @@ def swap_in(pairs: list[tuple[Path, Path]], tag: str) -> None:
     removed, and PublishError names the file and the cause.
     """
     backups: list[tuple[Path, Path | None]] = []
+    temps: list[Path] = []      # every backup, recorded before it is written
     done: list[str] = []
     try:
         check_targets(pairs)
         try:
             for _, target in pairs:
-                backups.append((target, _backup(target)))
+                backups.append((target, atomic.backup(target, temps) if target.exists() else None))
             for tmp, target in pairs:
                 os.replace(tmp, target)
                 done.append(target.name)
@@ -81,13 +71,9 @@ def swap_in(pairs: list[tuple[Path, Path]], tag: str) -> None:
             _restore(backups)
             raise
     finally:
-        for tmp, _ in pairs:
+        for tmp in [t for t, _ in pairs] + temps:
             with contextlib.suppress(OSError):
                 tmp.unlink()
-        for _, backup in backups:
-            if backup is not None:
-                with contextlib.suppress(OSError):
-                    backup.unlink()
 
 
 def _restore(backups: list[tuple[Path, Path | None]]) -> None:
@@ -111,12 +97,17 @@ def _stable(out: dict, key: str) -> str:
     return str(out.get(key) or out.get("path", ""))
 
 
-def mismatched(output_dir: Path, manifest: dict, key: str = "path") -> list[str]:
+def _inside(output_dir: Path, relative: object, manifest: Path) -> Path:
+    """A path the manifest names, refused unless it is relative and stays in ``output_dir``."""
+    return documents.confined(output_dir, relative, f"{manifest}")
+
+
+def mismatched(output_dir: Path, manifest: dict, key: str = "path", source: Path | None = None) -> list[str]:
     """Stable paths (relative, the outputs' ``key``: path or phase_path) of the manifest's outputs
-    that are missing or differ from its sha256."""
+    that are missing or differ from its sha256 (InvalidDocument for a path out of ``output_dir``)."""
     bad = []
     for out in manifest.get("outputs", []):
-        path = Path(output_dir) / _stable(out, key)
+        path = _inside(output_dir, _stable(out, key), source or Path(output_dir) / MANIFEST_NAME)
         if not path.is_file() or path.is_symlink() or sha256_file(path) != out.get("sha256"):
             bad.append(_stable(out, key))
     return bad
@@ -126,31 +117,38 @@ def repair_stable(output_dir: Path, stable_manifest: Path, key: str = "path") ->
     """Make the stable set match its manifest again, from the release folder the manifest names.
 
     Returns the repaired stable paths ([] when the set was intact or there is no manifest yet).
-    PublishError when the set is mixed and no intact release can repair it.
+    PublishError when the set is mixed and no intact release can repair it, or when the manifest
+    is not valid or names a path out of ``output_dir`` (then nothing is written).
     """
     output_dir = Path(output_dir)
     if not stable_manifest.is_file():
         return []
     try:
         manifest = read_manifest(stable_manifest)
+        bad = mismatched(output_dir, manifest, key, stable_manifest)
+        if not bad:
+            return []
+        release = _inside(output_dir, manifest.get("release_path"), stable_manifest)
+        outputs = [(_inside(output_dir, out.get("release_path"), stable_manifest),
+                    _inside(output_dir, _stable(out, key), stable_manifest), out)
+                   for out in manifest.get("outputs", []) if _stable(out, key) in bad]
     except (OSError, ValueError) as err:
-        raise PublishError(f"published manifest {stable_manifest} is unreadable ({err}); restore it from "
-                           f"{output_dir / 'releases'} or delete the stable files to publish afresh") from None
-    bad = mismatched(output_dir, manifest, key)
-    if not bad:
-        return []
-    release = output_dir / str(manifest.get("release_path", ""))
-    pairs = []
-    for out in manifest.get("outputs", []):
-        if _stable(out, key) not in bad:
-            continue
-        source = output_dir / str(out.get("release_path", ""))
-        if not source.is_file() or source.is_symlink() or sha256_file(source) != out.get("sha256"):
-            raise PublishError(
-                f"the published files do not match {stable_manifest} ({', '.join(bad)}) and release "
-                f"{release} cannot repair them ({source.name} missing or altered)")
-        target = output_dir / _stable(out, key)
-        pairs.append((atomic.copy_beside(source, target), target))
+        raise PublishError(f"published manifest {stable_manifest} cannot be used to repair the published files "
+                           f"({err}); restore it from {output_dir / 'releases'} or delete the stable files to "
+                           "publish afresh") from None
+    pairs: list[tuple[Path, Path]] = []
+    temps: list[Path] = []       # every temp copy, recorded before it is written
+    try:
+        for source, target, out in outputs:
+            if not source.is_file() or source.is_symlink() or sha256_file(source) != out.get("sha256"):
+                raise PublishError(
+                    f"the published files do not match {stable_manifest} ({', '.join(bad)}) and release "
+                    f"{release} cannot repair them ({source.name} missing or altered)")
+            pairs.append((atomic.copy_beside(source, target, temps), target))
+    except BaseException:
+        for tmp in temps:
+            tmp.unlink(missing_ok=True)
+        raise
     swap_in(pairs, "repair")
     log.warning("published files did not match %s: %s restored from %s", MANIFEST_NAME, ", ".join(bad), release)
     return bad

@@ -214,7 +214,17 @@ def _normalise_codes(values: pd.Series) -> pd.Series:
 
 
 def _to_wgs84(out: gpd.GeoDataFrame, path: Path, repaired: list[str], empty: list[str]):
-    """Reprojected to EPSG:4326 if needed; degenerate (zero-area) polygons dropped into ``empty``."""
+    """Reprojected to EPSG:4326 if needed; degenerate (zero-area) polygons dropped into ``empty``.
+
+    Coordinates that fit in degrees under a projected CRS are refused first: reprojected as metres
+    they would shrink to points, be dropped as degenerate and surface later as a wrong count."""
+    if out.crs.is_projected and len(out):
+        minx, miny, maxx, maxy = shapely.total_bounds(out.geometry.values)
+        if max(abs(minx), abs(maxx)) <= 180 and max(abs(miny), abs(maxy)) <= 90:
+            raise InputFormatError(
+                f"{path}: coordinates ({minx:.1f}, {miny:.1f}, {maxx:.1f}, {maxy:.1f}) are too small for the "
+                f"metres of a projected CRS: the declared CRS ({_crs_name(out.crs)}) is probably wrong; "
+                "they look like degrees of longitude/latitude (EPSG:4326)")
     if out.crs.to_epsg() != 4326:
         try:
             out = out.to_crs(4326)

@@ -3,7 +3,7 @@
 Mirror mode (``TI_MIRROR_DIR``): the mirror file is read in place, never copied.
 
 Live mode: ``spec.url`` is downloaded into ``<raw_dir>/<source>/<file name>`` (see
-:func:`cache_path`) with timeouts, bounded retries and backoff (:mod:`pipeline.http`). The body is
+:func:`cache_path`) with timeouts, bounded retries and backoff (:mod:`pipeline.sources.http`). The body is
 streamed to a temp file in the same folder and checked before it replaces the cached copy with an
 atomic rename: Content-Length, gzip integrity (when the body is gzip), the expected format (an HTML
 page served with 200 is refused, parquet must start with ``PAR1``, json with ``{`` or ``[``), and the
@@ -30,7 +30,7 @@ from urllib.parse import unquote, urlparse
 
 import requests
 
-from .. import atomic
+from .. import atomic, documents
 from ..checksums import sha256_file
 from ..errors import SourceError
 from ..settings import Settings
@@ -126,8 +126,8 @@ def meta_path(path: Path) -> Path:
 
 def read_meta(path: Path) -> dict | None:
     """The sidecar of a cached file, or None when it is missing, unreadable or does not match the file."""
-    try:
-        meta = json.loads(meta_path(path).read_text(encoding="utf-8"))
+    try:   # a regular file of at most 1 MiB: the cache is not trusted more than any input
+        meta = json.loads(documents.read_bounded(meta_path(path), "download sidecar", 1 << 20))
         if not isinstance(meta, dict) or not path.is_file() or path.stat().st_size != meta.get("size"):
             return None
         return meta
@@ -369,14 +369,13 @@ def _probe_live(spec: SourceSpec, settings: Settings, session: requests.Session)
             http.check_status(resp)
             return version_from_headers(resp.headers)
 
-    version, _ = http.run_with_retries(spec.name, url, settings, head, what="probe (HEAD)")
+    limits = http.Limits.from_settings(settings)      # one deadline for the HEAD and the GET
+    version, _ = http.run_with_retries(spec.name, url, settings, head, what="probe (HEAD)", limits=limits)
     if version:
         return version
 
     previous = read_meta(cache_path(spec, settings))
     conditional = conditional_headers(previous, url)
-
-    limits = http.Limits.from_settings(settings)
 
     def get(n: int) -> str:
         with _get(session, url, settings, conditional) as resp:

@@ -10,7 +10,9 @@ be retried too, ``Retry-After`` must be capped, and the attempts must be counted
 * Other 4xx and any wrong content are permanent: no retry.
 * Bounds, since the server is not trusted: a body (as sent and as decoded) larger than
   ``TI_MAX_SOURCE_MB`` is refused; one download, retries and waits included, ends at
-  ``TI_HTTP_DEADLINE`` seconds (a body sent one byte a second cannot last for ever); no wait is
+  ``TI_HTTP_DEADLINE`` seconds (a body sent one byte a second cannot last for ever): a
+  :class:`Watchdog` shuts the connection down at the deadline, since socket timeouts bound each
+  read only and headers sent one byte at a time would pass them for ever; no wait is
   longer than :data:`MAX_WAIT` seconds whatever ``Retry-After`` or the settings say; redirects are
   followed by hand, only to http(s) on the same host and port or to :data:`REDIRECT_HOSTS`.
 * Failures end in one :class:`~pipeline.errors.SourceError` naming the source, the URL, what went
@@ -20,9 +22,12 @@ be retried too, ``Retry-After`` must be capped, and the attempts must be counted
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import re
+import socket
+import threading
 import time
 import zlib
 from collections.abc import Callable
@@ -35,6 +40,9 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 import urllib3
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from .. import __version__
 from ..errors import SourceError
@@ -50,6 +58,9 @@ sleep = time.sleep
 MiB = 1 << 20
 MAX_WAIT = 3600.0          # no single wait between attempts is longer, whatever the settings say
 MAX_REDIRECTS = 5
+# An API answer is parsed whole: data.gouv.fr's for a dataset is ~100 KiB, so this is generous and
+# keeps an endless answer far from the memory a build may use, whatever TI_MAX_SOURCE_MB says.
+MAX_API_BYTES = 64 * MiB
 # Hosts the official sources redirect to (data.gouv.fr's /datasets/r/<id> links point to its
 # static file host); any other host must be the one of the URL asked for, with the same port.
 REDIRECT_HOSTS = frozenset({"www.data.gouv.fr", "data.gouv.fr", "static.data.gouv.fr", "object.files.data.gouv.fr",
@@ -75,9 +86,105 @@ class Permanent(Exception):
         self.reason = reason
 
 
+class Watchdog:
+    """Shuts down, at ``deadline`` (``time.monotonic``), every connection the calling thread reads
+    from while it is active (``with Watchdog(deadline):``): a read blocked in the headers or the
+    body then ends at once, whatever the socket timeout. ``fired`` tells that it did."""
+
+    _local = threading.local()
+
+    def __init__(self, deadline: float | None):
+        self.deadline = deadline
+        self.fired = False
+        self._socks: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = None if deadline is None else threading.Timer(max(0.0, deadline - time.monotonic()), self._fire)
+        if self._timer is not None:
+            self._timer.daemon = True
+
+    def __enter__(self) -> Watchdog:
+        self._outer = getattr(self._local, "watch", None)
+        self._local.watch = self
+        if self._timer is not None:
+            self._timer.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._local.watch = self._outer
+
+    @classmethod
+    def current(cls) -> Watchdog | None:
+        return getattr(cls._local, "watch", None)
+
+    def add(self, sock: socket.socket | None) -> None:
+        if sock is None:
+            return
+        with self._lock:
+            self._socks.append(sock)
+            if self.fired:
+                _shut(sock)
+
+    def _fire(self) -> None:
+        with self._lock:
+            self.fired = True
+            for sock in self._socks:
+                _shut(sock)
+
+
+def _shut(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):      # already closed
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+class _Watched:
+    """A connection that hands its socket to the thread's :class:`Watchdog` before each response."""
+
+    sock: socket.socket | None
+
+    def getresponse(self, *args, **kwargs):
+        watch = Watchdog.current()
+        if watch is not None:
+            watch.add(self.sock)
+        return super().getresponse(*args, **kwargs)  # type: ignore[misc]
+
+
+class _WatchedHTTP(_Watched, HTTPConnection):
+    pass
+
+
+class _WatchedHTTPS(_Watched, HTTPSConnection):
+    pass
+
+
+class _WatchedHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTP
+
+
+class _WatchedHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPS
+
+
+class WatchedAdapter(HTTPAdapter):
+    """The requests adapter whose connections :class:`Watchdog` can shut down."""
+
+    def init_poolmanager(self, *args, **kwargs) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
+
+
+def watch(session: requests.Session) -> requests.Session:
+    """Mount :class:`WatchedAdapter` on ``session`` (once) for http and https."""
+    if not isinstance(session.get_adapter("http://x/"), WatchedAdapter):
+        session.mount("http://", WatchedAdapter())
+        session.mount("https://", WatchedAdapter())
+    return session
+
+
 def make_session() -> requests.Session:
     """A plain session (no adapter-level retries: :func:`run_with_retries` does them)."""
-    session = requests.Session()
+    session = watch(requests.Session())
     session.headers["User-Agent"] = USER_AGENT
     session.headers["Accept-Encoding"] = ACCEPT_ENCODING
     return session
@@ -118,10 +225,18 @@ class Limits:
 
     max_bytes: int
     deadline: float
+    cap: str = "TI_MAX_SOURCE_MB"       # what sets ``max_bytes``, for the message
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Limits:
         return cls(settings.max_source_mb * MiB, time.monotonic() + settings.http_deadline)
+
+    @classmethod
+    def for_api(cls, settings: Settings) -> Limits:
+        """An API answer (JSON held whole to be parsed): TI_MAX_SOURCE_MB, at most :data:`MAX_API_BYTES`."""
+        if settings.max_source_mb * MiB <= MAX_API_BYTES:
+            return cls.from_settings(settings)
+        return cls(MAX_API_BYTES, time.monotonic() + settings.http_deadline, "the cap on API answers")
 
     def check_time(self, what: str) -> None:
         if time.monotonic() > self.deadline:
@@ -129,7 +244,7 @@ class Limits:
 
     def check_size(self, size: int, what: str) -> None:
         if size > self.max_bytes:
-            raise Permanent(f"{what} larger than {self.max_bytes / MiB:g} MiB (TI_MAX_SOURCE_MB); refused")
+            raise Permanent(f"{what} larger than {self.max_bytes / MiB:g} MiB ({self.cap}); refused")
 
 
 def redirect_refused(url: str, location: str) -> str | None:
@@ -152,11 +267,22 @@ def redirect_refused(url: str, location: str) -> str | None:
 _DEFAULT_PORT = {"http": 80, "https": 443}
 
 
+def _connect_within_deadline(kwargs: dict) -> dict:
+    """The connect timeout cut to what is left of the active :class:`Watchdog`'s deadline (the
+    watchdog can only shut a socket down once it is connected)."""
+    watchdog, timeout = Watchdog.current(), kwargs.get("timeout")
+    if watchdog is None or watchdog.deadline is None or not isinstance(timeout, (int, float)):
+        return kwargs
+    left = max(0.001, watchdog.deadline - time.monotonic())
+    return {**kwargs, "timeout": (min(float(timeout), left), timeout)}
+
+
 def request(session: requests.Session, method: str, url: str, **kwargs) -> requests.Response:
     """``session.request`` following at most :data:`MAX_REDIRECTS` redirects by hand, each checked by
     :func:`redirect_refused` (Permanent when refused). The final response is returned open."""
+    watch(session)
     for _ in range(MAX_REDIRECTS + 1):
-        resp = session.request(method, url, allow_redirects=False, **kwargs)
+        resp = session.request(method, url, allow_redirects=False, **_connect_within_deadline(kwargs))
         if resp.status_code not in (301, 302, 303, 307, 308) or "Location" not in resp.headers:
             return resp
         location = urljoin(url, resp.headers["Location"])
@@ -245,12 +371,17 @@ def run_with_retries(name: str, url: str, settings: Settings, attempt: Callable[
     total = max(0, int(settings.http_retries)) + 1
     history: list[str] = []
     for n in range(1, total + 1):
+        watchdog = Watchdog(limits.deadline if limits is not None else None)
         try:
-            return attempt(n), n
+            with watchdog:
+                return attempt(n), n
         except _NETWORK_ERRORS as exc:
             fault: Transient | Permanent = classify(exc, settings.http_timeout)
         except (Transient, Permanent) as exc:
             fault = exc
+        if watchdog.fired and "TI_HTTP_DEADLINE" not in fault.reason:   # whatever the read that was cut said
+            fault = Permanent(f"download deadline of {settings.http_deadline:g} s passed (TI_HTTP_DEADLINE); "
+                              "connection closed")
         if isinstance(fault, Permanent):
             history.append(f"attempt {n}: {fault.reason}")
             raise SourceError(

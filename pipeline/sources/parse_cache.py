@@ -6,7 +6,7 @@ times a year. The parsed frames are kept as pickles in ``<TI_RAW_DIR>/parsed/`` 
 own filesystem IO manager, and the only format that gives back every dtype and null exactly, so
 the directory must be trusted like the code); the key
 is the sha256 of the input file, the name of the parser and a digest of the code that parses
-(``sources.py``, ``tables.py``) and of the pandas/numpy versions, so any change of input or of
+(``PARSERS``: ``readers.py``, ``csv_tables.py``) and of the pandas/numpy versions, so any change of input or of
 parser parses again. A cache that cannot be read or written is ignored (the file is parsed, a
 warning is logged): it never makes a build fail and never serves stale data.
 """

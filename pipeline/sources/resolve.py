@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import re
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+from .. import documents
 from ..errors import ReconciliationError, SourceError
 from ..settings import Settings
 from . import http
@@ -106,17 +108,24 @@ def mirror_candidates(spec: SourceSpec, mirror_dir: Path) -> list[Candidate]:
 
 
 def _get_json(spec: SourceSpec, url: str, settings: Settings, session) -> object:
+    """The API's JSON answer, streamed within TI_MAX_SOURCE_MB (at most 64 MiB) and TI_HTTP_DEADLINE,
+    then parsed."""
+    limits = http.Limits.for_api(settings)
+
     def attempt(n: int):
-        resp = http.request(session, "GET", url, headers={"Accept": "application/json"},
+        resp = http.request(session, "GET", url, headers={"Accept": "application/json"}, stream=True,
                             timeout=settings.http_timeout)   # redirects checked
         with resp:
             http.check_status(resp)
+            sink = io.BytesIO()
+            http.read_body(resp, sink, settings.http_timeout, limits)
             try:
-                return resp.json()
+                return json.loads(sink.getvalue())
             except ValueError:
                 raise http.Permanent(f"the API answered {resp.headers.get('Content-Type', '?')}, "
-                                     f"not JSON; first bytes: {resp.content[:80]!r}") from None
-    return http.run_with_retries(spec.name, url, settings, attempt, what="resolution (data.gouv.fr API)")[0]
+                                     f"not JSON; first bytes: {sink.getvalue()[:80]!r}") from None
+    return http.run_with_retries(spec.name, url, settings, attempt, what="resolution (data.gouv.fr API)",
+                                 limits=limits)[0]
 
 
 def _needed(spec: SourceSpec, key: str) -> Any:
@@ -164,6 +173,7 @@ def yearly_candidates(spec: SourceSpec, settings: Settings, session, newest: int
     """The newest year from ``newest`` down to ``first_year`` whose URL answers (or the pinned year)."""
     template = str(_needed(spec, "url_template"))
     years = [int(spec.pin)] if spec.pin and spec.pin.isdigit() else range(newest, int(_needed(spec, "first_year")) - 1, -1)
+    limits = http.Limits.from_settings(settings)     # TI_HTTP_DEADLINE over every year asked
     for year in years:
         url = template.format(year=year)
 
@@ -176,7 +186,7 @@ def yearly_candidates(spec: SourceSpec, settings: Settings, session, newest: int
                     return True
                 http.check_status(resp)
                 return True
-        if http.run_with_retries(spec.name, url, settings, head, what="resolution (HEAD)")[0]:
+        if http.run_with_retries(spec.name, url, settings, head, what="resolution (HEAD)", limits=limits)[0]:
             return [Candidate(file=PurePosixPath(urlparse(url).path).name, cog=year, release=str(year), url=url)]
     raise SourceError(f"source {spec.name}: no year from {newest} down to {spec.first_year} answers at "
                       f"{spec.url_template}")
@@ -281,19 +291,26 @@ def _from_lock(spec: SourceSpec, settings: Settings, locked: dict) -> tuple[Sour
 # --------------------------------------------------------------------------------------------------
 # lock files
 
-def read_lock(path: Path) -> dict[str, dict]:
-    """Source name -> lock entry, from a manifest (its ``lock``) or a bare lock JSON file."""
+def read_lock_document(path: Path) -> dict:
+    """The whole lock file (a manifest, or its ``lock`` alone): a bounded regular file, valid
+    against ``assets/schemas/lock.schema.json`` before any field is used; SourceError otherwise."""
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        doc = documents.load(Path(path), "lock.schema.json", "lock file")
+        for name, entry in doc.get("lock", doc).items():
+            if entry.get("mirror") is not None:
+                documents.relative(entry["mirror"], f"lock file {path}: {name}: mirror", "TI_MIRROR_DIR")
+        return doc
     except FileNotFoundError:
         raise SourceError(f"lock file not found: {path} (TI_LOCK / --lock)") from None
-    except (OSError, ValueError) as err:
-        raise SourceError(f"lock file {path} is not readable JSON ({err}) (TI_LOCK / --lock)") from None
-    lock = data.get("lock", data) if isinstance(data, dict) else None
-    if not isinstance(lock, dict) or not lock or not all(isinstance(v, dict) for v in lock.values()):
-        raise SourceError(f"lock file {path} has no 'lock' object of sources (a manifest.json of a build "
-                          f"made since sources are locked, or its 'lock' alone)")
-    return lock
+    except documents.InvalidDocument as err:
+        raise SourceError(f"{err} (TI_LOCK / --lock: a manifest.json of a build made since sources are "
+                          "locked, or its 'lock' alone)") from None
+
+
+def read_lock(path: Path) -> dict[str, dict]:
+    """Source name -> lock entry, from a manifest (its ``lock``) or a bare lock JSON file."""
+    data = read_lock_document(path)
+    return data.get("lock", data)
 
 
 def lock_of_inputs(inputs: list[dict]) -> dict[str, dict]:

@@ -69,7 +69,7 @@ def check_holes(territories: gpd.GeoDataFrame, members, communes) -> CheckResult
     Checked against the source (uncleaned) polygons: the hole must be covered by communes (it is
     not a gap of the source), mostly by communes outside the territory (where the source has
     overlaps, cleaning may have given a member's overlapping bit to the enclave commune).
-    ``communes``: the boundary communes, a GeoDataFrame or a :class:`~pipeline.boundaries.BoundarySet`.
+    ``communes``: the boundary communes, a GeoDataFrame or a :class:`~pipeline.sources.boundaries.BoundarySet`.
     """
     found = [(tid, shapely.Polygon(ring)) for tid, geom in zip(territories["id_ti"], territories.geometry.values)
              for part in shapely.get_parts(geom) for ring in part.interiors]

@@ -503,24 +503,6 @@ def write_core_outputs(result: BuildResult, out_dir: Path) -> dict[str, Path]:
 
 
 # ---------------------------------------------------------------- publishing
-def code_fingerprint() -> str:
-    """sha256 over the package's code and the static assets that shape the outputs.
-
-    Written in the manifest, so that a changed pipeline (not only a version bump) is rebuilt.
-    """
-    from ..settings import ASSETS_DIR
-
-    digest = hashlib.sha256()
-    package = Path(__file__).resolve().parent.parent
-    roots = [(package, sorted(package.rglob("*.py"))),
-             (ASSETS_DIR, sorted(p for p in ASSETS_DIR.rglob("*") if p.is_file() and p.suffix != ".pyc"))]
-    for root, files in roots:
-        for path in files:
-            digest.update(path.relative_to(root).as_posix().encode())
-            digest.update(path.read_bytes())
-    return digest.hexdigest()
-
-
 def new_build_id() -> str:
     """Sortable, unique build id: UTC time plus a short random suffix."""
     import secrets
@@ -532,6 +514,7 @@ def new_build_id() -> str:
 def publish_build(result: BuildResult, settings: Settings, plans=None, build_id: str | None = None,
                   checks: list[quality.CheckResult] | None = None) -> dict:
     """Attach the plan table and publish a checked build; refuses a build whose blocking checks fail."""
+    from ..code_version import build_code_version
     from ..errors import CheckFailedError
     from ..publish import publish_release
     from ..sources.plans import attach_plans, read_plans
@@ -557,10 +540,10 @@ def publish_build(result: BuildResult, settings: Settings, plans=None, build_id:
                        "sub_communal_left_out": result.boundary_report.sub_communal},
         "plans": {"source": plans.source, "warnings": plans.warnings},
         "new_territories": int(territories["is_new"].fillna(False).sum()),
-        "code_fingerprint": code_fingerprint(),
+        "code_fingerprint": build_code_version(),   # the code version (pipeline.code_version)
         "change_guard": change_guard,
         "timings_s": result.timings,
-        "lock": resolve.lock_of_inputs(result.inputs),   # the manifest's top-level ``lock`` (see manifest.py)
+        "lock": resolve.lock_of_inputs(result.inputs),   # the manifest's top-level ``lock`` (see publish/manifest.py)
     }
     return publish_release(territories, settings, build_id=build_id or new_build_id(),
                            inputs=[{k: v for k, v in i.items() if k != "lock"} for i in result.inputs],
