@@ -131,7 +131,8 @@ def phase_to_build(settings, catalog, phase: str, fetched: dict, force: bool, pr
         progress.line(f"{phase}: {line}")
     from .steps.since_published import changes_since_manifest
 
-    reasons = changes_since_manifest(settings, phase, {n: r.sha256 for n, r in files.items()})
+    reasons = changes_since_manifest(settings, phase, {n: r.sha256 for n, r in files.items()},
+                                     {n: r.lock for n, r in files.items() if r.lock})
     if not reasons and not force:
         progress.line(f"{phase}: nothing changed since the published build (inputs, plan table, code version); "
                       "use --force to rebuild")
@@ -150,6 +151,9 @@ def build_phase(settings, catalog, phase: str, fetched: dict, progress: Progress
         result = core.build_phase(settings, catalog, phase, files)
     progress.line(f"{phase}: {len(result.territories)} territories; steps: "
                   + ", ".join(f"{k} {v:.1f}s" for k, v in result.timings.items()))
+    for r in result.membership.renamed_between_lists:
+        progress.line(f"  {r['id_ti']} renamed between the lists: {r['old']!r} ({r['old_list']}) -> {r['new']!r} "
+                      f"({r['new_list']}, the most recent: its name is published)")
     for check in result.checks:
         progress.line(f"  check {check.name}: {'passed' if check.passed else 'FAILED'}")
     return result

@@ -69,8 +69,8 @@ def test_semicolon_separator_and_excel_sep_line(tmp_path):
 def test_quoted_fields_holding_separators_and_line_breaks(tmp_path):
     path = write(tmp_path, "l.csv", HEADER
                  + 'ti-1,"Lyon, Vienne; Isère",01001,"Saint-Martin, ""le Haut"""\n'
-                 + 'ti-1,"Deux\nlignes",01002,B\n'
-                 + "ti-1,Un,01X03,C\n")
+                 + 'ti-2,"Deux\nlignes",01002,B\n'      # one name per id (issue #18): other ids
+                 + "ti-3,Un,01X03,C\n")
     frame, problems = read_ti_communes(path)
     assert rows(frame, "lib_ti", "lib_com", "_line") == [
         ("Lyon, Vienne; Isère", 'Saint-Martin, "le Haut"', 2), ("Deux lignes", "B", 3)]

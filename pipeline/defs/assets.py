@@ -96,7 +96,8 @@ def _json_list(items: list, limit: int = 200) -> MetadataValue:
 FORCE_TAG = "ti/force"     # a run tagged ti/force=true rebuilds and publishes even if nothing changed
 
 
-def unchanged(context: AssetExecutionContext, settings: Settings, phase: str, input_sha256: dict[str, str]) -> bool:
+def unchanged(context: AssetExecutionContext, settings: Settings, phase: str, input_sha256: dict[str, str],
+              labels: dict[str, dict] | None = None) -> bool:
     """True when ``phase``'s published build already has these inputs, plan table and code version
     (the CLI's "nothing changed", :func:`pipeline.steps.since_published.changes_since_manifest`)
     and the run is not forced: the step then materializes nothing, and says so in an observation
@@ -104,7 +105,7 @@ def unchanged(context: AssetExecutionContext, settings: Settings, phase: str, in
     from ..steps.since_published import changes_since_manifest
 
     forced = context.run.tags.get(FORCE_TAG, "").lower() == "true"
-    reasons = changes_since_manifest(settings, phase, input_sha256)
+    reasons = changes_since_manifest(settings, phase, input_sha256, labels)
     if reasons or forced:
         context.log.info(f"{phase}: rebuilding: " + (f"{FORCE_TAG}=true" if forced and not reasons
                                                     else "; ".join(reasons[:5])))
@@ -190,6 +191,7 @@ def _build_metadata(result: core.BuildResult) -> dict:
         "list_disagreements_list": _md_table([{**d, "only_in_communes_list": len(d["only_in_communes_list"]),
                                                "only_in_groupements_list": len(d["only_in_groupements_list"])}
                                               for d in m.disagreements]),
+        "renamed_between_lists_list": _md_table(m.renamed_between_lists),
         "errors_list": _json_list(m.errors),
         "perimeter_source": MetadataValue.json({str(k): int(v) for k, v in
                                                 m.territories["perimeter_source"].value_counts().items()}),
@@ -235,7 +237,8 @@ def territories_asset(phase: str):
                                       f"changed since the published build, unless the run is tagged {FORCE_TAG}=true.")})
     def territories(context: AssetExecutionContext, pipeline_settings: PipelineSettings, **fetched):
         settings = pipeline_settings.settings()
-        if unchanged(context, settings, phase, {n: r.sha256 for n, r in fetched.items()}):
+        if unchanged(context, settings, phase, {n: r.sha256 for n, r in fetched.items()},
+                     {n: r.lock for n, r in fetched.items() if r.lock}):
             return          # no output: the publishing step of this run is skipped too
         t = time.perf_counter()
         result = core.build_phase(settings, CATALOG, phase, fetched)
@@ -286,7 +289,8 @@ def publish_asset(phase: str):
 
         plans = maybe_plans.get("plans")
         settings = pipeline_settings.settings()
-        if unchanged(context, settings, phase, {i["source"]: i["sha256"] for i in build.inputs}):
+        if unchanged(context, settings, phase, {i["source"]: i["sha256"] for i in build.inputs},
+                     {i["source"]: i["lock"] for i in build.inputs if i.get("lock")}):
             return          # e.g. run alone on a build that is already the published one
         t = time.perf_counter()
         # publish_build refuses a build whose checks (run by the territories asset, kept in `build`) failed

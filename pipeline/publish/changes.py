@@ -5,8 +5,10 @@ Written beside the manifest (in the release folder and at the stable paths) by
 file read before the swap. It holds: the sources whose file changed (old and new sha256, release,
 COG year), the COG years of the list and of the boundaries, the territories added, removed and
 renamed, the communes that entered or left each territory (codes of each release's boundary COG),
-the area change per territory, and the columns added or removed. The first release of a phase
-says so (``first_release: true``).
+the area change per territory, and the columns added or removed; the sources read with the same
+content under another label (``labels_changed``: file name, COG year, release, date) and the
+territories renamed between the phase's two lists (``renamed_between_lists``, from the manifest).
+The first release of a phase says so (``first_release: true``).
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ def _sources(manifest: dict) -> dict[str, dict]:
         entry = lock.get(item.get("source"), {})
         out[item.get("source")] = {"sha256": item.get("sha256"), "release": item.get("release"),
                                    "cog": item.get("cog"), "date": entry.get("date"),
-                                   "origin": item.get("origin")}
+                                   "origin": item.get("origin"), "file": entry.get("file")}
     return out
 
 
@@ -69,6 +71,22 @@ def _source_changes(before: dict, after: dict) -> list[dict]:
     return changed
 
 
+LABEL = ("file", "cog", "release", "date")   # what a file's name or the API says of a release
+
+
+def label_changes(before: dict, after: dict) -> list[dict]:
+    """Sources read with the same content (sha256) under another label (file name, COG year,
+    release, date): a label is a claim, its change is reported, never silently accepted."""
+    changed = []
+    for name in sorted(set(before) & set(after)):
+        old, new = before[name], after[name]
+        if old.get("sha256") and old.get("sha256") == new.get("sha256") and any(
+                old.get(k) != new.get(k) for k in LABEL):
+            changed.append({"source": name, "sha256": new.get("sha256"),
+                            **{f"{w}_{k}": side.get(k) for k in LABEL for w, side in (("old", old), ("new", new))}})
+    return changed
+
+
 def _single(rows: dict[str, dict], column: str):
     values: set[Any] = {r.get(column) for r in rows.values() if r.get(column) is not None}
     return sorted(values)[0] if len(values) == 1 else sorted(values) or None
@@ -78,7 +96,8 @@ def compare(previous: dict | None, previous_rows: dict[str, dict] | None, manife
             rows: dict[str, dict]) -> dict:
     """The changes report of ``manifest`` (its territories ``rows``) against the previous release."""
     report = {"build_id": manifest.get("build_id"), "phase": manifest.get("phase"),
-              "territories_count": {"old": None, "new": len(rows)}}
+              "territories_count": {"old": None, "new": len(rows)},
+              "renamed_between_lists": (manifest.get("extra") or {}).get("renamed_between_lists", [])}
     if previous is None or previous_rows is None:
         report.update(first_release=True, previous_build_id=None,
                       note="first release of this phase: nothing to compare with")
@@ -109,6 +128,7 @@ def compare(previous: dict | None, previous_rows: dict[str, dict] | None, manife
         vintages={c: {"old": _single(previous_rows, c), "new": _single(rows, c)}
                   for c in ("list_cog", "boundary_cog")},
         sources=_source_changes(_sources(previous), _sources(manifest)),
+        labels_changed=label_changes(_sources(previous), _sources(manifest)),
         territories_added=[{"id_ti": t, "lib_ti": rows[t].get("lib_ti")} for t in sorted(new_ids - old_ids)],
         territories_removed=[{"id_ti": t, "lib_ti": previous_rows[t].get("lib_ti")}
                              for t in sorted(old_ids - new_ids)],
@@ -158,6 +178,12 @@ def render_markdown(report: dict, limit: int = 50) -> str:
     section("Territories removed", [f"- {t['id_ti']} {t['lib_ti']}" for t in report["territories_removed"]])
     section("Territories renamed", [f"- {t['id_ti']}: {t['old']!r} -> {t['new']!r}"
                                     for t in report["territories_renamed"]])
+    section("Sources relabelled (same content)", [
+        f"- {s['source']}: file {s['old_file']} -> {s['new_file']}, COG {s['old_cog']} -> {s['new_cog']}, "
+        f"release {s['old_release']} -> {s['new_release']}" for s in report.get("labels_changed", [])])
+    section("Renamed between the lists (the most recent list's name is published)", [
+        f"- {t['id_ti']}: {t['old']!r} ({t['old_list']}) -> {t['new']!r} ({t['new_list']})"
+        for t in report.get("renamed_between_lists", [])])
     section("Communes entered (+) or left (-)", [
         f"- {c['id_ti']} {c['lib_ti']}: " + ", ".join([f"+{x}" for x in c["entered"]] + [f"-{x}" for x in c["left"]])
         for c in report["communes"]])

@@ -10,7 +10,10 @@ names); past these thresholds the build stops, listing what would change:
   loses all its groupements;
 * a territory's area changes by more than :data:`MAX_AREA_CHANGE`;
 * (with or without a previous release) a territory is missing from the phase's most recent list
-  and its perimeter was taken from the older list (:data:`MAX_LIST_GAPS`).
+  and its perimeter was taken from the older list (:data:`MAX_LIST_GAPS`);
+* a territory name moves from one id to another (two names swapped, a name given to another
+  territory): against the published release, and between the phase's two lists
+  (:data:`MAX_NAMES_MOVED`). A territory renamed under its own id is not stopped: it is reported.
 
 A change that is real is accepted on purpose for one build with ``--accept-changes`` or
 ``TI_ACCEPT_CHANGES=1``; the report is then written in the manifest (``extra.change_guard``).
@@ -26,6 +29,7 @@ import pandas as pd
 from .. import documents
 from ..checksums import sha256_file
 from ..errors import CheckFailedError
+from ..sources.names import moved_names
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +37,11 @@ MAX_TERRITORIES_LOST = 0        # any territory lost stops the build
 MAX_MEMBER_LOSS = 0.10          # share of a territory's communes (or groupements) lost
 MAX_AREA_CHANGE = 0.10          # relative change of a territory's area
 MAX_LIST_GAPS = 0               # territories missing from the most recent list
+MAX_NAMES_MOVED = 0             # names that move from one territory id to another
 SHOWN_IDS = 10                  # ids listed per kind of change in the message
 ACCEPT_HINT = "if these changes are intended, publish this build with --accept-changes (or TI_ACCEPT_CHANGES=1)"
 
-_COLUMNS = ["id_ti", "insee_communes", "siren_groupements", "area_km2"]
+_COLUMNS = ["id_ti", "lib_ti", "insee_communes", "siren_groupements", "area_km2"]
 
 
 def previous_territories(parquet: Path) -> pd.DataFrame | None:
@@ -46,7 +51,8 @@ def previous_territories(parquet: Path) -> pd.DataFrame | None:
     if not Path(parquet).is_file():
         return None
     try:
-        return pq.read_table(parquet, columns=_COLUMNS).to_pandas()
+        names = pq.read_schema(parquet).names
+        return pq.read_table(parquet, columns=[c for c in _COLUMNS if c in names]).to_pandas()
     except Exception as err:  # noqa: BLE001 - an unreadable previous file cannot be compared
         log.warning("change guard: cannot read the published %s (%s); nothing to compare with", parquet, err)
         return None
@@ -66,6 +72,12 @@ def _lost_share(before: set, after: set) -> float:
     return len(before - after) / len(before) if before else 0.0
 
 
+def _names(frame: pd.DataFrame) -> dict[str, str]:
+    if "lib_ti" not in frame:
+        return {}
+    return {str(t): str(n) for t, n in frame["lib_ti"].items() if isinstance(n, str) and n}
+
+
 def compare(previous: pd.DataFrame, current: pd.DataFrame) -> dict[str, list]:
     """What changed past the thresholds: {kind: [item, ...]} (empty lists when plausible)."""
     old = previous.set_index("id_ti")
@@ -83,7 +95,9 @@ def compare(previous: pd.DataFrame, current: pd.DataFrame) -> dict[str, list]:
         a_o, a_n = float(o["area_km2"]), float(n["area_km2"])
         if a_o > 0 and abs(a_n - a_o) / a_o > MAX_AREA_CHANGE:
             areas.append(f"{tid} ({a_o:.1f} -> {a_n:.1f} km2)")
+    names = moved_names(_names(old), _names(new))
     return {"territories lost": lost if len(lost) > MAX_TERRITORIES_LOST else [],
+            "names moved between territories": names if len(names) > MAX_NAMES_MOVED else [],
             "communes lost": members, "groupements lost": groupements, "area changed": areas,
             "territories added": sorted(set(new.index) - set(old.index))}
 
@@ -99,15 +113,19 @@ def list_gaps(membership, releases: dict[str, str | None]) -> list[str]:
 
 
 def check_changes(current: pd.DataFrame, published: Path | None, gaps: list[str], accept: bool,
-                  phase: str) -> dict:
+                  phase: str, moved_between_lists: list[str] | None = None) -> dict:
     """Compare with the published territories (``published``: their GeoParquet, None for a first
-    build); CheckFailedError past the thresholds unless ``accept``.
+    build); CheckFailedError past the thresholds unless ``accept``. ``moved_between_lists``: names
+    that moved from one id to another between the phase's two lists
+    (:func:`pipeline.sources.names.moved_names`).
 
     Returns the report (kinds of change with their items, and whether it was accepted).
     """
     previous = previous_territories(published) if published is not None else None
-    found = compare(previous, current[_COLUMNS]) if previous is not None else {}
+    found = compare(previous, current[[c for c in _COLUMNS if c in current]]) if previous is not None else {}
     found["missing from the most recent list"] = gaps if len(gaps) > MAX_LIST_GAPS else []
+    between = list(moved_between_lists or [])
+    found["names moved between the lists"] = between if len(between) > MAX_NAMES_MOVED else []
     blocking = {k: v for k, v in found.items() if v and k != "territories added"}
     report = {"compared_with": str(published) if previous is not None else None,
               "changes": {k: v for k, v in found.items() if v}, "accepted": bool(blocking and accept)}
@@ -154,4 +172,4 @@ def guard_build(result, settings) -> dict:
     gaps = list_gaps(result.membership, releases)
     parquet = published_parquet(Path(settings.output_dir), result.phase)
     return check_changes(result.territories, parquet, gaps, bool(getattr(settings, "accept_changes", False)),
-                         result.phase)
+                         result.phase, getattr(result.membership, "names_moved_between_lists", []))

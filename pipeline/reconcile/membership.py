@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from ..sources.csv_tables import clean_text, in_set
+from ..sources.csv_tables import in_set
+from ..sources.names import moved_names, names_of, renames
 from ..sources.readers import AdminRef, ListProblem
 from . import vintages
 
@@ -37,6 +38,8 @@ class Membership:
     listed_codes: int = 0
     listed_territories: list[str] = field(default_factory=list)  # every territory id of the lists:
                                                                   # each must be built (territory_count)
+    renamed_between_lists: list[dict] = field(default_factory=list)  # id_ti, old, new, old_list, new_list
+    names_moved_between_lists: list[str] = field(default_factory=list)  # for the change guard
 
     def summary(self) -> dict:
         st = self.members["status"].value_counts().to_dict() if len(self.members) else {}
@@ -50,6 +53,7 @@ class Membership:
             "absorbed_outside": len(self.absorbed_outside),
             "shared_communes": len(self.shared_communes),
             "list_disagreements": len(self.disagreements),
+            "renamed_between_lists": len(self.renamed_between_lists),
             "errors": len(self.errors),
         }
 
@@ -75,18 +79,6 @@ def expand_groupements(groupements: pd.DataFrame, admin: AdminRef) -> tuple[pd.D
     ]
     out = pd.concat([found, as_commune.dropna(subset=["insee_com"])], ignore_index=True)
     return out[["id_ti", "insee_com", "siren_groupement", "_line"]], errors
-
-
-def _names(frame: pd.DataFrame | None) -> dict[str, str]:
-    """First non-empty territory name per id in a list (whitespace cleaned)."""
-    if frame is None or "lib_ti" not in frame:
-        return {}
-    ids, libs = frame["id_ti"].tolist(), frame["lib_ti"].tolist()
-    if set(map(type, ids)) | set(map(type, libs)) == {str}:   # no missing id or name: at C speed
-        first = dict(zip(reversed(ids), reversed(libs)))   # the first name of each id is set last
-    else:
-        first = frame.dropna(subset=["lib_ti"]).groupby("id_ti")["lib_ti"].first().to_dict()
-    return {str(tid): str(clean_text(lib)) for tid, lib in first.items() if lib}
 
 
 def _codes_by_id(frame: pd.DataFrame, column: str) -> dict[str, set]:
@@ -337,8 +329,15 @@ def build_membership(*, communes_list: pd.DataFrame | None, groupements_list: pd
     chosen, source_of = _perimeters(frames, order)
     errors += validate_lists(frames, source_of, admin, changes, boundary_codes, boundary_cog, id_pattern)
 
-    # Territory names: from the list that defines the perimeter, else from the other one.
-    names_in = {"communes": _names(communes_list), "groupements": _names(groupements_list)}
+    # Territory names (one per id in each list): from the list that defines the perimeter, else
+    # from the other one; renames between the lists reported, names moving between ids listed.
+    names_in = {"communes": names_of(communes_list), "groupements": names_of(groupements_list)}
+    renamed: list[dict] = []
+    moved: list[str] = []
+    if len(order) == 2:
+        older, newer = names_in[order[1]], names_in[order[0]]
+        renamed = [{**r, "old_list": order[1], "new_list": order[0]} for r in renames(older, newer)]
+        moved = moved_names(older, newer)
     names = {tid: names_in[src].get(tid) or next((n[tid] for n in names_in.values() if tid in n), tid)
              for tid, src in source_of.items()}
     sirens: dict[str, list[str]] = {}
@@ -372,4 +371,5 @@ def build_membership(*, communes_list: pd.DataFrame | None, groupements_list: pd
                       boundary_cog=boundary_cog, reconciled=placed.reconciled, absorbed_outside=absorbed,
                       shared_communes=shared_list, disagreements=disagreements, errors=errors,
                       listed_codes=placed.rows,   # one row per distinct (territory, code)
-                      listed_territories=listed_ids)
+                      listed_territories=listed_ids, renamed_between_lists=renamed,
+                      names_moved_between_lists=moved)

@@ -28,6 +28,7 @@ from .csv_tables import (
     read_bytes,
     read_csv,
 )
+from .names import names_of
 
 # The official files separate several territory ids in one cell with " ; ".
 MULTI_SEP = ";"
@@ -125,6 +126,7 @@ def read_ti_communes(path: Path, limits: Limits = DEFAULT_LIMITS) -> tuple[pd.Da
     problems = _problems(frame.assign(insee_com=raw), ~ok, path, "insee_com",
                          lambda c: "no commune code" if c == "" else "not an INSEE commune code")
     frame = frame[ok]
+    names_of(_tag(frame, path))   # one name per id, checked before duplicated rows are merged
     frame = frame[~frame.duplicated(["id_ti", "insee_com"])]
     for col in ("lib_ti", "lib_com"):
         if col not in frame:
@@ -160,6 +162,7 @@ def read_ti_groupements(path: Path, limits: Limits = DEFAULT_LIMITS) -> tuple[pd
     ok = frame["siren_groupement"].str.match(SIREN_RE)
     problems = _problems(frame, ~ok, path, "siren_groupement",
                          lambda c: "no SIREN" if c == "" else "not a SIREN (9 digits)")
+    names_of(_tag(frame[ok], path))   # one name per id, checked before duplicated rows are merged
     frame = frame[ok].drop_duplicates(["id_ti", "siren_groupement"])
     for col in ("lib_ti", "lib_groupement", "nature_juridique"):
         if col not in frame:

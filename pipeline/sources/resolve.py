@@ -41,6 +41,7 @@ from ..settings import Settings
 from . import http
 from .catalog import Catalog, SourceSpec
 from .fetch import FetchResult, fetch_source
+from .labels import checked_date
 
 DECOUPAGE_KINDS = ("decoupage_communes", "decoupage_epci", "decoupage_ept")
 VINTAGE_KINDS = ("boundaries", "ti_communes", "ti_groupements")   # sources whose COG year sets the references
@@ -77,10 +78,10 @@ def _match(spec: SourceSpec, file: str, patterns) -> dict | None:
     return None
 
 
-def _candidate(spec: SourceSpec, file: str, groups: dict, **where) -> Candidate:
+def _candidate(spec: SourceSpec, file: str, groups: dict, what: str = "", **where) -> Candidate:
     date = groups.get("date") or ""
-    if date:
-        date = f"{date[:4]}-{date[4:6]}-{date[6:8]}"
+    if date:   # a label is a claim: a real date, not in the future (InputFormatError otherwise)
+        date = checked_date(date, what or f"source {spec.name}: {file}")
     cog = int(groups["cog"]) if groups.get("cog") else spec.cog
     release = groups.get("release") or date or file
     return Candidate(file=file, cog=cog, date=date, release=release, **where)
@@ -92,7 +93,8 @@ def mirror_candidates(spec: SourceSpec, mirror_dir: Path) -> list[Candidate]:
     patterns = spec.mirror_patterns + spec.patterns
     found = []
     if (mirror_dir / spec.mirror).is_file():
-        date = _candidate(spec, known.name, _match(spec, known.name, patterns) or {}).date
+        date = _candidate(spec, known.name, _match(spec, known.name, patterns) or {},
+                          f"source {spec.name}: mirror file {mirror_dir / spec.mirror}").date
         found.append(Candidate(file=known.name, cog=spec.cog, date=date, release=spec.mirror_release,
                                mirror=spec.mirror))
     folder = mirror_dir / known.parent
@@ -100,7 +102,8 @@ def mirror_candidates(spec: SourceSpec, mirror_dir: Path) -> list[Candidate]:
         for path in sorted(folder.iterdir()):
             groups = _match(spec, path.name, patterns)
             if path.name != known.name and groups is not None and path.is_file():
-                found.append(_candidate(spec, path.name, groups, mirror=str(known.parent / path.name)))
+                found.append(_candidate(spec, path.name, groups, f"source {spec.name}: mirror file {path}",
+                                        mirror=str(known.parent / path.name)))
     return found
 
 
@@ -152,8 +155,11 @@ def datagouv_candidates(spec: SourceSpec, settings: Settings, session) -> list[C
         if groups is None:
             continue
         checksum = res.get("checksum") if isinstance(res.get("checksum"), dict) else None
+        what = f"source {spec.name}: data.gouv.fr resource {file} ({res['url']})"
+        if res.get("last_modified"):
+            checked_date(str(res["last_modified"]), f"{what}: last_modified")
         found.append(_candidate(
-            spec, file, groups, url=str(res["url"]), resource_id=res.get("id"),
+            spec, file, groups, what, url=str(res["url"]), resource_id=res.get("id"),
             checksum=(str(checksum.get("type", "")).lower(), str(checksum.get("value", "")).lower())
             if checksum and checksum.get("value") else None,
             last_modified=res.get("last_modified")))
@@ -272,8 +278,10 @@ def _from_lock(spec: SourceSpec, settings: Settings, locked: dict) -> tuple[Sour
         raise SourceError(f"source {spec.name}: the lock {settings.lock_path} has no {where} and sha256 for it "
                           f"(it was made in {locked.get('mode', '?')} mode)")
     checksum = locked.get("checksum") or None
+    date = checked_date(str(locked["date"]), f"source {spec.name}: the lock {settings.lock_path}") \
+        if locked.get("date") else ""
     chosen = Candidate(file=str(locked.get("file") or PurePosixPath(str(locked[where])).name),
-                       cog=int(locked["cog"]), date=locked.get("date") or "", release=str(locked.get("release", "")),
+                       cog=int(locked["cog"]), date=date, release=str(locked.get("release", "")),
                        url=locked.get("url"), mirror=locked.get("mirror"), resource_id=locked.get("resource_id"),
                        checksum=(checksum["type"], checksum["value"]) if checksum else None,
                        last_modified=locked.get("last_modified"))

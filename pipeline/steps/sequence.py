@@ -12,7 +12,9 @@ tuning (threads, allocator, GC) is set by those entry points through :mod:`pipel
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC
@@ -30,6 +32,7 @@ from ..geometry import coverage as geometry
 from ..geometry.coverage import DissolveStats
 from ..limits import DEFAULT_LIMITS, Limits
 from ..phases import CURRENT_PHASE, PREVIOUS_PHASE
+from ..reconcile.list_labels import Labelled, check_labels
 from ..reconcile.membership import Membership, build_membership, list_order
 from ..reconcile.phase_overlap import overlaps
 from ..schema import TERRITORY_COLUMNS
@@ -44,6 +47,8 @@ from . import quality
 
 if TYPE_CHECKING:   # publishing is imported when a build is published, not to build
     from ..publish.membership_tables import MembershipRefs
+
+log = logging.getLogger(__name__)
 
 BOUNDARIES = "communes_boundaries"
 CHANGES = "insee_mvt_communes"
@@ -151,9 +156,19 @@ def load_changes(fetched: dict[str, FetchResult], cache_dir: Path | None = None,
                          lambda: {"changes": read_commune_changes(src.path, limits)})["changes"]
 
 
+def reference_years(catalog: Catalog, fetched: dict[str, FetchResult]) -> list[int]:
+    """The COG years whose three decoupage-administratif files were fetched."""
+    return sorted(r.cog for n, r in fetched.items() if catalog.source(n).kind == "decoupage_communes"
+                  and all(f"decoupage_{r.cog}_{w}" in fetched for w in ("communes", "epci", "ept")))
+
+
 def phase_membership(catalog: Catalog, phase: str, fetched: dict[str, FetchResult], admin: AdminRef,
-                     changes: pd.DataFrame, boundary_codes: set[str], limits: Limits = DEFAULT_LIMITS) -> Membership:
-    """One phase's lists reconciled to the boundary codes (see :func:`~pipeline.reconcile.membership.build_membership`)."""
+                     changes: pd.DataFrame, boundary_codes: set[str], limits: Limits = DEFAULT_LIMITS,
+                     admin_of: Callable[[int], AdminRef] | None = None) -> Membership:
+    """One phase's lists reconciled to the boundary codes (see :func:`~pipeline.reconcile.membership.build_membership`).
+
+    With ``admin_of`` (the reference of a COG year), each list's content is first checked against
+    the COG year its label claims (:func:`pipeline.reconcile.list_labels.check_labels`)."""
     spec: PhaseSpec = catalog.phases[phase]
     if list_cog(spec, fetched) != admin.cog:
         raise ReconciliationError(
@@ -171,6 +186,12 @@ def phase_membership(catalog: Catalog, phase: str, fetched: dict[str, FetchResul
         groupements_list, p = read_ti_groupements(fetched[spec.groupements].path, limits)
         problems += p
         releases["groupements"] = fetched[spec.groupements].release
+    if admin_of is not None:
+        def labelled(name: str | None, frame: pd.DataFrame | None) -> Labelled | None:
+            return None if name is None or frame is None else Labelled(name, str(fetched[name].origin),
+                                                                       fetched[name].cog, frame)
+        check_labels(phase, labelled(spec.communes, communes_list), labelled(spec.groupements, groupements_list),
+                     reference_years(catalog, fetched), admin_of, changes)
     return build_membership(
         communes_list=communes_list, groupements_list=groupements_list, admin=admin, changes=changes,
         boundary_codes=boundary_codes, boundary_cog=boundary_cog(catalog, fetched),
@@ -214,13 +235,19 @@ def reconcile_phase(settings: Settings, catalog: Catalog, phase: str, fetched: d
 
     from ..publish.membership_tables import references
 
+    def admin_of(cog: int) -> AdminRef:
+        return load_admin(catalog, fetched, cog, parsed, limits)
+
     def reconcile(which: str) -> Membership:
-        admin = load_admin(catalog, fetched, list_cog(catalog.phases[which], fetched), parsed, limits)
-        return phase_membership(catalog, which, fetched, admin, changes, codes, limits)
+        admin = admin_of(list_cog(catalog.phases[which], fetched))
+        return phase_membership(catalog, which, fetched, admin, changes, codes, limits, admin_of)
 
     boundary_admin = load_admin(catalog, fetched, boundary_cog(catalog, fetched), parsed, limits)
     list_admin = load_admin(catalog, fetched, list_cog(catalog.phases[phase], fetched), parsed, limits)
-    membership = phase_membership(catalog, phase, fetched, list_admin, changes, codes, limits)
+    membership = phase_membership(catalog, phase, fetched, list_admin, changes, codes, limits, admin_of)
+    for r in membership.renamed_between_lists:   # the newest list's name wins; said in the log
+        log.info("%s: %s renamed between the lists: %r (%s list) -> %r (%s list, the most recent)", phase,
+                 r["id_ti"], r["old"], r["old_list"], r["new"], r["new_list"])
     refs = references(membership, list_admin, boundary_admin)   # names and EPCI of the members, published
     previous = reconcile(PREVIOUS_PHASE) if phase == CURRENT_PHASE and PREVIOUS_PHASE in catalog.phases else None
     return Reconciliation(membership, previous, boundary_admin, codes, refs)
@@ -506,6 +533,7 @@ def publish_build(result: BuildResult, settings: Settings, plans=None, build_id:
         "reconciled": result.membership.reconciled,
         "absorbed_outside": result.membership.absorbed_outside,
         "list_disagreements": result.membership.disagreements,
+        "renamed_between_lists": result.membership.renamed_between_lists,
         "dissolve": result.dissolve_stats.as_dict(),
         "boundaries": {"repaired": result.boundary_report.repaired, "empty": result.boundary_report.empty,
                        "duplicates": result.boundary_report.duplicates,

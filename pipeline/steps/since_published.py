@@ -1,8 +1,8 @@
 """Whether a phase needs a rebuild: what changed since its published manifest (CLI and Dagster).
 
 A phase is unchanged when its published manifest records the same pipeline and contract versions,
-the same code version (:func:`pipeline.code_version.build_code_version`), the same sha256 for each
-input it reads, the same plan table (2023-2027), and every published file is still the one the
+the same code version (:func:`pipeline.code_version.build_code_version`), the same sha256 and the
+same label (file name, COG year, release, date) for each input it reads, the same plan table (2023-2027), and every published file is still the one the
 manifest describes. The CLI then exits 3 ("nothing changed"); a Dagster run publishes no release
 and says so in its metadata. Both can force a rebuild (``--force``; the run tag ``ti/force=true``).
 """
@@ -27,10 +27,13 @@ def _short(value: object) -> str:
     return str(value or "none")[:12]
 
 
-def changes_since_manifest(settings: Settings, phase: str, input_sha256: dict[str, str]) -> list[str]:
+def changes_since_manifest(settings: Settings, phase: str, input_sha256: dict[str, str],
+                           labels: dict[str, dict] | None = None) -> list[str]:
     """Why ``phase`` needs a rebuild compared with its published manifest; [] when nothing changed.
 
-    ``input_sha256`` maps each source the phase reads to the sha256 of its current file.
+    ``input_sha256`` maps each source the phase reads to the sha256 of its current file; ``labels``
+    to its lock entry (file name, COG year, release, date): the same content under another label
+    is a change too (a label is a claim, checked by the build).
     """
     from ..publish.layout import stable_paths
     from ..publish.manifest import read_manifest
@@ -53,6 +56,14 @@ def changes_since_manifest(settings: Settings, phase: str, input_sha256: dict[st
     for name in sorted(set(before) | set(input_sha256)):
         if before.get(name) != input_sha256.get(name):
             reasons.append(f"input {name}: {_short(before.get(name))} -> {_short(input_sha256.get(name))}")
+    from ..publish.changes import LABEL
+
+    for name, now_label in (labels or {}).items():
+        was = (manifest.get("lock") or {}).get(name) or {}
+        if was and before.get(name) == input_sha256.get(name):
+            moved = [f"{k} {was.get(k)} -> {now_label.get(k)}" for k in LABEL if was.get(k) != now_label.get(k)]
+            if moved:
+                reasons.append(f"input {name}: same content, new label: {', '.join(moved)}")
     if phase == CURRENT_PHASE:
         old, new = ((extra.get("plans") or {}).get("source") or {}).get("sha256"), plan_sha256(settings)
         if old != new:
