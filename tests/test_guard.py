@@ -8,6 +8,9 @@ import dataclasses
 import pandas as pd
 import pytest
 from http_server import link_or_copy
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from pipeline.cli import parser, settings_from_args
 from pipeline.errors import CheckFailedError
@@ -124,3 +127,23 @@ def test_lost_territories_against_the_published_release_stop_until_accepted(real
     manifest = steps.publish_build(smaller, dataclasses.replace(settings, accept_changes=True))
     assert manifest["extra"]["change_guard"]["accepted"] is True
     assert manifest["extra"]["change_guard"]["changes"] == {"territories lost": gone}
+
+
+@hypothesis_settings(max_examples=40, deadline=None)
+@given(before=st.lists(st.one_of(st.none(), st.booleans()), min_size=3, max_size=3),
+       after=st.lists(st.one_of(st.none(), st.booleans()), min_size=3, max_size=3))
+def test_a_flip_between_new_and_continuing_stops_the_build_unless_accepted(tmp_path_factory, before, after):
+    """is_new comes from the 2018-2022 list, which is history: a flip means that list changed
+    (a damaged copy would otherwise change which territories are new, silently)."""
+    tmp = tmp_path_factory.mktemp("g")
+    old, new = frame(BEFORE), frame(BEFORE)
+    old["is_new"], new["is_new"] = pd.array(before, dtype="boolean"), pd.array(after, dtype="boolean")
+    old.to_parquet(tmp / "territoires-industrie.parquet")
+    flipped = [t for t, b, a in zip(old["id_ti"], before, after) if b is not None and a is not None and b != a]
+    if not flipped:
+        assert guard.check_changes(new, tmp / "territoires-industrie.parquet", [], False, "2023-2027")["changes"] == {}
+        return
+    with pytest.raises(CheckFailedError, match=rf"{len(flipped)} new/continuing status flipped: {flipped[0]} "):
+        guard.check_changes(new, tmp / "territoires-industrie.parquet", [], False, "2023-2027")
+    report = guard.check_changes(new, tmp / "territoires-industrie.parquet", [], True, "2023-2027")
+    assert report["accepted"] and len(report["changes"]["new/continuing status flipped"]) == len(flipped)

@@ -13,7 +13,10 @@ names); past these thresholds the build stops, listing what would change:
   and its perimeter was taken from the older list (:data:`MAX_LIST_GAPS`);
 * a territory name moves from one id to another (two names swapped, a name given to another
   territory): against the published release, and between the phase's two lists
-  (:data:`MAX_NAMES_MOVED`). A territory renamed under its own id is not stopped: it is reported.
+  (:data:`MAX_NAMES_MOVED`). A territory renamed under its own id is not stopped: it is reported;
+* a territory's status flips between new in 2023-2027 and continuing (``is_new``,
+  :data:`MAX_STATUS_FLIPS`): the 2018-2022 list is history, so a flip means that list (or a
+  perimeter) changed, as a damaged copy of it would do silently otherwise.
 
 A change that is real is accepted on purpose for one build with ``--accept-changes`` or
 ``TI_ACCEPT_CHANGES=1``; the report is then written in the manifest (``extra.change_guard``).
@@ -38,10 +41,11 @@ MAX_MEMBER_LOSS = 0.10          # share of a territory's communes (or groupement
 MAX_AREA_CHANGE = 0.10          # relative change of a territory's area
 MAX_LIST_GAPS = 0               # territories missing from the most recent list
 MAX_NAMES_MOVED = 0             # names that move from one territory id to another
+MAX_STATUS_FLIPS = 0            # territories whose is_new flips (new <-> continuing)
 SHOWN_IDS = 10                  # ids listed per kind of change in the message
 ACCEPT_HINT = "if these changes are intended, publish this build with --accept-changes (or TI_ACCEPT_CHANGES=1)"
 
-_COLUMNS = ["id_ti", "lib_ti", "insee_communes", "siren_groupements", "area_km2"]
+_COLUMNS = ["id_ti", "lib_ti", "insee_communes", "siren_groupements", "area_km2", "is_new"]
 
 
 def previous_territories(parquet: Path) -> pd.DataFrame | None:
@@ -78,6 +82,17 @@ def _names(frame: pd.DataFrame) -> dict[str, str]:
     return {str(t): str(n) for t, n in frame["lib_ti"].items() if isinstance(n, str) and n}
 
 
+def _status_flips(old: pd.DataFrame, new: pd.DataFrame) -> list[str]:
+    """Territories (in both) whose ``is_new`` differs, both known (null: not compared)."""
+    if "is_new" not in old or "is_new" not in new:
+        return []
+    both = old[["is_new"]].join(new[["is_new"]], how="inner", lsuffix="_old", rsuffix="_new").dropna()
+    flipped = both[both["is_new_old"].astype(bool) != both["is_new_new"].astype(bool)]
+    word = {True: "new", False: "continuing"}
+    return [f"{tid} ({word[bool(o)]} -> {word[bool(n)]})"
+            for tid, o, n in zip(flipped.index, flipped["is_new_old"], flipped["is_new_new"])]
+
+
 def compare(previous: pd.DataFrame, current: pd.DataFrame) -> dict[str, list]:
     """What changed past the thresholds: {kind: [item, ...]} (empty lists when plausible)."""
     old = previous.set_index("id_ti")
@@ -96,8 +111,10 @@ def compare(previous: pd.DataFrame, current: pd.DataFrame) -> dict[str, list]:
         if a_o > 0 and abs(a_n - a_o) / a_o > MAX_AREA_CHANGE:
             areas.append(f"{tid} ({a_o:.1f} -> {a_n:.1f} km2)")
     names = moved_names(_names(old), _names(new))
+    flips = _status_flips(old, new)
     return {"territories lost": lost if len(lost) > MAX_TERRITORIES_LOST else [],
             "names moved between territories": names if len(names) > MAX_NAMES_MOVED else [],
+            "new/continuing status flipped": flips if len(flips) > MAX_STATUS_FLIPS else [],
             "communes lost": members, "groupements lost": groupements, "area changed": areas,
             "territories added": sorted(set(new.index) - set(old.index))}
 
