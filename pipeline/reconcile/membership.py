@@ -308,6 +308,22 @@ def _absorbed_and_shared(placed: _Placed, members: pd.DataFrame, preds: dict[str
     return absorbed, shared
 
 
+def _territory_names(communes_list: pd.DataFrame | None, groupements_list: pd.DataFrame | None,
+                     order: list[str], source_of: dict[str, str]) -> tuple[dict[str, str], list[dict], list[str]]:
+    """Territory names (one per id in each list): from the list that defines the perimeter, else
+    from the other one; with the renames between the lists and the names moving between ids."""
+    names_in = {"communes": names_of(communes_list), "groupements": names_of(groupements_list)}
+    renamed: list[dict] = []
+    moved: list[str] = []
+    if len(order) == 2:
+        older, newer = names_in[order[1]], names_in[order[0]]
+        renamed = [{**r, "old_list": order[1], "new_list": order[0]} for r in renames(older, newer)]
+        moved = moved_names(older, newer)
+    names = {tid: names_in[src].get(tid) or next((n[tid] for n in names_in.values() if tid in n), tid)
+             for tid, src in source_of.items()}
+    return names, renamed, moved
+
+
 def build_membership(*, communes_list: pd.DataFrame | None, groupements_list: pd.DataFrame | None,
                      admin: AdminRef, changes: pd.DataFrame, boundary_codes: set[str],
                      boundary_cog: int, communes_release: str | None = None,
@@ -329,17 +345,7 @@ def build_membership(*, communes_list: pd.DataFrame | None, groupements_list: pd
     chosen, source_of = _perimeters(frames, order)
     errors += validate_lists(frames, source_of, admin, changes, boundary_codes, boundary_cog, id_pattern)
 
-    # Territory names (one per id in each list): from the list that defines the perimeter, else
-    # from the other one; renames between the lists reported, names moving between ids listed.
-    names_in = {"communes": names_of(communes_list), "groupements": names_of(groupements_list)}
-    renamed: list[dict] = []
-    moved: list[str] = []
-    if len(order) == 2:
-        older, newer = names_in[order[1]], names_in[order[0]]
-        renamed = [{**r, "old_list": order[1], "new_list": order[0]} for r in renames(older, newer)]
-        moved = moved_names(older, newer)
-    names = {tid: names_in[src].get(tid) or next((n[tid] for n in names_in.values() if tid in n), tid)
-             for tid, src in source_of.items()}
+    names, renamed, moved = _territory_names(communes_list, groupements_list, order, source_of)
     sirens: dict[str, list[str]] = {}
     if groupements_list is not None:
         sirens = {tid: sorted(s) for tid, s in _codes_by_id(groupements_list, "siren_groupement").items()}
