@@ -100,7 +100,14 @@ class _Server(ThreadingHTTPServer):
 @contextlib.contextmanager
 def range_server(folder: Path):
     """A loopback static server of ``folder`` that answers Range requests; yields its base URL."""
-    server = _Server(("127.0.0.1", 0), partial(_RangeHandler, directory=str(folder)))
+    with _serving(partial(_RangeHandler, directory=str(folder))) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def _serving(handler):
+    """A loopback server of ``handler`` on a free port, in a thread; yields its base URL."""
+    server = _Server(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -143,14 +150,8 @@ def npm_cdn(modules: Path, tamper: str = ""):
     """A loopback CDN of ``modules`` on an origin of its own, ``tamper`` (a file name) altered (see
     :class:`_CdnHandler`); yields its base URL."""
     handler = type("Handler", (_CdnHandler,), {"tamper": tamper})
-    server = _Server(("127.0.0.1", 0), partial(handler, directory=str(modules)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with _serving(partial(handler, directory=str(modules))) as url:
+        yield url
 
 
 def _free_port() -> int:
