@@ -79,6 +79,11 @@ def _header(info: dict, note: str) -> list[str]:
     return out
 
 
+def _ratio(r: dict, what: str) -> str:
+    """A ratio's median (min-max), ``what``: time, mem or cpu."""
+    return _range(r[f"{what}_median"], r[f"{what}_min"], r[f"{what}_max"], ".2f", "x")
+
+
 def _inputs(info: dict, scales: list[int]) -> list[str]:
     out: list[str] = []
     out += ["## Inputs", "",
@@ -109,8 +114,7 @@ def _times(info: dict, scales: list[int]) -> list[str]:
             if not st:
                 continue
             r = ratios.get(f"ours/{method}@{s}")
-            rt = _range(r["time_median"], r["time_min"], r["time_max"], ".2f", "x") if r else "-"
-            rm = _range(r["mem_median"], r["mem_min"], r["mem_max"], ".2f", "x") if r else "-"
+            rt, rm = (_ratio(r, "time"), _ratio(r, "mem")) if r else ("-", "-")
             out.append(
                 f"| {s}x | {METHOD_TITLE[method]} | "
                 f"{_range(st['wall_median'], st['wall_min'], st['wall_max'], '.1f')} | "
@@ -136,8 +140,7 @@ def _targets(info: dict, scales: list[int]) -> list[str]:
         clean = qq is not None and qq["sliver_parts"] == 0 and qq["gaps_unfilled"] == 0 and qq["gap_holes"] == 0
         sl = qq["sliver_parts"] if qq else "?"
         gp = f"{qq['gaps_unfilled']} + {qq['gap_holes']}" if qq else "?"
-        out.append(f"| {s}x | {_range(r['time_median'], r['time_min'], r['time_max'], '.2f', 'x')} | "
-                   f"{_range(r['mem_median'], r['mem_min'], r['mem_max'], '.2f', 'x')} | {sl} | {gp} | "
+        out.append(f"| {s}x | {_ratio(r, 'time')} | {_ratio(r, 'mem')} | {sl} | {gp} | "
                    f"{_ok(r['time_median'] <= CORE_TIME)} | {_ok(r['mem_median'] <= CORE_MEMORY)} | {_ok(clean)} |")
     out.append("")
     return out
@@ -265,9 +268,8 @@ def _main_job(info: dict, scales: list[int]) -> list[str]:
                 continue
             met = (r["time_median"] <= AB_TIME if key.startswith("cli/")
                    else r["time_median"] <= MAIN_JOB_TIME and r["mem_median"] <= MAIN_JOB_MEMORY)
-            out.append(f"| {s}x | {label} | {_range(r['time_median'], r['time_min'], r['time_max'], '.2f', 'x')} | "
-                       f"{_range(r['cpu_median'], r['cpu_min'], r['cpu_max'], '.2f', 'x')} | "
-                       f"{_range(r['mem_median'], r['mem_min'], r['mem_max'], '.2f', 'x')} | {target} | {_ok(met)} |")
+            out.append(f"| {s}x | {label} | {_ratio(r, 'time')} | {_ratio(r, 'cpu')} | {_ratio(r, 'mem')} | "
+                       f"{target} | {_ok(met)} |")
     out.append("")
     return out
 

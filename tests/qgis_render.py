@@ -73,14 +73,7 @@ def main(out_png, geojson, gpkg):
             settings.setDestinationCrs(QgsCoordinateReferenceSystem("EPSG:2154"))
             settings.setExtent(QgsRectangle(90000, 6030000, 1250000, 7130000))
             settings.setOutputSize(QSize(900, 900))
-            settings.setBackgroundColor(QColor(255, 255, 255))
-            job = QgsMapRendererParallelJob(settings)
-            job.start()
-            job.waitForFinished()
-            image = job.renderedImage()
-            ok = image.save(out_png, "PNG")
-            result["render"] = {"saved": bool(ok), "path": out_png, "width": image.width(), "height": image.height(),
-                                "errors": [e.message for e in job.errors()]}
+            result["render"] = render(settings, out_png)
         del layers, valid
     finally:
         app.exitQgis()
