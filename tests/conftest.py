@@ -73,3 +73,29 @@ def published_out(mirror, tmp_path_factory) -> Path:
         patch.undo()
     assert code == 0, "the published build failed"
     return out
+
+
+@pytest.fixture(scope="session")
+def real_release(real_build, tmp_path_factory) -> tuple[Path, dict]:
+    """``real_build`` published by ``publish_release`` (build id ``real``, its checks, no plan table),
+    once per session: (output folder, manifest). Read-only: copy the folder to alter it."""
+    from pipeline.publish import publish_release
+
+    out = tmp_path_factory.mktemp("real_release")
+    manifest = publish_release(real_build.territories, Settings(output_dir=out), build_id="real",
+                               inputs=real_build.inputs, checks=[c.as_dict() for c in real_build.checks],
+                               phase=real_build.phase, membership=real_build.membership,
+                               references=real_build.references)
+    return out, manifest
+
+
+@pytest.fixture(scope="session")
+def core_published(real_build, mirror, tmp_path_factory) -> Path:
+    """``real_build`` published by the core (``publish_build``, as the CLI and Dagster do) into a
+    fresh output folder, once per session: a previous good release. Read-only: tests that publish
+    over it copy it first (``shutil.copytree``)."""
+    from pipeline.steps.sequence import publish_build
+
+    out = tmp_path_factory.mktemp("core_published") / "out"
+    publish_build(real_build, Settings(mirror_dir=mirror, raw_dir=out.parent / "raw", output_dir=out))
+    return out
