@@ -11,6 +11,17 @@ from pipeline.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# The modules that take minutes (`pytest --durations`), run first: with two pytest-xdist workers
+# (--dist loadfile, pyproject.toml) the short modules then fill in beside them, rather than one long
+# module running alone at the end while the other worker idles.
+SLOW_FIRST = ("test_postgres.py", "test_follow_sources.py", "test_webmap_browser.py", "test_wheel.py",
+              "test_materialize.py", "test_fuzz_sources.py")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(SLOW_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))    # stable: each module keeps its order
+
 
 def mirror_dir() -> Path | None:
     value = os.environ.get("TI_MIRROR_DIR")
