@@ -11,6 +11,17 @@ from pipeline.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# The modules that take minutes (`pytest --durations`), run first: with two pytest-xdist workers
+# (--dist loadfile, pyproject.toml) the short modules then fill in beside them, rather than one long
+# module running alone at the end while the other worker idles.
+SLOW_FIRST = ("test_postgres.py", "test_follow_sources.py", "test_webmap_browser.py", "test_wheel.py",
+              "test_materialize.py", "test_fuzz_sources.py")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(SLOW_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))    # stable: each module keeps its order
+
 
 def mirror_dir() -> Path | None:
     value = os.environ.get("TI_MIRROR_DIR")
@@ -72,4 +83,30 @@ def published_out(mirror, tmp_path_factory) -> Path:
     finally:
         patch.undo()
     assert code == 0, "the published build failed"
+    return out
+
+
+@pytest.fixture(scope="session")
+def real_release(real_build, tmp_path_factory) -> tuple[Path, dict]:
+    """``real_build`` published by ``publish_release`` (build id ``real``, its checks, no plan table),
+    once per session: (output folder, manifest). Read-only: copy the folder to alter it."""
+    from pipeline.publish import publish_release
+
+    out = tmp_path_factory.mktemp("real_release")
+    manifest = publish_release(real_build.territories, Settings(output_dir=out), build_id="real",
+                               inputs=real_build.inputs, checks=[c.as_dict() for c in real_build.checks],
+                               phase=real_build.phase, membership=real_build.membership,
+                               references=real_build.references)
+    return out, manifest
+
+
+@pytest.fixture(scope="session")
+def core_published(real_build, mirror, tmp_path_factory) -> Path:
+    """``real_build`` published by the core (``publish_build``, as the CLI and Dagster do) into a
+    fresh output folder, once per session: a previous good release. Read-only: tests that publish
+    over it copy it first (``shutil.copytree``)."""
+    from pipeline.steps.sequence import publish_build
+
+    out = tmp_path_factory.mktemp("core_published") / "out"
+    publish_build(real_build, Settings(mirror_dir=mirror, raw_dir=out.parent / "raw", output_dir=out))
     return out

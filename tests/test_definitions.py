@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -19,7 +21,6 @@ from pipeline.errors import SourceError
 from pipeline.settings import Settings
 from pipeline.sources.catalog import load_catalog
 from pipeline.steps import quality
-from pipeline.steps.sequence import publish_build
 
 ROOT = Path(__file__).resolve().parent.parent
 CATALOG = load_catalog(Settings())
@@ -125,11 +126,13 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
 
 
 @pytest.fixture(scope="module")
-def published_before(real_build, mirror, tmp_path_factory):
-    """A previous good release in a fresh output folder, published with the core."""
+def published_before(core_published, mirror, tmp_path_factory):
+    """A previous good release in a fresh output folder, published with the core (a copy of the
+    session's, tests/conftest.py)."""
     base = tmp_path_factory.mktemp("blocked")
+    shutil.copytree(core_published, base / "out")
     settings = Settings(mirror_dir=mirror, raw_dir=base / "raw", output_dir=base / "out")
-    manifest = publish_build(real_build, settings)
+    manifest = json.loads((base / "out" / "manifest.json").read_text(encoding="utf-8"))
     return settings, manifest
 
 

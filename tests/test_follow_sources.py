@@ -150,11 +150,10 @@ def test_a_rebuild_from_a_past_manifest_lock_gives_the_same_release(live, monkey
 
 # ---------------------------------------------------------------- the real data, in a mirror
 @pytest.fixture(scope="module")
-def published(real_build, mirror, tmp_path_factory) -> Path:
-    """The real 2023-2027 build (COG 2024 boundaries) published once: the previous release."""
-    out = tmp_path_factory.mktemp("published") / "out"
-    publish_build(real_build, Settings(mirror_dir=mirror, raw_dir=out.parent / "raw", output_dir=out))
-    return out
+def published(core_published) -> Path:
+    """The real 2023-2027 build (COG 2024 boundaries) published once: the previous release (the
+    session's, tests/conftest.py; each test publishes over a copy of it)."""
+    return core_published
 
 
 def build_and_publish(tmp_path, published: Path, added: dict[str, bytes], guarded: bool = False):

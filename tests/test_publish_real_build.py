@@ -22,14 +22,13 @@ from pipeline.publish import (
     geoparquet,
     gpkg,
     membership_tables,
-    publish_release,
     stable_paths,
     tiles,
 )
 from pipeline.publish.gpkg import LAYER, default_style
 from pipeline.publish.light import MAP_COLUMNS
 from pipeline.publish.provenance import KEY, source_lock
-from pipeline.settings import ASSETS_DIR, Settings
+from pipeline.settings import ASSETS_DIR
 
 build = pytest.importorskip("pipeline.steps.sequence", reason="pipeline.steps.sequence (the core build) is not importable")
 if not hasattr(build, "build_territories"):  # pragma: no cover
@@ -37,12 +36,9 @@ if not hasattr(build, "build_territories"):  # pragma: no cover
 
 
 @pytest.fixture(scope="module")
-def published_real(real_build, tmp_path_factory):
-    out = tmp_path_factory.mktemp("real_publish")
-    manifest = publish_release(real_build.territories, Settings(output_dir=out), build_id="real",
-                               inputs=real_build.inputs, checks=[c.as_dict() for c in real_build.checks],
-                               phase=real_build.phase, membership=real_build.membership,
-                               references=real_build.references)
+def published_real(real_release, real_build):
+    """The session's publish of the real build (tests/conftest.py: ``real_release``), read-only."""
+    out, manifest = real_release
     return out, manifest, real_build
 
 
@@ -188,11 +184,9 @@ def test_manifest_and_release_index_validate_against_their_schemas(published_rea
         _validate(broken, "manifest.schema.json")
 
 
-def test_cli_build_all_publishes_the_same_layout_for_both_phases(mirror, tmp_path):
-    from pipeline.cli import main
-
-    out = tmp_path / "out"
-    assert main(["build", "--offline", "--mirror", str(mirror), "--phase", "all", "--output", str(out)]) == 0
+def test_cli_build_all_publishes_the_same_layout_for_both_phases(published_out):
+    # published_out (tests/conftest.py): `build --offline --phase all` run once per session, exit 0 asserted there
+    out = published_out
     found = sorted(p.parent.name for p in out.glob("phase=*/territoires-industrie.parquet"))
     assert found == ["phase=2018-2022", "phase=2023-2027"]
     layouts = {phase: sorted(p.name for p in (out / phase).iterdir()) for phase in found}

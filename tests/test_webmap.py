@@ -211,12 +211,9 @@ def test_search_index_over_its_target_is_refused(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def published_real(real_build, tmp_path_factory):
-    out = tmp_path_factory.mktemp("web_real")
-    manifest = publish_release(real_build.territories, Settings(output_dir=out), build_id="web", inputs=real_build.inputs,
-                               checks=[], phase=real_build.phase, membership=real_build.membership,
-                               references=real_build.references)
-    return out, manifest
+def published_real(real_release):
+    """The session's publish of the real build (tests/conftest.py: ``real_release``), read-only."""
+    return real_release
 
 
 def test_search_index_of_the_real_build_meets_its_size_targets(published_real):

@@ -48,7 +48,9 @@ def installed(tmp_path_factory):
     # Built from a copy of the project's files: setuptools writes build/ and *.egg-info beside
     # the sources, and tests write only to temporary folders.
     source = base / "source"
-    skip_top = {".git", "build", "data_raw", "data_out", "bench", ".pytest_cache"}
+    # (the tool caches too: another pytest-xdist worker may be writing them while this copies)
+    skip_top = {".git", "build", "data_raw", "data_out", "bench", ".pytest_cache", ".mypy_cache", ".ruff_cache",
+                ".hypothesis"}
 
     def ignore(folder, names):
         top = Path(folder) == ROOT
