@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -372,6 +373,19 @@ def _sorted_unique(values) -> list[str]:
     return sorted({v for v in values if isinstance(v, str) and v})
 
 
+def _per_territory(ids: list, values: list, combine: Callable[[list], object]) -> pd.Series:
+    """``combine`` of each territory's values, indexed by id_ti (missing ids left out, as groupby).
+
+    Plain lists grouped in a dict: pandas' per-group ``agg`` iterates each group's Arrow-backed
+    values one scalar at a time (measured: 0.3 s of CPU at 1x on the side thread, during the repair).
+    """
+    groups: dict[str, list] = defaultdict(list)
+    for tid, value in zip(ids, values):
+        if isinstance(tid, str):
+            groups[tid].append(value)
+    return pd.Series({tid: combine(v) for tid, v in groups.items()}, dtype=object)
+
+
 def assemble(phase: str, membership: Membership, dissolved: gpd.GeoDataFrame,
              attributes: pd.DataFrame) -> gpd.GeoDataFrame:
     """Territory rows with every contract column (plan columns are attached at publish time).
@@ -407,19 +421,20 @@ def territory_attributes(phase: str, membership: Membership, boundaries: pd.Data
         info["region"] = pd.NA
     m = members.merge(info, on="insee_com", how="left")
     grouped = m.groupby("id_ti", sort=True)
+    ids = m["id_ti"].tolist()
     out = membership.territories.set_index("id_ti")
     out["phase"] = phase
-    out["insee_communes"] = grouped["insee_com"].agg(lambda s: sorted(set(s)))
+    out["insee_communes"] = _per_territory(ids, m["insee_com"].tolist(), lambda v: sorted(set(v)))
     out["n_communes"] = out["insee_communes"].map(len).astype("int64")
     out["n_groupements"] = out["siren_groupements"].map(len).astype("int64")
-    out["departements"] = grouped["departement"].agg(_sorted_unique)
-    out["regions"] = grouped["region"].agg(_sorted_unique)
-    pop_any_null = grouped["population"].agg(lambda s: bool(s.isna().any())).astype(bool)
+    out["departements"] = _per_territory(ids, m["departement"].tolist(), _sorted_unique)
+    out["regions"] = _per_territory(ids, m["region"].tolist(), _sorted_unique)
+    pop_any_null = m["population"].isna().groupby(m["id_ti"], sort=True).any().astype(bool)
     pop = grouped["population"].sum(min_count=1).astype("Int64")
     out["population"] = pop.mask(pop_any_null)
     out["list_cog"] = membership.list_cog
     out["boundary_cog"] = membership.boundary_cog
-    out["n_communes_reconciled"] = (grouped["status"].agg(lambda s: int((s == "reconciled").sum()))
+    out["n_communes_reconciled"] = ((m["status"] == "reconciled").groupby(m["id_ti"], sort=True).sum()
                                     .astype("int64"))
     absorbed: dict[str, list[str]] = {}
     for item in membership.absorbed_outside:
