@@ -248,3 +248,36 @@ def test_patch_is_cleaned_cluster_by_cluster_like_in_one_call():
     assert all(x.equals(y) for x, y in zip(one_call, by_cluster))
     assert not shapely.is_empty(shapely.coverage_invalid_edges(geoms)).all()
     assert shapely.is_empty(shapely.coverage_invalid_edges(by_cluster)).all()
+
+
+def test_territories_outside_the_largest_zone_are_dissolved_on_one_thread(monkeypatch):
+    # a pyproj transformer is made again in every thread that uses it: each small zone's CRS
+    # should be made once, so its territories run on one thread
+    import threading
+    import time
+
+    from pipeline import runtime
+    from pipeline.geometry import coverage
+
+    metro = [(f"010{i:02d}", "01", box(650_000 + 2000 * i, 6_500_000, 652_000 + 2000 * i, 6_501_000))
+             for i in range(6)]
+    guadeloupe = [(f"971{i:02d}", "971", box(650_000 + 2000 * i, 1_780_000, 652_000 + 2000 * i, 1_781_000))
+                  for i in range(6)]
+    communes = pd.concat([_communes(metro), _communes(guadeloupe, crs=5490)], ignore_index=True)
+    members = pd.DataFrame({"id_ti": [f"ti-{c}" for c in communes["code_insee"]], "insee_com": communes["code_insee"]})
+    clean = coverage.clean_coverage(communes)
+    threads: dict[str, set[int]] = {}
+    territory = coverage._territory
+
+    def recorded(zone, tid, codes):
+        threads.setdefault(tid, set()).add(threading.get_ident())
+        time.sleep(0.02)    # both threads get work
+        return territory(zone, tid, codes)
+
+    monkeypatch.setattr(coverage, "_territory", recorded)
+    monkeypatch.setattr(runtime, "_THREADS", 2)
+    shapes = coverage.union_territories(clean, members)
+    assert [s.id_ti for s in shapes] == sorted(members["id_ti"], key=lambda t: (t.startswith("ti-971"), t))
+    assert len(set().union(*(threads[f"ti-{c}"] for c, _d, _g in guadeloupe))) == 1
+    assert len(set().union(*threads.values())) == 2
+    assert all(s.area_km2 == pytest.approx(2.0, rel=1e-3) for s in shapes)

@@ -78,6 +78,15 @@ def test_a_list_fits_its_claim_unless_another_year_knows_more_of_its_codes(codes
     assert (why is None) == (fits_claim or not better)
 
 
+@given(st.sets(st.sampled_from("abcdefgh")), st.dictionaries(st.sampled_from([2023, 2024, 2025]),
+                                                           st.sets(st.sampled_from("abcdefgh")), min_size=1))
+def test_a_year_is_judged_by_the_listed_codes_it_knows_only(codes, known):
+    # check_labels keeps, per year, only the listed codes that year knows (not its 35,000 codes)
+    for claimed in (2023, 2024, 2025):
+        assert cog_misfit(codes, claimed, {y: codes & k for y, k in known.items()}) == \
+            cog_misfit(codes, claimed, known)
+
+
 def test_groupement_fit_prefers_the_claim_on_ties():
     assert groupement_misfit({2023: 5, 2025: 5}, 2025) is None
     assert "its content is of COG 2023" in groupement_misfit({2023: 4, 2025: 5}, 2025)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import pandas as pd
 import pytest
 
+from pipeline.errors import ReconciliationError
 from pipeline.settings import Settings
 from pipeline.sources.catalog import load_catalog
 from pipeline.sources.parse_cache import cache_key, cached_frames
@@ -77,3 +79,56 @@ def test_real_references_from_the_cache_equal_a_fresh_parse(mirror, tmp_path, mo
     # another COG year is another entry: parsed (and refused here)
     with pytest.raises(AssertionError, match="parsed again"):
         build.load_admin(catalog, fetched, 2023, cache)
+
+
+def test_a_reconciliation_is_read_back_while_nothing_it_depends_on_changes(mirror, tmp_path, monkeypatch):
+    settings = Settings(mirror_dir=mirror, raw_dir=tmp_path / "raw", output_dir=tmp_path / "out")
+    catalog = load_catalog(settings)
+    fetched = build.fetch_sources(settings, catalog, build.phase_sources(catalog, "2023-2027"))
+    files = build.phase_files(catalog, "2023-2027", fetched)
+    codes = build.boundary_codes(files[build.BOUNDARIES].path)
+    fresh = build.reconcile_phase(settings, catalog, "2023-2027", files, codes)
+    calls = []
+    reconcile = build.phase_membership
+
+    def counted(*a, **k):
+        calls.append(a[1])
+        return reconcile(*a, **k)
+
+    monkeypatch.setattr(build, "phase_membership", counted)
+    again = build.reconcile_phase(settings, catalog, "2023-2027", files, codes)
+    assert calls == []
+    for got, want in ((again.membership, fresh.membership), (again.previous, fresh.previous)):
+        pd.testing.assert_frame_equal(got.members, want.members)
+        pd.testing.assert_frame_equal(got.territories, want.territories)
+        assert got.summary() == want.summary() and got.reconciled == want.reconciled
+    pd.testing.assert_frame_equal(again.references.communes, fresh.references.communes)
+    pd.testing.assert_frame_equal(again.boundary_admin.communes, fresh.boundary_admin.communes)
+    # other boundary codes, another list file or other limits: reconciled again
+    build.reconcile_phase(settings, catalog, "2023-2027", files, codes - {sorted(codes)[0]})
+    assert calls == ["2023-2027", "2018-2022"]
+    name = catalog.phases["2023-2027"].communes
+    moved = {**files, name: dataclasses.replace(files[name], sha256="0" * 64)}
+    build.reconcile_phase(settings, catalog, "2023-2027", moved, codes)
+    assert len(calls) == 4
+    limited = Settings(mirror_dir=mirror, raw_dir=tmp_path / "raw", output_dir=tmp_path / "out",
+                       max_commune_vertices=settings.max_commune_vertices + 1)
+    build.reconcile_phase(limited, catalog, "2023-2027", files, codes)
+    assert len(calls) == 6
+
+
+def test_a_reconciliation_that_fails_is_not_kept(mirror, tmp_path, monkeypatch):
+    settings = Settings(mirror_dir=mirror, raw_dir=tmp_path / "raw", output_dir=tmp_path / "out")
+    catalog = load_catalog(settings)
+    fetched = build.fetch_sources(settings, catalog, build.phase_sources(catalog, "2023-2027"))
+    files = build.phase_files(catalog, "2023-2027", fetched)
+    codes = build.boundary_codes(files[build.BOUNDARIES].path)
+
+    def refuse(*_a, **_k):
+        raise ReconciliationError("refused")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(build, "phase_membership", refuse)
+        with pytest.raises(ReconciliationError, match="refused"):
+            build.reconcile_phase(settings, catalog, "2023-2027", files, codes)
+    assert not list((settings.raw_dir / "parsed").glob("reconcile-*"))

@@ -25,6 +25,21 @@ def test_in_set_is_isin(values, allowed, dtype):
     assert in_set(column, set(allowed)).tolist() == column.isin(set(allowed)).to_numpy().tolist()
 
 
+IDS = st.sampled_from(["ti-1", "ti-2", "ti-3", None])
+
+
+@settings(max_examples=200, deadline=None)
+@given(rows=st.lists(st.tuples(IDS, CODES | st.just(float("nan"))), min_size=1, max_size=30),
+       dtype=st.sampled_from(["str", "string", "object"]))
+def test_grouping_per_territory_is_groupby_agg(rows, dtype):
+    frame = pd.DataFrame({"id_ti": pd.Series([r[0] for r in rows], dtype=dtype),
+                          "v": pd.Series([r[1] for r in rows], dtype=object)})
+    for combine in (steps._sorted_unique, len):
+        want = frame.groupby("id_ti", sort=True)["v"].agg(lambda s, f=combine: f(s.tolist()))
+        got = steps._per_territory(frame["id_ti"].tolist(), frame["v"].tolist(), combine)
+        assert got.sort_index().to_dict() == want.to_dict()
+
+
 def test_the_next_phase_reuses_the_scan_and_builds_the_same_territories(tmp_path):
     data = require_shared_data()
     settings_ = Settings(mirror_dir=data, raw_dir=tmp_path / "raw", output_dir=tmp_path / "out")

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from ..errors import ReconciliationError
+from ..sources.csv_tables import in_set
 from ..sources.labels import cog_misfit, groupement_misfit
 from ..sources.readers import AdminRef
 from . import vintages
@@ -47,34 +48,56 @@ def check_labels(phase: str, communes: Labelled | None, groupements: Labelled | 
     years = sorted(set(years))
     if len(years) < 2:
         return
+    listed_codes = set(communes.frame["insee_com"].tolist()) if communes is not None else set()
+    listed_sirens = set(groupements.frame["siren_groupement"].tolist()) if groupements is not None else set()
+    compare = communes is not None and groupements is not None and communes.cog in years
+    listed = _pairs(communes.frame) if compare and communes is not None else set()
+    # Per year, only what the checks compare is kept: the listed codes and SIRENs that year knows
+    # (``cog_misfit`` only looks at the codes a year lacks) and the count of pairs on which the
+    # expansion disagrees. One reference (and its full code set) lives at a time: keeping every
+    # year's sets and expansions cost about 45 MB at the build's peak.
     codes: dict[int, set[str]] = {}
     sirens: dict[int, set[str]] = {}
-    expanded: dict[int, set[tuple[str, str]]] = {}
-    for year in years:   # one reference at a time: only code sets are kept
+    differ: dict[int, int] = {}
+    for year in years:
         admin = admin_of(year)
-        codes[year] = admin.codes
-        sirens[year] = set(admin.members["siren_groupement"].tolist()) | set(admin.communes["siren"].dropna().tolist())
-        if groupements is not None and communes is not None:
-            expanded[year] = _pairs(expand_groupements(groupements.frame, admin)[0])
+        known = admin.codes
+        codes[year] = {c for c in listed_codes if c in known}
+        sirens[year] = _known_sirens(listed_sirens, admin)
+        if compare and groupements is not None and communes is not None:
+            differ[year] = _expansion_differ(listed, communes.cog, year, known, changes,
+                                             expand_groupements(groupements.frame, admin)[0])
+        del admin, known
     if communes is not None:
-        why = cog_misfit(set(communes.frame["insee_com"].tolist()), communes.cog, codes)
+        why = cog_misfit(listed_codes, communes.cog, codes)
         if why:
             raise _refuse(phase, communes, why)
     if groupements is None:
         return
-    why = cog_misfit(set(groupements.frame["siren_groupement"].tolist()), groupements.cog, sirens)
+    why = cog_misfit(listed_sirens, groupements.cog, sirens)
     if why:
         raise _refuse(phase, groupements, why.replace("codes", "SIRENs"))
-    if communes is None or communes.cog not in codes:
+    if not compare:
         return
-    listed = _pairs(communes.frame)
-    listed_codes = {code for _tid, code in listed}
-    differ = {}
-    for year in years:   # the list by commune in each year's codes, compared with that year's expansion
-        moved = vintages.code_mapping_moved(changes, listed_codes, communes.cog, year, codes[year])
-        hit = {(tid, code) for tid, code in listed if code in moved} if moved else set()
-        reference = (listed - hit) | {(tid, new) for tid, code in hit for new in moved[code]}
-        differ[year] = len(reference ^ expanded[year])
     why = groupement_misfit(differ, groupements.cog)
     if why:
         raise _refuse(phase, groupements, why)
+
+
+def _known_sirens(sirens: set[str], admin: AdminRef) -> set[str]:
+    """The SIRENs of ``sirens`` that a COG year knows (an EPCI/EPT, or a commune's own SIREN)."""
+    if not sirens:
+        return set()
+    found = admin.members["siren_groupement"][in_set(admin.members["siren_groupement"], sirens)]
+    own = admin.communes["siren"][in_set(admin.communes["siren"], sirens)]
+    return set(found.tolist()) | set(own.tolist())
+
+
+def _expansion_differ(listed: set[tuple[str, str]], listed_cog: int, year: int, year_codes: set[str],
+                      changes: pd.DataFrame, expanded: pd.DataFrame) -> int:
+    """How many (territory, commune) pairs differ between the list by commune mapped to ``year``
+    and the groupement list expanded with that year's EPCI/EPT membership."""
+    moved = vintages.code_mapping_moved(changes, {code for _tid, code in listed}, listed_cog, year, year_codes)
+    hit = {(tid, code) for tid, code in listed if code in moved} if moved else set()
+    reference = (listed - hit) | {(tid, new) for tid, code in hit for new in moved[code]}
+    return len(reference ^ _pairs(expanded))

@@ -20,6 +20,7 @@ import pickle
 from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -41,6 +42,17 @@ def parser_digest() -> str:
     return digest.hexdigest()[:16]
 
 
+@lru_cache(maxsize=1)
+def package_digest() -> str:
+    """A digest of every module of the package and of the pandas/numpy versions: the code version
+    of what is cached from more than the parsers (any change of any module computes it again)."""
+    digest = hashlib.sha256(parser_digest().encode())
+    package = Path(__file__).resolve().parent.parent
+    for path in sorted(package.rglob("*.py")):
+        digest.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def cache_key(kind: str, sha256: str) -> str:
     return f"{kind}-{sha256[:32]}-{parser_digest()}"
 
@@ -54,8 +66,17 @@ def cached_frames(cache_dir: Path | None, kind: str, sha256: str, names: tuple[s
     """
     if cache_dir is None or not sha256:
         return parse()
-    key = cache_key(kind, sha256)
-    path = Path(cache_dir) / f"{key}.pickle"
+    return cached(Path(cache_dir), kind, cache_key(kind, sha256), names, parse)
+
+
+def cached(cache_dir: Path, kind: str, key: str, names: tuple[str, ...],
+           compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """The objects ``compute()`` returns (name -> object), kept as ``<cache_dir>/<key>.pickle``.
+
+    ``key`` must name everything the objects depend on (inputs and code); an entry that cannot be
+    read is computed again, one that cannot be written is not kept; older entries of ``kind`` go.
+    """
+    path = cache_dir / f"{key}.pickle"
     if path.is_file():
         try:
             with open(path, "rb") as fh:
@@ -63,15 +84,16 @@ def cached_frames(cache_dir: Path | None, kind: str, sha256: str, names: tuple[s
             if isinstance(frames, dict) and set(names) <= set(frames):
                 return frames
             log.warning("parse cache %s holds other frames: parsing %s again", key, kind)
-        except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError, ValueError) as err:
+        except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError, ValueError,
+                TypeError) as err:
             log.warning("parse cache %s unreadable (%s): parsing %s again", key, err, kind)
-    frames = parse()
+    frames = compute()
     try:
-        Path(cache_dir).mkdir(parents=True, exist_ok=True)
+        cache_dir.mkdir(parents=True, exist_ok=True)
         with atomic.writing(path) as tmp, open(tmp, "wb") as fh:
             pickle.dump({n: frames[n] for n in names}, fh, protocol=pickle.HIGHEST_PROTOCOL)
-        _prune(Path(cache_dir), kind, key)
-    except (OSError, pickle.PicklingError, TypeError) as err:
+        _prune(cache_dir, kind, key)
+    except (OSError, pickle.PicklingError, TypeError, AttributeError) as err:
         log.warning("parse cache %s not written (%s)", key, err)
     return frames
 
