@@ -260,13 +260,15 @@ def _write_light_files(step, frame: gpd.GeoDataFrame, simplify, meta: dict) -> N
     """One light GeoJSON per ``light.VARIANTS``, each checked against its size target and the coverage."""
     source_valid: dict[str, bool] = {}  # coverage check of the source, done once for every variant
     small = light.map_frame(frame)
+    sizes: dict[float, int] = {}   # the variants write the same candidates: each measured once
     for variant in light.VARIANTS:
         chosen: dict = {}
 
         def write_light(p, v=variant, chosen=chosen):
             chosen.update(light.write_to_target(
                 frame, p, v, simplify,
-                lambda path, decimals, geoms: geojson.write_geojson(small, path, decimals, geoms=geoms, metadata=meta)))
+                lambda path, decimals, geoms: geojson.write_geojson(small, path, decimals, geoms=geoms, metadata=meta),
+                sizes))
 
         def verify_light(p, chosen=chosen):
             out = geojson.verify_geojson(p, small, chosen["coordinate_decimals"])
