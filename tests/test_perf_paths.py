@@ -154,3 +154,28 @@ def test_the_commune_table_looks_up_no_pandas_cell_per_member(monkeypatch):
     assert len(calls) < 10
     assert table.loc["00000", ["how", "siren_groupement"]].tolist() == ["groupement", "200000001"]
     assert table.loc["00002", "how"] == "listed" and table.loc["00001", "how"] == "listed"
+
+
+def test_the_preview_is_rendered_once_and_as_before(monkeypatch):
+    # geopandas asks for a draw after each layer: with pyplot's Agg canvas, each rendered the whole
+    # figure (seven renders of the full-resolution map per preview); the PNG is the same without them
+    from matplotlib.backend_bases import FigureCanvasBase
+    from matplotlib.backends.backend_agg import FigureCanvasAgg, RendererAgg
+    from publish_fixtures import cached_territories, mirror_dir
+
+    from pipeline.publish.preview import render_preview_bytes
+
+    frame = cached_territories(mirror_dir())
+    frame = frame[frame["id_ti"].str.startswith(("ti-01", "ti-02", "ti-97"))].reset_index(drop=True)
+    renders: list[int] = []
+    agg_draw = FigureCanvasAgg.draw
+    monkeypatch.setattr(FigureCanvasAgg, "draw", lambda self, *a, **k: renders.append(1) or agg_draw(self, *a, **k))
+    once = render_preview_bytes(frame, "t")
+    assert len(renders) == 1    # savefig's
+
+    def eager(self, *args, **kwargs):   # what the pyplot canvas did on each draw_idle
+        fig = self.figure
+        fig.draw(RendererAgg(*fig.bbox.size, fig.dpi))
+
+    monkeypatch.setattr(FigureCanvasBase, "draw_idle", eager)
+    assert render_preview_bytes(frame, "t") == once
