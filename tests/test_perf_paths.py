@@ -106,19 +106,18 @@ def test_the_light_search_answers_like_a_bisection_and_shares_its_sizes(tmp_path
 
 
 def test_the_light_files_of_the_real_data_simplify_few_tolerances(tmp_path):
-    # the real frame's two variants, after the tiles' bands (2000 m and 400 m): the bisection
+    # the real frame's two variants, besides the tiles' bands (2000 m and 400 m): the bisection
     # simplified 5 more tolerances for 2023-2027 (700, 1250, 1000, 200, 300), the search 3
     from publish_fixtures import cached_territories, mirror_dir
 
     from pipeline.publish.columns import prepare_frame
     from pipeline.publish.geojson import write_geojson
     from pipeline.publish.light import VARIANTS, Simplifier, map_frame
+    from pipeline.publish.tiles import band_tolerances
 
     frame = prepare_frame(cached_territories(mirror_dir()), CURRENT_PHASE)
-    simplify = Simplifier(frame)
-    for tolerance in (2000.0, 400.0):
-        simplify(tolerance)
-    projected = simplify._zones
+    simplify = Simplifier(frame, planned=band_tolerances())   # the tiles' simplifications, not made yet
+    projected = simplify._projected()
     shared: dict[float, int] = {}
     small = map_frame(frame)
     chosen = [write_to_target(frame, tmp_path / f"{v.suffix}.geojson", v, simplify,
@@ -179,3 +178,56 @@ def test_the_preview_is_rendered_once_and_as_before(monkeypatch):
 
     monkeypatch.setattr(FigureCanvasBase, "draw_idle", eager)
     assert render_preview_bytes(frame, "t") == once
+
+
+def test_a_tolerance_asked_on_two_threads_at_once_is_simplified_once(monkeypatch):
+    # the tiles and the light files share one Simplifier from two threads
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pipeline.publish.light import Simplifier
+
+    calls: list[float] = []
+    started = threading.Barrier(2, timeout=5)
+
+    def slow(self, tolerance):
+        calls.append(tolerance)
+        time.sleep(0.2)
+        return np.array([tolerance])
+
+    monkeypatch.setattr(Simplifier, "_simplify", slow)
+    simplify = Simplifier(None)
+
+    def ask(tolerance):
+        started.wait() if tolerance == 400.0 else None
+        return simplify(tolerance)[0]
+
+    with ThreadPoolExecutor(6) as pool:
+        got = list(pool.map(ask, [400.0, 400.0, 2000.0, 2000.0, 2000.0]))
+    assert got == [400.0, 400.0, 2000.0, 2000.0, 2000.0]
+    assert sorted(calls) == [400.0, 2000.0]
+
+
+def test_the_publish_tasks_go_to_whichever_thread_is_free(monkeypatch):
+    # the first task waits for the third: it can only end if the second thread, once free, takes
+    # the third (a fixed split of the tasks between two threads would wait forever)
+    import threading
+
+    from pipeline import runtime
+    from pipeline.publish.release import _in_parallel
+
+    monkeypatch.setattr(runtime, "threads", lambda: 2)
+    third_ran = threading.Event()
+    done: list[str] = []
+    _in_parallel([lambda: done.append("first" if third_ran.wait(10) else "first, alone"),
+                  lambda: done.append("second"), lambda: done.append("third") or third_ran.set()])
+    assert done == ["second", "third", "first"]
+
+    def fail():
+        raise PublishError("x.geojson: broken")
+
+    for threads in (1, 2):
+        monkeypatch.setattr(runtime, "threads", lambda threads=threads: threads)
+        with pytest.raises(PublishError, match=r"x\.geojson"):
+            _in_parallel([lambda: None, fail, lambda: None])

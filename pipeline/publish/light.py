@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,31 +68,42 @@ def simplify_coverage(frame: gpd.GeoDataFrame, tolerance_m: float) -> np.ndarray
 class Simplifier:
     """:func:`simplify_coverage` of one frame, each tolerance computed once (0: the geometries as they are).
 
-    Each zone is projected to its metric CRS once, whatever the number of tolerances asked.
+    Each zone is projected to its metric CRS once, whatever the number of tolerances asked. Threads
+    may share it: a tolerance asked on two threads at once is computed by one, the other waits.
+    ``planned``: tolerances that will be asked anyway (the tiles'), counted as computed by ``in``,
+    so that the light files' search (:func:`_next_probe`) takes the same path whichever thread
+    computes them first.
     """
 
-    def __init__(self, frame: gpd.GeoDataFrame):
+    def __init__(self, frame: gpd.GeoDataFrame, planned: tuple[float, ...] = ()):
         self.frame = frame
+        self.planned = frozenset(planned)
         self._done: dict[float, np.ndarray] = {}
         self._zones: list[tuple[np.ndarray, gpd.GeoSeries]] | None = None   # (rows, projected geometries)
+        self._guard = threading.Lock()
+        self._locks: dict[float, threading.Lock] = {}
 
     def __contains__(self, tolerance_m: float) -> bool:
-        """Whether ``tolerance_m`` is computed already (asking for it costs nothing)."""
-        return not tolerance_m or tolerance_m in self._done
+        """Whether ``tolerance_m`` is computed already or planned (asking for it costs nothing more)."""
+        return not tolerance_m or tolerance_m in self._done or tolerance_m in self.planned
 
     def __call__(self, tolerance_m: float) -> np.ndarray:
         if not tolerance_m:
             return np.asarray(self.frame.geometry.values, dtype=object)
-        if tolerance_m not in self._done:
-            self._done[tolerance_m] = self._simplify(tolerance_m)
+        with self._guard:
+            lock = self._locks.setdefault(tolerance_m, threading.Lock())
+        with lock:
+            if tolerance_m not in self._done:
+                self._done[tolerance_m] = self._simplify(tolerance_m)
         return self._done[tolerance_m]
 
     def _projected(self) -> list[tuple[np.ndarray, gpd.GeoSeries]]:
-        if self._zones is None:
-            zone = zones(self.frame)
-            self._zones = [(mask, self.frame.geometry[mask].to_crs(metric_epsg(z)))
-                           for z in dict.fromkeys(zone) for mask in [zone == z]]
-        return self._zones
+        with self._guard:
+            if self._zones is None:
+                zone = zones(self.frame)
+                self._zones = [(mask, self.frame.geometry[mask].to_crs(metric_epsg(z)))
+                               for z in dict.fromkeys(zone) for mask in [zone == z]]
+            return self._zones
 
     def _simplify(self, tolerance_m: float) -> np.ndarray:
         out = np.empty(len(self.frame), dtype=object)

@@ -151,7 +151,8 @@ def commune_table(membership: Membership, refs: MembershipRefs | None, phase: st
     listed_by = {tid: set(cast(list, sirens)) for tid, source, sirens in
                  zip(terr.index, terr["perimeter_source"], terr["siren_groupements"]) if source == "groupements"}
     rows = []
-    for tid, code, codes_list in zip(members["id_ti"], members["insee_com"], members["codes_list"]):
+    for tid, code, codes_list in zip(members["id_ti"].tolist(), members["insee_com"].tolist(),
+                                     members["codes_list"].tolist()):   # lists: iterating Arrow strings is slower
         codes_list = list(codes_list)
         rec = [reconciled[(tid, c)] for c in codes_list if (tid, c) in reconciled]
         outside = absorbed.get((tid, code), [])
