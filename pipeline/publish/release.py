@@ -275,11 +275,11 @@ def _write_light_files(step, frame: gpd.GeoDataFrame, simplify, meta: dict) -> N
                 sizes))
 
         def verify_light(p, chosen=chosen):
-            out = geojson.verify_geojson(p, small, chosen["coordinate_decimals"])
+            out, geoms = geojson.verify_and_read(p, small, chosen["coordinate_decimals"])
             out.update(chosen)
             if not source_valid:
                 source_valid.update(light.coverage_valid_by_zone(frame, frame.geometry.values))
-            out.update(light.check_light(frame, geojson.read_geometries(p), chosen["simplification_m"], source_valid))
+            out.update(light.check_light(frame, geoms, chosen["simplification_m"], source_valid))
             return out
 
         step(f"light_{variant.suffix}", write_light, verify_light)
