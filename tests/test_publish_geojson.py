@@ -115,6 +115,9 @@ def test_read_geometries_matches_the_written_geometries(tmp_path):
     back = geojson.read_geometries(path)
     assert shapely.equals_exact(back, geojson.rfc7946_geometries(frame.geometry.values), tolerance=0).all()
     assert geojson.verify_geojson(path, frame)["rows"] == len(frame)
+    facts, geoms = geojson.verify_and_read(path, frame)   # the light files' check: one read for both
+    assert facts == geojson.verify_geojson(path, frame)
+    assert shapely.equals_exact(geoms, back, tolerance=0).all()
 
 
 def test_verify_geojson_still_reports_extra_decimals(tmp_path):

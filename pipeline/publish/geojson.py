@@ -307,6 +307,11 @@ def _geometry_problems(geoms: np.ndarray, decimals: int) -> list[str]:
 
 def verify_geojson(path: Path, expected: gpd.GeoDataFrame, decimals: int = DEFAULT_DECIMALS) -> dict:
     """Re-read the file; raise PublishError unless it is RFC 7946 and has the expected rows."""
+    return verify_and_read(path, expected, decimals)[0]
+
+
+def verify_and_read(path: Path, expected: gpd.GeoDataFrame, decimals: int = DEFAULT_DECIMALS) -> tuple[dict, np.ndarray]:
+    """:func:`verify_geojson`, and the geometries read back (for further checks without a second read)."""
     members, feats, geoms = _read(path)
     problems = []
     if "crs" in members:
@@ -322,4 +327,4 @@ def verify_geojson(path: Path, expected: gpd.GeoDataFrame, decimals: int = DEFAU
     if problems:
         raise PublishError(f"{path}: GeoJSON check failed: {'; '.join(problems)}")
     return {"rows": rows, "format": "GeoJSON RFC 7946", "media_type": "application/geo+json",
-            "coordinate_decimals": decimals}
+            "coordinate_decimals": decimals}, geoms

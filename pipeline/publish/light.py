@@ -7,8 +7,8 @@ territory disappears (coverage simplification keeps every polygon).
 
 A variant is defined by a size target, not by a tolerance: the source polygons are already
 generalised (at 50 m), so a fixed small tolerance changes almost nothing. :func:`write_to_target`
-picks the smallest tolerance of :data:`TOLERANCES_M` whose file meets the target, by bisection
-(the size decreases with the tolerance). Light files carry only :data:`MAP_COLUMNS`, what a map
+picks the smallest tolerance of :data:`TOLERANCES_M` whose file meets the target (the size
+decreases with the tolerance), simplifying as few tolerances as it can. Light files carry only :data:`MAP_COLUMNS`, what a map
 shows; the full attributes are in the full files.
 """
 
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,35 +62,61 @@ def zones(frame: gpd.GeoDataFrame) -> np.ndarray:
 
 def simplify_coverage(frame: gpd.GeoDataFrame, tolerance_m: float) -> np.ndarray:
     """EPSG:4326 geometries of ``frame`` simplified as one coverage per zone at ``tolerance_m``."""
-    out = np.empty(len(frame), dtype=object)
-    zone = zones(frame)
-    for z in dict.fromkeys(zone):
-        mask = zone == z
-        part = frame.geometry[mask].to_crs(metric_epsg(z))
-        simplified = shapely.coverage_simplify(part.values.to_numpy(), tolerance_m, simplify_boundary=True)
-        back = gpd.GeoSeries(simplified, crs=part.crs, index=part.index).to_crs(4326)
-        out[mask] = back.values.to_numpy()
-    invalid = ~shapely.is_valid(out)
-    if invalid.any():  # only when the input was not a clean coverage
-        bad = frame["id_ti"][invalid].tolist()
-        log.warning("simplifying at %g m made %s invalid; repaired with make_valid", tolerance_m, ", ".join(bad))
-        out[invalid] = [_polygonal(shapely.make_valid(g)) for g in out[invalid]]
-    return out
+    return Simplifier(frame)(tolerance_m)
 
 
 class Simplifier:
-    """:func:`simplify_coverage` of one frame, each tolerance computed once (0: the geometries as they are)."""
+    """:func:`simplify_coverage` of one frame, each tolerance computed once (0: the geometries as they are).
 
-    def __init__(self, frame: gpd.GeoDataFrame):
+    Each zone is projected to its metric CRS once, whatever the number of tolerances asked. Threads
+    may share it: a tolerance asked on two threads at once is computed by one, the other waits.
+    ``planned``: tolerances that will be asked anyway (the tiles'), counted as computed by ``in``,
+    so that the light files' search (:func:`_next_probe`) takes the same path whichever thread
+    computes them first.
+    """
+
+    def __init__(self, frame: gpd.GeoDataFrame, planned: tuple[float, ...] = ()):
         self.frame = frame
+        self.planned = frozenset(planned)
         self._done: dict[float, np.ndarray] = {}
+        self._zones: list[tuple[np.ndarray, gpd.GeoSeries]] | None = None   # (rows, projected geometries)
+        self._guard = threading.Lock()
+        self._locks: dict[float, threading.Lock] = {}
+
+    def __contains__(self, tolerance_m: float) -> bool:
+        """Whether ``tolerance_m`` is computed already or planned (asking for it costs nothing more)."""
+        return not tolerance_m or tolerance_m in self._done or tolerance_m in self.planned
 
     def __call__(self, tolerance_m: float) -> np.ndarray:
         if not tolerance_m:
             return np.asarray(self.frame.geometry.values, dtype=object)
-        if tolerance_m not in self._done:
-            self._done[tolerance_m] = simplify_coverage(self.frame, tolerance_m)
+        with self._guard:
+            lock = self._locks.setdefault(tolerance_m, threading.Lock())
+        with lock:
+            if tolerance_m not in self._done:
+                self._done[tolerance_m] = self._simplify(tolerance_m)
         return self._done[tolerance_m]
+
+    def _projected(self) -> list[tuple[np.ndarray, gpd.GeoSeries]]:
+        with self._guard:
+            if self._zones is None:
+                zone = zones(self.frame)
+                self._zones = [(mask, self.frame.geometry[mask].to_crs(metric_epsg(z)))
+                               for z in dict.fromkeys(zone) for mask in [zone == z]]
+            return self._zones
+
+    def _simplify(self, tolerance_m: float) -> np.ndarray:
+        out = np.empty(len(self.frame), dtype=object)
+        for mask, part in self._projected():
+            simplified = shapely.coverage_simplify(part.values.to_numpy(), tolerance_m, simplify_boundary=True)
+            back = gpd.GeoSeries(simplified, crs=part.crs, index=part.index).to_crs(4326)
+            out[mask] = back.values.to_numpy()
+        invalid = ~shapely.is_valid(out)
+        if invalid.any():  # only when the input was not a clean coverage
+            bad = self.frame["id_ti"][invalid].tolist()
+            log.warning("simplifying at %g m made %s invalid; repaired with make_valid", tolerance_m, ", ".join(bad))
+            out[invalid] = [_polygonal(shapely.make_valid(g)) for g in out[invalid]]
+        return out
 
 
 def _polygonal(geom):
@@ -103,30 +130,72 @@ def map_frame(frame: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
 
 
 def write_to_target(frame: gpd.GeoDataFrame, path: Path, variant: LightVariant, simplify: Simplifier,
-                    write) -> dict:
+                    write, sizes: dict[float, int] | None = None) -> dict:
     """Write the smallest-tolerance variant that meets ``variant.max_bytes``; return its facts.
 
-    ``write(path, decimals, geoms)`` writes one candidate file. Raises PublishError when even the
-    largest tolerance gives a file over the target.
+    ``write(path, decimals, geoms)`` writes one candidate file. ``sizes`` (tolerance -> bytes of
+    the candidate file) is filled as candidates are written: variants that write the same
+    candidates share it, so that a size is measured once. The search keeps the bisection's
+    answer (the size decreases with the tolerance) with fewer candidates: see :func:`_next_probe`.
+    Raises PublishError when even the largest tolerance gives a file over the target.
     """
     path = Path(path)
-    lo, hi, best, last = 0, len(TOLERANCES_M) - 1, None, None
-    while lo <= hi:
-        mid = (lo + hi) // 2
-        tol = TOLERANCES_M[mid]
-        write(path, decimals_for(tol), simplify(tol))
-        last = mid
-        if path.stat().st_size <= variant.max_bytes:
-            best, hi = mid, mid - 1
-        else:
-            lo = mid + 1
-    if best is None:
-        raise PublishError(f"{path}: light variant {variant.suffix!r} is over {variant.max_bytes} bytes even "
-                           f"simplified at {TOLERANCES_M[-1]:g} m")
-    tol = TOLERANCES_M[best]
-    if last != best:
-        write(path, decimals_for(tol), simplify(tol))
+    sizes = {} if sizes is None else sizes
+    probes: dict[float, Path] = {}     # candidates written by this call, kept until one is chosen
+    try:
+        while True:
+            lo, hi, best = _bracket(sizes, variant.max_bytes)
+            if lo > hi:
+                break
+            tol = TOLERANCES_M[_next_probe(lo, hi, sizes, variant.max_bytes, simplify)]
+            probe = probes[tol] = path.with_name(f".{path.name}.{tol:g}")
+            write(probe, decimals_for(tol), simplify(tol))
+            sizes[tol] = probe.stat().st_size
+        if best is None:
+            raise PublishError(f"{path}: light variant {variant.suffix!r} is over {variant.max_bytes} bytes even "
+                               f"simplified at {TOLERANCES_M[-1]:g} m")
+        tol = TOLERANCES_M[best]
+        if tol in probes:
+            probes.pop(tol).replace(path)
+        else:   # measured by another variant
+            write(path, decimals_for(tol), simplify(tol))
+    finally:
+        for probe in probes.values():
+            probe.unlink(missing_ok=True)
     return {"simplification_m": tol, "coordinate_decimals": decimals_for(tol), "max_bytes": variant.max_bytes}
+
+
+def _bracket(sizes: dict[float, int], max_bytes: int) -> tuple[int, int, int | None]:
+    """(lo, hi, best): indices of :data:`TOLERANCES_M` still to decide, and the smallest known to
+    meet ``max_bytes`` (None: none yet), from the sizes measured so far."""
+    fits = [i for i, t in enumerate(TOLERANCES_M) if t in sizes and sizes[t] <= max_bytes]
+    over = [i for i, t in enumerate(TOLERANCES_M) if t in sizes and sizes[t] > max_bytes]
+    best = min(fits) if fits else None
+    return (max(over) + 1 if over else 0), (best - 1 if best is not None else len(TOLERANCES_M) - 1), best
+
+
+def _next_probe(lo: int, hi: int, sizes: dict[float, int], max_bytes: int, simplify: Simplifier) -> int:
+    """The index in [lo, hi] to try next.
+
+    With two sizes known, the size is taken as a power of the tolerance through the two nearest the
+    target (each side's when it has one) and the first tolerance at or above where it meets the
+    target is tried: then usually its finer neighbour only (a coverage simplification costs about
+    a second at 1x; writing a candidate much less). Before that, a tolerance already simplified
+    (the tiles') nearest the middle, else the middle.
+    """
+    over = sorted((t, s) for t, s in sizes.items() if s > max_bytes)
+    fits = sorted((t, s) for t, s in sizes.items() if s <= max_bytes)
+    pair = ([over[-1], fits[0]] if over and fits else fits[:2] if len(fits) >= 2 else over[-2:])
+    if len(pair) == 2:
+        (t1, s1), (t2, s2) = pair
+        if t1 != t2 and s1 != s2 and s1 > 0 and s2 > 0:
+            slope = (math.log(s2) - math.log(s1)) / (math.log(t2) - math.log(t1))
+            if slope < 0:
+                wanted = math.log(t1) + (math.log(max_bytes) - math.log(s1)) / slope   # its log
+                return next((i for i in range(lo, hi + 1) if math.log(TOLERANCES_M[i]) >= wanted), hi)
+    mid = (lo + hi) // 2
+    cached = [i for i in range(lo, hi + 1) if TOLERANCES_M[i] in simplify]
+    return min(cached, key=lambda i: (abs(i - mid), i)) if cached else mid
 
 
 def coverage_valid_by_zone(frame: gpd.GeoDataFrame, geoms) -> dict[str, bool]:

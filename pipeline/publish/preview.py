@@ -22,11 +22,11 @@ EDGE = "#7a370a"
 INSETS = ("971", "972", "973", "974", "976")
 # inset rectangles [left, bottom, width, height] in figure fractions, left column
 _INSET_BOXES = {
-    "971": [0.01, 0.74, 0.17, 0.17],
-    "972": [0.01, 0.56, 0.17, 0.17],
-    "973": [0.01, 0.38, 0.17, 0.17],
-    "974": [0.01, 0.20, 0.17, 0.17],
-    "976": [0.01, 0.02, 0.17, 0.17],
+    "971": (0.01, 0.74, 0.17, 0.17),
+    "972": (0.01, 0.56, 0.17, 0.17),
+    "973": (0.01, 0.38, 0.17, 0.17),
+    "974": (0.01, 0.20, 0.17, 0.17),
+    "976": (0.01, 0.02, 0.17, 0.17),
 }
 
 
@@ -52,11 +52,16 @@ def _draw(ax, frame: gpd.GeoDataFrame, epsg: int, title: str | None = None) -> N
 
 def render_preview_bytes(territories: gpd.GeoDataFrame, title: str | None = None, dpi: int = 110) -> bytes:
     """The preview as PNG bytes (metropole + insets for 971, 972, 973, 974, 976)."""
-    plt = _pyplot()
+    _pyplot()   # the Agg backend before geopandas imports pyplot
+    from matplotlib.figure import Figure
+
     zone = zones(territories)
-    fig = plt.figure(figsize=(10, 9), dpi=dpi)
+    # a Figure outside pyplot has the base canvas, whose draw_idle does nothing: geopandas asks for
+    # a draw after each layer, which with pyplot's Agg canvas rendered the whole figure again each
+    # time (six renders of the full-resolution map before savefig's own); the PNG is the same
+    fig = Figure(figsize=(10, 9), dpi=dpi)
     try:
-        main = fig.add_axes([0.20, 0.02, 0.79, 0.90])
+        main = fig.add_axes((0.20, 0.02, 0.79, 0.90))
         _draw(main, territories[zone == METROPOLE], metric_epsg(METROPOLE))
         for z in INSETS:
             ax = fig.add_axes(_INSET_BOXES[z])
@@ -70,7 +75,7 @@ def render_preview_bytes(territories: gpd.GeoDataFrame, title: str | None = None
         fig.savefig(buf, format="png", dpi=dpi, facecolor="white")
         return buf.getvalue()
     finally:
-        plt.close(fig)
+        fig.clear()
 
 
 def render_preview(territories: gpd.GeoDataFrame, path: Path, title: str | None = None) -> Path:

@@ -182,22 +182,23 @@ def _write_outputs(frame: gpd.GeoDataFrame, staging: Path, build_id: str, phase:
         timings[name] = round(time.perf_counter() - t0, 3)
 
     communes = None
+    # each tolerance computed once for the tiles and the light files, whichever thread asks first
+    simplify = light.Simplifier(frame, planned=tiles.band_tolerances())
 
-    def simplified() -> None:
-        simplify = light.Simplifier(frame)   # each tolerance computed once for the tiles and the light files
-        step("pmtiles", lambda p: tiles.write_pmtiles(frame, p, simplify, metadata=meta),
-             lambda p: tiles.verify_pmtiles(p, frame))
-        _write_light_files(step, frame, simplify, meta)
-
-    def the_rest() -> None:
+    def membership_tables() -> None:
         nonlocal communes
-        _write_full_files(step, frame, meta)
         if membership is not None:
             communes = _write_membership_tables(step, staging, membership, references, phase, meta)
-        title = f"Territoires d'industrie {phase} - {len(frame)} territoires"
-        step("preview", lambda p: preview.render_preview(frame, p, title), preview.verify_png)
 
-    _on_two_threads(simplified, the_rest)
+    title = f"Territoires d'industrie {phase} - {len(frame)} territoires"
+    _in_parallel([   # the longest first (CPU seconds of both real phases, one step at a time)
+        lambda: step("pmtiles", lambda p: tiles.write_pmtiles(frame, p, simplify, metadata=meta),
+                     lambda p: tiles.verify_pmtiles(p, frame)),                          # ~5 s
+        lambda: _write_light_files(step, frame, simplify, meta),                         # ~3 s
+        lambda: step("preview", lambda p: preview.render_preview(frame, p, title), preview.verify_png),  # ~2 s
+        lambda: _write_full_files(step, frame, meta),                                    # ~1.4 s
+        membership_tables,                                                               # ~1.4 s
+    ])
     _in_manifest_order(facts)      # whichever thread wrote them (the descriptions list them in this order)
     _in_manifest_order(timings)
     _write_web_files(step, frame, communes, build_id, phase, web, facts)
@@ -212,27 +213,30 @@ def _in_manifest_order(done: dict) -> None:
     done.update(ordered)
 
 
-def _on_two_threads(side, main) -> None:
-    """``side()`` on a second thread while this one runs ``main()`` (one after the other when the
-    process uses one thread, see :func:`pipeline.runtime.threads`); the first error is raised.
+def _in_parallel(tasks: list) -> None:
+    """Run ``tasks`` on :func:`pipeline.runtime.threads` threads, each taking the next task in
+    order when it is free (one after the other with one thread); after an error the tasks not
+    started are dropped, and the first error (in task order) is raised once the others have ended.
 
-    The simplified files (coverage simplification in GEOS, which releases the GIL, and GDAL's
-    tile writer) overlap the full files, the tables and the preview (measured with
-    `python bench/run.py --methods cli,baseline --baseline REF`, see bench/README.md).
+    GEOS's coverage simplification, GDAL's writers and the PNG encoder release the GIL: the tasks,
+    longest first, keep both cores busy until the end of the publish (a fixed split of the files
+    between two threads left one core idle for seconds, as the tasks' lengths vary between phases).
     """
-    if runtime.threads() < 2:
-        side()
-        main()
+    workers = min(runtime.threads(), len(tasks))
+    if workers < 2:
+        for task in tasks:
+            task()
         return
-    from concurrent.futures import ThreadPoolExecutor
+    from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 
-    with ThreadPoolExecutor(1) as pool:
-        running = pool.submit(side)
-        try:
-            main()
-        finally:
-            running.exception()    # wait for it, whatever happened here
-        running.result()
+    with ThreadPoolExecutor(workers, thread_name_prefix="publish") as pool:
+        running = [pool.submit(task) for task in tasks]
+        wait(running, return_when=FIRST_EXCEPTION)
+        for future in running:    # after a failure, the tasks not started yet are dropped
+            future.cancel()
+    for future in running:
+        if not future.cancelled():
+            future.result()
 
 
 def _write_descriptions(step, frame: gpd.GeoDataFrame, phase: str, meta: dict, facts: dict[str, dict],
@@ -260,20 +264,22 @@ def _write_light_files(step, frame: gpd.GeoDataFrame, simplify, meta: dict) -> N
     """One light GeoJSON per ``light.VARIANTS``, each checked against its size target and the coverage."""
     source_valid: dict[str, bool] = {}  # coverage check of the source, done once for every variant
     small = light.map_frame(frame)
+    sizes: dict[float, int] = {}   # the variants write the same candidates: each measured once
     for variant in light.VARIANTS:
         chosen: dict = {}
 
         def write_light(p, v=variant, chosen=chosen):
             chosen.update(light.write_to_target(
                 frame, p, v, simplify,
-                lambda path, decimals, geoms: geojson.write_geojson(small, path, decimals, geoms=geoms, metadata=meta)))
+                lambda path, decimals, geoms: geojson.write_geojson(small, path, decimals, geoms=geoms, metadata=meta),
+                sizes))
 
         def verify_light(p, chosen=chosen):
-            out = geojson.verify_geojson(p, small, chosen["coordinate_decimals"])
+            out, geoms = geojson.verify_and_read(p, small, chosen["coordinate_decimals"])
             out.update(chosen)
             if not source_valid:
                 source_valid.update(light.coverage_valid_by_zone(frame, frame.geometry.values))
-            out.update(light.check_light(frame, geojson.read_geometries(p), chosen["simplification_m"], source_valid))
+            out.update(light.check_light(frame, geoms, chosen["simplification_m"], source_valid))
             return out
 
         step(f"light_{variant.suffix}", write_light, verify_light)

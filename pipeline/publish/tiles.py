@@ -39,6 +39,11 @@ BANDS = ((0, 4, 2000.0), (5, 7, 400.0), (8, 9, 0.0))
 CENTER_ZOOM = 5   # metropolitan France fills a 1000-pixel-wide map at zoom 5
 
 
+def band_tolerances() -> tuple[float, ...]:
+    """The coverage simplifications the tiles use (``light.Simplifier``'s ``planned``)."""
+    return tuple(t for _, _, t in BANDS if t)
+
+
 def write_pmtiles(frame: gpd.GeoDataFrame, path: Path, simplify: Simplifier, metadata: dict | None = None) -> Path:
     """Write the territories' vector tiles (zooms of :data:`BANDS`) as one PMTiles archive."""
     import pyogrio
