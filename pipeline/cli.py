@@ -103,12 +103,13 @@ def settings_from_args(args: argparse.Namespace, env: dict[str, str] | None = No
 # ---------------------------------------------------------------- commands
 def fetch_for(settings, catalog, phases: list[str], progress: Progress) -> dict:
     """Every source the phases read, fetched once (FetchResult by source name)."""
-    from .steps import sequence as core
+    from .sources.phase_inputs import phase_sources
+    from .sources.resolve import fetch_sources
 
-    names = list(dict.fromkeys(n for phase in phases for n in core.phase_sources(catalog, phase)))
+    names = list(dict.fromkeys(n for phase in phases for n in phase_sources(catalog, phase)))
     mode = "mirror " + str(settings.mirror_dir) if settings.offline else "live URLs"
     with progress.step(f"reading the sources of {', '.join(phases)} ({mode})"):
-        fetched = core.fetch_sources(settings, catalog, names)   # newest releases, pins, or the lock
+        fetched = fetch_sources(settings, catalog, names)   # newest releases, pins, or the lock
         for name, result in fetched.items():
             progress.line(f"  {name}: sha256 {result.sha256[:12]}, {result.size:,} bytes, release {result.release}"
                           f", COG {result.cog} ({(result.lock or {}).get('how', 'fixed')})")
@@ -117,16 +118,17 @@ def fetch_for(settings, catalog, phases: list[str], progress: Progress) -> dict:
 
 def phase_to_build(settings, catalog, phase: str, fetched: dict, force: bool, progress: Progress) -> bool:
     """Check the plan table, repair an interrupted publish, and say whether ``phase`` needs a build."""
-    from .steps import sequence as core
+    from .sources.phase_inputs import phase_files
 
-    files = core.phase_files(catalog, phase, fetched)
+    files = phase_files(catalog, phase, fetched)
     if phase == CURRENT_PHASE and settings.plans_path is not None:
         # the plan table checked against the lists' ids before the long build (file, line, column)
         from .sources.plans import read_plans
+        from .steps import sequence as core
 
         read_plans(settings.plans_path, core.listed_territory_ids(catalog, phase, files, settings.limits), settings.limits)
         progress.line(f"{phase}: plan table {settings.plans_path} is valid")
-    from .publish.release import repair_published
+    from .publish.repair import repair_published
     for line in repair_published(settings, phase):
         progress.line(f"{phase}: {line}")
     from .steps.since_published import changes_since_manifest
@@ -214,6 +216,8 @@ def cmd_build(args: argparse.Namespace, progress: Progress) -> int:
     todo = [p for p in phases if phase_to_build(settings, catalog, p, fetched, args.force, progress)]
     if not todo:
         return EXIT_UNCHANGED
+    # tuned for the build only: a run that finds nothing changed needs no geometry stack (its import)
+    runtime.tune_process(threads=args.threads)
     build_and_publish(settings, catalog, todo, fetched, progress)
     return EXIT_OK
 
@@ -368,7 +372,6 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     progress = Progress()
     try:
-        runtime.tune_process(threads=args.threads)
         return args.run(args, progress)
     except PipelineError as err:
         message = " ".join(str(err).split())

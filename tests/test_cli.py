@@ -65,6 +65,20 @@ def test_unchanged_second_run_exits_3_and_touches_nothing(built):
     assert snapshot(built["out"]) == before
 
 
+# The data stack a build needs; a run that finds nothing changed only fetches (or probes) and
+# compares hashes, and their import was most of its time and memory (bench/RESULTS.md, "Nothing changed").
+DATA_STACK = ("pandas", "numpy", "pyarrow", "geopandas", "shapely", "pyogrio", "pyproj", "matplotlib")
+
+
+def test_unchanged_run_imports_no_data_stack(built):
+    script = ("import sys\nfrom pipeline.cli import main\ncode = main(sys.argv[1:])\n"
+              f"print(code, sorted(m for m in {DATA_STACK!r} if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", script, *built["args"]], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.stdout.strip() == "3 []", proc.stdout + proc.stderr
+    assert "nothing changed" in proc.stderr
+
+
 def test_force_rebuilds_and_exits_0(built):
     old = manifest(built["out"])["build_id"]
     code, _, stderr = run([*built["args"], "--force"])

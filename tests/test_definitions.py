@@ -7,6 +7,8 @@ import hashlib
 import importlib
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -31,6 +33,16 @@ def defs():
     """The object workspace.yaml points `dagster dev` at."""
     entry = yaml.safe_load((ROOT / "workspace.yaml").read_text())["load_from"][0]["python_module"]
     return getattr(importlib.import_module(entry["module_name"]), entry["attribute"])
+
+
+def test_the_code_location_loads_without_the_data_stack():
+    """The daemon, the UI and each run load it; a run that finds nothing changed then imports
+    pandas only for the plan table, and never geopandas or shapely (bench/RESULTS.md, "Nothing
+    changed"): the steps that build or publish import them."""
+    stack = ("pandas", "numpy", "pyarrow", "geopandas", "shapely", "pyogrio", "pyproj", "matplotlib")
+    script = f"import sys\nimport pipeline.definitions\nprint(sorted(m for m in {stack!r} if m in sys.modules))"
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.stdout.strip() == "[]", proc.stdout + proc.stderr
 
 
 def test_asset_keys(defs):

@@ -20,8 +20,8 @@ job, ``python bench/run.py``, measures this graph against the CLI).
 """
 
 import time
+from typing import TYPE_CHECKING
 
-import pandas as pd
 from dagster import (
     AssetExecutionContext,
     AssetIn,
@@ -45,10 +45,15 @@ from ..errors import SourceError
 from ..phases import CURRENT_PHASE, phase_key
 from ..settings import Settings
 from ..sources.catalog import load_catalog
+from ..sources.phase_inputs import phase_sources
 from ..sources.resolve import fetch_one
-from ..steps import sequence as core
 from . import checks
 from .resources import PipelineSettings, definition_settings
+
+if TYPE_CHECKING:   # the core build and pandas are imported by the steps that build or publish
+    import pandas as pd
+
+    from ..steps.sequence import BuildResult
 
 CATALOG = load_catalog(definition_settings())
 PHASES = list(CATALOG.phases)
@@ -57,7 +62,7 @@ PHASES = list(CATALOG.phases)
 FETCH_RETRY = RetryPolicy(max_retries=2, delay=10, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS)
 
 
-def markdown_table(frame: pd.DataFrame) -> str:
+def markdown_table(frame: "pd.DataFrame") -> str:
     """A small frame as a Markdown table (no extra dependency)."""
     cells = frame.map(lambda v: str(v).replace("|", "\\|")[:120])
     lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + " --- |" * len(frame.columns)]
@@ -68,6 +73,8 @@ def markdown_table(frame: pd.DataFrame) -> str:
 def _md_table(rows: list[dict], limit: int = 50) -> MetadataValue:
     if not rows:
         return MetadataValue.md("_none_")
+    import pandas as pd
+
     text = markdown_table(pd.DataFrame(rows[:limit]))
     if len(rows) > limit:
         text += f"\n\n… and {len(rows) - limit} more"
@@ -180,7 +187,7 @@ def _src(name: str) -> AssetIn:
 
 
 # ---------------------------------------------------------------- phases
-def _build_metadata(result: core.BuildResult) -> dict:
+def _build_metadata(result: "BuildResult") -> dict:
     """What the run shows of a phase's build: figures, reports, a preview, the column schema."""
     frame, m = result.territories, result.membership
     report = result.boundary_report
@@ -213,8 +220,9 @@ def _build_metadata(result: core.BuildResult) -> dict:
         meta["new_territories"] = len(new)
         meta["new_territories_list"] = _json_list([f"{a} {b}" for a, b in new])
     from ..publish.dictionary import column_descriptions
+    from ..steps.sequence import INTERNAL_COLUMNS
 
-    desc = {**column_descriptions(), **core.INTERNAL_COLUMNS}
+    desc = {**column_descriptions(), **INTERNAL_COLUMNS}
     meta["dagster/column_schema"] = TableSchema(columns=[
         TableColumn(c, str(frame[c].dtype), description=desc.get(c, "")) for c in frame.columns])
     return meta
@@ -224,7 +232,7 @@ def territories_asset(phase: str):
     """The ``territories_<phase>`` asset: the phase's core build from exactly the sources it reads."""
     key = phase_key(phase)
     name = f"territories_{key}"
-    sources = core.phase_sources(CATALOG, phase)
+    sources = phase_sources(CATALOG, phase)
 
     # A multi-asset that can subset: its checks' outputs are optional too, so the step may end
     # without any when nothing changed (an @asset's checks must always report).
@@ -240,6 +248,10 @@ def territories_asset(phase: str):
         if unchanged(context, settings, phase, {n: r.sha256 for n, r in fetched.items()},
                      {n: r.lock for n, r in fetched.items() if r.lock}):
             return          # no output: the publishing step of this run is skipped too
+        from .. import runtime
+        from ..steps import sequence as core
+
+        runtime.tune_process()   # for the build only (threads, allocator): an unchanged run needs no data stack
         t = time.perf_counter()
         result = core.build_phase(settings, CATALOG, phase, fetched)
         meta = _build_metadata(result)
@@ -265,8 +277,12 @@ def plan_table(context: AssetExecutionContext, pipeline_settings: PipelineSettin
     from ..sources.plans import read_plans
 
     settings = pipeline_settings.settings()
-    plans = read_plans(settings.plans_path, core.listed_territory_ids(CATALOG, CURRENT_PHASE, lists, settings.limits),
-                       settings.limits)
+    ids: list[str] = []     # without a plan table there is nothing to check them against (read_plans)
+    if settings.plans_path is not None:
+        from ..steps.sequence import listed_territory_ids
+
+        ids = listed_territory_ids(CATALOG, CURRENT_PHASE, lists, settings.limits)
+    plans = read_plans(settings.plans_path, ids, settings.limits)
     for w in plans.warnings:
         context.log.warning(w)
     version = plans.source["sha256"] if plans.source else "no-plan-table"
@@ -292,6 +308,10 @@ def publish_asset(phase: str):
         if unchanged(context, settings, phase, {i["source"]: i["sha256"] for i in build.inputs},
                      {i["source"]: i["lock"] for i in build.inputs if i.get("lock")}):
             return          # e.g. run alone on a build that is already the published one
+        from .. import runtime
+        from ..steps import sequence as core
+
+        runtime.tune_process()   # e.g. a run of this asset alone, from the stored build
         t = time.perf_counter()
         # publish_build refuses a build whose checks (run by the territories asset, kept in `build`) failed
         manifest = core.publish_build(build, settings, plans=plans)

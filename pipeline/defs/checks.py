@@ -9,9 +9,12 @@ line), so the publish asset of the run never starts and the published files stay
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, Failure, MetadataValue
 
-from ..steps import quality
+if TYPE_CHECKING:   # imported by the step that builds (the code location needs no geometry stack)
+    from ..steps import quality
 
 # check name -> description (the names are the core's CheckResult names)
 CHECKS = {
@@ -52,6 +55,8 @@ def check_results(asset: str, results: list[quality.CheckResult]) -> list[AssetC
 
 def stop_if_failed(phase: str, results: list[quality.CheckResult]) -> None:
     """Raise a Failure naming each failed blocking check and its first offending items."""
+    from ..steps import quality
+
     if not quality.all_passed(results):
         failed = [r for r in results if r.blocking and not r.passed]
         raise Failure(description=f"{phase}: {quality.failure_message(results)}",

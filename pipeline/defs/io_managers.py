@@ -13,10 +13,9 @@ from __future__ import annotations
 import copy
 import dataclasses
 import pickle
+import sys
+from typing import TYPE_CHECKING
 
-import geopandas as gpd
-import numpy as np
-import pandas as pd
 from dagster import (
     DagsterInvariantViolationError,
     InitResourceContext,
@@ -27,6 +26,9 @@ from dagster import (
     io_manager,
 )
 from upath import UPath
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 VALUE_FILE = "value.pickle"
 
@@ -39,11 +41,18 @@ class _FrameFile:
     geo: bool
 
 
+def _is_instance(value, module: str, cls: str) -> bool:
+    """``isinstance(value, module.cls)``, without importing ``module``: a value of one of its classes
+    exists only once it is imported (the sources' values hold no frame, and need no pandas)."""
+    loaded = sys.modules.get(module)
+    return loaded is not None and isinstance(value, getattr(loaded, cls))
+
+
 def _split(value, name: str, frames: dict[str, pd.DataFrame], depth: int = 0):
     """``value`` with its frames (top level or dataclass fields, two levels) replaced by _FrameFile."""
-    if isinstance(value, pd.DataFrame):
+    if _is_instance(value, "pandas", "DataFrame"):
         frames[name] = value
-        return _FrameFile(name, isinstance(value, gpd.GeoDataFrame))
+        return _FrameFile(name, _is_instance(value, "geopandas", "GeoDataFrame"))
     if dataclasses.is_dataclass(value) and not isinstance(value, type) and depth < 2:
         out = copy.copy(value)
         for f in dataclasses.fields(value):
@@ -65,6 +74,8 @@ def _join(value, read):
 
 def _lists_back(frame: pd.DataFrame) -> pd.DataFrame:
     """Parquet gives list cells back as numpy arrays: make them lists again, as the core made them."""
+    import numpy as np
+
     for col in frame.columns:
         if frame[col].dtype == object:
             first = next((v for v in frame[col] if v is not None), None)
@@ -104,8 +115,14 @@ class FrameFilesIOManager(UPathIOManager):
             rest = pickle.load(fh)
 
         def read(ref: _FrameFile) -> pd.DataFrame:
+            import pandas as pd
+
             target = path / f"{ref.name}.parquet"
-            return _lists_back(gpd.read_parquet(str(target)) if ref.geo else pd.read_parquet(str(target)))
+            if ref.geo:
+                import geopandas as gpd
+
+                return _lists_back(gpd.read_parquet(str(target)))
+            return _lists_back(pd.read_parquet(str(target)))
 
         return _join(rest, read)
 

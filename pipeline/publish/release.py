@@ -65,7 +65,6 @@ from . import (
 from .columns import column_infos, prepare_frame
 from .layout import (
     INDEX_NAME,
-    LOCK_NAME,
     MANIFEST_NAME,
     RELEASES_DIR,
     STABLE_NAMES,
@@ -77,6 +76,11 @@ from .layout import (
 from .manifest import build_manifest, dumps, output_entry, read_manifest, utc_now
 from .membership_tables import MembershipRefs
 from .provenance import file_metadata
+from .repair import cause as _cause
+from .repair import check_not_links as _inside
+from .repair import clear_and_repair as _clear_and_repair
+from .repair import publish_lock as _publish_lock
+from .repair import repair_published  # noqa: F401  (re-exported: the tests import it from here)
 
 log = logging.getLogger(__name__)
 
@@ -93,46 +97,10 @@ def _rel(path: Path, output_dir: Path) -> str:
     return Path(path).relative_to(output_dir).as_posix()
 
 
-def _cause(err: BaseException) -> str:
-    if isinstance(err, OSError):
-        cause = err.strerror or str(err)
-        return f"{cause} (errno {err.errno})" if err.errno else cause
-    return f"{type(err).__name__}: {err}"
-
-
 def _fail(build_id: str, what: str, err: BaseException) -> PublishError:
     return PublishError(
         f"publishing release {build_id} failed, previous files left unchanged: {what}: {_cause(err)}"
     )
-
-
-def _inside(output_dir: Path) -> None:
-    """The lock and ``releases/`` are never links: they would lead writes (and retention's
-    deletions) out of the output folder."""
-    for name in (LOCK_NAME, RELEASES_DIR):
-        if (output_dir / name).is_symlink():
-            raise PublishError(f"{output_dir / name} is a symbolic link; refused (it must stay inside "
-                               f"TI_OUTPUT_DIR {output_dir}): remove it")
-
-
-@contextlib.contextmanager
-def _publish_lock(output_dir: Path):
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX
-        yield
-        return
-    try:
-        fd = os.open(output_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
-    except OSError as err:
-        raise PublishError(f"cannot publish into {output_dir}: cannot open the lock file {LOCK_NAME} "
-                           f"({_cause(err)}); is the folder writable?") from None
-    with os.fdopen(fd, "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -350,18 +318,6 @@ def _cleanup(paths: list[Path], dirs: list[Path]) -> None:
         shutil.rmtree(d, ignore_errors=True)
 
 
-def _remove_stale(output_dir: Path, stable: Path) -> None:
-    """Leftovers of a killed publish (we hold the lock, so none is in progress)."""
-    releases = output_dir / RELEASES_DIR
-    if releases.is_dir():
-        for d in releases.glob(".staging-*"):
-            shutil.rmtree(d, ignore_errors=True)
-    if stable.is_dir():
-        for f in atomic.leftovers(stable):
-            with contextlib.suppress(OSError):
-                f.unlink()
-
-
 @dataclasses.dataclass(frozen=True)
 class _Layout:
     """The folders of one publish: ``stable`` (the folder the manifest's ``path`` names), every stable
@@ -398,18 +354,6 @@ def _make_folders(lay: _Layout) -> None:
         (lay.output_dir / RELEASES_DIR).mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise _fail(lay.build_id, f"cannot create the output folder {lay.output_dir}", err) from err
-
-
-def _clear_and_repair(output_dir: Path, dirs: list[Path], phase: str) -> list[str]:
-    """Remove a killed publish's leftovers, repair the stable set, then the release index when it
-    disagrees with the release folders (the publish lock is held)."""
-    for d in dirs:
-        _remove_stale(output_dir, d)
-    lines = _repair(output_dir, phase)
-    if retention.repair_index(output_dir):
-        lines.append(f"{RELEASES_DIR}/{INDEX_NAME} did not match the release folders (an interrupted publish, "
-                     "or an index written before publish sequences): rebuilt from them")
-    return lines
 
 
 def _output_entries(lay: _Layout, staging: Path, facts: dict[str, dict]) -> list[dict]:
@@ -569,36 +513,6 @@ def publish_release(
         _after_swap(lay, settings.keep_releases)
     log.info("published release %s (%s) in %.1f s", build_id, phase, time.perf_counter() - t_start)
     return manifest
-
-
-def _repair(output_dir: Path, phase: str) -> list[str]:
-    """Check every stable folder of ``phase`` against its own manifest's sha256 and repair it from
-    the release folder that manifest names (the publish lock is held); one line per finding."""
-    lines = []
-    for i, d in enumerate(stable_dirs(output_dir, phase)):
-        swap.remove_leftovers(d)
-        try:   # the phase folder's manifest names its files by phase_path, the output dir's by path
-            repaired = swap.repair_stable(output_dir, d / MANIFEST_NAME, "phase_path" if i == 0 else "path")
-        except PublishError as err:      # the next publish replaces the whole set anyway
-            lines.append(f"{err}; the next publish replaces the whole set")
-            continue
-        lines += [f"published file {p} did not match {MANIFEST_NAME} (an interrupted publish): restored "
-                  "from its release folder" for p in repaired]
-    for line in lines:
-        log.warning("%s", line)
-    return lines
-
-
-def repair_published(settings, phase: str = CURRENT_PHASE) -> list[str]:
-    """At start-up: put back a published set that does not match its manifest's sha256 (a publish
-    killed during the swap), from its release folder; one line per repaired file ([] if intact)."""
-    output_dir = Path(settings.output_dir).resolve()
-    dirs = stable_dirs(output_dir, phase)
-    if not any((d / MANIFEST_NAME).is_file() for d in dirs):
-        return []
-    _inside(output_dir)
-    with _publish_lock(output_dir):
-        return _clear_and_repair(output_dir, dirs, phase)
 
 
 def read_manifest_roundtrip(manifest: dict) -> dict:

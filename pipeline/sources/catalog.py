@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InputFormatError
+from ..regular_files import read_raw  # a regular file of bounded size (not /dev/zero, not a folder)
 from ..settings import Settings
 
 
@@ -126,8 +127,6 @@ def load_catalog(settings: Settings | None = None) -> Catalog:
     """Read the catalog TOML and apply the settings' URL overrides and pins (TI_URL_*, TI_PIN_*)."""
     settings = settings or Settings.from_env()
     path = settings.catalog_path
-    from .csv_tables import read_raw  # a regular file of bounded size (not /dev/zero, not a folder)
-
     if not Path(path).exists():
         raise InputFormatError(f"source catalog not found: {path}")
     try:

@@ -23,7 +23,8 @@ import pandas as pd
 
 from ..errors import InputFormatError
 from ..limits import DEFAULT_LIMITS, Limits, MiB
-from ..regular_files import RefusedFile, read_regular
+from ..regular_files import SHOWN_CHARS, read_raw, shown  # noqa: F401  (moved there: no pandas needed)
+from ..regular_files import size_text as _size
 
 _WS = " \t\r\n\xa0\u202f\u2007\u200b\ufeff"
 INSEE_RE = re.compile(r"^(?:\d{5}|2[AB]\d{3})$")
@@ -45,28 +46,6 @@ def clean_text(value: T) -> T:
     return cast(T, _SPACES.sub(" ", value).strip(_WS))
 
 
-SHOWN_CHARS = 40        # foreign content quoted in a message: at most this many characters, as repr()
-
-
-def shown(value: object, limit: int = SHOWN_CHARS) -> str:
-    """``repr`` of at most ``limit`` characters (or bytes) of foreign content, marked when cut."""
-    cut = value[:limit] if isinstance(value, (str, bytes)) else value
-    return repr(cut) + ("..." if isinstance(value, (str, bytes)) and len(value) > limit else "")
-
-
-def read_raw(path: Path, limit: int, what: str = "file") -> bytes:
-    """The bytes of a regular file of at most ``limit`` bytes (``Limits.table_bytes``)."""
-    try:
-        return read_regular(path, limit)
-    except FileNotFoundError as err:
-        raise InputFormatError(f"{path}: cannot read {what} ({err.strerror or err})") from None
-    except RefusedFile as err:
-        if err.kind == "too_large":
-            raise InputFormatError(f"{path}: {what} larger than {_size(limit)} (raise TI_MAX_TABLE_MB to read it)") \
-                from None
-        raise InputFormatError(f"{path}: cannot read {what}: {err.why}") from None
-
-
 def read_bytes(path: Path, limit: int) -> bytes:
     """Read a regular file, transparently un-gzipping it (by magic bytes, not by name).
 
@@ -77,10 +56,6 @@ def read_bytes(path: Path, limit: int) -> bytes:
     if data[:2] == b"\x1f\x8b":
         data = _gunzip(data, limit, path)
     return data
-
-
-def _size(limit: int) -> str:
-    return f"{limit / MiB:g} MiB" if limit >= MiB else f"{limit} bytes"
 
 
 def _gunzip(data: bytes, limit: int, path: Path) -> bytes:

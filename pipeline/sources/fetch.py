@@ -33,10 +33,10 @@ import requests
 from .. import atomic, documents
 from ..checksums import sha256_file
 from ..errors import SourceError
+from ..regular_files import shown
 from ..settings import Settings
 from . import http
 from .catalog import SourceSpec
-from .csv_tables import shown
 
 HEAD_BYTES = 64 * 1024
 SHOWN_BYTES = 80
