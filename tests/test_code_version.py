@@ -59,8 +59,9 @@ def oracle_closure(roots, package: Package) -> set[str]:
     return found
 
 
-# one step per assets definition (a multi-asset's keys share it) and the CLI's build
-STEP_OF = {next(k.to_user_string() for k in a.keys): a for a in ALL_ASSETS}
+# one step per assets definition (named by its first key in sorted order: a multi-asset's keys are a set, and
+# xdist's workers must collect the same ids) and the CLI's build
+STEP_OF = {min(k.to_user_string() for k in a.keys): a for a in ALL_ASSETS}
 CLOSURES: dict[str, set[str]] = {}
 BEFORE: dict[Package, dict[str, str]] = {}
 
