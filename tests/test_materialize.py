@@ -52,6 +52,22 @@ def test_sources_keep_their_own_path_and_frames_are_stored_as_parquet(run):
     assert len(t) == 183 and t.crs.to_epsg() == 4326
 
 
+def test_the_steps_read_the_stored_sources_dagster_loads_none(run):
+    """Sources are dependencies of type Nothing: no input event per source and step, yet each
+    phase's build used exactly the stored sources (their sha256, the data versions of the run)."""
+    result, _, _ = run
+    loaded = [e for e in result.all_events if e.event_type_value in ("LOADED_INPUT", "STEP_INPUT")
+              and e.step_key.startswith(("territories_", "plan_table"))]
+    assert loaded == []
+    versions = {m.asset_key.to_user_string(): m.tags["dagster/data_version"] for m in
+                [e.event_specific_data.materialization for e in result.get_asset_materialization_events()]}
+    for phase in ("2023_2027", "2018_2022"):
+        build = next(e.event_specific_data.materialization for e in result.get_asset_materialization_events()
+                     if e.asset_key.to_user_string() == f"territories_{phase}")
+        inputs = {i["source"]: i["sha256"] for i in build.metadata["inputs"].value}
+        assert inputs and all(versions[f"sources/{name}"] == sha for name, sha in inputs.items())
+
+
 def test_published_files_at_the_contract_paths(run):
     _, out, _ = run
     for name in ("territoires-industrie.parquet", "territoires-industrie.geojson",
@@ -132,3 +148,14 @@ def test_a_run_tagged_ti_force_publishes_anyway(run, mirror):
                          instance=instance, tags={"ti/force": "true"})
     assert forced.success and _materialized(forced) == {"published_2018_2022"}
     assert json.loads((out / "phase=2018-2022" / "manifest.json").read_text())["build_id"] != old
+
+
+def test_a_phase_without_stored_sources_fails_with_one_line_naming_them(mirror, tmp_path):
+    with DagsterInstance.ephemeral() as instance:
+        result = materialize(ALL_ASSETS, selection=["territories_2018_2022"], instance=instance,
+                             resources=_resources(mirror, tmp_path / "out"), raise_on_error=False)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    message = failure.step_failure_data.error.message
+    assert "sources/" in message and "has no stored value" in message and "materialize it first" in message
+    assert not (tmp_path / "out").exists()

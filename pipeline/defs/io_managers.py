@@ -17,7 +17,10 @@ import sys
 from typing import TYPE_CHECKING
 
 from dagster import (
+    AssetExecutionContext,
+    AssetKey,
     DagsterInvariantViolationError,
+    Failure,
     InitResourceContext,
     InputContext,
     MetadataValue,
@@ -136,3 +139,18 @@ def frame_files_io_manager(init_context: InitResourceContext) -> FrameFilesIOMan
     if instance is None:
         raise DagsterInvariantViolationError("frame_files_io_manager needs a Dagster instance (its run storage)")
     return FrameFilesIOManager(base_path=UPath(instance.storage_directory()))
+
+
+def stored_values(context: AssetExecutionContext, keys: dict[str, AssetKey]) -> dict:
+    """The stored values of upstream assets a step depends on without Dagster loading them (inputs
+    of type Nothing), read as this IO manager reads an input: ``{name: value}``."""
+    base = UPath(context.instance.storage_directory())   # as frame_files_io_manager's base_path
+    manager = FrameFilesIOManager(base_path=base)
+    values = {}
+    for name, key in keys.items():
+        path = base.joinpath(*key.path)
+        if not manager.path_exists(path):
+            raise Failure(description=f"{key.to_user_string()} has no stored value under {path}: materialize it "
+                                      "first (e.g. the whole graph, --select '*')", allow_retries=False)
+        values[name] = manager.load_from_path(None, path)  # type: ignore[arg-type]   # no input context needed
+    return values
