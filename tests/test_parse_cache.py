@@ -81,12 +81,17 @@ def test_real_references_from_the_cache_equal_a_fresh_parse(mirror, tmp_path, mo
         build.load_admin(catalog, fetched, 2023, cache)
 
 
-def test_a_reconciliation_is_read_back_while_nothing_it_depends_on_changes(mirror, tmp_path, monkeypatch):
+def _current_phase_inputs(mirror, tmp_path):
+    """Settings on the mirror, the catalog, the 2023-2027 files and the boundary file's codes."""
     settings = Settings(mirror_dir=mirror, raw_dir=tmp_path / "raw", output_dir=tmp_path / "out")
     catalog = load_catalog(settings)
     fetched = build.fetch_sources(settings, catalog, build.phase_sources(catalog, "2023-2027"))
     files = build.phase_files(catalog, "2023-2027", fetched)
-    codes = build.boundary_codes(files[build.BOUNDARIES].path)
+    return settings, catalog, files, build.boundary_codes(files[build.BOUNDARIES].path)
+
+
+def test_a_reconciliation_is_read_back_while_nothing_it_depends_on_changes(mirror, tmp_path, monkeypatch):
+    settings, catalog, files, codes = _current_phase_inputs(mirror, tmp_path)
     fresh = build.reconcile_phase(settings, catalog, "2023-2027", files, codes)
     calls = []
     reconcile = build.phase_membership
@@ -118,11 +123,7 @@ def test_a_reconciliation_is_read_back_while_nothing_it_depends_on_changes(mirro
 
 
 def test_a_reconciliation_that_fails_is_not_kept(mirror, tmp_path, monkeypatch):
-    settings = Settings(mirror_dir=mirror, raw_dir=tmp_path / "raw", output_dir=tmp_path / "out")
-    catalog = load_catalog(settings)
-    fetched = build.fetch_sources(settings, catalog, build.phase_sources(catalog, "2023-2027"))
-    files = build.phase_files(catalog, "2023-2027", fetched)
-    codes = build.boundary_codes(files[build.BOUNDARIES].path)
+    settings, catalog, files, codes = _current_phase_inputs(mirror, tmp_path)
 
     def refuse(*_a, **_k):
         raise ReconciliationError("refused")
