@@ -445,7 +445,9 @@ def run_all(args, results_dir: Path) -> list:
 def run_large(scale: int, methods: list[str], results_dir: Path, timeout: float) -> list[dict]:
     """One run of each method at a large scale; ours starts from the parse cache of the largest
     standard scale (the references do not depend on the scale), so no warm-up run is needed."""
-    done = sorted(int(p.name.split("-")[1][:-1]) for p in (WORK / "raw").glob("scale-*x") if p.is_dir())
+    # smaller scales only: this scale's own cache, left by an earlier benchmark, is removed first
+    done = sorted(k for k in (int(p.name.split("-")[1][:-1]) for p in (WORK / "raw").glob("scale-*x")
+                              if p.is_dir()) if k < scale)
     shutil.rmtree(ours_raw(scale), ignore_errors=True)
     if done and "ours" in methods:
         shutil.copytree(ours_raw(done[-1]), ours_raw(scale))
