@@ -98,8 +98,8 @@ class FrameFilesIOManager(UPathIOManager):
         context.add_output_metadata({"stored_at": MetadataValue.path(str(path))})
 
     def load_input(self, context: InputContext):
-        # UPathIOManager's own also logs a debug line per input: one more stored event each (28
-        # per run of the whole graph, for inputs that load in a millisecond).
+        # UPathIOManager's own also logs a debug line per input: one more stored event each, for
+        # inputs that load in a millisecond.
         return self.load_from_path(context, self._get_path(context))
 
     def dump_to_path(self, context: OutputContext, obj, path: UPath) -> None:
