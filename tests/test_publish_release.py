@@ -315,7 +315,7 @@ def test_a_rename_failing_mid_swap_puts_every_previous_file_back(small, tmp_path
 
 
 def test_a_set_mixed_by_a_killed_swap_is_seen_and_repaired(small, tmp_path):
-    from pipeline.publish.release import repair_published
+    from pipeline.publish.repair import repair_published
     from pipeline.steps.since_published import changes_since_manifest
 
     _publish(small, tmp_path, "good")
@@ -334,7 +334,7 @@ def test_a_set_mixed_by_a_killed_swap_is_seen_and_repaired(small, tmp_path):
 
 
 def test_a_mixed_set_without_an_intact_release_is_said_and_the_next_publish_replaces_it(small, tmp_path):
-    from pipeline.publish.release import repair_published
+    from pipeline.publish.repair import repair_published
 
     _publish(small, tmp_path, "good")
     (tmp_path / STABLE_NAMES["geojson"]).write_bytes(b"{}")

@@ -20,7 +20,7 @@ from pipeline.publish import STABLE_NAMES, publish_release, release_dir
 from pipeline.publish import preview as preview_mod
 from pipeline.publish import release as release_mod
 from pipeline.publish import swap as swap_mod
-from pipeline.publish.release import repair_published
+from pipeline.publish.repair import repair_published
 from pipeline.settings import Settings
 
 INPUTS = [{"source": "s", "origin": "/m/s.csv", "sha256": "0" * 64, "size": 1, "release": "2023-11-07"}]

@@ -26,7 +26,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import geopandas as gpd
 import numpy as np
@@ -407,13 +407,19 @@ def union_territories(coverage: CleanCoverage, members: pd.DataFrame) -> list[Te
     # A pyproj transformer is made again in each thread that uses it (about 35 ms per CRS and
     # thread): the territories of the zones other than the largest one run as one task, on one
     # thread, so that each of those CRS is made once and not in every thread.
-    largest = max({j[0].crs for j in jobs}, key=lambda crs: sum(j[0].crs == crs for j in jobs), default=None)
-    small = [j for j in jobs if j[0].crs != largest]
-    tasks = [small] + [[j] for j in jobs if j[0].crs == largest] if small else [[j] for j in jobs]
+    crs = [zone.crs for zone, _, _ in jobs]
+    largest = max(set(crs), key=crs.count, default=None)
+    small = [i for i, c in enumerate(crs) if c != largest]
+    tasks = ([small] if small else []) + [[i] for i, c in enumerate(crs) if c == largest]
+    shapes: list[TerritoryShape | None] = [None] * len(jobs)
+
+    def run(task: list[int]) -> None:
+        for i in task:
+            shapes[i] = _territory(*jobs[i])
+
     with ThreadPoolExecutor(runtime.threads()) as pool:
-        done = {id(job): shape for task, shapes in zip(tasks, pool.map(lambda t: [_territory(*j) for j in t], tasks))
-                for job, shape in zip(task, shapes)}
-    return [done[id(job)] for job in jobs]
+        list(pool.map(run, tasks))
+    return cast(list[TerritoryShape], shapes)
 
 
 def coverage_stats(coverage: CleanCoverage) -> DissolveStats:

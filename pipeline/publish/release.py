@@ -76,11 +76,7 @@ from .layout import (
 from .manifest import build_manifest, dumps, output_entry, read_manifest, utc_now
 from .membership_tables import MembershipRefs
 from .provenance import file_metadata
-from .repair import cause as _cause
-from .repair import check_not_links as _inside
-from .repair import clear_and_repair as _clear_and_repair
-from .repair import publish_lock as _publish_lock
-from .repair import repair_published  # noqa: F401  (re-exported: the tests import it from here)
+from .repair import cause, check_not_links, clear_and_repair, publish_lock
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +95,7 @@ def _rel(path: Path, output_dir: Path) -> str:
 
 def _fail(build_id: str, what: str, err: BaseException) -> PublishError:
     return PublishError(
-        f"publishing release {build_id} failed, previous files left unchanged: {what}: {_cause(err)}"
+        f"publishing release {build_id} failed, previous files left unchanged: {what}: {cause(err)}"
     )
 
 
@@ -454,7 +450,7 @@ def _after_swap(lay: _Layout, keep: int) -> None:
         retention.apply_retention(out, keep, lay.build_id, lay.phase, seq)
         retention.write_index(out, seq)
     except (OSError, PublishError) as err:
-        log.warning("could not apply retention or write %s/%s: %s", RELEASES_DIR, INDEX_NAME, _cause(err))
+        log.warning("could not apply retention or write %s/%s: %s", RELEASES_DIR, INDEX_NAME, cause(err))
 
 
 def publish_release(
@@ -481,13 +477,13 @@ def publish_release(
     _check_ids(build_id, phase)
     lay = _Layout.of(Path(settings.output_dir).resolve(), build_id, phase)
     output_dir, final = lay.output_dir, lay.final
-    _inside(output_dir)
+    check_not_links(output_dir)
     _make_folders(lay)
 
     frame = prepare_frame(territories, phase)
     web = webmap.WebOptions(libraries=settings.web_libraries, phases=PHASES, current_phase=CURRENT_PHASE)
-    with _publish_lock(output_dir):
-        _clear_and_repair(output_dir, lay.dirs, phase)
+    with publish_lock(output_dir):
+        clear_and_repair(output_dir, lay.dirs, phase)
         if (final / MANIFEST_NAME).exists():
             raise PublishError(f"release {build_id} of phase {phase} already exists ({final}); use a new build id")
         staging = output_dir / RELEASES_DIR / f".staging-{build_id}-{uuid.uuid4().hex[:8]}"

@@ -23,7 +23,7 @@ import pandas as pd
 
 from ..errors import InputFormatError
 from ..limits import DEFAULT_LIMITS, Limits, MiB
-from ..regular_files import SHOWN_CHARS, read_raw, shown  # noqa: F401  (moved there: no pandas needed)
+from ..regular_files import read_raw, shown
 from ..regular_files import size_text as _size
 
 _WS = " \t\r\n\xa0\u202f\u2007\u200b\ufeff"

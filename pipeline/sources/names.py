@@ -15,7 +15,8 @@ from __future__ import annotations
 import pandas as pd
 
 from ..errors import InputFormatError
-from .csv_tables import clean_text, shown
+from ..regular_files import shown
+from .csv_tables import clean_text
 
 
 def names_of(frame: pd.DataFrame | None) -> dict[str, str]:

@@ -28,6 +28,7 @@ import pandas as pd
 
 from ..errors import InputFormatError, PlanTableError
 from ..limits import DEFAULT_LIMITS, Limits
+from ..regular_files import read_raw, shown
 from ..settings import ASSETS_DIR
 from . import csv_tables as tables
 
@@ -282,7 +283,7 @@ def _header(fields: list[str], label: str, line: int) -> list[str | None]:
     for name in unknown:
         close = difflib.get_close_matches(name, expected, n=1)
         hint = f", did you mean {close[0]}?" if close else ""
-        problems.append(f"{label}:{line}: unknown column {tables.shown(name)}{hint}")
+        problems.append(f"{label}:{line}: unknown column {shown(name)}{hint}")
     seen: set[str] = set()
     for name in names:
         if name and name in seen:
@@ -429,7 +430,7 @@ def _read_file(path: Path, label: str, limits: Limits) -> bytes:
     if not path.is_file():
         raise PlanTableError(f"plan table is not a file: {label} (set by TI_PLANS_PATH)")
     try:
-        return tables.read_raw(path, limits.table_bytes, what="plan table (TI_PLANS_PATH)")
+        return read_raw(path, limits.table_bytes, what="plan table (TI_PLANS_PATH)")
     except InputFormatError as err:
         raise PlanTableError(str(err)) from None
 

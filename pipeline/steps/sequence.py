@@ -43,6 +43,9 @@ from ..sources.boundaries import BoundaryReport, BoundarySet, boundary_codes, sc
 from ..sources.catalog import Catalog, PhaseSpec, load_catalog
 from ..sources.fetch import FetchResult
 from ..sources.parse_cache import cached, cached_frames, package_digest
+
+# which sources a phase reads: a light module of its own (an unchanged run imports no geometry stack)
+from ..sources.phase_inputs import BOUNDARIES, CHANGES, phase_files, phase_sources
 from ..sources.readers import AdminRef, read_admin, read_commune_changes, read_ti_communes, read_ti_groupements
 from . import quality
 
@@ -50,9 +53,6 @@ if TYPE_CHECKING:   # publishing is imported when a build is published, not to b
     from ..publish.membership_tables import MembershipRefs
 
 log = logging.getLogger(__name__)
-
-# which sources a phase reads: a light module of its own (an unchanged run imports no geometry stack)
-from ..sources.phase_inputs import BOUNDARIES, CHANGES, phase_files, phase_sources  # noqa: E402
 
 # Columns of the assembled territories used by the checks only, dropped before publishing.
 INTERNAL_COLUMNS = {
