@@ -4,7 +4,9 @@ The coverage is repaired only where it is broken: ``shapely.coverage_invalid_edg
 communes with overlapping or mismatched edges, and ``shapely.coverage_clean`` runs on those
 communes and their neighbours only (overlaps removed, shared edges made identical); the repaired patch is
 checked against its surroundings and grown until the whole coverage is valid. Everything else
-keeps its source polygons untouched. Each territory is then a coverage union of its communes.
+keeps its source polygons untouched. Each territory is then a coverage union of its communes. The check's answers are
+remembered by commune neighbourhood (:mod:`.edge_checks`): a commune met again with the same
+neighbours, in another phase or build on the same file, is not checked again.
 A hole left inside a territory that no other commune covers is a gap of the source coverage and
 is filled; a hole covered by other communes is a real enclave and is kept.
 
@@ -35,6 +37,7 @@ import pyproj
 import shapely
 
 from .. import runtime
+from .edge_checks import EdgeChecks, known_invalid
 
 if TYPE_CHECKING:   # the type only: the geometry stage does not import the sources stage
     from ..sources.boundaries import BoundarySet
@@ -159,16 +162,18 @@ def _clean_clusters(geoms: np.ndarray) -> np.ndarray:
     return out
 
 
-def clean_zone(geoms: np.ndarray) -> np.ndarray:
+def clean_zone(geoms: np.ndarray, codes: np.ndarray | None = None, checks: EdgeChecks | None = None) -> np.ndarray:
     """Repair one zone's commune polygons into a valid coverage, touching only the broken places.
 
     Returns a new array; untouched communes are the same objects as in ``geoms``. Source gaps are
-    not merged here: holes inside a territory are filled (and counted) by the dissolve.
+    not merged here: holes inside a territory are filled (and counted) by the dissolve. With the
+    polygons' commune ``codes`` and ``checks`` (answers of earlier checks of the same boundary
+    file), only the communes whose neighbourhood is new are checked (see :mod:`.edge_checks`).
     """
     geoms = np.asarray(geoms, dtype=object)
     out = geoms.copy()
     tree = shapely.STRtree(geoms)
-    bad = np.flatnonzero(_invalid_split(geoms, tree))
+    bad = np.flatnonzero(known_invalid(geoms, tree, codes, checks, _invalid_split))
     if not len(bad):
         return out
     patch = bad
@@ -337,13 +342,14 @@ class CleanCoverage:
 
 
 def clean_coverage(communes: gpd.GeoDataFrame, codes: set[str] | None = None,
-                   others=None) -> CleanCoverage:
+                   others=None, checks: EdgeChecks | None = None) -> CleanCoverage:
     """Repair each zone's coverage once (see :func:`clean_zone`).
 
     ``communes``: code_insee, departement, geometry (EPSG:4326). With ``codes``, zones without any of
     these communes are skipped. ``others``: a :class:`~pipeline.sources.boundaries.BoundarySet` whose
     communes not in ``communes`` are looked up (uncleaned) around holes; ``communes`` must then
-    hold every member commune and every commune whose bounds meet a member's.
+    hold every member commune and every commune whose bounds meet a member's. ``checks``: the
+    answers of earlier coverage checks of the same boundary file (see :func:`clean_zone`).
     """
     if communes.crs is not None and communes.crs.to_epsg() != 4326:
         communes = communes.to_crs(WGS84)
@@ -356,7 +362,7 @@ def clean_coverage(communes: gpd.GeoDataFrame, codes: set[str] | None = None,
         zcodes = all_codes[sel]
         if codes is not None and not any(c in codes for c in zcodes):
             continue
-        cleaned = clean_zone(geoms[sel])
+        cleaned = clean_zone(geoms[sel], zcodes, checks)
         repaired = int(sum(a is not b for a, b in zip(cleaned, geoms[sel])))
         zones[int(crs)] = ZoneCoverage(int(crs), zcodes, cleaned, shapely.STRtree(cleaned),
                                        {c: i for i, c in enumerate(zcodes)}, repaired, others)

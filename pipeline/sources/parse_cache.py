@@ -9,6 +9,9 @@ is the sha256 of the input file, the name of the parser and a digest of the code
 (``PARSERS``: ``readers.py``, ``csv_tables.py``) and of the pandas/numpy versions, so any change of input or of
 parser parses again. A cache that cannot be read or written is ignored (the file is parsed, a
 warning is logged): it never makes a build fail and never serves stale data.
+
+The build keeps more there under keys naming all they depend on: each phase's reconciliation
+(:func:`cached`) and the coverage checks' answers (:func:`write_arrays`, plain numpy arrays).
 """
 
 from __future__ import annotations
@@ -98,9 +101,39 @@ def cached(cache_dir: Path, kind: str, key: str, names: tuple[str, ...],
     return frames
 
 
-def _prune(cache_dir: Path, kind: str, keep: str) -> None:
+def read_arrays(cache_dir: Path, key: str) -> dict[str, Any] | None:
+    """The numpy arrays kept under ``key`` by :func:`write_arrays` (no pickle: only plain arrays
+    are read), or None when there are none or they cannot be read."""
+    import numpy as np
+
+    path = cache_dir / f"{key}.npz"
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {name: npz[name] for name in npz.files}
+    except (OSError, ValueError, EOFError) as err:
+        log.warning("parse cache %s unreadable (%s): computing it again", key, err)
+        return None
+
+
+def write_arrays(cache_dir: Path, kind: str, key: str, arrays: dict[str, Any]) -> None:
+    """Keep numpy arrays as ``<cache_dir>/<key>.npz`` (older entries of ``kind`` go); a failure is logged."""
+    import numpy as np
+
+    path = cache_dir / f"{key}.npz"
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        with atomic.writing(path) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+        _prune(cache_dir, kind, key, ".npz")
+    except (OSError, ValueError) as err:
+        log.warning("parse cache %s not written (%s)", key, err)
+
+
+def _prune(cache_dir: Path, kind: str, keep: str, suffix: str = ".pickle") -> None:
     """Drop older entries of the same kind (another sha256 or parser): one entry per input."""
-    for path in cache_dir.glob(f"{kind}-*.pickle"):
-        if path.name != keep + ".pickle":
+    for path in cache_dir.glob(f"{kind}-*{suffix}"):
+        if path.name != keep + suffix:
             with contextlib.suppress(OSError):
                 path.unlink()

@@ -31,6 +31,7 @@ from .. import runtime
 from ..errors import ReconciliationError
 from ..geometry import coverage as geometry
 from ..geometry.coverage import DissolveStats
+from ..geometry.edge_checks import EdgeChecks
 from ..limits import DEFAULT_LIMITS, Limits
 from ..phases import CURRENT_PHASE, PREVIOUS_PHASE
 from ..reconcile.list_labels import Labelled, check_labels
@@ -42,7 +43,7 @@ from ..sources import resolve
 from ..sources.boundaries import BoundaryReport, BoundarySet, boundary_codes, scan_boundaries
 from ..sources.catalog import Catalog, PhaseSpec, load_catalog
 from ..sources.fetch import FetchResult
-from ..sources.parse_cache import cached, cached_frames, package_digest
+from ..sources.parse_cache import cached, cached_frames, package_digest, read_arrays, write_arrays
 
 # which sources a phase reads: a light module of its own (an unchanged run imports no geometry stack)
 from ..sources.phase_inputs import BOUNDARIES, CHANGES, phase_files, phase_sources
@@ -292,11 +293,57 @@ def scan_commune_boundaries(fetched: dict[str, FetchResult], limits: Limits = DE
     return scanned
 
 
-def member_coverage(boundaries: BoundarySet, members: pd.DataFrame) -> geometry.CleanCoverage:
+# The coverage checks' answers for the last boundary file of this process, by parse cache key
+# (see edge_checks_key): the second phase of a run checks only the communes whose neighbourhood
+# the first one did not see. One entry only, as _LAST_SCAN.
+_EDGE_CHECKS: dict[str, EdgeChecks] = {}
+
+
+def edge_checks_key(settings: Settings, fetched: dict[str, FetchResult]) -> str | None:
+    """The parse cache key of the coverage checks' answers (:mod:`pipeline.geometry.edge_checks`)
+    of the boundary file: its sha256, the limits, the GEOS version and the code of the whole
+    package; None when the file has no sha256."""
+    src = fetched[BOUNDARIES]
+    if not src.sha256:
+        return None
+    digest = hashlib.sha256(f"{src.sha256}|{settings.limits!r}|{shapely.geos_version_string}|"
+                            f"{package_digest()}".encode())
+    return f"edges-{digest.hexdigest()[:32]}"
+
+
+def edge_checks(settings: Settings, fetched: dict[str, FetchResult]) -> EdgeChecks | None:
+    """The answers of the earlier coverage checks of this boundary file: this process's, else the
+    parse cache's (``TI_RAW_DIR/parsed/edges-*.npz``), else none yet; None when not keyable."""
+    key = edge_checks_key(settings, fetched)
+    if key is None:
+        return None
+    if key not in _EDGE_CHECKS:
+        arrays = read_arrays(settings.raw_dir / "parsed", key)
+        checks = EdgeChecks()
+        if arrays is not None:
+            try:
+                checks = EdgeChecks.from_arrays(arrays)
+            except (KeyError, ValueError) as err:
+                log.warning("parse cache %s ignored (%s): the coverage is checked again", key, err)
+        _EDGE_CHECKS.clear()
+        _EDGE_CHECKS[key] = checks
+    return _EDGE_CHECKS[key]
+
+
+def keep_edge_checks(settings: Settings, fetched: dict[str, FetchResult], checks: EdgeChecks | None) -> None:
+    """Write the answers to the parse cache when the build learnt new ones."""
+    key = edge_checks_key(settings, fetched)
+    if key is not None and checks is not None and checks.added:
+        write_arrays(settings.raw_dir / "parsed", "edges", key, checks.as_arrays())
+        checks.added = 0
+
+
+def member_coverage(boundaries: BoundarySet, members: pd.DataFrame,
+                    checks: EdgeChecks | None = None) -> geometry.CleanCoverage:
     """Decode the member communes and every commune whose bounds meet a member's, repair that coverage.
 
     Communes far from every member are never decoded as a whole: the dissolve looks them up
-    around holes only (enclaves, gaps), through ``boundaries``.
+    around holes only (enclaves, gaps), through ``boundaries``. ``checks``: see :func:`edge_checks`.
     """
     codes = boundaries.codes
     member_codes = set(members["insee_com"].tolist())
@@ -306,7 +353,7 @@ def member_coverage(boundaries: BoundarySet, members: pd.DataFrame) -> geometry.
     keep = is_member.copy()
     keep[near] = True
     return geometry.clean_coverage(boundaries.frame(keep), member_codes & set(codes[is_member].tolist()),
-                                   others=boundaries)
+                                   others=boundaries, checks=checks)
 
 
 @dataclass
@@ -317,9 +364,12 @@ class Shapes:
     stats: DissolveStats
 
 
-def repair_and_dissolve(boundaries: BoundarySet, members: pd.DataFrame) -> Shapes:
-    """Repair the members' coverage, union each territory, fill the gaps between territories."""
-    coverage = member_coverage(boundaries, members)
+def repair_and_dissolve(boundaries: BoundarySet, members: pd.DataFrame, checks: EdgeChecks | None = None) -> Shapes:
+    """Repair the members' coverage, union each territory, fill the gaps between territories.
+
+    ``checks``: the answers of earlier coverage checks of the same file (see :func:`edge_checks`).
+    """
+    coverage = member_coverage(boundaries, members, checks)
     runtime.give_back_memory()   # the repair's temporary structures are gone: the unions start lower
     stats = geometry.coverage_stats(coverage)
     shapes = geometry.union_territories(coverage, members)
@@ -480,7 +530,9 @@ def build_phase(settings: Settings, catalog: Catalog, phase: str, fetched: dict[
             lists = clock.run("reconcile", reconcile_phase, settings, catalog, phase, files, codes)
         attributing = side.submit(clock.run, "attributes", territory_attributes, phase, lists.membership,
                                   boundaries.communes, lists.boundary_admin, lists.previous)
-        shapes = clock.run("repair_and_dissolve", repair_and_dissolve, boundaries, lists.membership.members)
+        known = edge_checks(settings, files)
+        shapes = clock.run("repair_and_dissolve", repair_and_dissolve, boundaries, lists.membership.members, known)
+        keep_edge_checks(settings, files, known)
         attributes = attributing.result()
     territories = clock.run("assemble", assemble, phase, lists.membership, shapes.frame, attributes)
     results = clock.run("checks", run_checks, territories, lists.membership, boundaries) if checks else []

@@ -1,0 +1,111 @@
+"""Which communes have invalid coverage edges, remembered by neighbourhood so a check is done once.
+
+``shapely.coverage_invalid_edges`` is most of the repair's time (measured with
+``python bench/run.py``: about 80 % of ``geometry.clean_coverage``). GEOS checks each polygon
+against the polygons whose bounds meet its own, and nothing else, so its answer for one polygon
+is a function of that neighbourhood. :func:`neighbourhoods` names it: a digest of the polygon's
+commune code and its bbox neighbours' codes. Within one boundary file (the same polygons for a
+code), two coverages that give a commune the same neighbourhood give it the same answer: the
+second phase of a build and every later build on the same file (:class:`EdgeChecks`, kept in the
+parse cache by the build) check only the communes whose neighbourhood is new, together with
+their neighbours, and read the others' answers back. The answers are exactly those of a check of
+the whole coverage (tests/test_edge_checks.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+
+import numpy as np
+import shapely
+
+KEY = np.dtype("S16")      # a 128-bit digest per neighbourhood: collisions are out of reach
+
+
+def neighbourhoods(codes: np.ndarray, tree: shapely.STRtree, geoms: np.ndarray) -> np.ndarray | None:
+    """One key per polygon (``KEY``): its code and the codes of the polygons whose bounds meet its
+    own (what GEOS compares it with), in code order. None when a code repeats (a key would not
+    name one polygon)."""
+    own = [str(c).encode() for c in codes.tolist()]
+    if len(set(own)) != len(own):
+        return None
+    names = np.asarray(own, dtype=bytes)     # fixed width
+    in_order = bool((names[1:] > names[:-1]).all())    # the boundary set's communes are sorted by code
+    rank = np.arange(len(names)) if in_order else np.argsort(np.argsort(names, kind="stable"))
+    left, right = tree.query(geoms)          # bbox pairs, each polygon with itself included
+    order = np.lexsort((rank[right], left))
+    around = names[right[order]].tobytes()   # each polygon's neighbours, one after the other
+    starts = (np.searchsorted(left[order], np.arange(len(geoms) + 1)) * names.itemsize).tolist()
+    return np.array([hashlib.blake2b(own[i] + b"|" + around[starts[i]:starts[i + 1]], digest_size=16).digest()
+                     for i in range(len(geoms))], dtype=KEY)
+
+
+class EdgeChecks:
+    """Answers of the coverage check by neighbourhood key: sorted ``keys`` and their ``flags``.
+
+    The table is replaced whole (one attribute), so a lookup never sees keys of one version and
+    flags of another.
+    """
+
+    def __init__(self, keys: np.ndarray | None = None, flags: np.ndarray | None = None):
+        self._table = (np.zeros(0, dtype=KEY) if keys is None else keys,
+                       np.zeros(0, dtype=bool) if flags is None else flags)
+        self.added = 0          # answers learnt since this was read (the build keeps them when > 0)
+
+    def __len__(self) -> int:
+        return len(self._table[0])
+
+    def lookup(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(known, flags) for each key: whether an answer is kept, and that answer."""
+        table, flags = self._table
+        if not len(table):
+            return np.zeros(len(keys), dtype=bool), np.zeros(len(keys), dtype=bool)
+        pos = np.minimum(np.searchsorted(table, keys), len(table) - 1)
+        known = table[pos] == keys
+        return known, known & flags[pos]
+
+    def add(self, keys: np.ndarray, flags: np.ndarray) -> None:
+        keys, first = np.unique(keys, return_index=True)
+        new = ~self.lookup(keys)[0]
+        if not new.any():
+            return
+        table, known = self._table
+        merged = np.concatenate([table, keys[new]])
+        order = np.argsort(merged, kind="stable")
+        self._table = (merged[order], np.concatenate([known, np.asarray(flags, dtype=bool)[first][new]])[order])
+        self.added += int(new.sum())
+
+    def as_arrays(self) -> dict[str, np.ndarray]:
+        keys, flags = self._table
+        return {"keys": keys, "flags": flags}
+
+    @classmethod
+    def from_arrays(cls, arrays) -> EdgeChecks:
+        """The inverse of :meth:`as_arrays`; ValueError when the arrays are not such a table."""
+        keys, flags = np.asarray(arrays["keys"]), np.asarray(arrays["flags"])
+        if keys.dtype != KEY or flags.dtype != bool or keys.shape != flags.shape or keys.ndim != 1 \
+                or (len(keys) > 1 and not (keys[1:] > keys[:-1]).all()):
+            raise ValueError("not a table of coverage-edge answers (sorted unique 16-byte keys, booleans)")
+        return cls(keys, flags)
+
+
+def known_invalid(geoms: np.ndarray, tree: shapely.STRtree, codes: np.ndarray | None, checks: EdgeChecks | None,
+                  check: Callable[[np.ndarray, shapely.STRtree], np.ndarray]) -> np.ndarray:
+    """``check(geoms, tree)`` (which polygons have invalid coverage edges), asking ``check`` only
+    about the polygons whose neighbourhood ``checks`` has no answer for, with their neighbours;
+    the new answers are added to ``checks``."""
+    keys = neighbourhoods(codes, tree, geoms) if codes is not None and checks is not None else None
+    if keys is None or checks is None:
+        return check(geoms, tree)
+    known, flags = checks.lookup(keys)
+    todo = np.flatnonzero(~known)
+    if len(todo):
+        if len(todo) == len(geoms):
+            flags = check(geoms, tree)
+        else:   # a polygon's answer depends on its bbox neighbours only: check it among them
+            context = np.union1d(todo, tree.query(geoms[todo])[1])
+            answers = check(geoms[context], shapely.STRtree(geoms[context]))
+            flags[todo] = answers[np.searchsorted(context, todo)]
+        checks.add(keys[todo], flags[todo])
+    return flags
