@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -28,6 +29,9 @@ ROOT = Path(__file__).resolve().parent.parent
 CATALOG = load_catalog(Settings())
 
 
+DATA_STACK = ("pandas", "numpy", "pyarrow", "geopandas", "shapely", "pyogrio", "pyproj", "matplotlib")
+
+
 @pytest.fixture(scope="module")
 def defs():
     """The object workspace.yaml points `dagster dev` at."""
@@ -36,13 +40,36 @@ def defs():
 
 
 def test_the_code_location_loads_without_the_data_stack():
-    """The daemon, the UI and each run load it; a run that finds nothing changed then imports
-    pandas only for the plan table, and never geopandas or shapely (bench/RESULTS.md, "Nothing
-    changed"): the steps that build or publish import them."""
-    stack = ("pandas", "numpy", "pyarrow", "geopandas", "shapely", "pyogrio", "pyproj", "matplotlib")
-    script = f"import sys\nimport pipeline.definitions\nprint(sorted(m for m in {stack!r} if m in sys.modules))"
+    """The daemon, the UI and each run load it; a run that finds nothing changed imports none of
+    the data stack either (bench/RESULTS.md, "Nothing changed"): the steps that build or publish,
+    or read a plan table, import it."""
+    script = f"import sys\nimport pipeline.definitions\nprint(sorted(m for m in {DATA_STACK!r} if m in sys.modules))"
     proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.stdout.strip() == "[]", proc.stdout + proc.stderr
+
+
+def test_the_plan_table_asset_without_a_plan_table_imports_no_data_stack(tmp_path):
+    """Every run materializes plan_table; without TI_PLANS_PATH its value is None (null plan
+    columns), its data version "no-plan-table", and no pandas is imported for it."""
+    script = "\n".join([
+        "import sys",
+        "from dagster import DagsterInstance, materialize",
+        "from pipeline.defs.assets import plan_table",
+        "from pipeline.defs.io_managers import frame_files_io_manager",
+        "from pipeline.defs.resources import PipelineSettings",
+        f"instance = DagsterInstance.local_temp({str(tmp_path / 'home')!r})",
+        f"settings = PipelineSettings(raw_dir={str(tmp_path / 'raw')!r}, output_dir={str(tmp_path / 'out')!r})",
+        "result = materialize([plan_table], resources={'pipeline_settings': settings, "
+        "'io_manager': frame_files_io_manager}, instance=instance)",
+        "event = result.get_asset_materialization_events()[0].event_specific_data.materialization",
+        "print(result.success, result.output_for_node('plan_table'), event.tags['dagster/data_version'])",
+        f"print(sorted(m for m in {DATA_STACK!r} if m in sys.modules))",
+    ])
+    (tmp_path / "home").mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "TI_PLANS_PATH"}
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env=env)
+    assert proc.stdout.splitlines()[-2:] == ["True None no-plan-table", "[]"], proc.stdout + proc.stderr
 
 
 def test_asset_keys(defs):

@@ -274,6 +274,7 @@ TERRITORY_ASSETS = [territories_asset(phase) for phase in PHASES]
 
 
 # ---------------------------------------------------------------- plans and publishing
+NO_PLAN_TABLE = "no-plan-table"    # plan_table's data version without a plan table
 LIST_SOURCES = [n for n in (CATALOG.phases[CURRENT_PHASE].communes, CATALOG.phases[CURRENT_PHASE].groupements) if n]
 
 
@@ -281,19 +282,23 @@ LIST_SOURCES = [n for n in (CATALOG.phases[CURRENT_PHASE].communes, CATALOG.phas
        description="The user's per-territory plan table (TI_PLANS_PATH), validated against the 2023-2027 "
                    "lists; null columns when unset. A change to it re-runs only this asset and the publishing.")
 def plan_table(context: AssetExecutionContext, pipeline_settings: PipelineSettings):
-    from ..sources.plans import read_plans
+    from ..sources.plans import NO_TABLE_WARNING, read_plans
 
     settings = pipeline_settings.settings()
-    ids: list[str] = []     # without a plan table there is nothing to check them against (read_plans)
-    if settings.plans_path is not None:
-        from ..steps.sequence import listed_territory_ids
+    if settings.plans_path is None:
+        # Nothing to read: the value is None (published_2023_2027 attaches null plan columns) and
+        # no data stack is imported, so a run on unchanged inputs stays light.
+        context.log.warning(NO_TABLE_WARNING)
+        return Output(None, data_version=DataVersion(NO_PLAN_TABLE), metadata={
+            "rows": 0, "path": "", "sha256": NO_PLAN_TABLE, "warnings": _json_list([NO_TABLE_WARNING])})
+    from ..steps.sequence import listed_territory_ids
 
-        lists = stored_values(context, {n: source_key(n) for n in LIST_SOURCES})
-        ids = listed_territory_ids(CATALOG, CURRENT_PHASE, lists, settings.limits)
+    lists = stored_values(context, {n: source_key(n) for n in LIST_SOURCES})
+    ids = listed_territory_ids(CATALOG, CURRENT_PHASE, lists, settings.limits)
     plans = read_plans(settings.plans_path, ids, settings.limits)
     for w in plans.warnings:
         context.log.warning(w)
-    version = plans.source["sha256"] if plans.source else "no-plan-table"
+    version = plans.source["sha256"] if plans.source else NO_PLAN_TABLE
     return Output(plans, data_version=DataVersion(version), metadata={
         "rows": len(plans.table), "path": str(settings.plans_path or ""), "sha256": version,
         "warnings": _json_list(plans.warnings)})
@@ -313,6 +318,10 @@ def publish_asset(phase: str):
 
         plans = maybe_plans.get("plans")
         settings = pipeline_settings.settings()
+        if "plans" in maybe_plans and plans is None:    # plan_table found none: null plan columns
+            from ..sources.plans import read_plans
+
+            plans = read_plans(None, [])
         if unchanged(context, settings, phase, {i["source"]: i["sha256"] for i in build.inputs},
                      {i["source"]: i["lock"] for i in build.inputs if i.get("lock")}):
             return          # e.g. run alone on a build that is already the published one

@@ -22,15 +22,16 @@ import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
-
-import pandas as pd
 
 from ..errors import InputFormatError, PlanTableError
 from ..limits import DEFAULT_LIMITS, Limits
 from ..regular_files import read_raw, shown
 from ..settings import ASSETS_DIR
-from . import csv_tables as tables
+
+if TYPE_CHECKING:   # pandas and the CSV readers are imported to read or attach a table (see defs.assets.plan_table)
+    import pandas as pd
 
 ID_COLUMN = "id_ti"
 AXIS_CODES = ("transition_ecologique", "innovation", "competences", "foncier")
@@ -136,6 +137,8 @@ def empty_plan_table() -> pd.DataFrame:
 
 
 def _frame(values: dict[str, list], ids: list[str]) -> pd.DataFrame:
+    import pandas as pd
+
     index = pd.Index(ids, dtype="string", name=ID_COLUMN)
     data = {c.name: pd.Series(values[c.name], index=index, dtype=c.dtype) for c in PLAN_COLUMNS}
     return pd.DataFrame(data, index=index)
@@ -232,6 +235,8 @@ def _decode(data: bytes, label: str) -> tuple[str, str]:
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise PlanTableError(f"{label}: file is UTF-16; save it as 'CSV UTF-8' (or CSV Windows-1252)")
     try:
+        from . import csv_tables as tables
+
         text = tables.decode_text(data, label)
     except InputFormatError as err:
         raise PlanTableError(str(err)) from None
@@ -268,6 +273,8 @@ def _separator(text: str, label: str) -> tuple[str, str, int]:
 def _records(text: str, sep: str, label: str, offset: int):
     """Yield (line where the record starts, fields) for every non-blank record."""
     try:
+        from . import csv_tables as tables
+
         yield from tables.iter_records(text, sep, label, offset)
     except InputFormatError as err:
         raise PlanTableError(str(err)) from None
@@ -482,6 +489,8 @@ def attach_plans(territories: pd.DataFrame, plans: PlansResult) -> pd.DataFrame:
     Rows, their order, the index and any geometry are kept; territories without a plan row get
     nulls. Plan columns already present are replaced.
     """
+    import pandas as pd
+
     if ID_COLUMN not in territories.columns:
         raise KeyError(f"attach_plans: the territories frame has no {ID_COLUMN!r} column")
     present = [c for c in PLAN_COLUMN_NAMES if c in territories.columns]
