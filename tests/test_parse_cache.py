@@ -133,3 +133,43 @@ def test_a_reconciliation_that_fails_is_not_kept(mirror, tmp_path, monkeypatch):
         with pytest.raises(ReconciliationError, match="refused"):
             build.reconcile_phase(settings, catalog, "2023-2027", files, codes)
     assert not list((settings.raw_dir / "parsed").glob("reconcile-*"))
+
+
+def test_a_boundary_scan_is_read_back_while_the_file_and_limits_are_the_same(mirror, tmp_path, monkeypatch):
+    """The scan (every polygon checked, the report, bounds and repaired polygons) of a boundary
+    file is kept by sha256, path, limits and code; a later process reads it back and decodes the
+    same polygons from the file."""
+    import numpy as np
+    import shapely
+
+    settings, _, files, _ = _current_phase_inputs(mirror, tmp_path)
+    parsed = tmp_path / "raw" / "parsed"
+    monkeypatch.setattr(build, "_LAST_SCAN", {})
+    fresh = build.scan_commune_boundaries(files, settings.limits, parsed)
+    calls = []
+    scan = build.scan_boundaries
+
+    def counted(*a, **k):
+        calls.append(a[0])
+        return scan(*a, **k)
+
+    monkeypatch.setattr(build, "scan_boundaries", counted)
+    monkeypatch.setattr(build, "_LAST_SCAN", {})       # as in another process
+    again = build.scan_commune_boundaries(files, settings.limits, parsed)
+    assert calls == [] and again is not fresh
+    assert again.codes.tolist() == fresh.codes.tolist() and np.array_equal(again.bounds, fresh.bounds)
+    assert again.report == fresh.report
+    pd.testing.assert_frame_equal(again.communes, fresh.communes)
+    keep = np.zeros(len(fresh.codes), dtype=bool)
+    keep[::25] = True
+    keep[[int(np.flatnonzero(fresh.codes == c)[0]) for c in fresh.report.repaired]] = True
+    assert shapely.equals_exact(again.load(keep), fresh.load(keep), tolerance=0).all()
+    # another content of the file, or other limits: scanned again
+    moved = {**files, build.BOUNDARIES: dataclasses.replace(files[build.BOUNDARIES], sha256="0" * 64)}
+    monkeypatch.setattr(build, "_LAST_SCAN", {})
+    build.scan_commune_boundaries(moved, settings.limits, parsed)
+    assert len(calls) == 1
+    monkeypatch.setattr(build, "_LAST_SCAN", {})
+    build.scan_commune_boundaries(files, dataclasses.replace(settings.limits, commune_vertices=10**6), parsed)
+    assert len(calls) == 2
+    assert len(list(parsed.glob("scan-*.pickle"))) == 1    # one entry per file: the older ones go

@@ -10,8 +10,8 @@ is the sha256 of the input file, the name of the parser and a digest of the code
 parser parses again. A cache that cannot be read or written is ignored (the file is parsed, a
 warning is logged): it never makes a build fail and never serves stale data.
 
-The build keeps more there under keys naming all they depend on: each phase's reconciliation
-(:func:`cached`) and the coverage checks' answers (:func:`write_arrays`, plain numpy arrays).
+The build keeps more there under keys naming all they depend on: the boundary file's scan and
+each phase's reconciliation (:func:`cached`), and the coverage checks' answers (:func:`write_arrays`, plain numpy arrays).
 """
 
 from __future__ import annotations

@@ -275,18 +275,35 @@ def _reconcile_lists(settings: Settings, catalog: Catalog, phase: str, fetched: 
 _LAST_SCAN: dict[tuple[str, str, Limits], BoundarySet] = {}
 
 
-def scan_commune_boundaries(fetched: dict[str, FetchResult], limits: Limits = DEFAULT_LIMITS) -> BoundarySet:
+def scan_key(src: FetchResult, limits: Limits) -> str:
+    """The parse cache key of a boundary file's scan: its sha256 and path (the set reads the file
+    again to decode), the limits and the code of the whole package."""
+    digest = hashlib.sha256(f"{src.sha256}|{src.path}|{limits!r}|{package_digest()}".encode())
+    return f"scan-{digest.hexdigest()[:32]}"
+
+
+def scan_commune_boundaries(fetched: dict[str, FetchResult], limits: Limits = DEFAULT_LIMITS,
+                            cache_dir: Path | None = None) -> BoundarySet:
     """Every commune polygon checked and reported; polygons decoded later, only where needed.
 
     A scan of the same file (path and sha256) under the same limits made earlier in this process
     is reused: what a build does to the set (decoding,
     :meth:`~pipeline.sources.boundaries.BoundarySet.release`) never changes the polygons it answers with.
+    With ``cache_dir`` (the parse cache), the scan as it ends is also kept there under
+    :func:`scan_key`, and a later process reads it back instead of checking every polygon again
+    (the file is read again only to decode the polygons a build needs).
     """
     src = fetched[BOUNDARIES]
     key = (str(src.path), src.sha256 or "", limits)
     if src.sha256 and key in _LAST_SCAN:
         return _LAST_SCAN[key]
-    scanned = scan_boundaries(src.path, limits)
+    scanned = None
+    if cache_dir is not None and src.sha256:
+        kept = cached(cache_dir, "scan", scan_key(src, limits), ("boundaries",),
+                      lambda: {"boundaries": scan_boundaries(src.path, limits)})["boundaries"]
+        scanned = kept if isinstance(kept, BoundarySet) else None
+    if scanned is None:
+        scanned = scan_boundaries(src.path, limits)
     _LAST_SCAN.clear()
     if src.sha256:
         _LAST_SCAN[key] = scanned
@@ -523,7 +540,8 @@ def build_phase(settings: Settings, catalog: Catalog, phase: str, fetched: dict[
     with ThreadPoolExecutor(1) as side:
         reading = (side.submit(clock.run, "reconcile", reconcile_phase, settings, catalog, phase, files, early)
                    if early is not None else None)
-        boundaries = clock.run("scan_boundaries", scan_commune_boundaries, files, settings.limits)
+        boundaries = clock.run("scan_boundaries", scan_commune_boundaries, files, settings.limits,
+                               settings.raw_dir / "parsed")
         codes = set(boundaries.codes.tolist())
         lists = reading.result() if reading is not None else None
         if lists is None or lists.boundary_codes != codes:
