@@ -13,13 +13,14 @@ from __future__ import annotations
 import functools
 import json
 from pathlib import Path, PurePosixPath
-from typing import Any
-
-import jsonschema
+from typing import TYPE_CHECKING, Any
 
 from .errors import PipelineError
 from .regular_files import RefusedFile, read_regular
 from .settings import ASSETS_DIR
+
+if TYPE_CHECKING:
+    import jsonschema
 
 MAX_DOCUMENT_BYTES = 64 << 20   # a manifest of a real build is ~100 KiB: far below, yet no file is read whole
 SCHEMAS_DIR = ASSETS_DIR / "schemas"
@@ -44,6 +45,8 @@ def read_bounded(path: Path, what: str, max_bytes: int | None = None) -> bytes:
 
 @functools.cache
 def _validator(schema_name: str) -> jsonschema.protocols.Validator:
+    import jsonschema  # when a document is validated: reading one (read_bounded) needs none
+
     schema = json.loads((SCHEMAS_DIR / schema_name).read_text(encoding="utf-8"))
     cls = jsonschema.validators.validator_for(schema)
     return cls(schema, format_checker=cls.FORMAT_CHECKER)
@@ -51,6 +54,8 @@ def _validator(schema_name: str) -> jsonschema.protocols.Validator:
 
 def validate(doc: Any, schema_name: str, path: Path | str, what: str) -> None:
     """InvalidDocument naming the first offending field when ``doc`` does not fit the schema."""
+    import jsonschema
+
     error = jsonschema.exceptions.best_match(_validator(schema_name).iter_errors(doc))
     if error is None:
         return

@@ -376,3 +376,29 @@ def test_mirror_file_over_the_size_cap_is_refused(confined):
     with pytest.raises(SourceError, match=r"larger than 1 MiB \(TI_MAX_SOURCE_MB\)"):
         fetch_source(spec, dataclasses.replace(settings, max_source_mb=1))
     assert fetch_source(spec, settings).size > 1 << 20          # within the default cap: read
+
+
+def test_mirror_mode_needs_no_http_client(mirror, tmp_path):
+    """Reading and probing the mirror (the core's path in CI and the benchmark) imports neither
+    requests nor jsonschema: they are imported where something is downloaded or validated."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = "\n".join([
+        "import sys",
+        "from pipeline.settings import Settings",
+        "from pipeline.sources.catalog import load_catalog",
+        "from pipeline.sources.resolve import fetch_sources, probe_one",
+        f"settings = Settings(mirror_dir={str(mirror)!r}, raw_dir={str(tmp_path / 'raw')!r})",
+        "catalog = load_catalog(settings)",
+        "fetched = fetch_sources(settings, catalog, list(catalog.sources))",
+        "assert all(probe_one(settings, catalog, n).startswith('sha256:') for n in list(fetched)[:2])",
+        "print(len(fetched), sorted(m for m in ('requests', 'urllib3', 'jsonschema', 'pipeline.sources.http') "
+        "if m in sys.modules))",
+    ])
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                          cwd=Path(__file__).resolve().parent.parent)
+    assert proc.returncode == 0, proc.stderr
+    count, loaded = proc.stdout.split(" ", 1)
+    assert int(count) >= 10 and loaded.strip() == "[]", proc.stdout

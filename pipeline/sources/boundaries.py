@@ -177,12 +177,12 @@ def _validate(frame: gpd.GeoDataFrame, path: Path, limits: Limits, offset: int =
 def _check_gzip_size(path: Path, limits: Limits) -> None:
     """A gzipped boundary file decodes, in steps, to at most TI_MAX_SOURCE_MB (GDAL's GeoJSON
     driver would expand a gzip bomb whole in memory)."""
-    from . import http
+    from . import transfer
     from .fetch import check_gzip
 
     try:
         check_gzip(path, limits.source_bytes)
-    except (http.Permanent, http.Transient) as err:
+    except (transfer.Permanent, transfer.Transient) as err:
         raise InputFormatError(f"{path}: {err.reason}") from None
 
 

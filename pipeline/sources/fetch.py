@@ -26,17 +26,21 @@ import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlparse
-
-import requests
 
 from .. import atomic, documents
 from ..checksums import sha256_file
 from ..errors import SourceError
 from ..regular_files import shown
 from ..settings import Settings
-from . import http
+from . import transfer
 from .catalog import SourceSpec
+
+if TYPE_CHECKING:   # the HTTP client is imported where something is downloaded or probed (not in mirror mode)
+    import requests
+
+    from . import http
 
 HEAD_BYTES = 64 * 1024
 SHOWN_BYTES = 80
@@ -90,7 +94,7 @@ def mirror_file(spec: SourceSpec, settings: Settings) -> Path:
     if not stat.S_ISREG(mode):
         kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
         raise SourceError(f"source {spec.name}: mirror path {path} is {kind} ({entry})")
-    limit = settings.max_source_mb * http.MiB
+    limit = settings.max_source_mb * transfer.MiB
     if path.stat().st_size > limit:
         raise SourceError(f"source {spec.name}: mirror file {path} is larger than {settings.max_source_mb} MiB "
                           "(TI_MAX_SOURCE_MB)")
@@ -161,7 +165,7 @@ def _shown(head: bytes) -> str:
 
 
 def check_content(path: Path, fmt: str, content_type: str = "", max_bytes: int | None = None) -> None:
-    """Check a downloaded file against the expected format; raise http.Permanent/Transient.
+    """Check a downloaded file against the expected format; raise transfer.Permanent/Transient.
 
     The checks look through one gzip layer: a gzip body must decode completely (else Transient,
     a truncated transfer), within ``max_bytes`` once decoded, and its decoded head must fit ``fmt``.
@@ -169,50 +173,50 @@ def check_content(path: Path, fmt: str, content_type: str = "", max_bytes: int |
     with open(path, "rb") as fh:
         raw_head = fh.read(HEAD_BYTES)
     if not raw_head:
-        raise http.Permanent("empty body")
-    is_gzip = raw_head.startswith(http.GZIP_MAGIC)
-    head = http.gunzip_head(raw_head) if is_gzip else raw_head[:4096]
+        raise transfer.Permanent("empty body")
+    is_gzip = raw_head.startswith(transfer.GZIP_MAGIC)
+    head = transfer.gunzip_head(raw_head) if is_gzip else raw_head[:4096]
     if is_gzip and not head:
         check_gzip(path, max_bytes)            # names the corruption; a valid gzip here holds nothing
-        raise http.Permanent("empty body (gzip of zero bytes)")
+        raise transfer.Permanent("empty body (gzip of zero bytes)")
     text = head.lstrip(b"\xef\xbb\xbf").lstrip()
     lowered = text[:64].lower()
     ctype = f", Content-Type {content_type}" if content_type else ""
     if any(lowered.startswith(tag) for tag in _MARKUP):
         kind = "an XML document" if lowered.startswith(b"<?xml") else "an HTML page"
-        raise http.Permanent(f"expected {fmt} but the server sent {kind} with status 200{ctype}; "
+        raise transfer.Permanent(f"expected {fmt} but the server sent {kind} with status 200{ctype}; "
                              f"first bytes: {_shown(text)}")
     if fmt == "parquet" and not head.startswith(b"PAR1"):
-        raise http.Permanent(f"expected parquet (starting with b'PAR1'){ctype}; first bytes: {_shown(head)}")
+        raise transfer.Permanent(f"expected parquet (starting with b'PAR1'){ctype}; first bytes: {_shown(head)}")
     if fmt in ("json", "geojson") and text[:1] not in (b"{", b"["):
-        raise http.Permanent(f"expected {fmt} (starting with '{{' or '['){ctype}; first bytes: {_shown(head)}")
+        raise transfer.Permanent(f"expected {fmt} (starting with '{{' or '['){ctype}; first bytes: {_shown(head)}")
     if fmt == "csv" and (b"\x00" in head or text[:1] == b"<"):
-        raise http.Permanent(f"expected csv text{ctype}; first bytes: {_shown(head)}")
+        raise transfer.Permanent(f"expected csv text{ctype}; first bytes: {_shown(head)}")
     if is_gzip:
         check_gzip(path, max_bytes)
     elif fmt == "parquet":
         with open(path, "rb") as fh:
             fh.seek(max(0, path.stat().st_size - 4))
             if fh.read(4) != b"PAR1":
-                raise http.Transient("parquet body has no PAR1 footer (truncated)")
+                raise transfer.Transient("parquet body has no PAR1 footer (truncated)")
 
 
 def check_gzip(path: Path, max_bytes: int | None = None) -> None:
     """A gzip file decodes completely (streamed, never held whole) to at most ``max_bytes``."""
-    decoder = http.GzipStream()
+    decoder = transfer.GzipStream()
     size = 0
     with open(path, "rb") as fh:
         try:
-            for chunk in iter(lambda: fh.read(http.CHUNK), b""):
+            for chunk in iter(lambda: fh.read(transfer.CHUNK), b""):
                 for piece in decoder.pieces(chunk):
                     size += len(piece)
                     if max_bytes is not None and size > max_bytes:
-                        raise http.Permanent(f"gzip body expands past {max_bytes / http.MiB:g} MiB "
+                        raise transfer.Permanent(f"gzip body expands past {max_bytes / transfer.MiB:g} MiB "
                                              "(TI_MAX_SOURCE_MB); refused")
         except zlib.error as exc:
-            raise http.Permanent(f"gzip body is corrupt ({exc})") from None
+            raise transfer.Permanent(f"gzip body is corrupt ({exc})") from None
     if not decoder.complete:
-        raise http.Transient(
+        raise transfer.Transient(
             f"gzip body is truncated ({path.stat().st_size} bytes end inside a gzip member)")
 
 
@@ -242,6 +246,8 @@ def conditional_headers(previous: dict | None, url: str) -> dict[str, str]:
 
 def _get(session: requests.Session, url: str, settings: Settings, headers: dict[str, str]) -> requests.Response:
     """A streamed GET whose redirects are checked (:func:`http.request`)."""
+    from . import http
+
     return http.request(session, "GET", url, headers={"Accept-Encoding": http.ACCEPT_ENCODING, **headers},
                         stream=True, timeout=settings.http_timeout)
 
@@ -249,12 +255,14 @@ def _get(session: requests.Session, url: str, settings: Settings, headers: dict[
 def _download(spec: SourceSpec, resp: requests.Response, target: Path, settings: Settings,
               limits: http.Limits, temps: list[Path]) -> _Downloaded:
     """Stream a 200 body into a temp file beside ``target`` and check it (content, size, pin)."""
+    from . import http
+
     with atomic.writing(target, temps, rename=False) as tmp:   # renamed by _keep once it is kept
         with open(tmp, "wb") as fh:
             body = http.read_body(resp, fh, settings.http_timeout, limits)
         check_content(tmp, spec.format, resp.headers.get("Content-Type", ""), limits.max_bytes)
         if spec.sha256 and body.sha256 != spec.sha256.lower():
-            raise http.Permanent(
+            raise transfer.Permanent(
                 f"sha256 mismatch: the catalog pins {spec.sha256.lower()}, the body "
                 f"({body.size} bytes) has {body.sha256}; the body was refused")
     return _Downloaded(tmp, 200, body.sha256, body.size, resp.headers.get("ETag"), resp.headers.get("Last-Modified"))
@@ -278,6 +286,8 @@ def _keep(got: _Downloaded, previous: dict | None, target: Path, url: str) -> tu
 
 
 def _fetch_live(spec: SourceSpec, settings: Settings, session: requests.Session) -> FetchResult:
+    from . import http
+
     url = spec.url
     target = cache_path(spec, settings)
     try:
@@ -293,13 +303,13 @@ def _fetch_live(spec: SourceSpec, settings: Settings, session: requests.Session)
         with _get(session, url, settings, conditional) as resp:
             if resp.status_code == 304:
                 if not conditional or previous is None:
-                    raise http.Permanent("HTTP 304 Not Modified to a request that was not conditional")
+                    raise transfer.Permanent("HTTP 304 Not Modified to a request that was not conditional")
                 return _Downloaded(None, 304, previous["sha256"], previous["size"],
                                    resp.headers.get("ETag") or previous.get("etag"),
                                    resp.headers.get("Last-Modified") or previous.get("last_modified"))
             http.check_status(resp)
             if resp.status_code != 200:
-                raise http.Permanent(f"unexpected {http.describe_status(resp)} (expected 200)")
+                raise transfer.Permanent(f"unexpected {http.describe_status(resp)} (expected 200)")
             return _download(spec, resp, target, settings, limits, temps)
 
     try:
@@ -319,6 +329,8 @@ def fetch_source(spec: SourceSpec, settings: Settings, session=None) -> FetchRes
     """Return the local file of one source: the mirror file in place, or the verified download."""
     if settings.mirror_dir is not None:
         return _fetch_mirror(spec, settings)
+    from . import http  # live mode only
+
     if session is not None:
         return _fetch_live(spec, settings, session)
     with http.make_session() as own:
@@ -352,6 +364,8 @@ def probe_source(spec: SourceSpec, settings: Settings, session=None) -> str:
     """
     if settings.mirror_dir is not None:
         return f"sha256:{sha256_file(mirror_file(spec, settings))}"
+    from . import http  # live mode only
+
     if session is not None:
         return _probe_live(spec, settings, session)
     with http.make_session() as own:
@@ -359,6 +373,8 @@ def probe_source(spec: SourceSpec, settings: Settings, session=None) -> str:
 
 
 def _probe_live(spec: SourceSpec, settings: Settings, session: requests.Session) -> str:
+    from . import http
+
     url = spec.url
 
     def head(n: int) -> str | None:
@@ -385,7 +401,7 @@ def _probe_live(spec: SourceSpec, settings: Settings, session: requests.Session)
                 return version_from_headers(merged) or f"sha256:{previous['sha256']}"
             http.check_status(resp)
             if resp.status_code != 200:
-                raise http.Permanent(f"unexpected {http.describe_status(resp)} (expected 200)")
+                raise transfer.Permanent(f"unexpected {http.describe_status(resp)} (expected 200)")
             found = version_from_headers(resp.headers)
             if found:
                 return found

@@ -47,15 +47,14 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from .. import __version__
 from ..errors import SourceError
 from ..settings import Settings
+from .transfer import CHUNK, GzipStream, MiB, Permanent, Transient
 
 USER_AGENT = f"territoires-industrie/{__version__} (python-requests {requests.__version__})"
-CHUNK = 1 << 20
 # Only gzip is advertised: it is the one transfer encoding decoded (and integrity-checked) here.
 ACCEPT_ENCODING = "gzip"
 
 # Indirection so tests can record the delays instead of waiting (``monkeypatch.setattr``).
 sleep = time.sleep
-MiB = 1 << 20
 MAX_WAIT = 3600.0          # no single wait between attempts is longer, whatever the settings say
 MAX_REDIRECTS = 5
 # An API answer is parsed whole: data.gouv.fr's for a dataset is ~100 KiB, so this is generous and
@@ -67,23 +66,6 @@ REDIRECT_HOSTS = frozenset({"www.data.gouv.fr", "data.gouv.fr", "static.data.gou
                             "etalab-datasets.geo.data.gouv.fr", "www.insee.fr"})
 
 T = TypeVar("T")
-
-
-class Transient(Exception):
-    """A fault worth another attempt (network, 429, 5xx, body cut short)."""
-
-    def __init__(self, reason: str, retry_after: float | None = None):
-        super().__init__(reason)
-        self.reason = reason
-        self.retry_after = retry_after
-
-
-class Permanent(Exception):
-    """A fault another attempt will not fix (4xx, wrong content, checksum mismatch)."""
-
-    def __init__(self, reason: str):
-        super().__init__(reason)
-        self.reason = reason
 
 
 class Watchdog:
@@ -408,55 +390,6 @@ def run_with_retries(name: str, url: str, settings: Settings, attempt: Callable[
 
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}" + ("" if n == 1 else "s")
-
-
-class GzipStream:
-    """Incremental gzip decoder (multi-member aware) that knows whether the stream ended cleanly.
-
-    ``decompress`` raises ``zlib.error`` on corrupt data (bad header, bad CRC); ``complete`` is False
-    when the data stopped inside a member (a truncated file).
-    """
-
-    def __init__(self) -> None:
-        self._d = zlib.decompressobj(wbits=31)
-        self._fed = False          # the current member has received bytes but not ended
-        self.members = 0
-
-    def pieces(self, data: bytes):
-        """Yield the decoded bytes of ``data`` in pieces of at most CHUNK bytes (a bomb is never
-        expanded whole: the caller can stop between pieces)."""
-        full = False
-        while data or full:
-            self._fed = True
-            out = self._d.decompress(data, CHUNK)
-            full = len(out) == CHUNK
-            if out:
-                yield out
-            if self._d.eof:
-                self.members += 1
-                data = self._d.unused_data
-                self._d = zlib.decompressobj(wbits=31)
-                self._fed = full = False
-            else:
-                data = self._d.unconsumed_tail
-
-    def decompress(self, data: bytes) -> bytes:
-        return b"".join(self.pieces(data))
-
-    @property
-    def complete(self) -> bool:
-        return self.members > 0 and not self._fed
-
-
-GZIP_MAGIC = b"\x1f\x8b"
-
-
-def gunzip_head(data: bytes, limit: int = 4096) -> bytes:
-    """The first ``limit`` decoded bytes of a (possibly truncated) gzip head, b"" if undecodable."""
-    try:
-        return zlib.decompressobj(wbits=31).decompress(data, limit)
-    except zlib.error:
-        return b""
 
 
 def _raw_chunks(resp: requests.Response):

@@ -35,10 +35,9 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from .. import documents
 from ..errors import ReconciliationError, SourceError
 from ..settings import Settings
-from . import http
+from . import transfer
 from .catalog import Catalog, SourceSpec
 from .fetch import FetchResult, fetch_source
 from .labels import checked_date
@@ -110,6 +109,8 @@ def mirror_candidates(spec: SourceSpec, mirror_dir: Path) -> list[Candidate]:
 def _get_json(spec: SourceSpec, url: str, settings: Settings, session) -> object:
     """The API's JSON answer, streamed within TI_MAX_SOURCE_MB (at most 64 MiB) and TI_HTTP_DEADLINE,
     then parsed."""
+    from . import http
+
     limits = http.Limits.for_api(settings)
 
     def attempt(n: int):
@@ -122,7 +123,7 @@ def _get_json(spec: SourceSpec, url: str, settings: Settings, session) -> object
             try:
                 return json.loads(sink.getvalue())
             except ValueError:
-                raise http.Permanent(f"the API answered {resp.headers.get('Content-Type', '?')}, "
+                raise transfer.Permanent(f"the API answered {resp.headers.get('Content-Type', '?')}, "
                                      f"not JSON; first bytes: {sink.getvalue()[:80]!r}") from None
     return http.run_with_retries(spec.name, url, settings, attempt, what="resolution (data.gouv.fr API)",
                                  limits=limits)[0]
@@ -171,6 +172,8 @@ def datagouv_candidates(spec: SourceSpec, settings: Settings, session) -> list[C
 
 def yearly_candidates(spec: SourceSpec, settings: Settings, session, newest: int) -> list[Candidate]:
     """The newest year from ``newest`` down to ``first_year`` whose URL answers (or the pinned year)."""
+    from . import http
+
     template = str(_needed(spec, "url_template"))
     years = [int(spec.pin)] if spec.pin and spec.pin.isdigit() else range(newest, int(_needed(spec, "first_year")) - 1, -1)
     limits = http.Limits.from_settings(settings)     # TI_HTTP_DEADLINE over every year asked
@@ -232,6 +235,8 @@ def resolve_source(spec: SourceSpec, settings: Settings, catalog: Catalog, sessi
         if spec.url_overridden:
             spec = dataclasses.replace(spec, pin=None)   # the override is the pin
     else:
+        from . import http  # live mode only
+
         own = session or http.make_session()
         try:
             if spec.resolve == "datagouv":
@@ -294,6 +299,8 @@ def _from_lock(spec: SourceSpec, settings: Settings, locked: dict) -> tuple[Sour
 def read_lock_document(path: Path) -> dict:
     """The whole lock file (a manifest, or its ``lock`` alone): a bounded regular file, valid
     against ``assets/schemas/lock.schema.json`` before any field is used; SourceError otherwise."""
+    from .. import documents
+
     try:
         doc = documents.load(Path(path), "lock.schema.json", "lock file")
         for name, entry in doc.get("lock", doc).items():
@@ -390,6 +397,8 @@ def fetch_sources(settings: Settings, catalog: Catalog, names: list[str], sessio
     lock = read_lock(settings.lock_path) if settings.lock_path is not None else None
     own = session
     if own is None and settings.mirror_dir is None:
+        from . import http  # live mode only
+
         own = http.make_session()
     try:
         base = [n for n in names if catalog.source(n).kind not in DECOUPAGE_KINDS]
