@@ -199,11 +199,14 @@ def _cold(info: dict, scales: list[int]) -> list[str]:
     if cold_ours:
         out += ["## Ours from an empty cache", "",
                 "Each scale starts with one unmeasured run of ours on an empty download cache, so the "
-                "reference tables are parsed (JSON, CSV), both phases' lists reconciled, and both kept in "
-                "the parse cache; the measured runs then read them back, as a scheduled build whose inputs "
-                "and code did not change finds `data_raw/parsed/` (the reconciliation's key names every file "
-                "read, the boundary codes, the catalog, the limits and the package's code: any change "
-                "reconciles again, at about this first run's cost). That first run:", "",
+                "reference tables are parsed (JSON, CSV), the boundary file scanned (every polygon checked), "
+                "the lists reconciled and the coverage checked (`coverage_invalid_edges`), each kept in the "
+                "parse cache; the measured runs then read them back, as a scheduled build finds "
+                "`data_raw/parsed/` when its code and those inputs did not change (each key names what its "
+                "entry depends on: the files read by sha256, the limits, the GEOS version for the coverage "
+                "checks, and the package's code; any change computes that entry again, at about this first "
+                "run's cost; the coverage checks are kept by commune neighbourhood, so a new list re-checks "
+                "only the communes whose neighbours changed). That first run:", "",
                 "| scale | first run wall s | peak RSS MB | warm median wall s | first run / mapshaper median time | "
                 "first run / mapshaper median memory |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
         for r in sorted(cold_ours, key=lambda r: r["scale"]):
