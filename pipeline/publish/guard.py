@@ -86,7 +86,7 @@ def _status_flips(old: pd.DataFrame, new: pd.DataFrame) -> list[str]:
     """Territories (in both) whose ``is_new`` differs, both known (null: not compared)."""
     if "is_new" not in old or "is_new" not in new:
         return []
-    both = old[["is_new"]].join(new[["is_new"]], how="inner", lsuffix="_old", rsuffix="_new").dropna()
+    both = old[["is_new"]].add_suffix("_old").join(new[["is_new"]].add_suffix("_new"), how="inner").dropna()
     flipped = both[both["is_new_old"].astype(bool) != both["is_new_new"].astype(bool)]
     word = {True: "new", False: "continuing"}
     return [f"{tid} ({word[bool(o)]} -> {word[bool(n)]})"
