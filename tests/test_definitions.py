@@ -215,14 +215,12 @@ def test_io_manager_round_trip_keeps_the_build(real_build, tmp_path):
     """A BuildResult stored as (Geo)Parquet files plus a small pickle reads back equal."""
     import pandas as pd
     from geopandas.testing import assert_geodataframe_equal
-    from upath import UPath
-
-    manager = FrameFilesIOManager(base_path=UPath(tmp_path))
-    manager.dump_to_path(None, real_build, UPath(tmp_path / "t"))
+    manager = FrameFilesIOManager(base_path=tmp_path)
+    manager.dump_to_path(None, real_build, tmp_path / "t")
     assert {p.name for p in (tmp_path / "t").iterdir()} >= {"value.pickle", "value.territories.parquet",
                                                             "value.membership.members.parquet"}
     assert (tmp_path / "t" / "value.pickle").stat().st_size < 1_000_000        # the frames are not pickled
-    back = manager.load_from_path(None, UPath(tmp_path / "t"))
+    back = manager.load_from_path(None, tmp_path / "t")
     assert_geodataframe_equal(back.territories, real_build.territories)
     assert back.territories["insee_communes"].map(type).eq(list).all()        # lists stay lists
     pd.testing.assert_frame_equal(back.membership.members, real_build.membership.members)

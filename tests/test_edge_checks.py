@@ -82,6 +82,19 @@ def test_a_new_neighbour_makes_a_new_neighbourhood():
     assert calls == [9]
 
 
+def test_the_table_stays_bounded(monkeypatch):
+    from pipeline.geometry import edge_checks
+
+    monkeypatch.setattr(edge_checks, "MAX_ANSWERS", 4)
+    checks = EdgeChecks()
+    first = np.array([bytes([i]) * 16 for i in range(1, 4)], dtype="S16")
+    checks.add(first, np.array([True, False, True]))
+    later = np.array([bytes([i]) * 16 for i in range(10, 12)], dtype="S16")
+    checks.add(later, np.array([False, True]))      # 5 > 4: starts again from these
+    assert len(checks) == 2 and checks.lookup(later)[0].all() and not checks.lookup(first)[0].any()
+    assert checks.lookup(later)[1].tolist() == [False, True] and checks.added == 5
+
+
 def test_a_table_that_is_not_one_is_refused():
     checks = EdgeChecks()
     checks.add(np.array([b"b" * 16, b"a" * 16], dtype="S16"), np.array([True, False]))

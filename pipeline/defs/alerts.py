@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import datetime as dt
 
-import requests
 from dagster import DefaultSensorStatus, FreshnessPolicy, RunFailureSensorContext, SkipReason, run_failure_sensor
 
 from ..settings import Settings, lenient_from_env
@@ -48,6 +47,8 @@ def webhook_url() -> str | None:
 
 
 def post_alert(url: str, message: dict[str, str], timeout: float = 10.0) -> None:
+    import requests  # on a failure only: the code location loads without an HTTP client
+
     response = requests.post(url, json=message, timeout=timeout)
     response.raise_for_status()
 

@@ -14,6 +14,7 @@ import copy
 import dataclasses
 import pickle
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dagster import (
@@ -23,12 +24,11 @@ from dagster import (
     Failure,
     InitResourceContext,
     InputContext,
+    IOManager,
     MetadataValue,
     OutputContext,
-    UPathIOManager,
     io_manager,
 )
-from upath import UPath
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -87,22 +87,34 @@ def _lists_back(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-class FrameFilesIOManager(UPathIOManager):
-    """One folder per asset: frames as (Geo)Parquet files, the rest of the value pickled."""
+class FrameFilesIOManager(IOManager):
+    """One folder per asset, ``<base_path>/<asset key path>/``: frames as (Geo)Parquet files, the
+    rest of the value pickled. Local paths (the run storage); the graph has no partitions.
+
+    A plain :class:`~dagster.IOManager` on :mod:`pathlib` rather than Dagster's UPathIOManager,
+    whose import (universal_pathlib, fsspec) cost every Dagster process about 0.2 s (loading the
+    code location, ``python -c "import pipeline.definitions"``, median of 5: 1.93 s -> 1.74 s).
+    """
+
+    def __init__(self, base_path: Path | str):
+        self.base_path = Path(base_path)
+
+    def _get_path(self, context: OutputContext | InputContext) -> Path:
+        if not context.has_asset_key:
+            raise DagsterInvariantViolationError("frame_files_io_manager stores asset values only")
+        return self.base_path.joinpath(*context.asset_key.path)
 
     def handle_output(self, context: OutputContext, obj) -> None:
-        # UPathIOManager's own would add a ``path`` entry to the asset's metadata, overwriting the
-        # sources' path (their file in the download cache or the mirror).
+        # No ``path`` entry in the asset's metadata: the sources' own path (their file in the
+        # download cache or the mirror) stays theirs.
         path = self._get_path(context)
         self.dump_to_path(context, obj, path)
         context.add_output_metadata({"stored_at": MetadataValue.path(str(path))})
 
     def load_input(self, context: InputContext):
-        # UPathIOManager's own also logs a debug line per input: one more stored event each, for
-        # inputs that load in a millisecond.
         return self.load_from_path(context, self._get_path(context))
 
-    def dump_to_path(self, context: OutputContext, obj, path: UPath) -> None:
+    def dump_to_path(self, context: OutputContext | None, obj, path: Path) -> None:
         path.mkdir(parents=True, exist_ok=True)
         for old in path.glob("*.parquet"):
             old.unlink()
@@ -113,7 +125,7 @@ class FrameFilesIOManager(UPathIOManager):
         with (path / VALUE_FILE).open("wb") as fh:
             pickle.dump(rest, fh, protocol=pickle.HIGHEST_PROTOCOL)
 
-    def load_from_path(self, context: InputContext, path: UPath):
+    def load_from_path(self, context: InputContext | None, path: Path):
         with (path / VALUE_FILE).open("rb") as fh:
             rest = pickle.load(fh)
 
@@ -129,7 +141,7 @@ class FrameFilesIOManager(UPathIOManager):
 
         return _join(rest, read)
 
-    def path_exists(self, path: UPath) -> bool:   # a folder, not a file
+    def path_exists(self, path: Path) -> bool:   # a folder, not a file
         return (path / VALUE_FILE).exists()
 
 
@@ -138,13 +150,13 @@ def frame_files_io_manager(init_context: InitResourceContext) -> FrameFilesIOMan
     instance = init_context.instance
     if instance is None:
         raise DagsterInvariantViolationError("frame_files_io_manager needs a Dagster instance (its run storage)")
-    return FrameFilesIOManager(base_path=UPath(instance.storage_directory()))
+    return FrameFilesIOManager(base_path=instance.storage_directory())
 
 
 def stored_values(context: AssetExecutionContext, keys: dict[str, AssetKey]) -> dict:
     """The stored values of upstream assets a step depends on without Dagster loading them (inputs
     of type Nothing), read as this IO manager reads an input: ``{name: value}``."""
-    base = UPath(context.instance.storage_directory())   # as frame_files_io_manager's base_path
+    base = Path(context.instance.storage_directory())   # as frame_files_io_manager's base_path
     manager = FrameFilesIOManager(base_path=base)
     values = {}
     for name, key in keys.items():
@@ -152,5 +164,5 @@ def stored_values(context: AssetExecutionContext, keys: dict[str, AssetKey]) -> 
         if not manager.path_exists(path):
             raise Failure(description=f"{key.to_user_string()} has no stored value under {path}: materialize it "
                                       "first (e.g. the whole graph, --select '*')", allow_retries=False)
-        values[name] = manager.load_from_path(None, path)  # type: ignore[arg-type]   # no input context needed
+        values[name] = manager.load_from_path(None, path)   # no input context needed
     return values

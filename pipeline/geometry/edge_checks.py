@@ -21,6 +21,9 @@ import numpy as np
 import shapely
 
 KEY = np.dtype("S16")      # a 128-bit digest per neighbourhood: collisions are out of reach
+# A table past this many answers (16 MiB of keys: about 30 builds on lists that all differ) starts
+# again from the answers of the build under way, so the parse cache stays small whatever the lists do.
+MAX_ANSWERS = 1 << 20
 
 
 def neighbourhoods(codes: np.ndarray, tree: shapely.STRtree, geoms: np.ndarray) -> np.ndarray | None:
@@ -71,6 +74,8 @@ class EdgeChecks:
         if not new.any():
             return
         table, known = self._table
+        if len(table) + int(new.sum()) > MAX_ANSWERS:
+            table, known = table[:0], known[:0]
         merged = np.concatenate([table, keys[new]])
         order = np.argsort(merged, kind="stable")
         self._table = (merged[order], np.concatenate([known, np.asarray(flags, dtype=bool)[first][new]])[order])
