@@ -90,17 +90,23 @@ def _current_phase_inputs(mirror, tmp_path):
     return settings, catalog, files, build.boundary_codes(files[build.BOUNDARIES].path)
 
 
+def _count_calls(monkeypatch, name: str, arg: int) -> list:
+    """Replace ``build.<name>`` by itself recording its positional argument ``arg`` at each call."""
+    calls: list = []
+    real = getattr(build, name)
+
+    def counted(*a, **k):
+        calls.append(a[arg])
+        return real(*a, **k)
+
+    monkeypatch.setattr(build, name, counted)
+    return calls
+
+
 def test_a_reconciliation_is_read_back_while_nothing_it_depends_on_changes(mirror, tmp_path, monkeypatch):
     settings, catalog, files, codes = _current_phase_inputs(mirror, tmp_path)
     fresh = build.reconcile_phase(settings, catalog, "2023-2027", files, codes)
-    calls = []
-    reconcile = build.phase_membership
-
-    def counted(*a, **k):
-        calls.append(a[1])
-        return reconcile(*a, **k)
-
-    monkeypatch.setattr(build, "phase_membership", counted)
+    calls = _count_calls(monkeypatch, "phase_membership", 1)
     again = build.reconcile_phase(settings, catalog, "2023-2027", files, codes)
     assert calls == []
     for got, want in ((again.membership, fresh.membership), (again.previous, fresh.previous)):
@@ -146,14 +152,7 @@ def test_a_boundary_scan_is_read_back_while_the_file_and_limits_are_the_same(mir
     parsed = tmp_path / "raw" / "parsed"
     monkeypatch.setattr(build, "_LAST_SCAN", {})
     fresh = build.scan_commune_boundaries(files, settings.limits, parsed)
-    calls = []
-    scan = build.scan_boundaries
-
-    def counted(*a, **k):
-        calls.append(a[0])
-        return scan(*a, **k)
-
-    monkeypatch.setattr(build, "scan_boundaries", counted)
+    calls = _count_calls(monkeypatch, "scan_boundaries", 0)
     monkeypatch.setattr(build, "_LAST_SCAN", {})       # as in another process
     again = build.scan_commune_boundaries(files, settings.limits, parsed)
     assert calls == [] and again is not fresh
