@@ -44,7 +44,7 @@ def preview_png(small) -> bytes:
 
 @pytest.fixture(autouse=True)
 def _preview_drawn_once(preview_png, monkeypatch):
-    def render_preview(territories, path, title=None):
+    def render_preview(territories, path, title=None, projected=None):
         path.write_bytes(preview_png)
         return path
 

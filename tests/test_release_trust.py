@@ -34,7 +34,7 @@ def small(mirror) -> gpd.GeoDataFrame:
 
 @pytest.fixture(autouse=True)
 def _preview_drawn_once(monkeypatch):
-    def render_preview(territories, path, title=None):
+    def render_preview(territories, path, title=None, projected=None):
         path.write_bytes(b"\\x89PNG stand-in")
         return path
 
@@ -47,7 +47,7 @@ def published_once(small, tmp_path_factory) -> Path:
     """An output folder with one published release "a" (copied by each test that changes it)."""
     out = tmp_path_factory.mktemp("once") / "out"
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(preview_mod, "render_preview", lambda t, p, title=None: p.write_bytes(b"png"))
+        mp.setattr(preview_mod, "render_preview", lambda t, p, title=None, projected=None: p.write_bytes(b"png"))
         mp.setattr(preview_mod, "verify_png", lambda path: {"format": "PNG", "media_type": "image/png"})
         _publish(small, out, "a")
     return out

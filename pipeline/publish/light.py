@@ -79,7 +79,7 @@ class Simplifier:
         self.frame = frame
         self.planned = frozenset(planned)
         self._done: dict[float, np.ndarray] = {}
-        self._zones: list[tuple[np.ndarray, gpd.GeoSeries]] | None = None   # (rows, projected geometries)
+        self._zones: list[tuple[str, np.ndarray, gpd.GeoSeries]] | None = None   # (zone, rows, projected)
         self._guard = threading.Lock()
         self._locks: dict[float, threading.Lock] = {}
 
@@ -97,17 +97,22 @@ class Simplifier:
                 self._done[tolerance_m] = self._simplify(tolerance_m)
         return self._done[tolerance_m]
 
-    def _projected(self) -> list[tuple[np.ndarray, gpd.GeoSeries]]:
+    def _projected(self) -> list[tuple[str, np.ndarray, gpd.GeoSeries]]:
         with self._guard:
             if self._zones is None:
                 zone = zones(self.frame)
-                self._zones = [(mask, self.frame.geometry[mask].to_crs(metric_epsg(z)))
+                self._zones = [(z, mask, self.frame.geometry[mask].to_crs(metric_epsg(z)))
                                for z in dict.fromkeys(zone) for mask in [zone == z]]
             return self._zones
 
+    def in_metric_crs(self) -> dict[str, np.ndarray]:
+        """Zone -> the frame's geometries of that zone in its metric CRS, in row order (the
+        projection the simplifications start from; the preview draws it)."""
+        return {z: part.values.to_numpy() for z, _, part in self._projected()}
+
     def _simplify(self, tolerance_m: float) -> np.ndarray:
         out = np.empty(len(self.frame), dtype=object)
-        for mask, part in self._projected():
+        for _, mask, part in self._projected():
             simplified = shapely.coverage_simplify(part.values.to_numpy(), tolerance_m, simplify_boundary=True)
             back = gpd.GeoSeries(simplified, crs=part.crs, index=part.index).to_crs(4326)
             out[mask] = back.values.to_numpy()
@@ -130,18 +135,22 @@ def map_frame(frame: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
 
 
 def write_to_target(frame: gpd.GeoDataFrame, path: Path, variant: LightVariant, simplify: Simplifier,
-                    write, sizes: dict[float, int] | None = None) -> dict:
+                    write, sizes: dict[float, int] | None = None, probes: dict[float, Path] | None = None) -> dict:
     """Write the smallest-tolerance variant that meets ``variant.max_bytes``; return its facts.
 
     ``write(path, decimals, geoms)`` writes one candidate file. ``sizes`` (tolerance -> bytes of
     the candidate file) is filled as candidates are written: variants that write the same
     candidates share it, so that a size is measured once. The search keeps the bisection's
     answer (the size decreases with the tolerance) with fewer candidates: see :func:`_next_probe`.
+    ``probes`` (tolerance -> candidate file not chosen yet) is shared the same way: a variant that
+    chooses a candidate another one wrote renames it into place instead of writing it again; the
+    caller then removes what is left with :func:`remove_probes`. Without it, this call removes its own.
     Raises PublishError when even the largest tolerance gives a file over the target.
     """
     path = Path(path)
     sizes = {} if sizes is None else sizes
-    probes: dict[float, Path] = {}     # candidates written by this call, kept until one is chosen
+    own = probes is None
+    probes = {} if probes is None else probes    # candidates written, kept until one is chosen
     try:
         while True:
             lo, hi, best = _bracket(sizes, variant.max_bytes)
@@ -157,12 +166,19 @@ def write_to_target(frame: gpd.GeoDataFrame, path: Path, variant: LightVariant, 
         tol = TOLERANCES_M[best]
         if tol in probes:
             probes.pop(tol).replace(path)
-        else:   # measured by another variant
+        else:   # measured by another variant, whose own file it became
             write(path, decimals_for(tol), simplify(tol))
     finally:
-        for probe in probes.values():
-            probe.unlink(missing_ok=True)
+        if own:
+            remove_probes(probes)
     return {"simplification_m": tol, "coordinate_decimals": decimals_for(tol), "max_bytes": variant.max_bytes}
+
+
+def remove_probes(probes: dict[float, Path]) -> None:
+    """Delete the candidate files :func:`write_to_target` wrote and no variant chose."""
+    for probe in probes.values():
+        probe.unlink(missing_ok=True)
+    probes.clear()
 
 
 def _bracket(sizes: dict[float, int], max_bytes: int) -> tuple[int, int, int | None]:

@@ -2,17 +2,20 @@
 
 Each zone is drawn in its metric CRS (Lambert-93, or the overseas CRS) so shapes look right.
 Used as the preview file of a release (and, as a thumbnail, in the Dagster run metadata).
-matplotlib is imported on first use only (it costs about half a second and tens of MB).
+matplotlib is imported on first use only, and without pyplot: a ``Figure`` on the Agg canvas
+draws once, at ``savefig`` (pyplot and its 3-D projections cost about 0.4 s more to import,
+``python -X importtime -c "import matplotlib.pyplot"``).
 """
 
 from __future__ import annotations
 
-import functools
 import io
+from collections.abc import Mapping
 from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
+import shapely
 
 from .light import zones
 from .zones import METROPOLE, ZONES, metric_epsg
@@ -30,44 +33,69 @@ _INSET_BOXES = {
 }
 
 
-@functools.cache
-def _pyplot():
-    """``matplotlib.pyplot``, switched to the headless Agg backend on the first call only."""
-    import matplotlib
+def _patches(geoms) -> list:
+    """One matplotlib patch per polygonal geometry, as geopandas draws it: normalised rings
+    (matplotlib tells holes by their winding), holes as sub-paths; missing or empty ones left out."""
+    from matplotlib.patches import PathPatch
+    from matplotlib.path import Path as MplPath
 
-    matplotlib.use("Agg")  # headless; must precede pyplot
-    import matplotlib.pyplot as plt
+    patches = []
+    for geom in shapely.normalize(np.asarray(geoms, dtype=object)):
+        if geom is None or geom.is_empty:
+            continue
+        rings = []
+        for part in shapely.get_parts(geom):
+            if part.geom_type == "Polygon":
+                rings.append(MplPath(shapely.get_coordinates(part.exterior), closed=True))
+                rings.extend(MplPath(shapely.get_coordinates(ring), closed=True) for ring in part.interiors)
+        if rings:
+            patches.append(PathPatch(MplPath.make_compound_path(*rings)))
+    return patches
 
-    return plt
 
+def _draw(ax, geoms, title: str | None = None) -> None:
+    """Draw ``geoms`` (one zone, metric CRS) on ``ax``: filled, outlined, equal axes, no frame."""
+    from matplotlib.collections import PatchCollection
 
-def _draw(ax, frame: gpd.GeoDataFrame, epsg: int, title: str | None = None) -> None:
-    if len(frame):
-        frame.to_crs(epsg).plot(ax=ax, color=FILL, edgecolor=EDGE, linewidth=0.3)
+    patches = _patches(geoms)
+    if patches:
+        ax.set_aspect("equal")
+        ax.add_collection(PatchCollection(patches, facecolor=FILL, edgecolor=EDGE, linewidth=0.3), autolim=True)
+        ax.autoscale_view()
     ax.set_axis_off()
     ax.set_aspect("equal")
     if title:
         ax.set_title(title, fontsize=7, pad=2)
 
 
-def render_preview_bytes(territories: gpd.GeoDataFrame, title: str | None = None, dpi: int = 110) -> bytes:
-    """The preview as PNG bytes (metropole + insets for 971, 972, 973, 974, 976)."""
-    _pyplot()   # the Agg backend before geopandas imports pyplot
+def in_metric_crs(territories: gpd.GeoDataFrame) -> dict[str, np.ndarray]:
+    """Zone -> its territories' geometries in the zone's metric CRS (what the preview draws)."""
+    zone = zones(territories)
+    return {z: territories.geometry[zone == z].to_crs(metric_epsg(z)).values.to_numpy()
+            for z in dict.fromkeys(zone)}
+
+
+def render_preview_bytes(territories: gpd.GeoDataFrame, title: str | None = None, dpi: int = 110,
+                         projected: Mapping[str, np.ndarray] | None = None) -> bytes:
+    """The preview as PNG bytes (metropole + insets for 971, 972, 973, 974, 976).
+
+    ``projected``: :func:`in_metric_crs` of ``territories`` when known already (the publish's
+    ``light.Simplifier`` projects the same zones), else computed here.
+    """
     from matplotlib.figure import Figure
 
-    zone = zones(territories)
-    # a Figure outside pyplot has the base canvas, whose draw_idle does nothing: geopandas asks for
-    # a draw after each layer, which with pyplot's Agg canvas rendered the whole figure again each
-    # time (six renders of the full-resolution map before savefig's own); the PNG is the same
+    projected = in_metric_crs(territories) if projected is None else projected
+    none = np.empty(0, dtype=object)
+    # a Figure outside pyplot has the Agg canvas only at savefig: it renders once
     fig = Figure(figsize=(10, 9), dpi=dpi)
     try:
         main = fig.add_axes((0.20, 0.02, 0.79, 0.90))
-        _draw(main, territories[zone == METROPOLE], metric_epsg(METROPOLE))
+        _draw(main, projected.get(METROPOLE, none))
         for z in INSETS:
             ax = fig.add_axes(_INSET_BOXES[z])
-            sub = territories[zone == z]
+            sub = projected.get(z, none)
             n = len(sub)
-            _draw(ax, sub, metric_epsg(z), f"{ZONES[z][1]} ({n})")
+            _draw(ax, sub, f"{ZONES[z][1]} ({n})")
             if n == 0:
                 ax.text(0.5, 0.5, "aucun territoire", ha="center", va="center", fontsize=6, transform=ax.transAxes)
         fig.suptitle(title or f"Territoires d'industrie - {len(territories)} territoires", fontsize=13)
@@ -78,20 +106,23 @@ def render_preview_bytes(territories: gpd.GeoDataFrame, title: str | None = None
         fig.clear()
 
 
-def render_preview(territories: gpd.GeoDataFrame, path: Path, title: str | None = None) -> Path:
-    """Write the preview PNG to ``path`` and return the path."""
-    Path(path).write_bytes(render_preview_bytes(territories, title))
+def render_preview(territories: gpd.GeoDataFrame, path: Path, title: str | None = None,
+                   projected: Mapping[str, np.ndarray] | None = None) -> Path:
+    """Write the preview PNG to ``path`` and return the path (``projected``: see :func:`render_preview_bytes`)."""
+    Path(path).write_bytes(render_preview_bytes(territories, title, projected=projected))
     return Path(path)
 
 
 def verify_png(path: Path) -> dict:
     """Check the PNG signature and that the image is not blank; facts for the manifest."""
+    from matplotlib.image import imread
+
     from ..errors import PublishError
 
     raw = Path(path).read_bytes()
     if not raw.startswith(b"\x89PNG\r\n\x1a\n"):
         raise PublishError(f"{path}: preview is not a PNG")
-    img = _pyplot().imread(io.BytesIO(raw), format="png")
+    img = imread(io.BytesIO(raw), format="png")
     if np.ptp(img[..., :3]) == 0:
         raise PublishError(f"{path}: preview image is blank")
     return {"rows": None, "format": "PNG", "media_type": "image/png", "width": int(img.shape[1]), "height": int(img.shape[0])}

@@ -159,7 +159,8 @@ def _write_outputs(frame: gpd.GeoDataFrame, staging: Path, build_id: str, phase:
         lambda: step("pmtiles", lambda p: tiles.write_pmtiles(frame, p, simplify, metadata=meta),
                      lambda p: tiles.verify_pmtiles(p, frame)),                          # ~5 s
         lambda: _write_light_files(step, frame, simplify, meta),                         # ~3 s
-        lambda: step("preview", lambda p: preview.render_preview(frame, p, title), preview.verify_png),  # ~2 s
+        lambda: step("preview", lambda p: preview.render_preview(frame, p, title, projected=simplify.in_metric_crs()),
+                     preview.verify_png),                                                # ~1 s
         lambda: _write_full_files(step, frame, meta),                                    # ~1.4 s
         membership_tables,                                                               # ~1.4 s
     ])
@@ -229,6 +230,7 @@ def _write_light_files(step, frame: gpd.GeoDataFrame, simplify, meta: dict) -> N
     source_valid: dict[str, bool] = {}  # coverage check of the source, done once for every variant
     small = light.map_frame(frame)
     sizes: dict[float, int] = {}   # the variants write the same candidates: each measured once
+    probes: dict[float, Path] = {}  # and written once (a variant may choose one another wrote)
     for variant in light.VARIANTS:
         chosen: dict = {}
 
@@ -236,7 +238,9 @@ def _write_light_files(step, frame: gpd.GeoDataFrame, simplify, meta: dict) -> N
             chosen.update(light.write_to_target(
                 frame, p, v, simplify,
                 lambda path, decimals, geoms: geojson.write_geojson(small, path, decimals, geoms=geoms, metadata=meta),
-                sizes))
+                sizes, probes))
+            if v == light.VARIANTS[-1]:
+                light.remove_probes(probes)
 
         def verify_light(p, chosen=chosen):
             out, geoms = geojson.verify_and_read(p, small, chosen["coordinate_decimals"])
