@@ -223,7 +223,7 @@ def test_the_preview_is_rendered_once_and_as_before(monkeypatch):
 
 def test_the_preview_draws_the_simplifiers_projection_without_pyplot():
     # the publish hands the preview the zones the Simplifier projected (no second projection), and
-    # the preview never imports pyplot (about 0.4 s of the first publish): same PNG bytes either way
+    # the preview draws without geopandas' plot, so pyplot is never imported: same PNG bytes either way
     import os
     import subprocess
     import sys
