@@ -59,7 +59,6 @@ def _draw(ax, geoms, title: str | None = None) -> None:
 
     patches = _patches(geoms)
     if patches:
-        ax.set_aspect("equal")
         ax.add_collection(PatchCollection(patches, facecolor=FILL, edgecolor=EDGE, linewidth=0.3), autolim=True)
         ax.autoscale_view()
     ax.set_axis_off()

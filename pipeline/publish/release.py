@@ -231,26 +231,27 @@ def _write_light_files(step, frame: gpd.GeoDataFrame, simplify, meta: dict) -> N
     small = light.map_frame(frame)
     sizes: dict[float, int] = {}   # the variants write the same candidates: each measured once
     probes: dict[float, Path] = {}  # and written once (a variant may choose one another wrote)
-    for variant in light.VARIANTS:
-        chosen: dict = {}
+    try:
+        for variant in light.VARIANTS:
+            chosen: dict = {}
 
-        def write_light(p, v=variant, chosen=chosen):
-            chosen.update(light.write_to_target(
-                frame, p, v, simplify,
-                lambda path, decimals, geoms: geojson.write_geojson(small, path, decimals, geoms=geoms, metadata=meta),
-                sizes, probes))
-            if v == light.VARIANTS[-1]:
-                light.remove_probes(probes)
+            def write_light(p, v=variant, chosen=chosen):
+                chosen.update(light.write_to_target(
+                    frame, p, v, simplify,
+                    lambda path, decimals, geoms: geojson.write_geojson(small, path, decimals, geoms=geoms, metadata=meta),
+                    sizes, probes))
 
-        def verify_light(p, chosen=chosen):
-            out, geoms = geojson.verify_and_read(p, small, chosen["coordinate_decimals"])
-            out.update(chosen)
-            if not source_valid:
-                source_valid.update(light.coverage_valid_by_zone(frame, frame.geometry.values))
-            out.update(light.check_light(frame, geoms, chosen["simplification_m"], source_valid))
-            return out
+            def verify_light(p, chosen=chosen):
+                out, geoms = geojson.verify_and_read(p, small, chosen["coordinate_decimals"])
+                out.update(chosen)
+                if not source_valid:
+                    source_valid.update(light.coverage_valid_by_zone(frame, frame.geometry.values))
+                out.update(light.check_light(frame, geoms, chosen["simplification_m"], source_valid))
+                return out
 
-        step(f"light_{variant.suffix}", write_light, verify_light)
+            step(f"light_{variant.suffix}", write_light, verify_light)
+    finally:   # the candidates no variant chose
+        light.remove_probes(probes)
 
 
 def _write_membership_tables(step, staging: Path, membership: Membership, references: MembershipRefs | None,
