@@ -17,7 +17,7 @@ import yaml
 from dagster import AssetKey, AssetSelection, DagsterInstance, Failure, materialize
 from http_server import FaultServer, Reply
 
-from pipeline.defs.assets import ALL_ASSETS, fetch_output, sources
+from pipeline.defs.assets import ALL_ASSETS, fetch_source, sources
 from pipeline.defs.io_managers import FrameFilesIOManager, frame_files_io_manager
 from pipeline.defs.resources import PipelineSettings
 from pipeline.errors import SourceError
@@ -129,7 +129,7 @@ def live_env(monkeypatch, tmp_path):
 
 
 def _invoke(name: str):
-    return fetch_output(name, PipelineSettings().settings())
+    return fetch_source(name, PipelineSettings().settings())
 
 
 def test_fetch_4xx_is_a_failure_dagster_does_not_retry(live_env):
@@ -156,7 +156,7 @@ def test_fetch_5xx_and_network_errors_stay_retryable(live_env):
     assert "HTTP 503" in str(info.value)
     # after the server recovers, the same asset succeeds
     out = _invoke("ti2018_groupements")
-    assert out.value.sha256 == hashlib.sha256(b"id_ti,siren\nti-1,200000000\n").hexdigest()
+    assert out.sha256 == hashlib.sha256(b"id_ti,siren\nti-1,200000000\n").hexdigest()
 
 
 # ---------------------------------------------------------------- a blocking check that fails
@@ -226,3 +226,45 @@ def test_io_manager_round_trip_keeps_the_build(real_build, tmp_path):
     pd.testing.assert_frame_equal(back.membership.members, real_build.membership.members)
     assert back.checks == real_build.checks and back.inputs == real_build.inputs
     assert back.territories is not real_build.territories
+
+
+def test_io_manager_hands_a_run_its_own_values_once_and_reads_the_files_otherwise(tmp_path):
+    """Within one run (one process), a step takes the object its upstream step stored, as the CLI
+    passes the build to publishing; a later run reads the stored files back, equal but new."""
+    import pandas as pd
+    from dagster import asset
+
+    made_value = {"frame": pd.DataFrame({"a": [1, 2]}), "n": 3}
+    taken: list = []
+
+    @asset
+    def made():
+        return made_value
+
+    @asset
+    def uses(made):
+        taken.append(made)
+
+    with DagsterInstance.ephemeral(tempdir=str(tmp_path)) as instance:
+        resources = {"io_manager": frame_files_io_manager}
+        assert materialize([made, uses], instance=instance, resources=resources).success
+        assert taken[-1] is made_value
+        assert materialize([made, uses], selection=["uses"], instance=instance, resources=resources).success
+    assert taken[-1] is not made_value and taken[-1]["n"] == 3
+    pd.testing.assert_frame_equal(taken[-1]["frame"], made_value["frame"])
+
+
+def test_io_manager_keeps_a_value_in_memory_only_until_it_is_taken(tmp_path):
+    from dagster import build_input_context, build_output_context
+
+    manager = FrameFilesIOManager(base_path=tmp_path)
+    value = {"n": 1}
+    out = build_output_context(asset_key=AssetKey("made"), run_id="run-1")
+    manager.handle_output(out, value)
+    other_run = build_input_context(asset_key=AssetKey("made"),
+                                    upstream_output=build_output_context(asset_key=AssetKey("made"), run_id="run-2"))
+    assert manager.load_input(other_run) == value and manager.load_input(other_run) is not value
+    same_run = build_input_context(asset_key=AssetKey("made"), upstream_output=out)
+    assert manager.load_input(same_run) is value
+    assert manager.load_input(same_run) is not value        # taken once: the memory is given back
+    assert manager._this_run == {}

@@ -20,6 +20,7 @@ job, ``python bench/run.py``, measures this graph against the CLI).
 """
 
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dagster import (
@@ -46,10 +47,11 @@ from ..errors import SourceError
 from ..phases import CURRENT_PHASE, phase_key
 from ..settings import Settings
 from ..sources.catalog import load_catalog
+from ..sources.fetch import FetchResult
 from ..sources.phase_inputs import phase_sources
 from ..sources.resolve import fetch_one
 from . import checks
-from .io_managers import stored_values
+from .io_managers import store_value, stored_values
 from .resources import PipelineSettings, definition_settings
 
 if TYPE_CHECKING:   # the core build and pandas are imported by the steps that build or publish
@@ -137,34 +139,43 @@ def source_key(name: str) -> AssetKey:
     return AssetKey(["sources", name])
 
 
-def fetch_output(name: str, settings: Settings) -> Output:
-    """Fetch one source; its FetchResult with the source's metadata (its own ``path`` included).
+def fetch_source(name: str, settings: Settings) -> FetchResult:
+    """Fetch one source (the newest release, the pinned one, or the lock's: pipeline.sources.resolve).
 
     A retryable SourceError (network, timeout, 429, 5xx) is raised as is, so the retry policy
     applies; any other one becomes a Failure that Dagster does not retry.
     """
-    t = time.perf_counter()
-    try:   # the newest release, the pinned one, or the lock's (pipeline.sources.resolve)
-        result = fetch_one(settings, load_catalog(settings), name)
+    try:
+        return fetch_one(settings, load_catalog(settings), name)
     except SourceError as err:
         if err.retryable:
             raise
         raise Failure(description=str(err), allow_retries=False) from err
-    return Output(result, output_name=source_key(name).to_python_identifier(),
+
+
+def source_output(name: str, result: FetchResult, stored: Path, elapsed_s: float) -> Output:
+    """The output of ``sources/<name>``: no value, the source's metadata (its own ``path`` included).
+
+    Its type is Nothing, so Dagster hands it to no IO manager: the step stores the FetchResult
+    itself (``stored``, :func:`~pipeline.defs.io_managers.store_value`), where the steps that read
+    the sources find it (:func:`~pipeline.defs.io_managers.stored_values`). That spares one
+    HANDLED_OUTPUT event, a write to the event log, per source and run.
+    """
+    return Output(None, output_name=source_key(name).to_python_identifier(),
                   data_version=DataVersion(result.sha256), metadata={
         "origin": result.origin, "mode": result.mode, "sha256": result.sha256,
         "bytes": result.size, "release": result.release, "cog": result.cog,
         "changed": result.changed, "http_attempts": result.attempts,
         "etag": result.etag or "", "last_modified": result.last_modified or "",
-        "path": MetadataValue.path(str(result.path)),
-        "elapsed_s": round(time.perf_counter() - t, 3),
+        "path": MetadataValue.path(str(result.path)), "stored_at": MetadataValue.path(str(stored)),
+        "elapsed_s": round(elapsed_s, 3),
     })
 
 
 def _source_out(name: str) -> AssetOut:
     spec = CATALOG.source(name)
     # is_required=False: a run that selects some sources gets only those (can_subset)
-    return AssetOut(key=source_key(name), group_name="sources", kinds={"file"}, is_required=False,
+    return AssetOut(key=source_key(name), group_name="sources", kinds={"file"}, is_required=False, dagster_type=Nothing,
                     description=f"{spec.title}. Live: {spec.url} ({spec.url_status}); mirror: "
                                 f"$TI_MIRROR_DIR/{spec.mirror}. Licence: {spec.licence}.")
 
@@ -178,7 +189,10 @@ def sources(context: AssetExecutionContext, pipeline_settings: PipelineSettings)
     settings = pipeline_settings.settings()
     for name in CATALOG.sources:
         if source_key(name) in context.selected_asset_keys:
-            yield fetch_output(name, settings)
+            t = time.perf_counter()
+            result = fetch_source(name, settings)
+            stored = store_value(context, source_key(name), result)
+            yield source_output(name, result, stored, time.perf_counter() - t)
 
 
 SOURCE_ASSETS = [sources]

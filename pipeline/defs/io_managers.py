@@ -98,6 +98,12 @@ class FrameFilesIOManager(IOManager):
 
     def __init__(self, base_path: Path | str):
         self.base_path = Path(base_path)
+        # The values this manager stored, by (run id, asset key), until a step of the same run
+        # loads them: the in-process executor runs a run's steps in one process, so the publishing
+        # step takes the build its run made as the CLI does, without reading it back (measured by
+        # `python bench/run.py`, "Dagster materialize"). Another run, or a step in another
+        # process, reads the files.
+        self._this_run: dict[tuple[str, tuple[str, ...]], object] = {}
 
     def _get_path(self, context: OutputContext | InputContext) -> Path:
         if not context.has_asset_key:
@@ -110,9 +116,18 @@ class FrameFilesIOManager(IOManager):
         path = self._get_path(context)
         self.dump_to_path(context, obj, path)
         context.add_output_metadata({"stored_at": MetadataValue.path(str(path))})
+        self._this_run[(context.run_id, tuple(context.asset_key.path))] = obj
 
     def load_input(self, context: InputContext):
-        return self.load_from_path(context, self._get_path(context))
+        path = self._get_path(context)
+        upstream = context.upstream_output
+        try:
+            made = None if upstream is None else (upstream.run_id, tuple(context.asset_key.path))
+        except DagsterInvariantViolationError:     # an output context built without its run
+            made = None
+        if made in self._this_run:      # once: the memory goes with the step that takes it
+            return self._this_run.pop(made)
+        return self.load_from_path(context, path)
 
     def dump_to_path(self, context: OutputContext | None, obj, path: Path) -> None:
         path.mkdir(parents=True, exist_ok=True)
@@ -151,6 +166,14 @@ def frame_files_io_manager(init_context: InitResourceContext) -> FrameFilesIOMan
     if instance is None:
         raise DagsterInvariantViolationError("frame_files_io_manager needs a Dagster instance (its run storage)")
     return FrameFilesIOManager(base_path=instance.storage_directory())
+
+
+def store_value(context: AssetExecutionContext, key: AssetKey, value) -> Path:
+    """Store ``value`` as this IO manager stores an asset's output, for an output Dagster does not
+    hand to the IO manager (type Nothing); the folder it is in (what :func:`stored_values` reads)."""
+    path = Path(context.instance.storage_directory()).joinpath(*key.path)
+    FrameFilesIOManager(base_path=path).dump_to_path(None, value, path)
+    return path
 
 
 def stored_values(context: AssetExecutionContext, keys: dict[str, AssetKey]) -> dict:
