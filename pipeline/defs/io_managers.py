@@ -4,8 +4,10 @@ Each asset's value goes to ``<storage>/<asset key>/`` (``storage``: ``$DAGSTER_H
 the instance's local artifact storage). (Geo)DataFrames, alone or as fields of a dataclass (such as
 :class:`pipeline.steps.sequence.BuildResult` and the :class:`~pipeline.reconcile.membership.Membership`
 inside it), are written as GeoParquet / Parquet files anyone can open (``territories.parquet``...);
-what remains (small: reports, lists, figures) is pickled in ``value.pickle``. Nothing is added to
-the assets' metadata, so the sources' own ``path`` metadata stays theirs.
+what remains (small: reports, lists, figures) is pickled in ``value.pickle``. Nothing but
+``stored_at`` is added to the assets' metadata, so the sources' own ``path`` metadata stays theirs.
+The sources' outputs (type Nothing) bypass Dagster's IO manager call: their step stores them with
+:func:`store_value`, in the same layout. A step of the run that stored a value takes it from memory.
 """
 
 from __future__ import annotations
