@@ -3,6 +3,7 @@ sensor; the fetch retry rules; and a failing blocking check that must leave the 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib
 import json
@@ -268,3 +269,52 @@ def test_io_manager_keeps_a_value_in_memory_only_until_it_is_taken(tmp_path):
     assert manager.load_input(same_run) is value
     assert manager.load_input(same_run) is not value        # taken once: the memory is given back
     assert manager._this_run == {}
+
+
+@dataclasses.dataclass
+class _Stored:
+    frame: object
+    n: int
+
+
+def test_io_manager_stopped_while_storing_leaves_the_previous_value_whole(tmp_path, monkeypatch):
+    """The pickle names the frame files: a value stopped half-way must not mix with the previous one."""
+    import pandas as pd
+
+    manager = FrameFilesIOManager(base_path=tmp_path)
+    path = tmp_path / "made"
+    manager.dump_to_path(None, _Stored(pd.DataFrame({"a": [1, 2]}), 1), path)
+
+    def stopped(*args, **kwargs):      # the frames are written, then the run stops
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("pipeline.defs.io_managers.pickle.dump", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        manager.dump_to_path(None, _Stored(pd.DataFrame({"a": [7, 8, 9]}), 2), path)
+    monkeypatch.undo()
+    back = manager.load_from_path(None, path)
+    assert back.n == 1 and back.frame["a"].tolist() == [1, 2]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["made"]     # nothing left beside it
+    manager.dump_to_path(None, _Stored(pd.DataFrame({"a": [3]}), 3), path)
+    back = manager.load_from_path(None, path)
+    assert back.n == 3 and back.frame["a"].tolist() == [3]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["made"]
+
+
+@pytest.mark.parametrize("damage", ["truncated", "frame missing"])
+def test_an_unreadable_stored_value_is_one_line_naming_it(tmp_path, damage):
+    import pandas as pd
+
+    manager = FrameFilesIOManager(base_path=tmp_path)
+    path = tmp_path / "made"
+    manager.dump_to_path(None, _Stored(pd.DataFrame({"a": [1, 2]}), 1), path)
+    if damage == "truncated":
+        data = (path / "value.pickle").read_bytes()
+        (path / "value.pickle").write_bytes(data[: len(data) // 2])
+    else:
+        next(path.glob("*.parquet")).unlink()
+    with pytest.raises(Failure) as info:
+        manager.read_stored(None, path, AssetKey("made"))
+    message = info.value.description
+    assert info.value.allow_retries is False and "\n" not in message
+    assert message.startswith("made: its stored value under ") and message.endswith("materialize it again")

@@ -15,6 +15,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import pickle
+import secrets
+import shutil
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -129,18 +131,50 @@ class FrameFilesIOManager(IOManager):
             made = None
         if made in self._this_run:      # once: the memory goes with the step that takes it
             return self._this_run.pop(made)
-        return self.load_from_path(context, path)
+        return self.read_stored(context, path, context.asset_key)
+
+    def read_stored(self, context: InputContext | None, path: Path, key: AssetKey):
+        """:meth:`load_from_path`, with a missing or unreadable value reported in one line (a Failure
+        Dagster does not retry) instead of a traceback."""
+        if not self.path_exists(path):
+            raise Failure(description=f"{key.to_user_string()} has no stored value under {path}: materialize it "
+                                      "first (e.g. the whole graph, --select '*')", allow_retries=False)
+        try:
+            return self.load_from_path(context, path)
+        except Exception as err:     # whatever the files hold: one line naming them
+            raise Failure(description=f"{key.to_user_string()}: its stored value under {path} cannot be read "
+                                      f"({type(err).__name__}: {err}); materialize it again", allow_retries=False) from err
 
     def dump_to_path(self, context: OutputContext | None, obj, path: Path) -> None:
-        path.mkdir(parents=True, exist_ok=True)
-        for old in path.glob("*.parquet"):
-            old.unlink()
-        frames: dict[str, pd.DataFrame] = {}
-        rest = _split(obj, "value", frames)
-        for name, frame in frames.items():
-            frame.to_parquet(str(path / f"{name}.parquet"), compression="zstd")
-        with (path / VALUE_FILE).open("wb") as fh:
-            pickle.dump(rest, fh, protocol=pickle.HIGHEST_PROTOCOL)
+        """Write the value into a new folder beside ``path``, then put it in ``path``'s place.
+
+        The pickle names the frame files, so the two must never mix values: a run stopped while
+        storing leaves the previous value whole (or, stopped between the two renames, no value,
+        which the loading steps report in one line), never part of one; the runs of part of the
+        graph (the automation's) load what is there.
+        """
+        path.parent.mkdir(parents=True, exist_ok=True)
+        token = secrets.token_hex(6)
+        new, old = (path.with_name(f".{path.name}.{token}.{end}") for end in ("ti-new", "ti-old"))
+        new.mkdir()
+        try:
+            frames: dict[str, pd.DataFrame] = {}
+            rest = _split(obj, "value", frames)
+            for name, frame in frames.items():
+                frame.to_parquet(str(new / f"{name}.parquet"), compression="zstd")
+            with (new / VALUE_FILE).open("wb") as fh:
+                pickle.dump(rest, fh, protocol=pickle.HIGHEST_PROTOCOL)
+            if path.exists():
+                path.rename(old)
+            try:
+                new.rename(path)
+            except BaseException:
+                if old.exists():
+                    old.rename(path)
+                raise
+        finally:
+            shutil.rmtree(new, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
 
     def load_from_path(self, context: InputContext | None, path: Path):
         with (path / VALUE_FILE).open("rb") as fh:
@@ -185,9 +219,5 @@ def stored_values(context: AssetExecutionContext, keys: dict[str, AssetKey]) -> 
     manager = FrameFilesIOManager(base_path=base)
     values = {}
     for name, key in keys.items():
-        path = base.joinpath(*key.path)
-        if not manager.path_exists(path):
-            raise Failure(description=f"{key.to_user_string()} has no stored value under {path}: materialize it "
-                                      "first (e.g. the whole graph, --select '*')", allow_retries=False)
-        values[name] = manager.load_from_path(None, path)   # no input context needed
+        values[name] = manager.read_stored(None, base.joinpath(*key.path), key)   # no input context needed
     return values
