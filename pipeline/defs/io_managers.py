@@ -142,8 +142,9 @@ class FrameFilesIOManager(IOManager):
         try:
             return self.load_from_path(context, path)
         except Exception as err:     # whatever the files hold: one line naming them
+            why = " ".join(str(err).split())[:300]
             raise Failure(description=f"{key.to_user_string()}: its stored value under {path} cannot be read "
-                                      f"({type(err).__name__}: {err}); materialize it again", allow_retries=False) from err
+                                      f"({type(err).__name__}: {why}); materialize it again", allow_retries=False) from err
 
     def dump_to_path(self, context: OutputContext | None, obj, path: Path) -> None:
         """Write the value into a new folder beside ``path``, then put it in ``path``'s place.
@@ -207,8 +208,9 @@ def frame_files_io_manager(init_context: InitResourceContext) -> FrameFilesIOMan
 def store_value(context: AssetExecutionContext, key: AssetKey, value) -> Path:
     """Store ``value`` as this IO manager stores an asset's output, for an output Dagster does not
     hand to the IO manager (type Nothing); the folder it is in (what :func:`stored_values` reads)."""
-    path = Path(context.instance.storage_directory()).joinpath(*key.path)
-    FrameFilesIOManager(base_path=path).dump_to_path(None, value, path)
+    base = Path(context.instance.storage_directory())   # as frame_files_io_manager's base_path
+    path = base.joinpath(*key.path)
+    FrameFilesIOManager(base_path=base).dump_to_path(None, value, path)
     return path
 
 
