@@ -45,9 +45,9 @@ def test_sources_keep_their_own_path_and_frames_are_stored_as_parquet(run):
             [e.event_specific_data.materialization for e in result.get_asset_materialization_events()]}
     src = meta["sources/ti2023_communes"]
     assert src["path"].value.endswith(".csv") and src["path"].value != src["stored_at"].value
-    stored = Path(src["stored_at"].value)
-    assert stored == Path(instance.storage_directory()) / "sources" / "ti2023_communes"
-    assert (stored / "value.pickle").is_file()
+    source_folder = Path(src["stored_at"].value)
+    assert source_folder == Path(instance.storage_directory()) / "sources" / "ti2023_communes"
+    assert (source_folder / "value.pickle").is_file()
     # the sources' values go to no IO manager: no HANDLED_OUTPUT event for them (one write each)
     handled = [e.step_key for e in result.all_events if e.event_type_value == "HANDLED_OUTPUT"]
     assert handled and "fetch_sources" not in handled
@@ -149,15 +149,14 @@ def test_the_cli_and_dagster_publish_the_same_content(run, published_out):
 
 def test_a_run_tagged_ti_force_publishes_anyway(run, mirror):
     _, out, instance = run
-    old = json.loads((out / "phase=2018-2022" / "manifest.json").read_text())["build_id"]
-    content = json.loads((out / "phase=2018-2022" / "manifest.json").read_text())["content_sha256"]
+    before = json.loads((out / "phase=2018-2022" / "manifest.json").read_text())
     forced = materialize(ALL_ASSETS, selection=["published_2018_2022"], resources=_resources(mirror, out),
                          instance=instance, tags={"ti/force": "true"})
     assert forced.success and _materialized(forced) == {"published_2018_2022"}
     again = json.loads((out / "phase=2018-2022" / "manifest.json").read_text())
-    assert again["build_id"] != old
+    assert again["build_id"] != before["build_id"]
     # published from the build read back from its files, as the whole run published it from memory
-    assert again["content_sha256"] == content
+    assert again["content_sha256"] == before["content_sha256"]
 
 
 def test_a_phase_without_stored_sources_fails_with_one_line_naming_them(mirror, tmp_path):
