@@ -277,18 +277,35 @@ class _Stored:
     n: int
 
 
-def test_io_manager_stopped_while_storing_leaves_the_previous_value_whole(tmp_path, monkeypatch):
-    """The pickle names the frame files: a value stopped half-way must not mix with the previous one."""
+@pytest.mark.parametrize("stop_at", ["a frame", "the pickle", "moving the old value aside",
+                                     "moving the new value in"])
+def test_io_manager_stopped_while_storing_leaves_the_previous_value_whole(tmp_path, monkeypatch, stop_at):
+    """The pickle names the frame files: a value stopped anywhere must not mix with the previous one."""
+    import pathlib
+
     import pandas as pd
 
     manager = FrameFilesIOManager(base_path=tmp_path)
     path = tmp_path / "made"
     manager.dump_to_path(None, _Stored(pd.DataFrame({"a": [1, 2]}), 1), path)
 
-    def stopped(*args, **kwargs):      # the frames are written, then the run stops
+    def stopped(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("pipeline.defs.io_managers.pickle.dump", stopped)
+    if stop_at == "a frame":
+        monkeypatch.setattr(pd.DataFrame, "to_parquet", stopped)
+    elif stop_at == "the pickle":      # the frames are written, then the run stops
+        monkeypatch.setattr("pipeline.defs.io_managers.pickle.dump", stopped)
+    else:
+        rename, calls = pathlib.Path.rename, []
+
+        def rename_until_stopped(self, target):
+            calls.append(self)
+            if len(calls) == (1 if stop_at == "moving the old value aside" else 2):
+                raise KeyboardInterrupt
+            return rename(self, target)
+
+        monkeypatch.setattr(pathlib.Path, "rename", rename_until_stopped)
     with pytest.raises(KeyboardInterrupt):
         manager.dump_to_path(None, _Stored(pd.DataFrame({"a": [7, 8, 9]}), 2), path)
     monkeypatch.undo()
