@@ -5,6 +5,7 @@ recorded in the caller's list, when one is given, *before* anything is written t
 removed when anything fails, and renamed onto the target only when the writer succeeded. So a
 reader sees the old file or the new one, never half of one, and a crash (or a full disk) leaves at
 worst such names behind, which :func:`leftovers` lists for the start-up clean-up.
+:func:`replacing_folder` does the same for a folder of files that must change together.
 """
 
 from __future__ import annotations
@@ -54,6 +55,35 @@ def writing(target: Path, record: list[Path] | None = None, *, rename: bool = Tr
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def replacing_folder(target: Path) -> Iterator[Path]:
+    """Yield a new empty folder beside ``target`` to fill; when the block ends without error, it
+    takes ``target``'s place.
+
+    The old folder is moved aside, the new one renamed in, then the old one deleted (moved back if
+    the second rename fails). A reader sees the old folder or the new one, never files of both; a
+    process killed between the two renames leaves no ``target`` and the old folder under a temp
+    name. When the block raises, the new folder is removed and ``target`` is left as it was.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    new, old = temp_path(target), temp_path(target)
+    new.mkdir()
+    try:
+        yield new
+        if target.exists():
+            target.rename(old)
+        try:
+            new.rename(target)
+        except BaseException:
+            if old.exists():
+                old.rename(target)
+            raise
+    finally:
+        shutil.rmtree(new, ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def write_bytes(target: Path, data: bytes, record: list[Path] | None = None) -> None:

@@ -86,3 +86,27 @@ def test_a_backup_is_recorded_before_it_is_written_and_a_full_disk_leaves_none(t
 def monkeypatch_module():
     with pytest.MonkeyPatch.context() as mp:
         yield mp
+
+
+@settings(max_examples=30, deadline=None)
+@given(old=st.dictionaries(st.sampled_from("abcde"), st.binary(max_size=200), max_size=4),
+       new=st.dictionaries(st.sampled_from("abcde"), st.binary(max_size=200), max_size=4),
+       fail_after=st.integers(0, 4) | st.none())
+def test_a_replaced_folder_holds_the_old_files_or_the_new_ones_never_a_mix(tmp_path_factory, old, new, fail_after):
+    parent = tmp_path_factory.mktemp("folder")
+    target = parent / "value"
+    target.mkdir()
+    for name, data in old.items():
+        (target / name).write_bytes(data)
+    try:
+        with atomic.replacing_folder(target) as fresh:
+            for i, (name, data) in enumerate(new.items()):
+                if i == fail_after:
+                    raise OSError(errno.ENOSPC, "No space left on device")
+                (fresh / name).write_bytes(data)
+    except OSError:
+        expected = old
+    else:
+        expected = new
+    assert {p.name: p.read_bytes() for p in target.iterdir()} == expected
+    assert [p.name for p in parent.iterdir()] == ["value"]

@@ -15,8 +15,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import pickle
-import secrets
-import shutil
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -33,6 +31,8 @@ from dagster import (
     OutputContext,
     io_manager,
 )
+
+from .. import atomic
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -147,35 +147,20 @@ class FrameFilesIOManager(IOManager):
                                       f"({type(err).__name__}: {why}); materialize it again", allow_retries=False) from err
 
     def dump_to_path(self, context: OutputContext | None, obj, path: Path) -> None:
-        """Write the value into a new folder beside ``path``, then put it in ``path``'s place.
+        """Write the value into a new folder that then takes ``path``'s place (:func:`atomic.replacing_folder`).
 
         The pickle names the frame files, so the two must never mix values: a run stopped while
-        storing leaves the previous value whole (or, stopped between the two renames, no value,
+        storing leaves the previous value whole (or, killed between the two renames, no value,
         which the loading steps report in one line), never part of one; the runs of part of the
         graph (the automation's) load what is there.
         """
-        path.parent.mkdir(parents=True, exist_ok=True)
-        token = secrets.token_hex(6)
-        new, old = (path.with_name(f".{path.name}.{token}.{end}") for end in ("ti-new", "ti-old"))
-        new.mkdir()
-        try:
+        with atomic.replacing_folder(path) as new:
             frames: dict[str, pd.DataFrame] = {}
             rest = _split(obj, "value", frames)
             for name, frame in frames.items():
                 frame.to_parquet(str(new / f"{name}.parquet"), compression="zstd")
             with (new / VALUE_FILE).open("wb") as fh:
                 pickle.dump(rest, fh, protocol=pickle.HIGHEST_PROTOCOL)
-            if path.exists():
-                path.rename(old)
-            try:
-                new.rename(path)
-            except BaseException:
-                if old.exists():
-                    old.rename(path)
-                raise
-        finally:
-            shutil.rmtree(new, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
 
     def load_from_path(self, context: InputContext | None, path: Path):
         with (path / VALUE_FILE).open("rb") as fh:
@@ -205,21 +190,23 @@ def frame_files_io_manager(init_context: InitResourceContext) -> FrameFilesIOMan
     return FrameFilesIOManager(base_path=instance.storage_directory())
 
 
+def _instance_manager(context: AssetExecutionContext) -> FrameFilesIOManager:
+    """A manager on the instance's storage folder, as :func:`frame_files_io_manager` builds it."""
+    return FrameFilesIOManager(base_path=context.instance.storage_directory())
+
+
 def store_value(context: AssetExecutionContext, key: AssetKey, value) -> Path:
     """Store ``value`` as this IO manager stores an asset's output, for an output Dagster does not
     hand to the IO manager (type Nothing); the folder it is in (what :func:`stored_values` reads)."""
-    base = Path(context.instance.storage_directory())   # as frame_files_io_manager's base_path
-    path = base.joinpath(*key.path)
-    FrameFilesIOManager(base_path=base).dump_to_path(None, value, path)
+    manager = _instance_manager(context)
+    path = manager.base_path.joinpath(*key.path)
+    manager.dump_to_path(None, value, path)
     return path
 
 
 def stored_values(context: AssetExecutionContext, keys: dict[str, AssetKey]) -> dict:
     """The stored values of upstream assets a step depends on without Dagster loading them (inputs
     of type Nothing), read as this IO manager reads an input: ``{name: value}``."""
-    base = Path(context.instance.storage_directory())   # as frame_files_io_manager's base_path
-    manager = FrameFilesIOManager(base_path=base)
-    values = {}
-    for name, key in keys.items():
-        values[name] = manager.read_stored(None, base.joinpath(*key.path), key)   # no input context needed
-    return values
+    manager = _instance_manager(context)
+    return {name: manager.read_stored(None, manager.base_path.joinpath(*key.path), key)   # no input context
+            for name, key in keys.items()}
