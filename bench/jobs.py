@@ -63,22 +63,28 @@ class Sampler:
 
 
 class Steps:
-    """Wall time and peak RSS of named steps; nested steps are kept with their depth."""
+    """Wall time and peak RSS of named steps; nested steps are kept with their depth.
+
+    The core runs some steps in a side thread (the reconciliation, the attributes) while the main
+    thread scans and repairs: each thread counts its own depth, and a side thread's steps are
+    marked ``side`` so that they are not shown nested in whatever the main thread was doing."""
 
     def __init__(self, sampler: Sampler):
         self.sampler = sampler
         self.records: list[dict] = []
-        self.depth = 0
+        self._local = threading.local()
 
     def run(self, name: str, fn, *args, **kwargs):
         t0 = time.perf_counter()
-        self.depth += 1
+        depth = getattr(self._local, "depth", 0)
+        self._local.depth = depth + 1
         try:
             return fn(*args, **kwargs)
         finally:
-            self.depth -= 1
+            self._local.depth = depth
             t1 = time.perf_counter()
-            self.records.append({"step": name, "depth": self.depth, "t0": t0, "t1": t1})
+            side = threading.current_thread() is not threading.main_thread()
+            self.records.append({"step": name, "depth": depth, "side": side, "t0": t0, "t1": t1})
 
     def wrap(self, module, names: list[str], prefix: str = "") -> None:
         """Replace module.<name> by a timed wrapper (only where the attribute exists)."""
@@ -94,14 +100,14 @@ class Steps:
             setattr(module, name, timed)
 
     def summary(self) -> list[dict]:
-        """Records merged by (name, depth): calls, total seconds, max peak, first start."""
+        """Records merged by (name, depth, side thread): calls, total seconds, max peak, first start."""
         merged: dict[tuple[str, int], dict] = {}
         for r in sorted(self.records, key=lambda r: r["t0"]):
             r.setdefault("start", r["t0"] - T_START)
             r.setdefault("seconds", r["t1"] - r["t0"])
             r.setdefault("peak_rss", self.sampler.peak(r["t0"], r["t1"]))
-            key = (r["step"], r["depth"])
-            m = merged.setdefault(key, {"step": r["step"], "depth": r["depth"], "calls": 0,
+            key = (r["step"], r["depth"], r.get("side", False))
+            m = merged.setdefault(key, {"step": r["step"], "depth": r["depth"], "side": key[2], "calls": 0,
                                         "seconds": 0.0, "peak_rss": 0, "start": r["start"]})
             m["calls"] += 1
             m["seconds"] += r["seconds"]

@@ -384,32 +384,38 @@ def _published(info: dict, scales: list[int]) -> list[str]:
 
 def _steps(info: dict, scales: list[int]) -> list[str]:
     out = ["## Where our time and memory go", "",
-           "Steps of the core build (median over runs; peak RSS sampled every 10 ms during the "
-           "step; nested steps indented; `calls` > 1: total over calls).", ""]
-    recs = [r for r in info.get("records", []) if r["method"] == "ours" and r["rc"] == 0 and "report" in r]
+           "Steps of the core build in the measured runs (median; the first run on an empty cache "
+           "is not counted; peak RSS of the process sampled every 10 ms during the step; nested "
+           "steps indented; `calls` > 1: total over calls). Steps marked *side thread* run beside "
+           "the main thread's steps of the same time, so their seconds overlap them.", ""]
+    recs = [r for r in info.get("records", []) if r["method"] == "ours" and r["rc"] == 0 and "report" in r
+            and not r.get("warmup")]
     if not recs:
         return []
     header = "| step | " + " | ".join(f"{s}x s | {s}x MB" for s in scales) + " |"
     out += [header, "| --- | " + " | ".join("---: | ---:" for _ in scales) + " |"]
-    names: list[tuple[str, int]] = []
+
+    def key_of(st: dict) -> tuple[str, int, bool]:
+        return st["step"], st["depth"], bool(st.get("side"))
+
+    names: list[tuple[str, int, bool]] = []
     for r in recs:
         for st in r["report"]["steps"]:
-            key = (st["step"], st["depth"])
-            if key not in names:
-                names.append(key)
-    for name, depth in names:
+            if key_of(st) not in names:
+                names.append(key_of(st))
+    for key in names:
         cells = []
         for s in scales:
-            vals = [st for r in recs if r["scale"] == s for st in r["report"]["steps"]
-                    if (st["step"], st["depth"]) == (name, depth)]
+            vals = [st for r in recs if r["scale"] == s for st in r["report"]["steps"] if key_of(st) == key]
             if vals:
                 cells.append(f"{statistics.median(v['seconds'] for v in vals):.2f} | "
                              f"{statistics.median(v['peak_rss'] for v in vals) / MB:.0f}")
             else:
                 cells.append("- | -")
-        calls = max((st["calls"] for r in recs for st in r["report"]["steps"]
-                     if (st["step"], st["depth"]) == (name, depth)), default=1)
-        label = ("&nbsp;&nbsp;" * depth) + f"`{name}`" + (f" ({calls} calls)" if calls > 1 else "")
+        calls = max((st["calls"] for r in recs for st in r["report"]["steps"] if key_of(st) == key), default=1)
+        name, depth, side = key
+        label = (("&nbsp;&nbsp;" * depth) + f"`{name}`" + (" (side thread)" if side else "")
+                 + (f" ({calls} calls)" if calls > 1 else ""))
         out.append(f"| {label} | " + " | ".join(cells) + " |")
     out.append("")
     return out
