@@ -163,6 +163,50 @@ def test_commune_far_from_every_member_still_makes_an_enclave(tmp_path, in_memor
     assert out.geometry.iloc[0].equals(dissolve(communes, members)[0].geometry.iloc[0])
 
 
+def test_only_the_far_communes_a_hole_may_hold_are_kept_in_memory(tmp_path, monkeypatch):
+    # two territories, each a ring around a centre far from every member, and a commune far from
+    # everything: one read of the file decodes the members and their neighbours and keeps the two
+    # centres' WKB (inside a territory's bounds) for the holes; the lone commune stays in the file
+    from pipeline.sources.boundaries import scan_boundaries
+
+    west, west_members = _ring_around(700_000, 6_600_000, with_centre=True)
+    east, east_members = _ring_around(760_000, 6_600_000, with_centre=True)
+    east["code_insee"] = [f"02{c[2:]}" for c in east["code_insee"]]
+    east["departement"] = "02"
+    east_members["insee_com"] = [f"02{c[2:]}" for c in east_members["insee_com"]]
+    east_members["id_ti"] = "ti-2"
+    lone = _communes([("03001", "03", box(820_000, 6_600_000, 821_000, 6_601_000))])
+    communes = pd.concat([west, east, lone], ignore_index=True)
+    members = pd.concat([west_members, east_members], ignore_index=True)
+    path = tmp_path / "b.parquet"
+    communes.to_parquet(path)
+    boundaries = scan_boundaries(path, batch_size=4, in_memory_bytes=0)
+    reads: list[list[str]] = []
+    batches = BoundarySet._batches
+
+    def counted(self, want):
+        reads.append(sorted(self.codes[want]))
+        return batches(self, want)
+
+    monkeypatch.setattr(BoundarySet, "_batches", counted)
+    shapes = repair_and_dissolve(boundaries, members)
+    centres = ["01999", "02999"]
+    assert len(reads) == 1 and set(centres) <= set(reads[0]) and "03001" not in reads[0]
+    assert [c for c, w in zip(boundaries.codes, boundaries._wkb) if w is not None] == centres
+    assert shapes.stats.gaps_filled == 0 and shapes.stats.holes_kept == 2
+    full = dissolve(communes, members)[0]
+    assert [g.equals(f) for g, f in zip(shapes.frame.geometry, full.geometry)] == [True, True]
+    # the lone commune is still found, read from the file; after a prefetch, without reading it
+    around = box(820_500, 6_600_500, 820_600, 6_600_600)
+    lon_lat = gpd.GeoSeries([around], crs=2154).to_crs(4326).iloc[0]
+    pos, found = boundaries.near(lon_lat, loaded=False, released=False)
+    assert list(boundaries.codes[pos]) == ["03001"] and len(reads) == 2
+    assert boundaries.prefetch([lon_lat]) == 1 and len(reads) == 3
+    pos, again = boundaries.near(lon_lat, loaded=False, released=False)
+    assert list(boundaries.codes[pos]) == ["03001"] and len(reads) == 3 and again[0].equals(found[0])
+    assert boundaries.prefetch([lon_lat]) == 0 and len(reads) == 3
+
+
 def test_gap_far_from_every_member_is_found_by_the_lean_dissolve(tmp_path):
     communes, members = _ring_around(700_000, 6_600_000, with_centre=False)
     out, stats = _lean_dissolve(tmp_path, communes, members)

@@ -240,7 +240,9 @@ def _fill_zone_gaps_between(zone: ZoneCoverage, shapes: list[TerritoryShape], me
         union = shapely.union_all(geoms)
     tree = shapely.STRtree(geoms)
     fills: dict[int, list] = {}
-    for hole in holes(union):
+    union_holes = holes(union)
+    zone.prefetch(union_holes)
+    for hole in union_holes:
         codes, near, areas = zone.near(hole)
         out = np.array([c not in member_codes for c in codes], dtype=bool)
         outside = near[out]
@@ -311,6 +313,11 @@ class ZoneCoverage:
                 geoms = np.concatenate([geoms, extra])
                 areas = np.concatenate([areas, shapely.area(extra)])
         return codes, geoms, areas
+
+    def prefetch(self, geoms) -> None:
+        """Read at once the communes not loaded that :meth:`near` will find around these geometries."""
+        if self.others is not None:
+            self.others.prefetch(geoms)
 
     def without(self, codes: set[str]) -> ZoneCoverage:
         """The same zone without these communes (their polygons can then be freed)."""

@@ -273,10 +273,13 @@ class BoundarySet:
     :func:`scan_boundaries` reads every polygon once, batch by batch, to check and report it like
     :func:`read_boundaries`, but keeps only the attributes, the bounds and the few repaired polygons.
     :meth:`load` then reads the file again and decodes the polygons asked for (the members of the
-    territories and their neighbours); the others stay as compact WKB and are decoded on demand
-    by :meth:`near` (enclaves, gaps); :meth:`release` forgets decoded polygons once used (they are
-    read again if asked for). A small file keeps every WKB in memory instead of being read again.
-    On the real communes, the members and their neighbours are 70 % of the vertices.
+    territories and their neighbours), keeping from the same read the WKB of the communes a hole
+    may hold (inside a territory's bounds); the others stay in the file and are read on demand by
+    :meth:`near` (enclaves, gaps), once for several places with :meth:`prefetch`; :meth:`release`
+    forgets decoded polygons once used (they are read again if asked for). A small file keeps
+    every WKB in memory instead of being read again. On the real communes, the members and their
+    neighbours are 70 % of the vertices, and half of the others' vertices are inside a territory's
+    bounds (see bench/README.md for what keeping only those saves).
     """
 
     def __init__(self, communes: pd.DataFrame, report: BoundaryReport, bounds: np.ndarray, crs,
@@ -318,26 +321,56 @@ class BoundarySet:
             self._codes = np.asarray(self.communes["code_insee"].tolist(), dtype=object)
         return self._codes
 
-    def load(self, keep: np.ndarray) -> np.ndarray:
-        """Decode the polygons of the communes where ``keep`` (bool, communes order) is true; returns them."""
+    def load(self, keep: np.ndarray, keep_wkb: np.ndarray | None = None) -> np.ndarray:
+        """Decode the polygons of the communes where ``keep`` (bool, communes order) is true; returns them.
+
+        ``keep_wkb``: communes whose WKB is kept in memory from the same read (see :meth:`prefetch`)."""
         keep = np.asarray(keep, dtype=bool)
         todo = keep & ~self._loaded
-        if todo.any():
-            self._read(todo)
+        wkb = self._wkb_to_read(keep_wkb, todo)
+        if todo.any() or wkb.any():
+            self._read(todo, wkb)
         self._trees = None
         return self._geoms[keep]
+
+    def _wkb_to_read(self, want: np.ndarray | None, todo: np.ndarray) -> np.ndarray:
+        """Where ``want``, the communes whose WKB is neither in memory nor decoded (nor released)."""
+        out = np.zeros(len(self._loaded), dtype=bool)
+        if want is None or self._in_memory:
+            return out
+        out[np.asarray(want, dtype=bool) & ~todo & ~self._loaded & ~self._released] = True
+        idx = np.flatnonzero(out)
+        out[idx[self._has_wkb(idx)]] = False
+        return out
 
     def geometries(self, positions) -> np.ndarray:
         """Polygons of the communes at ``positions`` (decoded now for those not loaded; not kept)."""
         positions = np.asarray(positions, dtype=int)
         out = self._geoms[positions].copy()
-        released = self._released[positions]
-        lazy = ~self._loaded[positions] & ~released
+        lazy = ~self._loaded[positions]
         if lazy.any():
-            out[lazy] = self._decode(self._wkb[positions[lazy]])
-        if released.any():
-            out[released] = self._read_rows(positions[released])
+            out[lazy] = self._read_rows(positions[lazy])
         return out
+
+    def prefetch(self, geoms) -> int:
+        """Keep in memory the WKB of the communes never decoded whose bounds meet these geometries.
+
+        :meth:`near` then finds them without reading the file: one pass over the file for all the
+        places a step will look at (the territories' holes) instead of one per place. Returns how
+        many were read (none for a file kept in memory)."""
+        if self._in_memory:
+            return 0
+        off, off_tree = self._off_tree()
+        geoms = [g for g in geoms if g is not None]
+        if off_tree is None or not geoms:
+            return 0
+        want = np.zeros(len(self.codes), dtype=bool)
+        want[off[np.unique(off_tree.query(geoms)[1])]] = True
+        none = np.zeros(len(self.codes), dtype=bool)
+        wkb = self._wkb_to_read(want, none)
+        if wkb.any():
+            self._read(none, wkb)
+        return int(wkb.sum())
 
     def near(self, geom, loaded: bool = True, released: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """Positions and polygons of the communes intersecting ``geom``.
@@ -347,20 +380,25 @@ class BoundarySet:
         """
         return self.near_many([geom], loaded, released)[0]
 
-    def near_many(self, geoms, loaded: bool = True, released: bool = True) -> list[tuple[np.ndarray, np.ndarray]]:
-        """:meth:`near` for several geometries, with one read of the file for the released polygons."""
+    def _off_tree(self) -> tuple[np.ndarray, shapely.STRtree | None]:
+        """Positions of the communes not decoded, and a tree of their bounds."""
         if self._trees is None:
             on = np.flatnonzero(self._loaded)
             off = np.flatnonzero(~self._loaded)
             self._trees = (on, shapely.STRtree(self._geoms[on]) if len(on) else None,
                            off, shapely.STRtree(shapely.box(*self.bounds[off].T)) if len(off) else None)
-        on, on_tree, off, off_tree = self._trees
+        return self._trees[2], self._trees[3]
+
+    def near_many(self, geoms, loaded: bool = True, released: bool = True) -> list[tuple[np.ndarray, np.ndarray]]:
+        """:meth:`near` for several geometries, with at most one read of the file for them all."""
+        off, off_tree = self._off_tree()
+        assert self._trees is not None
+        on, on_tree = self._trees[0], self._trees[1]
         geoms = np.asarray(geoms, dtype=object)
         cands = [off[off_tree.query(g)] if off_tree is not None else np.zeros(0, dtype=int) for g in geoms]
         if not released:
             cands = [c[~self._released[c]] for c in cands]
         fetch = np.unique(np.concatenate(cands)) if cands else np.zeros(0, dtype=int)
-        fetch = fetch[self._released[fetch]]
         fetched = dict(zip(fetch.tolist(), self._read_rows(fetch))) if len(fetch) else {}
         out = []
         for g, cand in zip(geoms, cands):
@@ -371,10 +409,7 @@ class BoundarySet:
                 found.append(self._geoms[hit])
             if len(cand):
                 lazy = np.empty(len(cand), dtype=object)
-                from_file = self._released[cand]
-                lazy[from_file] = [fetched[int(p)] for p in cand[from_file]]
-                if (~from_file).any():
-                    lazy[~from_file] = self._decode(self._wkb[cand[~from_file]])
+                lazy[:] = [fetched[int(p)] for p in cand]
                 ok = shapely.intersects(lazy, g)
                 pos.append(cand[ok])
                 found.append(lazy[ok])
@@ -404,20 +439,31 @@ class BoundarySet:
         self._trees = None
         return int(mask.sum())
 
+    def _has_wkb(self, positions: np.ndarray) -> np.ndarray:
+        """Whether the WKB of each commune at ``positions`` is in memory."""
+        return np.fromiter((w is not None for w in self._wkb[positions]), dtype=bool, count=len(positions))
+
     def _read_rows(self, positions: np.ndarray) -> np.ndarray:
-        """Polygons of the communes at ``positions`` read from the file (not kept)."""
-        if self._in_memory:
-            return self._decode(self._wkb[positions])
+        """Polygons of the communes at ``positions`` not decoded: from their WKB in memory, else
+        read from the file in one pass (not kept)."""
+        positions = np.asarray(positions, dtype=int)
+        out = np.empty(len(positions), dtype=object)
+        in_memory = self._has_wkb(positions)
+        if in_memory.any():
+            out[in_memory] = self._decode(self._wkb[positions[in_memory]])
+        if in_memory.all():
+            return out
         assert self._rows is not None, "a file read lazily has its row numbers"
         want = np.zeros(len(self._rows), dtype=np.bool_)
-        want[positions] = True
+        want[positions[~in_memory]] = True
         found: dict[int, object] = {}
         for pos, wkb in self._batches(want):
             found.update(zip(pos.tolist(), self._decode(wkb)))
-        for p in positions.tolist():
+        for p in positions[~in_memory].tolist():
             if p in self._repaired:
                 found[p] = self._repaired[p]
-        return np.array([found[p] for p in positions.tolist()], dtype=object)
+        out[~in_memory] = [found[p] for p in positions[~in_memory].tolist()]
+        return out
 
     def _batches(self, want: np.ndarray):
         """(positions, WKB) of the wanted communes, batch by batch from the file."""
@@ -435,10 +481,11 @@ class BoundarySet:
             if len(use):
                 yield pos[use], batch.column(0).take(use).to_numpy(zero_copy_only=False)
 
-    def frame(self, keep: np.ndarray | None = None) -> gpd.GeoDataFrame:
-        """The loaded communes (or those where ``keep``) as a GeoDataFrame, like :func:`read_boundaries`."""
+    def frame(self, keep: np.ndarray | None = None, keep_wkb: np.ndarray | None = None) -> gpd.GeoDataFrame:
+        """The loaded communes (or those where ``keep``) as a GeoDataFrame, like :func:`read_boundaries`
+        (``keep_wkb``: see :meth:`load`)."""
         keep = self._loaded if keep is None else np.asarray(keep, dtype=bool)
-        geoms = self.load(keep)
+        geoms = self.load(keep, keep_wkb)
         out = self.communes[keep].reset_index(drop=True)
         return gpd.GeoDataFrame(out, geometry=geoms, crs=self.crs)
 
@@ -446,16 +493,16 @@ class BoundarySet:
         geoms = shapely.from_wkb(wkb)
         return shapely.force_2d(geoms) if self._has_z else geoms
 
-    def _read(self, todo: np.ndarray) -> None:
-        """Decode the communes where ``todo``; keep the others' WKB (unless released) for :meth:`near`."""
+    def _read(self, todo: np.ndarray, keep_wkb: np.ndarray) -> None:
+        """Decode the communes where ``todo`` and keep the WKB of those where ``keep_wkb``, in one
+        read of the file; the others stay in the file."""
         if self._in_memory:
             idx = np.flatnonzero(todo & ~self._loaded)
             self._geoms[idx] = self._decode(self._wkb[idx])
             self._loaded[idx] = True
             self._released[idx] = False
             return
-        want = todo | (~self._loaded & ~self._released)
-        for pos, wkb in self._batches(want):
+        for pos, wkb in self._batches(todo | keep_wkb):
             decode = todo[pos]
             if decode.any():
                 self._geoms[pos[decode]] = self._decode(wkb[decode])
@@ -465,7 +512,7 @@ class BoundarySet:
         for p, geom in self._repaired.items():     # repaired polygons replace the file's
             if todo[p]:
                 self._geoms[p] = geom
-            elif not self._loaded[p] and not self._released[p]:
+            elif keep_wkb[p]:
                 self._wkb[p] = shapely.to_wkb(geom)
         self._wkb[self._loaded] = None             # decoded ones need no WKB any more
 

@@ -366,11 +366,29 @@ def member_coverage(boundaries: BoundarySet, members: pd.DataFrame,
     member_codes = set(members["insee_com"].tolist())
     is_member = np.fromiter((c in member_codes for c in codes), dtype=bool, count=len(codes))
     boxes = shapely.box(*boundaries.bounds.T)
-    near = shapely.STRtree(boxes[is_member]).query(boxes)[0]
+    tree = shapely.STRtree(boxes)
+    near = tree.query(boxes[is_member])[1]
     keep = is_member.copy()
     keep[near] = True
-    return geometry.clean_coverage(boundaries.frame(keep), member_codes & set(codes[is_member].tolist()),
-                                   others=boundaries, checks=checks)
+    # A commune far from every member can still lie in a territory's hole (an enclave): only the
+    # communes inside a territory's bounds can, so only their WKB is kept from the same read.
+    inside = np.zeros(len(codes), dtype=bool)
+    inside[tree.query(_territory_bounds(members, codes, boundaries.bounds))[1]] = True
+    return geometry.clean_coverage(boundaries.frame(keep, keep_wkb=inside & ~keep),
+                                   member_codes & set(codes[is_member].tolist()), others=boundaries, checks=checks)
+
+
+def _territory_bounds(members: pd.DataFrame, codes: np.ndarray, bounds: np.ndarray) -> np.ndarray:
+    """One box per territory: the bounds of its member communes found in the boundary file."""
+    position = {c: i for i, c in enumerate(codes.tolist())}
+    pos = members["insee_com"].map(position)
+    found = pos.notna().to_numpy()
+    if not found.any():
+        return np.zeros(0, dtype=object)
+    b = pd.DataFrame(bounds[pos[found].astype(int).to_numpy()], columns=["x0", "y0", "x1", "y1"])
+    b["id_ti"] = members["id_ti"].to_numpy()[found]
+    box = b.groupby("id_ti", sort=True).agg(x0=("x0", "min"), y0=("y0", "min"), x1=("x1", "max"), y1=("y1", "max"))
+    return shapely.box(box["x0"].to_numpy(), box["y0"].to_numpy(), box["x1"].to_numpy(), box["y1"].to_numpy())
 
 
 @dataclass
