@@ -366,14 +366,13 @@ def member_coverage(boundaries: BoundarySet, members: pd.DataFrame,
     member_codes = set(members["insee_com"].tolist())
     is_member = np.fromiter((c in member_codes for c in codes), dtype=bool, count=len(codes))
     boxes = shapely.box(*boundaries.bounds.T)
-    tree = shapely.STRtree(boxes)
-    near = tree.query(boxes[is_member])[1]
+    near = shapely.STRtree(boxes[is_member]).query(boxes)[0]
     keep = is_member.copy()
     keep[near] = True
     # A commune far from every member can still lie in a territory's hole (an enclave): only the
     # communes inside a territory's bounds can, so only their WKB is kept from the same read.
     inside = np.zeros(len(codes), dtype=bool)
-    inside[tree.query(_territory_bounds(members, codes, boundaries.bounds))[1]] = True
+    inside[shapely.STRtree(_territory_bounds(members, codes, boundaries.bounds)).query(boxes)[0]] = True
     return geometry.clean_coverage(boundaries.frame(keep, keep_wkb=inside & ~keep),
                                    member_codes & set(codes[is_member].tolist()), others=boundaries, checks=checks)
 
@@ -381,14 +380,17 @@ def member_coverage(boundaries: BoundarySet, members: pd.DataFrame,
 def _territory_bounds(members: pd.DataFrame, codes: np.ndarray, bounds: np.ndarray) -> np.ndarray:
     """One box per territory: the bounds of its member communes found in the boundary file."""
     position = {c: i for i, c in enumerate(codes.tolist())}
-    pos = members["insee_com"].map(position)
-    found = pos.notna().to_numpy()
-    if not found.any():
+    rows = [(position[c], t) for c, t in zip(members["insee_com"].tolist(), members["id_ti"].tolist())
+            if c in position]
+    if not rows:
         return np.zeros(0, dtype=object)
-    b = pd.DataFrame(bounds[pos[found].astype(int).to_numpy()], columns=["x0", "y0", "x1", "y1"])
-    b["id_ti"] = members["id_ti"].to_numpy()[found]
-    box = b.groupby("id_ti", sort=True).agg(x0=("x0", "min"), y0=("y0", "min"), x1=("x1", "max"), y1=("y1", "max"))
-    return shapely.box(box["x0"].to_numpy(), box["y0"].to_numpy(), box["x1"].to_numpy(), box["y1"].to_numpy())
+    pos = np.fromiter((p for p, _ in rows), dtype=np.int64, count=len(rows))
+    _, territory = np.unique(np.array([t for _, t in rows], dtype=object), return_inverse=True)
+    low = np.full((territory.max() + 1, 2), np.inf)
+    high = np.full((territory.max() + 1, 2), -np.inf)
+    np.minimum.at(low, territory, bounds[pos, :2])
+    np.maximum.at(high, territory, bounds[pos, 2:])
+    return shapely.box(low[:, 0], low[:, 1], high[:, 0], high[:, 1])
 
 
 @dataclass
