@@ -2,8 +2,8 @@
 
 :func:`tune_process` is the one knob: it sets the number of worker threads the core uses
 (:func:`threads`), moves Arrow to the system allocator, fixes the C library's mmap threshold and
-hides the import-time objects from the garbage collector. Library code never flips process-wide state; it only reads :func:`threads` and
-calls :func:`give_back_memory` between the steps of a build. Each trick says what it buys; the
+hides the import-time objects from the garbage collector. Library code never flips process-wide
+state; it only reads :func:`threads` and calls :func:`give_back_memory` between the steps of a build. Each trick says what it buys; the
 figures come from ``python bench/run.py --runs 3`` (see bench/README.md).
 """
 
@@ -73,9 +73,10 @@ def _fix_mmap_threshold() -> bool:
     glibc raises its threshold up to 32 MB once such a block is freed, after which Arrow's read
     buffers and GEOS's large arrays come from the heap, where freed space stays resident: a pass
     over the boundary file left 40 MB of it behind the decoded polygons. Fixed at 1 MB, peaks went
-    from 370-375 to 344 MB at 4x and from 675 to 655-660 MB at 16x, for the same wall time (2
-    interleaved pairs of ``bench/jobs.py ours``, with and without ``MALLOC_MMAP_THRESHOLD_``).
-    Elsewhere than glibc: a no-op, False.
+    from 375-382 to 343-344 MB at 4x, for about 8 % more CPU (each large block is mapped and zeroed
+    anew; 3 interleaved runs each of ``bench/jobs.py ours``, with and without
+    ``MALLOC_MMAP_THRESHOLD_``; figures at other scales in bench/README.md). Elsewhere than glibc:
+    a no-op, False.
     """
     libc = _libc()
     return bool(libc is not None and hasattr(libc, "mallopt")
