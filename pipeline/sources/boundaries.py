@@ -360,7 +360,7 @@ class BoundarySet:
         many were read (none for a file kept in memory)."""
         if self._in_memory:
             return 0
-        off, off_tree = self._off_tree()
+        _, _, off, off_tree = self._built_trees()
         geoms = [g for g in geoms if g is not None]
         if off_tree is None or not geoms:
             return 0
@@ -380,20 +380,19 @@ class BoundarySet:
         """
         return self.near_many([geom], loaded, released)[0]
 
-    def _off_tree(self) -> tuple[np.ndarray, shapely.STRtree | None]:
-        """Positions of the communes not decoded, and a tree of their bounds."""
+    def _built_trees(self) -> tuple:
+        """Positions of the decoded communes and a tree of their polygons; positions of the others
+        and a tree of their bounds (built again after a load or a release)."""
         if self._trees is None:
             on = np.flatnonzero(self._loaded)
             off = np.flatnonzero(~self._loaded)
             self._trees = (on, shapely.STRtree(self._geoms[on]) if len(on) else None,
                            off, shapely.STRtree(shapely.box(*self.bounds[off].T)) if len(off) else None)
-        return self._trees[2], self._trees[3]
+        return self._trees
 
     def near_many(self, geoms, loaded: bool = True, released: bool = True) -> list[tuple[np.ndarray, np.ndarray]]:
         """:meth:`near` for several geometries, with at most one read of the file for them all."""
-        off, off_tree = self._off_tree()
-        assert self._trees is not None
-        on, on_tree = self._trees[0], self._trees[1]
+        on, on_tree, off, off_tree = self._built_trees()
         geoms = np.asarray(geoms, dtype=object)
         cands = [off[off_tree.query(g)] if off_tree is not None else np.zeros(0, dtype=int) for g in geoms]
         if not released:
