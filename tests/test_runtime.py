@@ -1,4 +1,4 @@
-"""Process tuning: with the mmap threshold fixed, large blocks freed in the middle of the heap go back to the OS."""
+"""Process tuning: with the mmap threshold fixed, large blocks get their own mapping and go back to the OS when freed."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ PROBE = textwrap.dedent("""
     libc.malloc.restype = ctypes.c_void_p
     libc.malloc.argtypes = [ctypes.c_size_t]
     libc.free.argtypes = [ctypes.c_void_p]
+    libc.sbrk.restype = ctypes.c_void_p
+    libc.sbrk.argtypes = [ctypes.c_ssize_t]
     if sys.argv[1] == "fixed":
         assert runtime._fix_mmap_threshold()
 
@@ -30,20 +32,26 @@ PROBE = textwrap.dedent("""
         return p
 
     libc.free(block(8 << 20))      # glibc's own rule then serves blocks under 8 MB from the heap
-    blocks = [block(2 << 20) for _ in range(20)]
-    pin = libc.malloc(64)          # above them: the heap cannot shrink from its top
+    blocks = []
+    for _ in range(20):
+        blocks.append(block(2 << 20))
+        libc.malloc(256 << 10)     # kept: a freed block below it cannot leave the heap's top
+    in_heap = sum(p < libc.sbrk(0) for p in blocks)     # the heap ends at the program break
     before = rss()
     for p in blocks:
         libc.free(p)
-    print(before - rss())
+    print(in_heap, before - rss())
 """)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux") or not ctypes.util.find_library("c"), reason="glibc only")
-def test_freed_large_blocks_are_given_back_with_the_threshold_fixed():
-    def given_back(mode: str) -> int:
+def test_large_blocks_get_their_own_mapping_and_go_back_when_freed():
+    def probe(mode: str) -> tuple[int, int]:
         out = subprocess.run([sys.executable, "-c", PROBE, mode], capture_output=True, text=True, check=True)
-        return int(out.stdout)
+        in_heap, given_back = out.stdout.split()
+        return int(in_heap), int(given_back)
 
-    assert given_back("fixed") >= 36 << 20          # the 40 MB freed went back
-    assert given_back("default") < 8 << 20          # what the fix is for: they stayed resident
+    in_heap, given_back = probe("fixed")
+    assert in_heap == 0 and given_back >= 36 << 20     # the 40 MB freed went back to the system
+    in_heap, _ = probe("default")
+    assert in_heap == 20             # what the fix is for: glibc put them in the heap, where freed space stays
