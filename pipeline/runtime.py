@@ -3,8 +3,9 @@
 :func:`tune_process` is the one knob: it sets the number of worker threads the core uses
 (:func:`threads`), moves Arrow to the system allocator, fixes the C library's mmap threshold and
 hides the import-time objects from the garbage collector. Library code never flips process-wide
-state; it only reads :func:`threads` and calls :func:`give_back_memory` between the steps of a build. Each trick says what it buys; the
-figures come from ``python bench/run.py --runs 3`` (see bench/README.md).
+state; it only reads :func:`threads` and calls :func:`give_back_memory` between the steps of a
+build. Each trick says what it buys; the figures come from ``python bench/run.py --runs 3`` (see
+bench/README.md).
 """
 
 from __future__ import annotations
