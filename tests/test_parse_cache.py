@@ -172,3 +172,34 @@ def test_a_boundary_scan_is_read_back_while_the_file_and_limits_are_the_same(mir
     build.scan_commune_boundaries(files, dataclasses.replace(settings.limits, commune_vertices=10**6), parsed)
     assert len(calls) == 2
     assert len(list(parsed.glob("scan-*.pickle"))) == 1    # one entry per file: the older ones go
+
+
+def test_the_codes_are_read_ahead_of_the_scan_only_when_the_scan_is_not_kept(mirror, tmp_path, monkeypatch):
+    """A build reads the boundary codes from the file's attribute columns, so that the lists are
+    reconciled during a long scan, only when it must scan: a scan read back from the parse cache,
+    or made already by this process, is quicker than that read, which also leaves Arrow's buffers
+    in the process. The territories are the same either way."""
+    settings, catalog, files, _ = _current_phase_inputs(mirror, tmp_path)
+    fetched = build.fetch_sources(settings, catalog, build.phase_sources(catalog, "2023-2027"))
+    parsed = settings.raw_dir / "parsed"
+    monkeypatch.setattr(build, "_LAST_SCAN", {})
+    assert not build.scan_is_kept(files, settings.limits, parsed)
+    reads = _count_calls(monkeypatch, "boundary_codes", 0)
+    first = build.build_phase(settings, catalog, "2023-2027", fetched, checks=False)
+    assert reads == [files[build.BOUNDARIES].path]
+    assert build.scan_is_kept(files, settings.limits, parsed)             # in this process
+    monkeypatch.setattr(build, "_LAST_SCAN", {})                          # as in another process
+    assert build.scan_is_kept(files, settings.limits, parsed)             # in the parse cache
+    assert not build.scan_is_kept(files, settings.limits, None)
+    unknown = {**files, build.BOUNDARIES: dataclasses.replace(files[build.BOUNDARIES], sha256="")}
+    assert not build.scan_is_kept(unknown, settings.limits, parsed)       # nothing says which content
+    again = build.build_phase(settings, catalog, "2023-2027", fetched, checks=False)
+    assert len(reads) == 1
+    a, b = first.territories, again.territories
+    pd.testing.assert_frame_equal(a.drop(columns="geometry"), b.drop(columns="geometry"))
+    assert list(a.geometry.to_wkb()) == list(b.geometry.to_wkb())
+    monkeypatch.setattr(build, "_LAST_SCAN", {})
+    for entry in parsed.glob("scan-*.pickle"):                            # no scan kept: read again
+        entry.unlink()
+    build.build_phase(settings, catalog, "2023-2027", fetched, checks=False)
+    assert len(reads) == 2

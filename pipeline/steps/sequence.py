@@ -282,6 +282,21 @@ def scan_key(src: FetchResult, limits: Limits) -> str:
     return f"scan-{digest.hexdigest()[:32]}"
 
 
+def _last_scan_key(src: FetchResult, limits: Limits) -> tuple[str, str, Limits]:
+    return (str(src.path), src.sha256 or "", limits)
+
+
+def scan_is_kept(fetched: dict[str, FetchResult], limits: Limits = DEFAULT_LIMITS,
+                 cache_dir: Path | None = None) -> bool:
+    """Whether :func:`scan_commune_boundaries` will find the scan made already (in this process,
+    or in the parse cache ``cache_dir``) rather than check every polygon again."""
+    src = fetched[BOUNDARIES]
+    if not src.sha256:
+        return False
+    return (_last_scan_key(src, limits) in _LAST_SCAN
+            or (cache_dir is not None and (cache_dir / f"{scan_key(src, limits)}.pickle").is_file()))
+
+
 def scan_commune_boundaries(fetched: dict[str, FetchResult], limits: Limits = DEFAULT_LIMITS,
                             cache_dir: Path | None = None) -> BoundarySet:
     """Every commune polygon checked and reported; polygons decoded later, only where needed.
@@ -294,7 +309,7 @@ def scan_commune_boundaries(fetched: dict[str, FetchResult], limits: Limits = DE
     (the file is read again only to decode the polygons a build needs).
     """
     src = fetched[BOUNDARIES]
-    key = (str(src.path), src.sha256 or "", limits)
+    key = _last_scan_key(src, limits)
     if src.sha256 and key in _LAST_SCAN:
         return _LAST_SCAN[key]
     scanned = None
@@ -554,14 +569,16 @@ def build_phase(settings: Settings, catalog: Catalog, phase: str, fetched: dict[
     """
     clock = StepClock()
     files = phase_files(catalog, phase, fetched)
-    # The codes from the file's attribute columns let the reconciliation start before the scan
-    # ends; it is redone if the scan drops some communes (empty or degenerate polygons).
-    early = boundary_codes(files[BOUNDARIES].path)
+    # The codes from the file's attribute columns let the reconciliation start before a long scan
+    # ends; it is redone if the scan drops some communes (empty or degenerate polygons). A scan
+    # read back takes less than that read of the file, which leaves Arrow's buffers in the process
+    # (measured with `python bench/jobs.py ours` at 1x, warm: peak 279 -> 266 MB without it).
+    parsed = settings.raw_dir / "parsed"
+    early = None if scan_is_kept(files, settings.limits, parsed) else boundary_codes(files[BOUNDARIES].path)
     with ThreadPoolExecutor(1) as side:
         reading = (side.submit(clock.run, "reconcile", reconcile_phase, settings, catalog, phase, files, early)
                    if early is not None else None)
-        boundaries = clock.run("scan_boundaries", scan_commune_boundaries, files, settings.limits,
-                               settings.raw_dir / "parsed")
+        boundaries = clock.run("scan_boundaries", scan_commune_boundaries, files, settings.limits, parsed)
         codes = set(boundaries.codes.tolist())
         lists = reading.result() if reading is not None else None
         if lists is None or lists.boundary_codes != codes:
