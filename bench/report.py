@@ -388,8 +388,10 @@ def _steps(info: dict, scales: list[int]) -> list[str]:
            "is not counted; peak RSS of the process sampled every 10 ms during the step; nested "
            "steps indented; `calls` > 1: total over calls). Steps marked *side thread* run beside "
            "the main thread's steps of the same time, so their seconds overlap them.", ""]
+    # the scales of the table only: a large scale's single run starts from an empty cache, and its
+    # steps (the reconciliation on the side thread) would make rows with no figure
     recs = [r for r in info.get("records", []) if r["method"] == "ours" and r["rc"] == 0 and "report" in r
-            and not r.get("warmup")]
+            and not r.get("warmup") and r["scale"] in scales]
     if not recs:
         return []
     header = "| step | " + " | ".join(f"{s}x s | {s}x MB" for s in scales) + " |"

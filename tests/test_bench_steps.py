@@ -58,3 +58,16 @@ def test_the_steps_table_leaves_out_the_cold_run_and_marks_side_threads():
     lines = report._steps({"records": [rec(0, 9.0, True), rec(1, 1.0, False), rec(2, 3.0, False)]}, [1])
     rows = [line for line in lines if line.startswith(("| `", "| &"))]
     assert rows == ["| `scan` | 2.00 | 100 |", "| `reconcile` (side thread) | 2.00 | 100 |"]
+
+
+def test_the_steps_table_has_rows_of_its_own_scales_only():
+    """A large scale's single run (from an empty cache, not a column of the table) adds no row."""
+    report = _module("report")
+
+    def rec(scale: int, step: str) -> dict:
+        return {"method": "ours", "scale": scale, "run": 1, "rc": 0, "warmup": False,
+                "report": {"steps": [{"step": step, "depth": 0, "side": False, "calls": 1, "seconds": 1.0,
+                                      "peak_rss": 100 * report.MB}]}}
+
+    lines = report._steps({"records": [rec(1, "scan"), rec(64, "reconcile")]}, [1])
+    assert [line for line in lines if line.startswith("| `")] == ["| `scan` | 1.00 | 100 |"]
