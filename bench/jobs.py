@@ -124,13 +124,13 @@ GEOMETRY_STEPS = ["clean_coverage", "union_territories", "fill_gaps_between"]   
 def job_ours(args, steps: Steps) -> dict:
     t0 = time.perf_counter()
     sys.path.insert(0, str(ROOT))
+    from pipeline import runtime
+    runtime.tune_process()      # before the core's import, as the CLI's main does (it imports the data stack)
     import pipeline.geometry.coverage as geometry
     import pipeline.steps.sequence as build
-    from pipeline import runtime
     from pipeline.phases import CURRENT_PHASE
     from pipeline.settings import Settings
     steps.records.append({"step": "import", "depth": 0, "t0": t0, "t1": time.perf_counter()})
-    runtime.tune_process()      # as the CLI's main does
     steps.wrap(build, BUILD_STEPS)
     steps.wrap(geometry, GEOMETRY_STEPS, prefix="geometry.")
     out = Path(args.out)

@@ -55,3 +55,25 @@ def test_large_blocks_get_their_own_mapping_and_go_back_when_freed():
     assert in_heap == 0 and given_back >= 36 << 20     # the 40 MB freed went back to the system
     in_heap, _ = probe("default")
     assert in_heap == 20             # what the fix is for: glibc put them in the heap, where freed space stays
+
+
+IMPORT_PROBE = textwrap.dedent("""
+    import gc, sys
+    collections = []
+    gc.callbacks.append(lambda phase, info: collections.append(1) if phase == "start" else None)
+    if sys.argv[1] == "disabled":
+        gc.disable()
+    from pipeline import runtime
+    collections.clear()
+    runtime.tune_process()
+    print(len(collections), "pipeline.steps.sequence" in sys.modules, gc.isenabled(), len(gc.get_objects()) < 100_000)
+""")
+
+
+@pytest.mark.parametrize("state", ["enabled", "disabled"])
+def test_the_data_stack_is_imported_with_the_collector_paused_and_left_as_it_was(state):
+    """tune_process imports the data stack and the core (hundreds of thousands of objects) without a
+    single pass of the cyclic collector, then freezes them out of the collector's sight and puts
+    the collector back as it found it."""
+    out = subprocess.run([sys.executable, "-c", IMPORT_PROBE, state], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["0", "True", str(state == "enabled"), "True"]

@@ -270,9 +270,10 @@ def territories_asset(phase: str):
                      {n: r.lock for n, r in fetched.items() if r.lock}):
             return          # no output: the publishing step of this run is skipped too
         from .. import runtime
+
+        runtime.tune_process()   # for the build only (threads, allocator, imports): an unchanged run needs no data stack
         from ..steps import sequence as core
 
-        runtime.tune_process()   # for the build only (threads, allocator): an unchanged run needs no data stack
         t = time.perf_counter()
         result = core.build_phase(settings, CATALOG, phase, fetched)
         meta = _build_metadata(result)
@@ -340,9 +341,10 @@ def publish_asset(phase: str):
                      {i["source"]: i["lock"] for i in build.inputs if i.get("lock")}):
             return          # e.g. run alone on a build that is already the published one
         from .. import runtime
-        from ..steps import sequence as core
 
         runtime.tune_process()   # e.g. a run of this asset alone, from the stored build
+        from ..steps import sequence as core
+
         t = time.perf_counter()
         # publish_build refuses a build whose checks (run by the territories asset, kept in `build`) failed
         manifest = core.publish_build(build, settings, plans=plans)
