@@ -4,8 +4,8 @@
 (:func:`threads`), moves Arrow to the system allocator, fixes the C library's mmap threshold,
 imports the data stack and the core with the garbage collector paused and hides their objects
 from it. Library code never flips process-wide state; it only reads :func:`threads` and calls
-:func:`give_back_memory` between the steps of a build. Each trick says what it buys; the figures come from ``python bench/run.py --runs 3`` (see
-bench/README.md).
+:func:`give_back_memory` between the steps of a build. Each trick says what it buys; the figures
+come from ``python bench/run.py --runs 3`` (see bench/README.md).
 """
 
 from __future__ import annotations
@@ -98,8 +98,8 @@ def _use_system_allocator() -> None:
 
 
 def _freeze_imports() -> None:
-    """Import the data stack with the cyclic GC paused, then move every object that exists now
-    (modules, classes) out of its sight.
+    """Import the data stack and the core with the cyclic GC paused, then move every object that
+    exists now (modules, classes) out of its sight.
 
     The collector then no longer walks the hundreds of thousands of objects that pandas, pyarrow
     and geopandas create at import, at each of its passes during a build nor at interpreter exit

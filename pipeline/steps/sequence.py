@@ -572,7 +572,7 @@ def build_phase(settings: Settings, catalog: Catalog, phase: str, fetched: dict[
     # The codes from the file's attribute columns let the reconciliation start before a long scan
     # ends; it is redone if the scan drops some communes (empty or degenerate polygons). A scan
     # read back takes less than that read of the file, which leaves Arrow's buffers in the process
-    # (measured with `python bench/jobs.py ours` at 1x, warm: peak 279 -> 266 MB without it).
+    # (`python bench/jobs.py ours` at 1x, warm, interleaved: peak 280-283 -> 268 MB without it).
     parsed = settings.raw_dir / "parsed"
     early = None if scan_is_kept(files, settings.limits, parsed) else boundary_codes(files[BOUNDARIES].path)
     with ThreadPoolExecutor(1) as side:
