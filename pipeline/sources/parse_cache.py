@@ -72,6 +72,11 @@ def cached_frames(cache_dir: Path | None, kind: str, sha256: str, names: tuple[s
     return cached(Path(cache_dir), kind, cache_key(kind, sha256), names, parse)
 
 
+def cached_path(cache_dir: Path, key: str) -> Path:
+    """The file :func:`cached` keeps ``key``'s objects in (it may not exist yet)."""
+    return cache_dir / f"{key}.pickle"
+
+
 def cached(cache_dir: Path, kind: str, key: str, names: tuple[str, ...],
            compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """The objects ``compute()`` returns (name -> object), kept as ``<cache_dir>/<key>.pickle``.
@@ -79,7 +84,7 @@ def cached(cache_dir: Path, kind: str, key: str, names: tuple[str, ...],
     ``key`` must name everything the objects depend on (inputs and code); an entry that cannot be
     read is computed again, one that cannot be written is not kept; older entries of ``kind`` go.
     """
-    path = cache_dir / f"{key}.pickle"
+    path = cached_path(cache_dir, key)
     if path.is_file():
         try:
             with open(path, "rb") as fh:

@@ -43,7 +43,7 @@ from ..sources import resolve
 from ..sources.boundaries import BoundaryReport, BoundarySet, boundary_codes, scan_boundaries
 from ..sources.catalog import Catalog, PhaseSpec, load_catalog
 from ..sources.fetch import FetchResult
-from ..sources.parse_cache import cached, cached_frames, package_digest, read_arrays, write_arrays
+from ..sources.parse_cache import cached, cached_frames, cached_path, package_digest, read_arrays, write_arrays
 
 # which sources a phase reads: a light module of its own (an unchanged run imports no geometry stack)
 from ..sources.phase_inputs import BOUNDARIES, CHANGES, phase_files, phase_sources
@@ -289,12 +289,13 @@ def _last_scan_key(src: FetchResult, limits: Limits) -> tuple[str, str, Limits]:
 def scan_is_kept(fetched: dict[str, FetchResult], limits: Limits = DEFAULT_LIMITS,
                  cache_dir: Path | None = None) -> bool:
     """Whether :func:`scan_commune_boundaries` will find the scan made already (in this process,
-    or in the parse cache ``cache_dir``) rather than check every polygon again."""
+    or in the parse cache ``cache_dir``) rather than check every polygon again. A cache entry
+    that turns out unreadable is scanned again all the same, only without the early start."""
     src = fetched[BOUNDARIES]
     if not src.sha256:
         return False
     return (_last_scan_key(src, limits) in _LAST_SCAN
-            or (cache_dir is not None and (cache_dir / f"{scan_key(src, limits)}.pickle").is_file()))
+            or (cache_dir is not None and cached_path(cache_dir, scan_key(src, limits)).is_file()))
 
 
 def scan_commune_boundaries(fetched: dict[str, FetchResult], limits: Limits = DEFAULT_LIMITS,
