@@ -163,10 +163,11 @@ def test_commune_far_from_every_member_still_makes_an_enclave(tmp_path, in_memor
     assert out.geometry.iloc[0].equals(dissolve(communes, members)[0].geometry.iloc[0])
 
 
-def test_only_the_far_communes_a_hole_may_hold_are_kept_in_memory(tmp_path, monkeypatch):
-    # two territories, each a ring around a centre far from every member, and a commune far from
-    # everything: one read of the file decodes the members and their neighbours and keeps the two
-    # centres' WKB (inside a territory's bounds) for the holes; the lone commune stays in the file
+def test_neighbours_are_decoded_for_the_repair_only_and_read_again_around_holes(tmp_path, monkeypatch):
+    # two territories, each a ring of members around a hole (a ring of neighbours around a centre
+    # far from every member), and a commune far from everything: one read decodes the members and
+    # their neighbours, and the set keeps only the members; once the unions are made, one more
+    # read fetches the communes around their holes; the lone commune stays in the file
     from pipeline.sources.boundaries import scan_boundaries
 
     west, west_members = _ring_around(700_000, 6_600_000, with_centre=True)
@@ -189,10 +190,21 @@ def test_only_the_far_communes_a_hole_may_hold_are_kept_in_memory(tmp_path, monk
         return batches(self, want)
 
     monkeypatch.setattr(BoundarySet, "_batches", counted)
+    loads = []
+    load = BoundarySet.load
+
+    def loading(self, keep, hold=None):
+        out = load(self, keep, hold)
+        loads.append(sorted(self.codes[self._loaded]))
+        return out
+
+    monkeypatch.setattr(BoundarySet, "load", loading)
     shapes = repair_and_dissolve(boundaries, members)
     centres = ["01999", "02999"]
-    assert len(reads) == 1 and set(centres) <= set(reads[0]) and "03001" not in reads[0]
-    assert [c for c, w in zip(boundaries.codes, boundaries._wkb) if w is not None] == centres
+    holes = sorted(set(communes["code_insee"]) - set(members["insee_com"]) - {"03001"})
+    assert loads == [sorted(members["insee_com"])]          # the neighbours were not held
+    assert reads == [sorted(set(members["insee_com"]) | set(holes) - set(centres)), holes]
+    assert [c for c, w in zip(boundaries.codes, boundaries._wkb) if w is not None] == holes
     assert shapes.stats.gaps_filled == 0 and shapes.stats.holes_kept == 2
     full = dissolve(communes, members)[0]
     assert [g.equals(f) for g, f in zip(shapes.frame.geometry, full.geometry)] == [True, True]
@@ -200,11 +212,11 @@ def test_only_the_far_communes_a_hole_may_hold_are_kept_in_memory(tmp_path, monk
     around = box(820_500, 6_600_500, 820_600, 6_600_600)
     lon_lat = gpd.GeoSeries([around], crs=2154).to_crs(4326).iloc[0]
     pos, found = boundaries.near(lon_lat, loaded=False, released=False)
-    assert list(boundaries.codes[pos]) == ["03001"] and len(reads) == 2
-    assert boundaries.prefetch([lon_lat]) == 1 and len(reads) == 3
+    assert list(boundaries.codes[pos]) == ["03001"] and len(reads) == 3
+    assert boundaries.prefetch([lon_lat]) == 1 and len(reads) == 4
     pos, again = boundaries.near(lon_lat, loaded=False, released=False)
-    assert list(boundaries.codes[pos]) == ["03001"] and len(reads) == 3 and again[0].equals(found[0])
-    assert boundaries.prefetch([lon_lat]) == 0 and len(reads) == 3
+    assert list(boundaries.codes[pos]) == ["03001"] and len(reads) == 4 and again[0].equals(found[0])
+    assert boundaries.prefetch([lon_lat]) == 0 and len(reads) == 4
 
 
 def test_gap_far_from_every_member_is_found_by_the_lean_dissolve(tmp_path):
@@ -313,10 +325,10 @@ def test_territories_outside_the_largest_zone_are_dissolved_on_one_thread(monkey
     threads: dict[str, set[int]] = {}
     territory = coverage._territory
 
-    def recorded(zone, tid, codes):
+    def recorded(zone, tid, codes, union):
         threads.setdefault(tid, set()).add(threading.get_ident())
         time.sleep(0.02)    # both threads get work
-        return territory(zone, tid, codes)
+        return territory(zone, tid, codes, union)
 
     monkeypatch.setattr(coverage, "_territory", recorded)
     monkeypatch.setattr(runtime, "_THREADS", 2)

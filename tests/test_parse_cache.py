@@ -90,16 +90,17 @@ def _current_phase_inputs(mirror, tmp_path):
     return settings, catalog, files, build.boundary_codes(files[build.BOUNDARIES].path)
 
 
-def _count_calls(monkeypatch, name: str, arg: int) -> list:
-    """Replace ``build.<name>`` by itself recording its positional argument ``arg`` at each call."""
+def _count_calls(monkeypatch, name: str, arg: int | None, module=build) -> list:
+    """Replace ``<module>.<name>`` by itself recording its positional argument ``arg`` (or the
+    whole call, with None) at each call."""
     calls: list = []
-    real = getattr(build, name)
+    real = getattr(module, name)
 
     def counted(*a, **k):
-        calls.append(a[arg])
+        calls.append(a if arg is None else a[arg])
         return real(*a, **k)
 
-    monkeypatch.setattr(build, name, counted)
+    monkeypatch.setattr(module, name, counted)
     return calls
 
 
@@ -163,6 +164,20 @@ def test_a_boundary_scan_is_read_back_while_the_file_and_limits_are_the_same(mir
     keep[::25] = True
     keep[[int(np.flatnonzero(fresh.codes == c)[0]) for c in fresh.report.repaired]] = True
     assert shapely.equals_exact(again.load(keep), fresh.load(keep), tolerance=0).all()
+    # the polygons come back from the scan's WKB store, without reading the boundary file again,
+    # as a scan without a store decodes them from the file
+    from pipeline.sources import boundaries as sources
+
+    plain = sources.scan_boundaries(files[build.BOUNDARIES].path, settings.limits, in_memory_bytes=0)
+    opened = _count_calls(monkeypatch, "_open_parquet", None, module=sources)
+    stored = again.geometries(np.flatnonzero(keep))
+    assert opened == [] and shapely.equals_exact(stored, plain.geometries(np.flatnonzero(keep)), tolerance=0).all()
+    store = next(parsed.glob("scan-*.wkb"))
+    assert store.with_suffix(".pickle").is_file()
+    with open(store, "r+b") as fh:       # a store cut short is not used: the file is read instead
+        fh.truncate(store.stat().st_size - 1)
+    assert shapely.equals_exact(again.geometries(np.flatnonzero(keep)), stored, tolerance=0).all()
+    assert opened
     # another content of the file, or other limits: scanned again
     moved = {**files, build.BOUNDARIES: dataclasses.replace(files[build.BOUNDARIES], sha256="0" * 64)}
     monkeypatch.setattr(build, "_LAST_SCAN", {})
@@ -172,6 +187,7 @@ def test_a_boundary_scan_is_read_back_while_the_file_and_limits_are_the_same(mir
     build.scan_commune_boundaries(files, dataclasses.replace(settings.limits, commune_vertices=10**6), parsed)
     assert len(calls) == 2
     assert len(list(parsed.glob("scan-*.pickle"))) == 1    # one entry per file: the older ones go
+    assert [p.stem for p in parsed.glob("scan-*.wkb")] == [p.stem for p in parsed.glob("scan-*.pickle")]
 
 
 def test_the_codes_are_read_ahead_of_the_scan_only_when_the_scan_is_not_kept(mirror, tmp_path, monkeypatch):

@@ -25,6 +25,7 @@ polygons (:meth:`ZoneCoverage.without`): only the communes outside the territori
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cache
@@ -285,18 +286,55 @@ def _as_multipolygon(geom: shapely.Geometry) -> shapely.MultiPolygon:
     return shapely.MultiPolygon(parts)
 
 
+def _envelopes(geoms: np.ndarray, bounds: np.ndarray) -> np.ndarray:
+    """The polygons, or their bounding box where not decoded (None): a tree of these answers bbox
+    queries exactly as a tree of the polygons (same envelopes, same order)."""
+    lazy = _not_decoded(geoms)
+    if not lazy.any():
+        return geoms
+    out = geoms.copy()
+    out[lazy] = shapely.box(*bounds[lazy].T)
+    return out
+
+
+def _not_decoded(geoms: np.ndarray) -> np.ndarray:
+    return np.fromiter((g is None for g in geoms), dtype=bool, count=len(geoms))
+
+
 @dataclass
 class ZoneCoverage:
-    """The cleaned communes of one zone (EPSG:4326); ``crs`` is the zone's metric CRS."""
+    """The cleaned communes of one zone (EPSG:4326); ``crs`` is the zone's metric CRS.
+
+    A commune outside the territories that the repair left as it was may be held undecoded
+    (None in ``geoms``): :meth:`near` reads it again through ``read`` (its ``rows``) when a query
+    meets its bounds, so the zone holds the polygons of the members and of the repaired
+    communes only.
+    """
 
     crs: int
     codes: np.ndarray
-    geoms: np.ndarray
-    tree: shapely.STRtree
+    geoms: np.ndarray                             # None where not decoded (see ``read``)
+    bounds: np.ndarray                            # (n, 4) bounds of each commune's (cleaned) polygon
     index: dict[str, int]
     repaired: int = 0                             # communes whose polygon the cleaning changed
     others: BoundarySet | None = None             # the communes not loaded (their source polygons)
+    rows: np.ndarray | None = None                # each commune's row for ``read``
+    read: Callable[[np.ndarray], np.ndarray] | None = None   # rows -> polygons, for those not decoded
     _areas: np.ndarray | None = field(default=None, repr=False)
+    tree: shapely.STRtree = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.tree = shapely.STRtree(_envelopes(self.geoms, self.bounds))
+
+    def take(self, idx: np.ndarray) -> np.ndarray:
+        """The polygons at ``idx``, decoding (and keeping) those not decoded yet."""
+        geoms = self.geoms[idx]
+        lazy = np.flatnonzero(_not_decoded(geoms))
+        if len(lazy):
+            assert self.read is not None and self.rows is not None, "a zone holding undecoded communes can read them"
+            geoms[lazy] = self.read(self.rows[idx[lazy]])
+            self.geoms[idx[lazy]] = geoms[lazy]
+        return geoms
 
     def near(self, geom) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Codes, polygons and areas (square degrees) of the communes intersecting ``geom``.
@@ -304,11 +342,17 @@ class ZoneCoverage:
         The zone's cleaned communes, plus the communes of the boundary file that were not loaded
         (far from every member: their source polygons, decoded for this query only).
         """
-        idx = self.tree.query(geom, predicate="intersects")
-        codes, geoms, areas = self.codes[idx], self.geoms[idx], self.areas()[idx]
+        cand = self.tree.query(geom)                  # bbox candidates, in the tree's order
+        geoms = self.take(cand)
+        hit = shapely.intersects(geoms, geom)
+        idx = cand[hit]
+        codes, geoms, areas = self.codes[idx], geoms[hit], self._areas_at(idx)
         if self.others is not None:
             pos, extra = self.others.near(geom, loaded=False, released=False)
             if len(pos):
+                theirs = np.fromiter((c not in self.index for c in self.others.codes[pos].tolist()),
+                                     dtype=bool, count=len(pos))   # the zone's own are above
+                pos, extra = pos[theirs], extra[theirs]
                 codes = np.concatenate([codes, self.others.codes[pos]])
                 geoms = np.concatenate([geoms, extra])
                 areas = np.concatenate([areas, shapely.area(extra)])
@@ -323,15 +367,22 @@ class ZoneCoverage:
         """The same zone without these communes (their polygons can then be freed)."""
         keep = np.array([c not in codes for c in self.codes], dtype=bool)
         areas = None if self._areas is None else self._areas[keep]
-        zcodes, geoms = self.codes[keep], self.geoms[keep]
-        return ZoneCoverage(self.crs, zcodes, geoms, shapely.STRtree(geoms), {c: i for i, c in enumerate(zcodes)},
-                            self.repaired, self.others, areas)
+        zcodes = self.codes[keep]
+        return ZoneCoverage(self.crs, zcodes, self.geoms[keep], self.bounds[keep],
+                            {c: i for i, c in enumerate(zcodes)}, self.repaired, self.others,
+                            None if self.rows is None else self.rows[keep], self.read, areas)
 
-    def areas(self) -> np.ndarray:
-        """Areas of the cleaned communes in square degrees (only compared with each other)."""
+    def _areas_at(self, idx: np.ndarray) -> np.ndarray:
+        """Areas of the cleaned communes at ``idx`` (decoded) in square degrees (only compared
+        with each other), each computed once."""
         if self._areas is None:
-            self._areas = shapely.area(self.geoms)
-        return self._areas
+            self._areas = np.full(len(self.codes), np.nan)
+        areas = self._areas[idx]
+        todo = np.isnan(areas)
+        if todo.any():
+            areas[todo] = shapely.area(self.geoms[idx[todo]])
+            self._areas[idx[todo]] = areas[todo]
+        return areas
 
 
 @dataclass
@@ -348,8 +399,9 @@ class CleanCoverage:
         return CleanCoverage({crs: z.without(codes) for crs, z in self.zones.items()}, self.zone_of)
 
 
-def clean_coverage(communes: gpd.GeoDataFrame, codes: set[str] | None = None,
-                   others=None, checks: EdgeChecks | None = None) -> CleanCoverage:
+def clean_coverage(communes: gpd.GeoDataFrame, codes: set[str] | None = None, others=None,
+                   checks: EdgeChecks | None = None,
+                   read: Callable[[np.ndarray], np.ndarray] | None = None) -> CleanCoverage:
     """Repair each zone's coverage once (see :func:`clean_zone`).
 
     ``communes``: code_insee, departement, geometry (EPSG:4326). With ``codes``, zones without any of
@@ -357,6 +409,9 @@ def clean_coverage(communes: gpd.GeoDataFrame, codes: set[str] | None = None,
     communes not in ``communes`` are looked up (uncleaned) around holes; ``communes`` must then
     hold every member commune and every commune whose bounds meet a member's. ``checks``: the
     answers of earlier coverage checks of the same boundary file (see :func:`clean_zone`).
+    ``read``: the polygons of rows of ``communes``, decoded again; with it and ``codes``, the
+    communes outside ``codes`` that the repair leaves as they were are dropped once repaired
+    and read again only where a query needs them (:meth:`ZoneCoverage.near`).
     """
     if communes.crs is not None and communes.crs.to_epsg() != 4326:
         communes = communes.to_crs(WGS84)
@@ -369,10 +424,15 @@ def clean_coverage(communes: gpd.GeoDataFrame, codes: set[str] | None = None,
         zcodes = all_codes[sel]
         if codes is not None and not any(c in codes for c in zcodes):
             continue
-        cleaned = clean_zone(geoms[sel], zcodes, checks)
-        repaired = int(sum(a is not b for a, b in zip(cleaned, geoms[sel])))
-        zones[int(crs)] = ZoneCoverage(int(crs), zcodes, cleaned, shapely.STRtree(cleaned),
-                                       {c: i for i, c in enumerate(zcodes)}, repaired, others)
+        source = geoms[sel]
+        cleaned = clean_zone(source, zcodes, checks)
+        changed = np.fromiter((a is not b for a, b in zip(cleaned, source)), dtype=bool, count=len(sel))
+        bounds = shapely.bounds(cleaned)
+        if read is not None and codes is not None:
+            outside = np.fromiter((c not in codes for c in zcodes.tolist()), dtype=bool, count=len(sel))
+            cleaned[outside & ~changed] = None
+        zones[int(crs)] = ZoneCoverage(int(crs), zcodes, cleaned, bounds, {c: i for i, c in enumerate(zcodes)},
+                                       int(changed.sum()), others, sel, read)
     return CleanCoverage(zones, dict(zip(all_codes, crs_of.tolist())))
 
 
@@ -388,10 +448,15 @@ class TerritoryShape:
     stats: DissolveStats
 
 
-def _territory(zone: ZoneCoverage, tid: str, codes: list[str]) -> TerritoryShape:
+def _members(zone: ZoneCoverage, codes: list[str]) -> np.ndarray:
+    return zone.geoms[[zone.index[c] for c in codes]]
+
+
+def _territory(zone: ZoneCoverage, tid: str, codes: list[str], union: shapely.Geometry) -> TerritoryShape:
+    """One territory from the coverage union of its communes: holes no commune covers filled,
+    parts, areas and figures."""
     stats = DissolveStats()
-    geoms = zone.geoms[[zone.index[c] for c in codes]]
-    union = _fill_gaps(shapely.coverage_union_all(geoms), zone, set(codes), stats)
+    union = _fill_gaps(union, zone, set(codes), stats)
     if not union.is_valid:
         union = shapely.make_valid(union)
     union = _as_multipolygon(union)
@@ -404,7 +469,7 @@ def _territory(zone: ZoneCoverage, tid: str, codes: list[str]) -> TerritoryShape
     stats.parts = len(part_areas)
     stats.small_parts = int((part_areas < SMALL_PART_M2).sum())
     stats.holes_kept = int(sum(len(p.interiors) for p in shapely.get_parts(union)))
-    communes_m2 = float(shapely.area(metric(geoms, zone.crs)).sum())
+    communes_m2 = float(shapely.area(metric(_members(zone, codes), zone.crs)).sum())
     return TerritoryShape(tid, zone.crs, float(part_areas.sum()) / 1e6, communes_m2 / 1e6, union, stats)
 
 
@@ -412,7 +477,8 @@ def union_territories(coverage: CleanCoverage, members: pd.DataFrame) -> list[Te
     """Each territory as the coverage union of its member communes, holes no commune covers filled.
 
     ``members``: id_ti, insee_com (boundary codes). One shape per (zone, territory), on
-    :func:`pipeline.runtime.threads` threads.
+    :func:`pipeline.runtime.threads` threads. The unions come first: the communes around all
+    their holes are then read at once (:meth:`ZoneCoverage.prefetch`), not one hole at a time.
     """
     crs_of = members["insee_com"].map(coverage.zone_of)
     jobs = [(coverage.zones[int(str(crs))], str(tid), grp["insee_com"].tolist())
@@ -424,14 +490,27 @@ def union_territories(coverage: CleanCoverage, members: pd.DataFrame) -> list[Te
     largest = max(set(crs), key=crs.count, default=None)
     small = [i for i, c in enumerate(crs) if c != largest]
     tasks = ([small] if small else []) + [[i] for i, c in enumerate(crs) if c == largest]
+    unions: list[shapely.Geometry | None] = [None] * len(jobs)
     shapes: list[TerritoryShape | None] = [None] * len(jobs)
 
-    def run(task: list[int]) -> None:
+    def union(task: list[int]) -> None:
         for i in task:
-            shapes[i] = _territory(*jobs[i])
+            zone, _, codes = jobs[i]
+            unions[i] = shapely.coverage_union_all(_members(zone, codes))
+
+    def finish(task: list[int]) -> None:
+        for i in task:
+            shapes[i] = _territory(*jobs[i], unions[i])
+            unions[i] = None            # the union's memory goes as its territory is done
 
     with ThreadPoolExecutor(runtime.threads()) as pool:
-        list(pool.map(run, tasks))
+        list(pool.map(union, tasks))
+        by_source: dict[int, tuple[ZoneCoverage, list]] = {}
+        for (zone, _, _), geom in zip(jobs, unions):
+            by_source.setdefault(id(zone.others), (zone, []))[1].extend(holes(geom))
+        for zone, found in by_source.values():
+            zone.prefetch(found)
+        list(pool.map(finish, tasks))
     return cast(list[TerritoryShape], shapes)
 
 

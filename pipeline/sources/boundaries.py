@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from .. import runtime
 from ..errors import InputFormatError
 from ..limits import DEFAULT_LIMITS, Limits
 from .csv_tables import INSEE_RE, normalise_insee
+from .wkb_store import StoreWriter, WkbStore
 
 CODE_ALIASES = ["code_insee", "code", "insee_com", "codgeo", "insee"]
 DEP_ALIASES = ["departement", "code_departement", "insee_dep", "dep", "code_dep"]
@@ -285,7 +287,7 @@ class BoundarySet:
     def __init__(self, communes: pd.DataFrame, report: BoundaryReport, bounds: np.ndarray, crs,
                  geoms: np.ndarray | None = None, path: Path | None = None, rows: np.ndarray | None = None,
                  repaired: dict[int, object] | None = None, has_z: bool = False, batch_size: int | None = None,
-                 wkb: np.ndarray | None = None):
+                 wkb: np.ndarray | None = None, store: WkbStore | None = None):
         self.communes = communes          # code_insee, nom, departement, population; sorted by code
         self.report = report
         self.bounds = bounds              # (n, 4) lon/lat bounds, same order as communes
@@ -297,6 +299,7 @@ class BoundarySet:
         self._wkb = np.asarray(wkb, dtype=object) if wkb is not None else np.full(n, None, dtype=object)
         self._path, self._rows, self._repaired, self._has_z = path, rows, repaired or {}, has_z
         self._batch_size = batch_size
+        self._store = store               # the polygons' WKB in the parse cache, read back by row
         self._loaded = np.zeros(n, dtype=bool) if geoms is None else np.ones(n, dtype=bool)
         self._released = np.zeros(n, dtype=bool)
         self._trees: tuple | None = None
@@ -321,17 +324,20 @@ class BoundarySet:
             self._codes = np.asarray(self.communes["code_insee"].tolist(), dtype=object)
         return self._codes
 
-    def load(self, keep: np.ndarray, keep_wkb: np.ndarray | None = None) -> np.ndarray:
+    def load(self, keep: np.ndarray, hold: np.ndarray | None = None) -> np.ndarray:
         """Decode the polygons of the communes where ``keep`` (bool, communes order) is true; returns them.
 
-        ``keep_wkb``: communes whose WKB is kept in memory from the same read (see :meth:`prefetch`)."""
+        ``hold``: of those, the communes the set keeps decoded (default: all). The others are
+        decoded in the same read and returned only: the set forgets them, as if never decoded
+        (:meth:`near` and :meth:`prefetch` find them among the others)."""
         keep = np.asarray(keep, dtype=bool)
+        hold = keep if hold is None else keep & np.asarray(hold, dtype=bool)
         todo = keep & ~self._loaded
-        wkb = self._wkb_to_read(keep_wkb, todo)
-        if todo.any() or wkb.any():
-            self._read(todo, wkb)
+        passing = np.full(len(keep), None, dtype=object)
+        if todo.any():
+            self._read(todo, np.zeros(len(keep), dtype=bool), hold, passing)
         self._trees = None
-        return self._geoms[keep]
+        return np.where(self._loaded[keep], self._geoms[keep], passing[keep])
 
     def _wkb_to_read(self, want: np.ndarray | None, todo: np.ndarray) -> np.ndarray:
         """Where ``want``, the communes whose WKB is neither in memory nor decoded (nor released)."""
@@ -369,7 +375,7 @@ class BoundarySet:
         none = np.zeros(len(self.codes), dtype=bool)
         wkb = self._wkb_to_read(want, none)
         if wkb.any():
-            self._read(none, wkb)
+            self._read(none, wkb, none, np.empty(0, dtype=object))
         return int(wkb.sum())
 
     def near(self, geom, loaded: bool = True, released: bool = True) -> tuple[np.ndarray, np.ndarray]:
@@ -465,8 +471,13 @@ class BoundarySet:
         return out
 
     def _batches(self, want: np.ndarray):
-        """(positions, WKB) of the wanted communes, batch by batch from the file."""
+        """(positions, WKB) of the wanted communes, batch by batch from the store, else the file."""
         assert self._rows is not None and self._path is not None, "a file read lazily has its path and rows"
+        if self._store is not None and self._store.usable():
+            at = np.flatnonzero(want)
+            for found, wkb in self._store.read(self._rows[at]):
+                yield at[found], wkb
+            return
         position = np.full(int(self._rows.max()) + 1, -1, dtype=np.int64)
         position[self._rows] = np.arange(len(self._rows))
         parquet = _open_parquet(self._path)
@@ -480,11 +491,11 @@ class BoundarySet:
             if len(use):
                 yield pos[use], batch.column(0).take(use).to_numpy(zero_copy_only=False)
 
-    def frame(self, keep: np.ndarray | None = None, keep_wkb: np.ndarray | None = None) -> gpd.GeoDataFrame:
+    def frame(self, keep: np.ndarray | None = None, hold: np.ndarray | None = None) -> gpd.GeoDataFrame:
         """The loaded communes (or those where ``keep``) as a GeoDataFrame, like :func:`read_boundaries`
-        (``keep_wkb``: see :meth:`load`)."""
+        (``hold``: see :meth:`load`)."""
         keep = self._loaded if keep is None else np.asarray(keep, dtype=bool)
-        geoms = self.load(keep, keep_wkb)
+        geoms = self.load(keep, hold)
         out = self.communes[keep].reset_index(drop=True)
         return gpd.GeoDataFrame(out, geometry=geoms, crs=self.crs)
 
@@ -492,25 +503,31 @@ class BoundarySet:
         geoms = shapely.from_wkb(wkb)
         return shapely.force_2d(geoms) if self._has_z else geoms
 
-    def _read(self, todo: np.ndarray, keep_wkb: np.ndarray) -> None:
+    def _read(self, todo: np.ndarray, keep_wkb: np.ndarray, hold: np.ndarray, passing: np.ndarray) -> None:
         """Decode the communes where ``todo`` and keep the WKB of those where ``keep_wkb``, in one
-        read of the file; the others stay in the file."""
+        read of the file; the others stay in the file. Of the decoded communes, those where
+        ``hold`` are kept; the others are put in ``passing`` (communes order) and forgotten."""
+        def put(positions: np.ndarray, geoms: np.ndarray) -> None:
+            held = hold[positions]
+            self._geoms[positions[held]] = geoms[held]
+            self._loaded[positions[held]] = True
+            self._released[positions[held]] = False
+            passing[positions[~held]] = geoms[~held]
+
         if self._in_memory:
             idx = np.flatnonzero(todo & ~self._loaded)
-            self._geoms[idx] = self._decode(self._wkb[idx])
-            self._loaded[idx] = True
-            self._released[idx] = False
+            put(idx, self._decode(self._wkb[idx]))
             return
         for pos, wkb in self._batches(todo | keep_wkb):
             decode = todo[pos]
             if decode.any():
-                self._geoms[pos[decode]] = self._decode(wkb[decode])
-                self._loaded[pos[decode]] = True
-                self._released[pos[decode]] = False
+                put(pos[decode], self._decode(wkb[decode]))
             self._wkb[pos[~decode]] = wkb[~decode]
         for p, geom in self._repaired.items():     # repaired polygons replace the file's
             if todo[p]:
-                self._geoms[p] = geom
+                one = np.empty(1, dtype=object)
+                one[0] = geom
+                put(np.array([p]), one)
             elif keep_wkb[p]:
                 self._wkb[p] = shapely.to_wkb(geom)
         self._wkb[self._loaded] = None             # decoded ones need no WKB any more
@@ -580,12 +597,14 @@ def _geo_meta(parquet: pq.ParquetFile) -> tuple[str, str, object]:
 
 
 def scan_boundaries(path: Path, limits: Limits = DEFAULT_LIMITS, batch_size: int | None = None,
-                    in_memory_bytes: int | None = None) -> BoundarySet:
+                    in_memory_bytes: int | None = None, store: Path | None = None) -> BoundarySet:
     """Check every commune of a boundary file like :func:`read_boundaries`, keep polygons for later.
 
     GeoParquet files in EPSG:4326 (the published boundaries) are read batch by batch and no
     polygon is kept; other files are read whole (all polygons loaded). ``in_memory_bytes``: the
     geometry column size up to which every WKB stays in memory (default ``IN_MEMORY_BYTES``).
+    ``store``: a file of the parse cache where the polygons' WKB are written as they are checked
+    (:mod:`.wkb_store`); the set then reads them back from there, and keeps none in memory.
     """
     path = Path(path)
     source = _lazy_source(path)
@@ -594,9 +613,11 @@ def scan_boundaries(path: Path, limits: Limits = DEFAULT_LIMITS, batch_size: int
         return BoundarySet.from_frame(frame, report)
     parquet, geom_col, crs = source
     limit = IN_MEMORY_BYTES if in_memory_bytes is None else in_memory_bytes
-    in_memory = _column_bytes(parquet, geom_col) <= limit
-    parts = _check_batches(parquet, path, geom_col, crs, batch_size, in_memory, limits)
-    return _boundary_set(parts, path, crs, batch_size, in_memory)
+    in_memory = store is None and _column_bytes(parquet, geom_col) <= limit
+    with contextlib.ExitStack() as stack:
+        writer = stack.enter_context(StoreWriter(store)) if store is not None else None
+        parts = _check_batches(parquet, path, geom_col, crs, batch_size, in_memory, limits, writer)
+    return _boundary_set(parts, path, crs, batch_size, in_memory, writer.done if writer is not None else None)
 
 
 def _lazy_source(path: Path) -> tuple[pq.ParquetFile, str, object] | None:
@@ -653,8 +674,9 @@ class _ScanParts:
 
 
 def _check_batches(parquet: pq.ParquetFile, path: Path, geom_col: str, crs, batch_size: int | None,
-                   in_memory: bool, limits: Limits) -> _ScanParts:
-    """Every batch of the file checked by :func:`_check_batch`; each batch is dropped once checked."""
+                   in_memory: bool, limits: Limits, writer: StoreWriter | None = None) -> _ScanParts:
+    """Every batch of the file checked by :func:`_check_batch`; each batch is dropped once checked
+    (its WKB written by ``writer`` first, when given)."""
     columns = _read_columns(parquet, geom_col)
     parts = _ScanParts()
     try:
@@ -662,14 +684,26 @@ def _check_batches(parquet: pq.ParquetFile, path: Path, geom_col: str, crs, batc
         threads = runtime.threads()
         with ThreadPoolExecutor(threads) as pool:
             pending: deque = deque()
+            keep_wkb = in_memory or writer is not None
+
+            def add(first: int, count: int, checked: _CheckedBatch) -> None:
+                if writer is not None and checked.wkb is not None:
+                    writer.add(first, count, checked.communes.index.to_numpy(), checked.wkb)
+                    if not in_memory:
+                        checked = checked._replace(wkb=None)
+                parts.add(checked)
+
             for batch in _iter_batches(parquet, geom_col, columns, batch_size):
-                pending.append(pool.submit(_check_batch, batch, parts.rows_read, path, geom_col, crs, in_memory,
-                                           limits))
+                pending.append((parts.rows_read, batch.num_rows,
+                                pool.submit(_check_batch, batch, parts.rows_read, path, geom_col, crs, keep_wkb,
+                                            limits)))
                 parts.rows_read += batch.num_rows
                 if len(pending) >= threads:
-                    parts.add(pending.popleft().result())
+                    first, count, checking = pending.popleft()
+                    add(first, count, checking.result())
             while pending:
-                parts.add(pending.popleft().result())
+                first, count, checking = pending.popleft()
+                add(first, count, checking.result())
     except (OSError, ValueError) as err:
         raise InputFormatError(f"{path}: cannot read commune boundaries ({err})") from None
     return parts
@@ -694,7 +728,8 @@ def _check_batch(batch, first: int, path: Path, geom_col: str, crs, in_memory: b
                          bool(shapely.has_z(geoms).any()), raw[out.index.to_numpy() - first] if in_memory else None)
 
 
-def _boundary_set(parts: _ScanParts, path: Path, crs, batch_size: int | None, in_memory: bool) -> BoundarySet:
+def _boundary_set(parts: _ScanParts, path: Path, crs, batch_size: int | None, in_memory: bool,
+                  store: WkbStore | None = None) -> BoundarySet:
     """The scanned communes checked as a whole (extent, duplicates), sorted by code, with their report."""
     if not parts.rows_read:
         raise InputFormatError(f"{path}: no commune polygon in the file")
@@ -720,7 +755,7 @@ def _boundary_set(parts: _ScanParts, path: Path, crs, batch_size: int | None, in
     report = BoundaryReport(rows=len(communes), repaired=sorted(parts.repaired), empty=sorted(parts.empty),
                             duplicates=duplicates, crs=_crs_name(crs), sub_communal=sorted(parts.sub_communal))
     return BoundarySet(communes, report, bounds, crs, path=path, rows=rows, repaired=repaired_geoms,
-                       has_z=parts.has_z, batch_size=batch_size, wkb=wkb)
+                       has_z=parts.has_z, batch_size=batch_size, wkb=wkb, store=store)
 
 
 def _first_of_each_code(codes: pd.Series) -> tuple[np.ndarray, list[str]]:

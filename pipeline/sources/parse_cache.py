@@ -100,7 +100,7 @@ def cached(cache_dir: Path, kind: str, key: str, names: tuple[str, ...],
         cache_dir.mkdir(parents=True, exist_ok=True)
         with atomic.writing(path) as tmp, open(tmp, "wb") as fh:
             pickle.dump({n: frames[n] for n in names}, fh, protocol=pickle.HIGHEST_PROTOCOL)
-        _prune(cache_dir, kind, key)
+        prune(cache_dir, kind, key)
     except (OSError, pickle.PicklingError, TypeError, AttributeError) as err:
         log.warning("parse cache %s not written (%s)", key, err)
     return frames
@@ -131,13 +131,14 @@ def write_arrays(cache_dir: Path, kind: str, key: str, arrays: dict[str, Any]) -
         cache_dir.mkdir(parents=True, exist_ok=True)
         with atomic.writing(path) as tmp, open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
-        _prune(cache_dir, kind, key, ".npz")
+        prune(cache_dir, kind, key, ".npz")
     except (OSError, ValueError) as err:
         log.warning("parse cache %s not written (%s)", key, err)
 
 
-def _prune(cache_dir: Path, kind: str, keep: str, suffix: str = ".pickle") -> None:
-    """Drop older entries of the same kind (another sha256 or parser): one entry per input."""
+def prune(cache_dir: Path, kind: str, keep: str, suffix: str = ".pickle") -> None:
+    """Drop older entries of the same kind (another sha256 or parser): one entry per input.
+    ``suffix``: the files of the entries to drop (an entry may keep a file beside its pickle)."""
     for path in cache_dir.glob(f"{kind}-*{suffix}"):
         if path.name != keep + suffix:
             with contextlib.suppress(OSError):

@@ -43,7 +43,7 @@ from ..sources import resolve
 from ..sources.boundaries import BoundaryReport, BoundarySet, boundary_codes, scan_boundaries
 from ..sources.catalog import Catalog, PhaseSpec, load_catalog
 from ..sources.fetch import FetchResult
-from ..sources.parse_cache import cached, cached_frames, cached_path, package_digest, read_arrays, write_arrays
+from ..sources.parse_cache import cached, cached_frames, cached_path, package_digest, prune, read_arrays, write_arrays
 
 # which sources a phase reads: a light module of its own (an unchanged run imports no geometry stack)
 from ..sources.phase_inputs import BOUNDARIES, CHANGES, phase_files, phase_sources
@@ -315,8 +315,15 @@ def scan_commune_boundaries(fetched: dict[str, FetchResult], limits: Limits = DE
         return _LAST_SCAN[key]
     scanned = None
     if cache_dir is not None and src.sha256:
-        kept = cached(cache_dir, "scan", scan_key(src, limits), ("boundaries",),
-                      lambda: {"boundaries": scan_boundaries(src.path, limits)})["boundaries"]
+        entry = scan_key(src, limits)
+        store = cached_path(cache_dir, entry).with_suffix(".wkb")
+
+        def scan() -> dict[str, BoundarySet]:
+            found = scan_boundaries(src.path, limits, store=store)
+            prune(cache_dir, "scan", entry, store.suffix)
+            return {"boundaries": found}
+
+        kept = cached(cache_dir, "scan", entry, ("boundaries",), scan)["boundaries"]
         scanned = kept if isinstance(kept, BoundarySet) else None
     if scanned is None:
         scanned = scan_boundaries(src.path, limits)
@@ -375,8 +382,9 @@ def member_coverage(boundaries: BoundarySet, members: pd.DataFrame,
                     checks: EdgeChecks | None = None) -> geometry.CleanCoverage:
     """Decode the member communes and every commune whose bounds meet a member's, repair that coverage.
 
-    Communes far from every member are never decoded as a whole: the dissolve looks them up
-    around holes only (enclaves, gaps), through ``boundaries``. ``checks``: see :func:`edge_checks`.
+    The neighbours are decoded for the repair only: once it is done, those it left as they were
+    are dropped and read again only around holes (enclaves, gaps), like the communes far from
+    every member, which are never decoded as a whole. ``checks``: see :func:`edge_checks`.
     """
     codes = boundaries.codes
     member_codes = set(members["insee_com"].tolist())
@@ -385,28 +393,10 @@ def member_coverage(boundaries: BoundarySet, members: pd.DataFrame,
     near = shapely.STRtree(boxes[is_member]).query(boxes)[0]
     keep = is_member.copy()
     keep[near] = True
-    # A commune far from every member can still lie in a territory's hole (an enclave): only the
-    # communes inside a territory's bounds can, so only their WKB is kept from the same read.
-    inside = np.zeros(len(codes), dtype=bool)
-    inside[shapely.STRtree(_territory_bounds(members, codes, boundaries.bounds)).query(boxes)[0]] = True
-    return geometry.clean_coverage(boundaries.frame(keep, keep_wkb=inside & ~keep),
-                                   member_codes & set(codes[is_member].tolist()), others=boundaries, checks=checks)
-
-
-def _territory_bounds(members: pd.DataFrame, codes: np.ndarray, bounds: np.ndarray) -> np.ndarray:
-    """One box per territory: the bounds of its member communes found in the boundary file."""
-    position = {c: i for i, c in enumerate(codes.tolist())}
-    rows = [(position[c], t) for c, t in zip(members["insee_com"].tolist(), members["id_ti"].tolist())
-            if c in position]
-    if not rows:
-        return np.zeros(0, dtype=object)
-    pos = np.fromiter((p for p, _ in rows), dtype=np.int64, count=len(rows))
-    _, territory = np.unique(np.array([t for _, t in rows], dtype=object), return_inverse=True)
-    low = np.full((territory.max() + 1, 2), np.inf)
-    high = np.full((territory.max() + 1, 2), -np.inf)
-    np.minimum.at(low, territory, bounds[pos, :2])
-    np.maximum.at(high, territory, bounds[pos, 2:])
-    return shapely.box(low[:, 0], low[:, 1], high[:, 0], high[:, 1])
+    rows = np.flatnonzero(keep)
+    return geometry.clean_coverage(boundaries.frame(keep, hold=is_member),
+                                   member_codes & set(codes[is_member].tolist()), others=boundaries, checks=checks,
+                                   read=lambda at: boundaries.geometries(rows[at]))
 
 
 @dataclass
