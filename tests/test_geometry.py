@@ -7,6 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import shapely
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from shapely.geometry import box
 
 from pipeline.geometry.coverage import holes, zone_crs
@@ -325,10 +327,10 @@ def test_territories_outside_the_largest_zone_are_dissolved_on_one_thread(monkey
     threads: dict[str, set[int]] = {}
     territory = coverage._territory
 
-    def recorded(zone, tid, codes, union):
+    def recorded(zone, tid, *rest):
         threads.setdefault(tid, set()).add(threading.get_ident())
         time.sleep(0.02)    # both threads get work
-        return territory(zone, tid, codes, union)
+        return territory(zone, tid, *rest)
 
     monkeypatch.setattr(coverage, "_territory", recorded)
     monkeypatch.setattr(runtime, "_THREADS", 2)
@@ -337,3 +339,80 @@ def test_territories_outside_the_largest_zone_are_dissolved_on_one_thread(monkey
     assert len(set().union(*(threads[f"ti-{c}"] for c, _d, _g in guadeloupe))) == 1
     assert len(set().union(*threads.values())) == 2
     assert all(s.area_km2 == pytest.approx(2.0, rel=1e-3) for s in shapes)
+
+
+@st.composite
+def _grid_coverages(draw):
+    """A grid of 1 km squares, some missing (gaps), some pushed into their neighbour (overlaps),
+    each in one of three territories or in none (neighbours, enclaves)."""
+    cols, rows = draw(st.integers(3, 7)), draw(st.integers(3, 6))
+    cells, members = [], []
+    for i in range(cols):
+        for j in range(rows):
+            kind = draw(st.sampled_from(["plain"] * 6 + ["missing", "wide"]))
+            if kind == "missing":
+                continue
+            x, y = 700_000 + 1000 * i, 6_600_000 + 1000 * j
+            code = f"01{len(cells):03d}"
+            cells.append((code, "01", box(x, y, x + (1013 if kind == "wide" else 1000), y + 1000)))
+            territory = draw(st.sampled_from([None, None, "ti-1", "ti-2", "ti-3"]))
+            if territory:
+                members.append((territory, code))
+    if not members:
+        members.append(("ti-1", cells[0][0]))
+    return _communes(cells), pd.DataFrame(members, columns=["id_ti", "insee_com"])
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(coverage=_grid_coverages())
+def test_decoding_on_demand_gives_the_same_shapes_as_decoding_up_front(tmp_path_factory, coverage):
+    """However the polygons are read again (WKB in memory, the parse cache's store: decoded only
+    while used; the compressed file alone: decoded up front for the repair), the territories are
+    the same bytes and the same figures."""
+    from pipeline.sources.boundaries import scan_boundaries
+
+    communes, members = coverage
+    folder = tmp_path_factory.mktemp("grid")
+    path = folder / "b.parquet"
+    communes.to_parquet(path)
+    results = {}
+    for way, options in {"up front": {"in_memory_bytes": 0}, "in memory": {},
+                         "store": {"store": folder / "scan.wkb"}}.items():
+        boundaries = scan_boundaries(path, batch_size=3, **options)
+        assert boundaries.reads_cheaply == (way != "up front")
+        shapes = repair_and_dissolve(boundaries, members)
+        results[way] = (shapely.to_wkb(shapes.frame.geometry.values).tolist(),
+                        shapes.frame.drop(columns="geometry").to_dict("records"), shapes.stats.as_dict())
+    assert results["in memory"] == results["up front"] == results["store"]
+
+
+def test_a_repair_on_demand_keeps_only_the_polygons_it_changed(tmp_path):
+    from pipeline.geometry import coverage
+    from pipeline.sources.boundaries import scan_boundaries
+    from pipeline.steps.sequence import member_coverage
+
+    ring, ring_members = _ring_around(700_000, 6_600_000, with_centre=True)
+    wide = ring["code_insee"] == "01001"          # a member pushed 10 m into its neighbour
+    ring.loc[wide, "geometry"] = gpd.GeoSeries([box(700_000, 6_600_000, 701_010, 6_601_000)],
+                                               crs=2154).to_crs(4326).values
+    strip = _communes([(f"02{i:03d}", "02", box(720_000 + 1000 * i, 6_600_000, 721_000 + 1000 * i, 6_601_000))
+                       for i in range(3)])        # a territory without a hole
+    members = pd.concat([ring_members, pd.DataFrame({"id_ti": "ti-2", "insee_com": strip["code_insee"]})])
+    path = tmp_path / "b.parquet"
+    pd.concat([ring, strip], ignore_index=True).to_parquet(path)
+    boundaries = scan_boundaries(path, store=tmp_path / "scan.wkb")
+    clean = member_coverage(boundaries, members)
+    zone = clean.zones[2154]
+
+    def decoded() -> list[str]:
+        return [c for c, g in zip(zone.codes, zone.geoms) if g is not None]
+
+    repaired = decoded()      # after the repair: the polygons it changed, nothing else
+    assert repaired and sorted(repaired) == sorted(zone.codes[zone.changed]) and zone.repaired == len(repaired)
+    assert "01001" in repaired and not boundaries._loaded.any()
+    shapes = coverage.union_territories(clean, members)
+    assert [s.stats.holes_kept for s in shapes] == [1, 0]
+    # after the unions: those and the communes around the hole, never the strip's
+    hole = shapely.box(*shapely.bounds(holes(shapes[0].geometry)[0]))
+    around = set(zone.codes[shapely.intersects(shapely.box(*zone.bounds.T), hole)])
+    assert set(decoded()) - set(repaired) <= around and not set(decoded()) & set(strip["code_insee"])

@@ -18,9 +18,14 @@ departement). The coverage check and the unions run on :func:`pipeline.runtime.t
 
 A build calls the steps in this order: :func:`clean_coverage` (repair), :func:`coverage_stats`,
 :func:`union_territories` (one :class:`TerritoryShape` per territory, gaps inside a territory
-filled), :func:`fill_gaps_between` and :func:`territories_frame`; :func:`dissolve_clean` chains
-them. Between the union and the gaps between territories, the caller may drop the members'
+filled), :func:`fill_gaps_between` and :func:`territories_frame`;
+:func:`pipeline.steps.sequence.repair_and_dissolve` chains them. Between the union and the gaps between territories, the caller may drop the members'
 polygons (:meth:`ZoneCoverage.without`): only the communes outside the territories are looked at.
+
+Polygons may be decoded on demand: a zone holds None for a commune not decoded yet and reads it
+through a function the caller gives when a step needs it. Its trees are built on bounding
+boxes where a polygon is not decoded, which give the same candidates in the same order, so the
+shapes do not depend on which polygons were decoded when (tests/test_geometry.py).
 """
 
 from __future__ import annotations
@@ -163,33 +168,45 @@ def _clean_clusters(geoms: np.ndarray) -> np.ndarray:
     return out
 
 
-def clean_zone(geoms: np.ndarray, codes: np.ndarray | None = None, checks: EdgeChecks | None = None) -> np.ndarray:
+def clean_zone(geoms: np.ndarray, codes: np.ndarray | None = None, checks: EdgeChecks | None = None,
+               bounds: np.ndarray | None = None, read: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
     """Repair one zone's commune polygons into a valid coverage, touching only the broken places.
 
     Returns a new array; untouched communes are the same objects as in ``geoms``. Source gaps are
     not merged here: holes inside a territory are filled (and counted) by the dissolve. With the
     polygons' commune ``codes`` and ``checks`` (answers of earlier checks of the same boundary
     file), only the communes whose neighbourhood is new are checked (see :mod:`.edge_checks`).
+    ``geoms`` may hold None for polygons not decoded yet, with their ``bounds``: ``read(idx)``
+    decodes those the check or the repair looks at (they are put in ``geoms``), and no other.
     """
     geoms = np.asarray(geoms, dtype=object)
-    out = geoms.copy()
-    tree = shapely.STRtree(geoms)
-    bad = np.flatnonzero(known_invalid(geoms, tree, codes, checks, _invalid_split))
+    envelopes = geoms if bounds is None else _envelopes(geoms, bounds)
+    tree = shapely.STRtree(envelopes)
+
+    def take(idx: np.ndarray) -> np.ndarray:
+        lazy = idx[_not_decoded(geoms[idx])]
+        if len(lazy):
+            assert read is not None, "polygons not decoded come with a way to read them"
+            geoms[lazy] = read(lazy)
+        return geoms[idx]
+
+    bad = np.flatnonzero(known_invalid(envelopes, tree, codes, checks, _invalid_split, take))
     if not len(bad):
-        return out
+        return geoms.copy()
     patch = bad
     for _ in range(MAX_GROW):
-        near = np.unique(tree.query(geoms[patch])[1])            # bbox neighbours of the patch
+        near = np.unique(tree.query(envelopes[patch])[1])        # bbox neighbours of the patch
         work = np.union1d(patch, near)
-        cleaned = _clean_clusters(geoms[work])
-        trial = out.copy()
-        trial[work] = cleaned
+        cleaned = _clean_clusters(take(work))
         around = np.union1d(work, tree.query(cleaned)[1])
+        take(around)
+        trial = geoms.copy()
+        trial[work] = cleaned
         still = around[_invalid(trial[around])]
         if not len(still):
             return trial
         patch = np.union1d(work, still)
-    return shapely.coverage_clean(geoms)
+    return shapely.coverage_clean(take(np.arange(len(geoms))))
 
 
 def _fill_gaps(territory: shapely.Geometry, zone: ZoneCoverage, inside: set[str],
@@ -305,10 +322,10 @@ def _not_decoded(geoms: np.ndarray) -> np.ndarray:
 class ZoneCoverage:
     """The cleaned communes of one zone (EPSG:4326); ``crs`` is the zone's metric CRS.
 
-    A commune outside the territories that the repair left as it was may be held undecoded
-    (None in ``geoms``): :meth:`near` reads it again through ``read`` (its ``rows``) when a query
-    meets its bounds, so the zone holds the polygons of the members and of the repaired
-    communes only.
+    A commune the repair left as it was may be held undecoded (None in ``geoms``): :meth:`take`
+    and :meth:`near` read it again through ``read`` (its ``rows``) when a step or a query needs
+    it. Outside the territories, the zone holds the repaired polygons and those read around
+    holes; with ``lazy_members``, the members' too are decoded for their union only (:meth:`drop`).
     """
 
     crs: int
@@ -318,9 +335,11 @@ class ZoneCoverage:
     index: dict[str, int]
     repaired: int = 0                             # communes whose polygon the cleaning changed
     others: BoundarySet | None = None             # the communes not loaded (their source polygons)
-    rows: np.ndarray | None = None                # each commune's row for ``read``
-    read: Callable[[np.ndarray], np.ndarray] | None = None   # rows -> polygons, for those not decoded
+    rows: np.ndarray | None = None                # each commune's position for ``read``
+    read: Callable[[np.ndarray], np.ndarray] | None = None   # positions -> polygons, for those not decoded
     _areas: np.ndarray | None = field(default=None, repr=False)
+    changed: np.ndarray | None = None             # where the repair changed the polygon (never dropped)
+    lazy_members: bool = False                    # members too are decoded only while used (see :meth:`drop`)
     tree: shapely.STRtree = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -335,6 +354,16 @@ class ZoneCoverage:
             geoms[lazy] = self.read(self.rows[idx[lazy]])
             self.geoms[idx[lazy]] = geoms[lazy]
         return geoms
+
+    def positions(self, codes: list[str]) -> np.ndarray:
+        return np.array([self.index[c] for c in codes], dtype=np.intp)
+
+    def drop(self, idx: np.ndarray) -> None:
+        """With ``lazy_members``, forget the polygons at ``idx`` the repair did not change (they
+        are read again if a query needs them)."""
+        if self.lazy_members and self.changed is not None:
+            idx = idx[~self.changed[idx]]
+            self.geoms[idx] = None
 
     def near(self, geom) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Codes, polygons and areas (square degrees) of the communes intersecting ``geom``.
@@ -370,7 +399,8 @@ class ZoneCoverage:
         zcodes = self.codes[keep]
         return ZoneCoverage(self.crs, zcodes, self.geoms[keep], self.bounds[keep],
                             {c: i for i, c in enumerate(zcodes)}, self.repaired, self.others,
-                            None if self.rows is None else self.rows[keep], self.read, areas)
+                            None if self.rows is None else self.rows[keep], self.read, areas,
+                            None if self.changed is None else self.changed[keep], self.lazy_members)
 
     def _areas_at(self, idx: np.ndarray) -> np.ndarray:
         """Areas of the cleaned communes at ``idx`` (decoded) in square degrees (only compared
@@ -400,8 +430,8 @@ class CleanCoverage:
 
 
 def clean_coverage(communes: gpd.GeoDataFrame, codes: set[str] | None = None, others=None,
-                   checks: EdgeChecks | None = None,
-                   read: Callable[[np.ndarray], np.ndarray] | None = None) -> CleanCoverage:
+                   checks: EdgeChecks | None = None, read: Callable[[np.ndarray], np.ndarray] | None = None,
+                   bounds: np.ndarray | None = None, lazy_members: bool = False) -> CleanCoverage:
     """Repair each zone's coverage once (see :func:`clean_zone`).
 
     ``communes``: code_insee, departement, geometry (EPSG:4326). With ``codes``, zones without any of
@@ -409,9 +439,11 @@ def clean_coverage(communes: gpd.GeoDataFrame, codes: set[str] | None = None, ot
     communes not in ``communes`` are looked up (uncleaned) around holes; ``communes`` must then
     hold every member commune and every commune whose bounds meet a member's. ``checks``: the
     answers of earlier coverage checks of the same boundary file (see :func:`clean_zone`).
-    ``read``: the polygons of rows of ``communes``, decoded again; with it and ``codes``, the
-    communes outside ``codes`` that the repair leaves as they were are dropped once repaired
-    and read again only where a query needs them (:meth:`ZoneCoverage.near`).
+    ``read``: the polygons of rows of ``communes``, decoded again. With it, a geometry may be None
+    (not decoded yet; ``bounds`` then gives every row's bounds), and with ``codes``, the communes
+    outside ``codes`` that the repair leaves as they were are dropped once it is done: they are
+    read again only where a query needs them (:meth:`ZoneCoverage.near`). ``lazy_members``: the
+    members too (reading them again costs little), decoded only while a step uses them.
     """
     if communes.crs is not None and communes.crs.to_epsg() != 4326:
         communes = communes.to_crs(WGS84)
@@ -424,15 +456,22 @@ def clean_coverage(communes: gpd.GeoDataFrame, codes: set[str] | None = None, ot
         zcodes = all_codes[sel]
         if codes is not None and not any(c in codes for c in zcodes):
             continue
-        source = geoms[sel]
-        cleaned = clean_zone(source, zcodes, checks)
+        source = geoms[sel]         # a copy, which the repair fills with the polygons it decodes
+        zone_read = None if read is None else (lambda at, sel=sel: read(sel[at]))
+        cleaned = clean_zone(source, zcodes, checks, None if bounds is None else bounds[sel], zone_read)
         changed = np.fromiter((a is not b for a, b in zip(cleaned, source)), dtype=bool, count=len(sel))
-        bounds = shapely.bounds(cleaned)
+        if bounds is None:
+            zone_bounds = shapely.bounds(cleaned)
+        else:
+            zone_bounds = bounds[sel].copy()
+            zone_bounds[changed] = shapely.bounds(cleaned[changed])
         if read is not None and codes is not None:
-            outside = np.fromiter((c not in codes for c in zcodes.tolist()), dtype=bool, count=len(sel))
-            cleaned[outside & ~changed] = None
-        zones[int(crs)] = ZoneCoverage(int(crs), zcodes, cleaned, bounds, {c: i for i, c in enumerate(zcodes)},
-                                       int(changed.sum()), others, sel, read)
+            drop = ~changed if lazy_members else \
+                np.fromiter((c not in codes for c in zcodes.tolist()), dtype=bool, count=len(sel)) & ~changed
+            cleaned[drop] = None
+        zones[int(crs)] = ZoneCoverage(int(crs), zcodes, cleaned, zone_bounds, {c: i for i, c in enumerate(zcodes)},
+                                       int(changed.sum()), others, sel, read, changed=changed,
+                                       lazy_members=lazy_members and read is not None)
     return CleanCoverage(zones, dict(zip(all_codes, crs_of.tolist())))
 
 
@@ -448,13 +487,21 @@ class TerritoryShape:
     stats: DissolveStats
 
 
-def _members(zone: ZoneCoverage, codes: list[str]) -> np.ndarray:
-    return zone.geoms[[zone.index[c] for c in codes]]
+def _union(zone: ZoneCoverage, codes: list[str]) -> tuple[shapely.Geometry, float]:
+    """The coverage union of these communes and the sum of their areas (m2); their polygons are
+    decoded for it only, with ``lazy_members``."""
+    at = zone.positions(codes)
+    geoms = zone.take(at)
+    union = shapely.coverage_union_all(geoms)
+    communes_m2 = float(shapely.area(metric(geoms, zone.crs)).sum())
+    zone.drop(at)
+    return union, communes_m2
 
 
-def _territory(zone: ZoneCoverage, tid: str, codes: list[str], union: shapely.Geometry) -> TerritoryShape:
-    """One territory from the coverage union of its communes: holes no commune covers filled,
-    parts, areas and figures."""
+def _territory(zone: ZoneCoverage, tid: str, union: shapely.Geometry, communes_m2: float,
+               codes: list[str]) -> TerritoryShape:
+    """One territory from the coverage union of its communes (``codes``): holes no commune covers
+    filled, parts, areas and figures."""
     stats = DissolveStats()
     union = _fill_gaps(union, zone, set(codes), stats)
     if not union.is_valid:
@@ -469,7 +516,6 @@ def _territory(zone: ZoneCoverage, tid: str, codes: list[str], union: shapely.Ge
     stats.parts = len(part_areas)
     stats.small_parts = int((part_areas < SMALL_PART_M2).sum())
     stats.holes_kept = int(sum(len(p.interiors) for p in shapely.get_parts(union)))
-    communes_m2 = float(shapely.area(metric(_members(zone, codes), zone.crs)).sum())
     return TerritoryShape(tid, zone.crs, float(part_areas.sum()) / 1e6, communes_m2 / 1e6, union, stats)
 
 
@@ -490,24 +536,26 @@ def union_territories(coverage: CleanCoverage, members: pd.DataFrame) -> list[Te
     largest = max(set(crs), key=crs.count, default=None)
     small = [i for i, c in enumerate(crs) if c != largest]
     tasks = ([small] if small else []) + [[i] for i, c in enumerate(crs) if c == largest]
-    unions: list[shapely.Geometry | None] = [None] * len(jobs)
+    unions: list[tuple[shapely.Geometry, float] | None] = [None] * len(jobs)
     shapes: list[TerritoryShape | None] = [None] * len(jobs)
 
-    def union(task: list[int]) -> None:
+    def unite(task: list[int]) -> None:
         for i in task:
             zone, _, codes = jobs[i]
-            unions[i] = shapely.coverage_union_all(_members(zone, codes))
+            unions[i] = _union(zone, codes)
 
     def finish(task: list[int]) -> None:
         for i in task:
-            shapes[i] = _territory(*jobs[i], unions[i])
+            zone, tid, codes = jobs[i]
+            union, communes_m2 = cast(tuple, unions[i])
+            shapes[i] = _territory(zone, tid, union, communes_m2, codes)
             unions[i] = None            # the union's memory goes as its territory is done
 
     with ThreadPoolExecutor(runtime.threads()) as pool:
-        list(pool.map(union, tasks))
+        list(pool.map(unite, tasks))
         by_source: dict[int, tuple[ZoneCoverage, list]] = {}
-        for (zone, _, _), geom in zip(jobs, unions):
-            by_source.setdefault(id(zone.others), (zone, []))[1].extend(holes(geom))
+        for (zone, _, _), done in zip(jobs, unions):
+            by_source.setdefault(id(zone.others), (zone, []))[1].extend(holes(cast(tuple, done)[0]))
         for zone, found in by_source.values():
             zone.prefetch(found)
         list(pool.map(finish, tasks))

@@ -97,21 +97,28 @@ class EdgeChecks:
 
 
 def known_invalid(geoms: np.ndarray, tree: shapely.STRtree, codes: np.ndarray | None, checks: EdgeChecks | None,
-                  check: Callable[[np.ndarray, shapely.STRtree], np.ndarray]) -> np.ndarray:
+                  check: Callable[[np.ndarray, shapely.STRtree], np.ndarray],
+                  take: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
     """``check(geoms, tree)`` (which polygons have invalid coverage edges), asking ``check`` only
     about the polygons whose neighbourhood ``checks`` has no answer for, with their neighbours;
-    the new answers are added to ``checks``."""
+    the new answers are added to ``checks``. With ``take`` (positions -> polygons), ``geoms`` and
+    ``tree`` need only have the polygons' bounding boxes: only the polygons checked are taken."""
+    def polygons(idx: np.ndarray) -> np.ndarray:
+        return geoms[idx] if take is None else take(idx)
+
+    everything = np.arange(len(geoms))
     keys = neighbourhoods(codes, tree, geoms) if codes is not None and checks is not None else None
     if keys is None or checks is None:
-        return check(geoms, tree)
+        return check(polygons(everything), tree)
     known, flags = checks.lookup(keys)
     todo = np.flatnonzero(~known)
     if len(todo):
         if len(todo) == len(geoms):
-            flags = check(geoms, tree)
+            flags = check(polygons(everything), tree)
         else:   # a polygon's answer depends on its bbox neighbours only: check it among them
             context = np.union1d(todo, tree.query(geoms[todo])[1])
-            answers = check(geoms[context], shapely.STRtree(geoms[context]))
+            around = polygons(context)
+            answers = check(around, shapely.STRtree(around))
             flags[todo] = answers[np.searchsorted(context, todo)]
         checks.add(keys[todo], flags[todo])
     return flags

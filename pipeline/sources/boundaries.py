@@ -273,15 +273,15 @@ class BoundarySet:
     """The communes of a boundary file, with polygons decoded only for the communes that need them.
 
     :func:`scan_boundaries` reads every polygon once, batch by batch, to check and report it like
-    :func:`read_boundaries`, but keeps only the attributes, the bounds and the few repaired polygons.
-    :meth:`load` then reads the file again and decodes the polygons asked for (the members of the
-    territories and their neighbours), keeping from the same read the WKB of the communes a hole
-    may hold (inside a territory's bounds); the others stay in the file and are read on demand by
-    :meth:`near` (enclaves, gaps), once for several places with :meth:`prefetch`; :meth:`release`
-    forgets decoded polygons once used (they are read again if asked for). A small file keeps
-    every WKB in memory instead of being read again. On the real communes, the members and their
-    neighbours are 70 % of the vertices, and half of the others' vertices are inside a territory's
-    bounds (see bench/README.md for what keeping only those saves).
+    :func:`read_boundaries`, but keeps only the attributes, the bounds and the few repaired polygons
+    (and, with a parse cache, writes the polygons' WKB to its store: :mod:`.wkb_store`).
+    :meth:`load` and :meth:`geometries` then decode the polygons asked for, from the store (only
+    their bytes are read), else from the file again (its whole geometry column); :meth:`near`
+    finds the communes around a place (enclaves, gaps), and :meth:`prefetch` keeps in memory the
+    WKB of those around several places, read at once; :meth:`release` forgets decoded polygons
+    once used (they are read again if asked for). A small file without a store keeps every WKB in
+    memory instead of being read again. :attr:`reads_cheaply` says whether reading a polygon
+    again costs little: the build then decodes each polygon only while a step uses it.
     """
 
     def __init__(self, communes: pd.DataFrame, report: BoundaryReport, bounds: np.ndarray, crs,
@@ -338,6 +338,18 @@ class BoundarySet:
             self._read(todo, np.zeros(len(keep), dtype=bool), hold, passing)
         self._trees = None
         return np.where(self._loaded[keep], self._geoms[keep], passing[keep])
+
+    @property
+    def reads_cheaply(self) -> bool:
+        """Whether a polygon read again costs little: its WKB is in memory or in the parse cache's
+        store (:mod:`.wkb_store`), not only in the compressed file."""
+        return self._in_memory or (self._store is not None and self._store.usable())
+
+    def undecoded(self, keep: np.ndarray) -> gpd.GeoDataFrame:
+        """The communes where ``keep`` as :meth:`frame` gives them, with no polygon decoded (None)."""
+        keep = np.asarray(keep, dtype=bool)
+        out = self.communes[keep].reset_index(drop=True)
+        return gpd.GeoDataFrame(out, geometry=np.full(len(out), None, dtype=object), crs=self.crs)
 
     def _wkb_to_read(self, want: np.ndarray | None, todo: np.ndarray) -> np.ndarray:
         """Where ``want``, the communes whose WKB is neither in memory nor decoded (nor released)."""

@@ -380,11 +380,14 @@ def keep_edge_checks(settings: Settings, fetched: dict[str, FetchResult], checks
 
 def member_coverage(boundaries: BoundarySet, members: pd.DataFrame,
                     checks: EdgeChecks | None = None) -> geometry.CleanCoverage:
-    """Decode the member communes and every commune whose bounds meet a member's, repair that coverage.
+    """Repair the coverage of the member communes and of every commune whose bounds meet a member's.
 
-    The neighbours are decoded for the repair only: once it is done, those it left as they were
-    are dropped and read again only around holes (enclaves, gaps), like the communes far from
-    every member, which are never decoded as a whole. ``checks``: see :func:`edge_checks`.
+    When polygons read again cost little (:attr:`BoundarySet.reads_cheaply`), none is decoded
+    here: the repair decodes the communes it checks or repairs, the unions each territory's
+    members, the hole and gap queries the communes around them, each only while used (the
+    repaired polygons stay). Otherwise one read decodes the members and their neighbours; the
+    neighbours the repair leaves as they were are then dropped and read again only around holes.
+    Communes far from every member are never decoded as a whole. ``checks``: see :func:`edge_checks`.
     """
     codes = boundaries.codes
     member_codes = set(members["insee_com"].tolist())
@@ -394,9 +397,11 @@ def member_coverage(boundaries: BoundarySet, members: pd.DataFrame,
     keep = is_member.copy()
     keep[near] = True
     rows = np.flatnonzero(keep)
-    return geometry.clean_coverage(boundaries.frame(keep, hold=is_member),
-                                   member_codes & set(codes[is_member].tolist()), others=boundaries, checks=checks,
-                                   read=lambda at: boundaries.geometries(rows[at]))
+    lazy = boundaries.reads_cheaply
+    communes = boundaries.undecoded(keep) if lazy else boundaries.frame(keep, hold=is_member)
+    return geometry.clean_coverage(communes, member_codes & set(codes[is_member].tolist()), others=boundaries,
+                                   checks=checks, read=lambda at: boundaries.geometries(rows[at]),
+                                   bounds=boundaries.bounds[rows], lazy_members=lazy)
 
 
 @dataclass
