@@ -416,3 +416,22 @@ def test_a_repair_on_demand_keeps_only_the_polygons_it_changed(tmp_path):
     hole = shapely.box(*shapely.bounds(holes(shapes[0].geometry)[0]))
     around = set(zone.codes[shapely.intersects(shapely.box(*zone.bounds.T), hole)])
     assert set(decoded()) - set(repaired) <= around and not set(decoded()) & set(strip["code_insee"])
+
+
+def test_a_trimmed_set_answers_as_before_and_holds_no_lookups(tmp_path):
+    from pipeline.sources.boundaries import scan_boundaries
+
+    communes, members = _ring_around(700_000, 6_600_000, with_centre=True)
+    path = tmp_path / "b.parquet"
+    communes.to_parquet(path)
+    boundaries = scan_boundaries(path, store=tmp_path / "scan.wkb")
+    repair_and_dissolve(boundaries, members)
+    centre = gpd.GeoSeries([box(702_200, 6_602_200, 702_800, 6_602_800)], crs=2154).to_crs(4326).iloc[0]
+    boundaries.prefetch([centre])
+    pos, found = boundaries.near(centre)
+    assert boundaries._trees is not None and boundaries._boxes is not None
+    assert any(w is not None for w in boundaries._wkb)
+    boundaries.trim()
+    assert boundaries._trees is None and boundaries._boxes is None and all(w is None for w in boundaries._wkb)
+    again_pos, again = boundaries.near(centre)
+    assert again_pos.tolist() == pos.tolist() and all(a.equals(b) for a, b in zip(again, found))

@@ -169,18 +169,20 @@ def _clean_clusters(geoms: np.ndarray) -> np.ndarray:
 
 
 def clean_zone(geoms: np.ndarray, codes: np.ndarray | None = None, checks: EdgeChecks | None = None,
-               bounds: np.ndarray | None = None, read: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
+               envelopes: np.ndarray | None = None, read: Callable[[np.ndarray], np.ndarray] | None = None
+               ) -> np.ndarray:
     """Repair one zone's commune polygons into a valid coverage, touching only the broken places.
 
     Returns a new array; untouched communes are the same objects as in ``geoms``. Source gaps are
     not merged here: holes inside a territory are filled (and counted) by the dissolve. With the
     polygons' commune ``codes`` and ``checks`` (answers of earlier checks of the same boundary
     file), only the communes whose neighbourhood is new are checked (see :mod:`.edge_checks`).
-    ``geoms`` may hold None for polygons not decoded yet, with their ``bounds``: ``read(idx)``
-    decodes those the check or the repair looks at (they are put in ``geoms``), and no other.
+    ``geoms`` may hold None for polygons not decoded yet, with ``envelopes`` (:func:`_envelopes`):
+    ``read(idx)`` decodes those the check or the repair looks at (they are put in ``geoms``), and
+    no other.
     """
     geoms = np.asarray(geoms, dtype=object)
-    envelopes = geoms if bounds is None else _envelopes(geoms, bounds)
+    envelopes = geoms if envelopes is None else envelopes
     tree = shapely.STRtree(envelopes)
 
     def take(idx: np.ndarray) -> np.ndarray:
@@ -303,14 +305,20 @@ def _as_multipolygon(geom: shapely.Geometry) -> shapely.MultiPolygon:
     return shapely.MultiPolygon(parts)
 
 
-def _envelopes(geoms: np.ndarray, bounds: np.ndarray) -> np.ndarray:
+def _envelopes(geoms: np.ndarray, bounds: np.ndarray, boxes: np.ndarray | None = None) -> np.ndarray:
     """The polygons, or their bounding box where not decoded (None): a tree of these answers bbox
-    queries exactly as a tree of the polygons (same envelopes, same order)."""
+    queries exactly as a tree of the polygons (same envelopes, same order). ``boxes``: boxes
+    made already for some of them (None elsewhere), used again."""
     lazy = _not_decoded(geoms)
     if not lazy.any():
         return geoms
     out = geoms.copy()
-    out[lazy] = shapely.box(*bounds[lazy].T)
+    if boxes is not None:
+        have = lazy & ~_not_decoded(boxes)
+        out[have] = boxes[have]
+        lazy &= ~have
+    if lazy.any():
+        out[lazy] = shapely.box(*bounds[lazy].T)
     return out
 
 
@@ -340,10 +348,13 @@ class ZoneCoverage:
     _areas: np.ndarray | None = field(default=None, repr=False)
     changed: np.ndarray | None = None             # where the repair changed the polygon (never dropped)
     lazy_members: bool = False                    # members too are decoded only while used (see :meth:`drop`)
+    envelopes: np.ndarray | None = field(default=None, repr=False)   # what the tree holds (:func:`_envelopes`)
     tree: shapely.STRtree = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.tree = shapely.STRtree(_envelopes(self.geoms, self.bounds))
+        if self.envelopes is None:
+            self.envelopes = _envelopes(self.geoms, self.bounds)
+        self.tree = shapely.STRtree(self.envelopes)
 
     def take(self, idx: np.ndarray) -> np.ndarray:
         """The polygons at ``idx``, decoding (and keeping) those not decoded yet."""
@@ -400,7 +411,8 @@ class ZoneCoverage:
         return ZoneCoverage(self.crs, zcodes, self.geoms[keep], self.bounds[keep],
                             {c: i for i, c in enumerate(zcodes)}, self.repaired, self.others,
                             None if self.rows is None else self.rows[keep], self.read, areas,
-                            None if self.changed is None else self.changed[keep], self.lazy_members)
+                            None if self.changed is None else self.changed[keep], self.lazy_members,
+                            None if self.envelopes is None else self.envelopes[keep])
 
     def _areas_at(self, idx: np.ndarray) -> np.ndarray:
         """Areas of the cleaned communes at ``idx`` (decoded) in square degrees (only compared
@@ -431,7 +443,8 @@ class CleanCoverage:
 
 def clean_coverage(communes: gpd.GeoDataFrame, codes: set[str] | None = None, others=None,
                    checks: EdgeChecks | None = None, read: Callable[[np.ndarray], np.ndarray] | None = None,
-                   bounds: np.ndarray | None = None, lazy_members: bool = False) -> CleanCoverage:
+                   bounds: np.ndarray | None = None, boxes: np.ndarray | None = None,
+                   lazy_members: bool = False) -> CleanCoverage:
     """Repair each zone's coverage once (see :func:`clean_zone`).
 
     ``communes``: code_insee, departement, geometry (EPSG:4326). With ``codes``, zones without any of
@@ -440,7 +453,8 @@ def clean_coverage(communes: gpd.GeoDataFrame, codes: set[str] | None = None, ot
     hold every member commune and every commune whose bounds meet a member's. ``checks``: the
     answers of earlier coverage checks of the same boundary file (see :func:`clean_zone`).
     ``read``: the polygons of rows of ``communes``, decoded again. With it, a geometry may be None
-    (not decoded yet; ``bounds`` then gives every row's bounds), and with ``codes``, the communes
+    (not decoded yet; ``bounds`` then gives every row's bounds, ``boxes`` their bounding boxes
+    if made already), and with ``codes``, the communes
     outside ``codes`` that the repair leaves as they were are dropped once it is done: they are
     read again only where a query needs them (:meth:`ZoneCoverage.near`). ``lazy_members``: the
     members too (reading them again costs little), decoded only while a step uses them.
@@ -448,7 +462,8 @@ def clean_coverage(communes: gpd.GeoDataFrame, codes: set[str] | None = None, ot
     if communes.crs is not None and communes.crs.to_epsg() != 4326:
         communes = communes.to_crs(WGS84)
     all_codes = communes["code_insee"].to_numpy()
-    crs_of = communes["departement"].map(zone_crs).to_numpy().astype(int)
+    departements, at = np.unique(communes["departement"].to_numpy(dtype=str), return_inverse=True)
+    crs_of = np.array([zone_crs(d) for d in departements], dtype=int)[at]
     geoms = np.asarray(communes.geometry.values, dtype=object)
     zones = {}
     for crs in np.unique(crs_of):
@@ -457,8 +472,13 @@ def clean_coverage(communes: gpd.GeoDataFrame, codes: set[str] | None = None, ot
         if codes is not None and not any(c in codes for c in zcodes):
             continue
         source = geoms[sel]         # a copy, which the repair fills with the polygons it decodes
+        made = None                 # the boxes of the polygons not decoded, used again below
+        envelopes = None if bounds is None else _envelopes(source, bounds[sel], None if boxes is None else boxes[sel])
+        if envelopes is not None:
+            made = envelopes.copy()
+            made[~_not_decoded(source)] = None
         zone_read = None if read is None else (lambda at, sel=sel: read(sel[at]))
-        cleaned = clean_zone(source, zcodes, checks, None if bounds is None else bounds[sel], zone_read)
+        cleaned = clean_zone(source, zcodes, checks, envelopes, zone_read)
         changed = np.fromiter((a is not b for a, b in zip(cleaned, source)), dtype=bool, count=len(sel))
         if bounds is None:
             zone_bounds = shapely.bounds(cleaned)
@@ -471,7 +491,8 @@ def clean_coverage(communes: gpd.GeoDataFrame, codes: set[str] | None = None, ot
             cleaned[drop] = None
         zones[int(crs)] = ZoneCoverage(int(crs), zcodes, cleaned, zone_bounds, {c: i for i, c in enumerate(zcodes)},
                                        int(changed.sum()), others, sel, read, changed=changed,
-                                       lazy_members=lazy_members and read is not None)
+                                       lazy_members=lazy_members and read is not None,
+                                       envelopes=_envelopes(cleaned, zone_bounds, made))
     return CleanCoverage(zones, dict(zip(all_codes, crs_of.tolist())))
 
 
@@ -526,7 +547,8 @@ def union_territories(coverage: CleanCoverage, members: pd.DataFrame) -> list[Te
     :func:`pipeline.runtime.threads` threads. The unions come first: the communes around all
     their holes are then read at once (:meth:`ZoneCoverage.prefetch`), not one hole at a time.
     """
-    crs_of = members["insee_com"].map(coverage.zone_of)
+    crs_of = pd.Series([coverage.zone_of.get(c) for c in members["insee_com"].tolist()], index=members.index,
+                       dtype=object)
     jobs = [(coverage.zones[int(str(crs))], str(tid), grp["insee_com"].tolist())
             for (crs, tid), grp in members.assign(crs=crs_of).groupby(["crs", "id_ti"], sort=True)]
     # A pyproj transformer is made again in each thread that uses it (about 35 ms per CRS and

@@ -392,7 +392,7 @@ def member_coverage(boundaries: BoundarySet, members: pd.DataFrame,
     codes = boundaries.codes
     member_codes = set(members["insee_com"].tolist())
     is_member = np.fromiter((c in member_codes for c in codes), dtype=bool, count=len(codes))
-    boxes = shapely.box(*boundaries.bounds.T)
+    boxes = boundaries.boxes
     near = shapely.STRtree(boxes[is_member]).query(boxes)[0]
     keep = is_member.copy()
     keep[near] = True
@@ -401,7 +401,7 @@ def member_coverage(boundaries: BoundarySet, members: pd.DataFrame,
     communes = boundaries.undecoded(keep) if lazy else boundaries.frame(keep, hold=is_member)
     return geometry.clean_coverage(communes, member_codes & set(codes[is_member].tolist()), others=boundaries,
                                    checks=checks, read=lambda at: boundaries.geometries(rows[at]),
-                                   bounds=boundaries.bounds[rows], lazy_members=lazy)
+                                   bounds=boundaries.bounds[rows], boxes=boxes[rows], lazy_members=lazy)
 
 
 @dataclass
@@ -587,6 +587,7 @@ def build_phase(settings: Settings, catalog: Catalog, phase: str, fetched: dict[
         attributes = attributing.result()
     territories = clock.run("assemble", assemble, phase, lists.membership, shapes.frame, attributes)
     results = clock.run("checks", run_checks, territories, lists.membership, boundaries) if checks else []
+    boundaries.trim()       # the set is kept for the next phase (see _LAST_SCAN), its lookups are not
     inputs = [inputs_entry(files[name], catalog) for name in files]
     return BuildResult(phase, territories, lists.membership, shapes.stats, boundaries.report, results, inputs,
                        clock.timings, lists.previous, lists.references)
