@@ -144,7 +144,7 @@ class Settings:
         "doc": "read every source from this local folder (layout of `../shared/data`) instead of the network", "unset": "unset: live URLs"})
     raw_dir: AbsPath = Field(default=Path("data_raw"), json_schema_extra={
         "env": "TI_RAW_DIR", "expect": "a folder for the download and parse cache",
-        "doc": "download cache, and `parsed/`: the reference tables as parsed, the boundary file's scan, each phase's reconciliation and the answers of the coverage checks, keyed by what they depend on (safe to delete)"})
+        "doc": "download cache, and `parsed/`: the reference tables as parsed, the boundary file's scan and its polygons' WKB, each phase's reconciliation and the answers of the coverage checks, keyed by what they depend on (safe to delete)"})
     output_dir: AbsPath = Field(default=Path("data_out"), json_schema_extra={
         "env": "TI_OUTPUT_DIR", "expect": "the folder where files are published",
         "doc": "where files are published"})
