@@ -307,18 +307,13 @@ def _as_multipolygon(geom: shapely.Geometry) -> shapely.MultiPolygon:
 
 def _envelopes(geoms: np.ndarray, bounds: np.ndarray, boxes: np.ndarray | None = None) -> np.ndarray:
     """The polygons, or their bounding box where not decoded (None): a tree of these answers bbox
-    queries exactly as a tree of the polygons (same envelopes, same order). ``boxes``: boxes
-    made already for some of them (None elsewhere), used again."""
+    queries exactly as a tree of the polygons (same envelopes, same order). ``boxes``: the
+    boxes of ``bounds`` if made already (used instead of making them again)."""
     lazy = _not_decoded(geoms)
     if not lazy.any():
         return geoms
     out = geoms.copy()
-    if boxes is not None:
-        have = lazy & ~_not_decoded(boxes)
-        out[have] = boxes[have]
-        lazy &= ~have
-    if lazy.any():
-        out[lazy] = shapely.box(*bounds[lazy].T)
+    out[lazy] = boxes[lazy] if boxes is not None else shapely.box(*bounds[lazy].T)
     return out
 
 
@@ -472,11 +467,8 @@ def clean_coverage(communes: gpd.GeoDataFrame, codes: set[str] | None = None, ot
         if codes is not None and not any(c in codes for c in zcodes):
             continue
         source = geoms[sel]         # a copy, which the repair fills with the polygons it decodes
-        made = None                 # the boxes of the polygons not decoded, used again below
-        envelopes = None if bounds is None else _envelopes(source, bounds[sel], None if boxes is None else boxes[sel])
-        if envelopes is not None:
-            made = envelopes.copy()
-            made[~_not_decoded(source)] = None
+        zone_boxes = None if boxes is None else boxes[sel]
+        envelopes = None if bounds is None else _envelopes(source, bounds[sel], zone_boxes)
         zone_read = None if read is None else (lambda at, sel=sel: read(sel[at]))
         cleaned = clean_zone(source, zcodes, checks, envelopes, zone_read)
         changed = np.fromiter((a is not b for a, b in zip(cleaned, source)), dtype=bool, count=len(sel))
@@ -492,7 +484,7 @@ def clean_coverage(communes: gpd.GeoDataFrame, codes: set[str] | None = None, ot
         zones[int(crs)] = ZoneCoverage(int(crs), zcodes, cleaned, zone_bounds, {c: i for i, c in enumerate(zcodes)},
                                        int(changed.sum()), others, sel, read, changed=changed,
                                        lazy_members=lazy_members and read is not None,
-                                       envelopes=_envelopes(cleaned, zone_bounds, made))
+                                       envelopes=_envelopes(cleaned, zone_bounds, zone_boxes))
     return CleanCoverage(zones, dict(zip(all_codes, crs_of.tolist())))
 
 
