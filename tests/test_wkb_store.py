@@ -80,3 +80,19 @@ def test_a_failed_write_drops_the_store(tmp_path, monkeypatch, caplog):
         monkeypatch.setattr(writer._fh, "write", lambda data: (_ for _ in ()).throw(OSError(28, "No space left")))
         writer.add(1, 1, np.array([1]), np.array([b"de"], dtype=object))
     assert writer.done is None and "No space left" in caplog.text and list(tmp_path.iterdir()) == []
+
+
+def test_a_boundary_file_the_scan_rejects_leaves_no_store(tmp_path):
+    import geopandas as gpd
+    from shapely.geometry import Polygon
+
+    from pipeline.errors import InputFormatError
+    from pipeline.sources.boundaries import scan_boundaries
+
+    path = tmp_path / "b.parquet"
+    gpd.GeoDataFrame({"code_insee": ["01001", "01002"], "departement": ["01", "01"]},
+                     geometry=[Polygon(), Polygon()], crs=4326).to_parquet(path)
+    store = tmp_path / "parsed" / "scan.wkb"
+    with pytest.raises(InputFormatError, match="empty"):
+        scan_boundaries(path, store=store)
+    assert not store.exists() and not list(store.parent.glob("*"))    # nor a temp file

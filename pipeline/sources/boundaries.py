@@ -287,7 +287,7 @@ class BoundarySet:
     def __init__(self, communes: pd.DataFrame, report: BoundaryReport, bounds: np.ndarray, crs,
                  geoms: np.ndarray | None = None, path: Path | None = None, rows: np.ndarray | None = None,
                  repaired: dict[int, object] | None = None, has_z: bool = False, batch_size: int | None = None,
-                 wkb: np.ndarray | None = None, store: WkbStore | None = None):
+                 wkb: np.ndarray | None = None):
         self.communes = communes          # code_insee, nom, departement, population; sorted by code
         self.report = report
         self.bounds = bounds              # (n, 4) lon/lat bounds, same order as communes
@@ -299,7 +299,7 @@ class BoundarySet:
         self._wkb = np.asarray(wkb, dtype=object) if wkb is not None else np.full(n, None, dtype=object)
         self._path, self._rows, self._repaired, self._has_z = path, rows, repaired or {}, has_z
         self._batch_size = batch_size
-        self._store = store               # the polygons' WKB in the parse cache, read back by row
+        self._store: WkbStore | None = None   # the polygons' WKB in the parse cache (set by the scan)
         self._loaded = np.zeros(n, dtype=bool) if geoms is None else np.ones(n, dtype=bool)
         self._released = np.zeros(n, dtype=bool)
         self._trees: tuple | None = None
@@ -644,10 +644,13 @@ def scan_boundaries(path: Path, limits: Limits = DEFAULT_LIMITS, batch_size: int
     parquet, geom_col, crs = source
     limit = IN_MEMORY_BYTES if in_memory_bytes is None else in_memory_bytes
     in_memory = store is None and _column_bytes(parquet, geom_col) <= limit
-    with contextlib.ExitStack() as stack:
+    with contextlib.ExitStack() as stack:   # a file the scan rejects leaves no store behind
         writer = stack.enter_context(StoreWriter(store)) if store is not None else None
         parts = _check_batches(parquet, path, geom_col, crs, batch_size, in_memory, limits, writer)
-    return _boundary_set(parts, path, crs, batch_size, in_memory, writer.done if writer is not None else None)
+        scanned = _boundary_set(parts, path, crs, batch_size, in_memory)
+    if writer is not None:
+        scanned._store = writer.done
+    return scanned
 
 
 def _lazy_source(path: Path) -> tuple[pq.ParquetFile, str, object] | None:
@@ -758,8 +761,7 @@ def _check_batch(batch, first: int, path: Path, geom_col: str, crs, in_memory: b
                          bool(shapely.has_z(geoms).any()), raw[out.index.to_numpy() - first] if in_memory else None)
 
 
-def _boundary_set(parts: _ScanParts, path: Path, crs, batch_size: int | None, in_memory: bool,
-                  store: WkbStore | None = None) -> BoundarySet:
+def _boundary_set(parts: _ScanParts, path: Path, crs, batch_size: int | None, in_memory: bool) -> BoundarySet:
     """The scanned communes checked as a whole (extent, duplicates), sorted by code, with their report."""
     if not parts.rows_read:
         raise InputFormatError(f"{path}: no commune polygon in the file")
@@ -785,7 +787,7 @@ def _boundary_set(parts: _ScanParts, path: Path, crs, batch_size: int | None, in
     report = BoundaryReport(rows=len(communes), repaired=sorted(parts.repaired), empty=sorted(parts.empty),
                             duplicates=duplicates, crs=_crs_name(crs), sub_communal=sorted(parts.sub_communal))
     return BoundarySet(communes, report, bounds, crs, path=path, rows=rows, repaired=repaired_geoms,
-                       has_z=parts.has_z, batch_size=batch_size, wkb=wkb, store=store)
+                       has_z=parts.has_z, batch_size=batch_size, wkb=wkb)
 
 
 def _first_of_each_code(codes: pd.Series) -> tuple[np.ndarray, list[str]]:
