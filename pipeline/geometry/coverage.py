@@ -186,11 +186,7 @@ def clean_zone(geoms: np.ndarray, codes: np.ndarray | None = None, checks: EdgeC
     tree = shapely.STRtree(envelopes)
 
     def take(idx: np.ndarray) -> np.ndarray:
-        lazy = idx[_not_decoded(geoms[idx])]
-        if len(lazy):
-            assert read is not None, "polygons not decoded come with a way to read them"
-            geoms[lazy] = read(lazy)
-        return geoms[idx]
+        return _take(geoms, idx, read)
 
     bad = np.flatnonzero(known_invalid(envelopes, tree, codes, checks, _invalid_split, take))
     if not len(bad):
@@ -317,6 +313,19 @@ def _envelopes(geoms: np.ndarray, bounds: np.ndarray, boxes: np.ndarray | None =
     return out
 
 
+def _take(geoms: np.ndarray, idx: np.ndarray, read: Callable[[np.ndarray], np.ndarray] | None) -> np.ndarray:
+    """``geoms[idx]``, the polygons not decoded yet (None) read with ``read(positions)`` and put
+    in ``geoms`` too. The array returned is the caller's own: a polygon dropped from ``geoms``
+    meanwhile (another thread's :meth:`ZoneCoverage.drop`) stays in it."""
+    out = geoms[idx]
+    lazy = np.flatnonzero(_not_decoded(out))
+    if len(lazy):
+        assert read is not None, "polygons not decoded come with a way to read them"
+        out[lazy] = read(idx[lazy])
+        geoms[idx[lazy]] = out[lazy]
+    return out
+
+
 def _not_decoded(geoms: np.ndarray) -> np.ndarray:
     return np.fromiter((g is None for g in geoms), dtype=bool, count=len(geoms))
 
@@ -353,13 +362,8 @@ class ZoneCoverage:
 
     def take(self, idx: np.ndarray) -> np.ndarray:
         """The polygons at ``idx``, decoding (and keeping) those not decoded yet."""
-        geoms = self.geoms[idx]
-        lazy = np.flatnonzero(_not_decoded(geoms))
-        if len(lazy):
-            assert self.read is not None and self.rows is not None, "a zone holding undecoded communes can read them"
-            geoms[lazy] = self.read(self.rows[idx[lazy]])
-            self.geoms[idx[lazy]] = geoms[lazy]
-        return geoms
+        read, rows = self.read, self.rows
+        return _take(self.geoms, idx, None if read is None or rows is None else (lambda at: read(rows[at])))
 
     def positions(self, codes: list[str]) -> np.ndarray:
         return np.array([self.index[c] for c in codes], dtype=np.intp)
