@@ -74,8 +74,12 @@ def _header(info: dict, note: str) -> list[str]:
     ]
     loads = [r["load1_before"] for r in info.get("records", [])]
     if loads:
-        out += [f"Load average (1 min) before each job: median {statistics.median(loads):.2f}, max "
-                f"{max(loads):.2f} (2 cores; other work on the machine shows up here).", ""]
+        start = info.get("load_at_start")
+        out += [(f"Load average (1 min) at the start: {start:.2f} (the machine before the benchmark); " if start is not None
+                 else "Load average (1 min) ") +
+                f"before each job: median {statistics.median(loads):.2f}, max {max(loads):.2f} (2 cores; this counts "
+                "the benchmark's own previous job, whose threads the one-minute average still holds, and any "
+                "other work on the machine).", ""]
     return out
 
 

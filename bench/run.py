@@ -469,7 +469,9 @@ def main(argv: list[str] | None = None) -> None:
     results_dir.mkdir(parents=True)
     info = {"command": command.strip(), "started": started.isoformat(timespec="seconds"),
             "machine": machine(), "runs": args.runs, "scales": args.scales, "methods": args.methods,
-            "large_scales": args.large_scales}
+            "large_scales": args.large_scales,
+            # the machine's own load, before any job of the benchmark adds to it
+            "load_at_start": os.getloadavg()[0]}
     if "mapshaper" in args.methods:
         info["machine"]["mapshaper"] = ensure_mapshaper()
     if args.baseline:

@@ -71,3 +71,15 @@ def test_the_steps_table_has_rows_of_its_own_scales_only():
 
     lines = report._steps({"records": [rec(1, "scan"), rec(64, "reconcile")]}, [1])
     assert [line for line in lines if line.startswith("| `")] == ["| `scan` | 1.00 | 100 |"]
+
+
+def test_the_header_tells_the_machines_load_at_the_start_from_the_load_the_benchmark_makes():
+    report = _module("report")
+    machine = dict.fromkeys(("cpu", "cores", "ram_gib", "os", "python", "shapely", "geos", "geopandas", "node",
+                             "git_commit"), "x")
+    info = {"machine": machine, "started": "s", "runs": 1, "command": "c",
+            "records": [{"load1_before": 0.5}, {"load1_before": 1.5}, {"load1_before": 1.0}]}
+    before = [line for line in report._header(info, "") if line.startswith("Load average")]
+    assert before == [line for line in before if "at the start" not in line] and "median 1.00, max 1.50" in before[0]
+    started = [line for line in report._header({**info, "load_at_start": 0.25}, "") if line.startswith("Load average")]
+    assert len(started) == 1 and "at the start: 0.25" in started[0] and "median 1.00" in started[0]
