@@ -64,6 +64,46 @@ def test_answers_learnt_on_one_coverage_are_exact_on_another(moved, split, first
         assert again == []
 
 
+@settings(max_examples=40, deadline=None)
+@given(moved=st.dictionaries(cells, st.tuples(st.sampled_from([-0.2, 0.0, 0.2]), st.sampled_from([-0.2, 0.2])),
+                             min_size=1, max_size=10),
+       split=st.sets(cells, min_size=0, max_size=8),
+       batch=st.integers(1, 70), remembered=st.booleans(), heavy=st.sets(cells, max_size=6),
+       first=st.lists(st.booleans(), min_size=64, max_size=64))
+def test_polygons_checked_in_batches_get_the_answers_of_one_check(moved, split, batch, remembered, heavy, first):
+    """Polygons decoded for the check only (``peek``), weighing more than the budget, are checked
+    in batches of about the budget among their bbox neighbours: the answers are those of one check
+    of the whole coverage, nothing is taken (kept decoded) for it, and no batch decodes more than
+    its polygons and their neighbours."""
+    geoms, codes = _grid(8, moved, split)
+    boxes = shapely.box(*shapely.bounds(geoms).T)          # what the zone's tree holds for undecoded polygons
+    tree = shapely.STRtree(boxes)
+    checks = EdgeChecks() if remembered else None
+    if checks is not None and any(first):   # some answers known already, learnt on another coverage
+        known = np.array(first)
+        known_invalid(geoms[known], shapely.STRtree(geoms[known]), codes[known], checks, _counting([]))
+    peeked: list[np.ndarray] = []
+
+    def peek(idx):
+        peeked.append(idx)
+        return geoms[idx]
+
+    taken: list[np.ndarray] = []
+
+    def take(idx):     # decoded and kept: what a check of at most `batch` polygons still does
+        taken.append(idx)
+        return geoms[idx]
+
+    weights = np.array([batch + 1 if k in heavy else 1 for k in range(len(geoms))])   # a heavy cell: a batch alone
+    got = known_invalid(boxes, tree, codes, checks, _counting([]), take, peek=peek, weights=weights, budget=batch)
+    assert got.tolist() == coverage._invalid(geoms).tolist()
+    assert not (peeked and taken)
+    neighbours = max(len(tree.query(b)) for b in boxes)    # a cell's bbox neighbours, itself included
+    assert all(len(idx) <= (batch + 1) * neighbours for idx in peeked)
+    if not remembered:
+        assert (len(peeked) > 1) == (weights.sum() > batch)
+
+
 def test_a_new_neighbour_makes_a_new_neighbourhood():
     geoms, codes = _grid(3, {}, set())
     tree = shapely.STRtree(geoms)

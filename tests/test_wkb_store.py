@@ -96,3 +96,27 @@ def test_a_boundary_file_the_scan_rejects_leaves_no_store(tmp_path):
     with pytest.raises(InputFormatError, match="empty"):
         scan_boundaries(path, store=store)
     assert not store.exists() and not list(store.parent.glob("*"))    # nor a temp file
+
+
+def test_the_set_tells_each_polygons_wkb_size_from_the_store_or_memory(tmp_path):
+    """What the coverage check weighs its batches by: the bytes of each commune's WKB, the same
+    from the store as from the WKB kept in memory, and nothing when only the file holds them."""
+    import geopandas as gpd
+    import shapely
+
+    from pipeline.sources.boundaries import scan_boundaries
+
+    path = tmp_path / "b.parquet"
+    squares = [shapely.box(x, 45, x + 0.01 * (1 + x % 3), 45.01) for x in range(6)]
+    squares[2] = shapely.Polygon([(2, 45), (2.005, 45.002), (2.01, 45), (2.01, 45.01), (2, 45.01)])
+    gpd.GeoDataFrame({"code_insee": [f"0100{i}" for i in range(6)], "departement": ["01"] * 6},
+                     geometry=squares, crs=4326).to_parquet(path)
+    expected = [len(shapely.to_wkb(g)) for g in squares]
+    some = np.array([4, 0, 2])
+    stored = scan_boundaries(path, store=tmp_path / "parsed" / "scan.wkb", in_memory_bytes=0)
+    held = scan_boundaries(path)
+    read_again = scan_boundaries(path, in_memory_bytes=0)
+    assert stored.reads_cheaply and held.reads_cheaply and not read_again.reads_cheaply
+    for boundaries in (stored, held):
+        assert boundaries.wkb_bytes(some).tolist() == [expected[i] for i in some]
+    assert read_again.wkb_bytes(some) is None

@@ -169,8 +169,8 @@ def _clean_clusters(geoms: np.ndarray) -> np.ndarray:
 
 
 def clean_zone(geoms: np.ndarray, codes: np.ndarray | None = None, checks: EdgeChecks | None = None,
-               envelopes: np.ndarray | None = None, read: Callable[[np.ndarray], np.ndarray] | None = None
-               ) -> np.ndarray:
+               envelopes: np.ndarray | None = None, read: Callable[[np.ndarray], np.ndarray] | None = None,
+               sizes: np.ndarray | None = None) -> np.ndarray:
     """Repair one zone's commune polygons into a valid coverage, touching only the broken places.
 
     Returns a new array; untouched communes are the same objects as in ``geoms``. Source gaps are
@@ -179,7 +179,8 @@ def clean_zone(geoms: np.ndarray, codes: np.ndarray | None = None, checks: EdgeC
     file), only the communes whose neighbourhood is new are checked (see :mod:`.edge_checks`).
     ``geoms`` may hold None for polygons not decoded yet, with ``envelopes`` (:func:`_envelopes`):
     ``read(idx)`` decodes those the check or the repair looks at (they are put in ``geoms``), and
-    no other.
+    no other; with each polygon's WKB ``sizes`` too, the check decodes a large zone in batches
+    (:func:`~.edge_checks.known_invalid`) and keeps none of them.
     """
     geoms = np.asarray(geoms, dtype=object)
     envelopes = geoms if envelopes is None else envelopes
@@ -188,7 +189,11 @@ def clean_zone(geoms: np.ndarray, codes: np.ndarray | None = None, checks: EdgeC
     def take(idx: np.ndarray) -> np.ndarray:
         return _take(geoms, idx, read)
 
-    bad = np.flatnonzero(known_invalid(envelopes, tree, codes, checks, _invalid_split, take))
+    def peek(idx: np.ndarray) -> np.ndarray:   # decoded for the check only, not kept in geoms
+        return _decoded(geoms, idx, read)[0]
+
+    bad = np.flatnonzero(known_invalid(envelopes, tree, codes, checks, _invalid_split, take,
+                                       peek=None if read is None else peek, weights=sizes))
     if not len(bad):
         return geoms.copy()
     patch = bad
@@ -317,13 +322,22 @@ def _take(geoms: np.ndarray, idx: np.ndarray, read: Callable[[np.ndarray], np.nd
     """``geoms[idx]``, the polygons not decoded yet (None) read with ``read(positions)`` and put
     in ``geoms`` too. The array returned is the caller's own: a polygon dropped from ``geoms``
     meanwhile (another thread's :meth:`ZoneCoverage.drop`) stays in it."""
+    out, lazy = _decoded(geoms, idx, read)
+    if len(lazy):
+        geoms[idx[lazy]] = out[lazy]
+    return out
+
+
+def _decoded(geoms: np.ndarray, idx: np.ndarray, read: Callable[[np.ndarray], np.ndarray] | None
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """(``geoms[idx]`` with the polygons not decoded yet read with ``read(positions)``, the
+    positions in it of those read); ``geoms`` is left as it was."""
     out = geoms[idx]
     lazy = np.flatnonzero(_not_decoded(out))
     if len(lazy):
         assert read is not None, "polygons not decoded come with a way to read them"
         out[lazy] = read(idx[lazy])
-        geoms[idx[lazy]] = out[lazy]
-    return out
+    return out, lazy
 
 
 def _not_decoded(geoms: np.ndarray) -> np.ndarray:
@@ -443,7 +457,7 @@ class CleanCoverage:
 def clean_coverage(communes: gpd.GeoDataFrame, codes: set[str] | None = None, others=None,
                    checks: EdgeChecks | None = None, read: Callable[[np.ndarray], np.ndarray] | None = None,
                    bounds: np.ndarray | None = None, boxes: np.ndarray | None = None,
-                   lazy_members: bool = False) -> CleanCoverage:
+                   lazy_members: bool = False, sizes: np.ndarray | None = None) -> CleanCoverage:
     """Repair each zone's coverage once (see :func:`clean_zone`).
 
     ``communes``: code_insee, departement, geometry (EPSG:4326). With ``codes``, zones without any of
@@ -457,6 +471,7 @@ def clean_coverage(communes: gpd.GeoDataFrame, codes: set[str] | None = None, ot
     outside ``codes`` that the repair leaves as they were are dropped once it is done: they are
     read again only where a query needs them (:meth:`ZoneCoverage.near`). ``lazy_members``: the
     members too (reading them again costs little), decoded only while a step uses them.
+    ``sizes``: with ``read``, the bytes of each row's WKB (see :func:`clean_zone`).
     """
     if communes.crs is not None and communes.crs.to_epsg() != 4326:
         communes = communes.to_crs(WGS84)
@@ -474,7 +489,7 @@ def clean_coverage(communes: gpd.GeoDataFrame, codes: set[str] | None = None, ot
         zone_boxes = None if boxes is None else boxes[sel]
         envelopes = None if bounds is None else _envelopes(source, bounds[sel], zone_boxes)
         zone_read = None if read is None else (lambda at, sel=sel: read(sel[at]))
-        cleaned = clean_zone(source, zcodes, checks, envelopes, zone_read)
+        cleaned = clean_zone(source, zcodes, checks, envelopes, zone_read, None if sizes is None else sizes[sel])
         changed = np.fromiter((a is not b for a, b in zip(cleaned, source)), dtype=bool, count=len(sel))
         if bounds is None:
             zone_bounds = shapely.bounds(cleaned)

@@ -25,6 +25,13 @@ KEY = np.dtype("S16")      # a 128-bit digest per neighbourhood: collisions are 
 # A table past this many answers (16 MiB of keys: about 30 builds on lists that all differ) starts
 # again from the answers of the build under way, so the parse cache stays small whatever the lists do.
 MAX_ANSWERS = 1 << 20
+# Bytes of WKB checked at once when the polygons are decoded for the check only: about 8 M
+# coordinates at 16 bytes each, about 200 MB once decoded (GEOS keeps 24-25 bytes per coordinate,
+# bench/README.md). A first build at 64 times the shared data's vertices decoded its 24,260
+# communes at once for the check: the step peaked at 1437 MB, and at 543 MB in batches
+# (`python bench/jobs.py ours` on an empty cache, the step table of its report). Smaller inputs
+# (the shared data's, 4 times its vertices) are checked in one go, as before.
+CHECK_BUDGET = 128 << 20
 
 
 def neighbourhoods(codes: np.ndarray, tree: shapely.STRtree, geoms: np.ndarray) -> np.ndarray | None:
@@ -98,27 +105,58 @@ class EdgeChecks:
 
 def known_invalid(geoms: np.ndarray, tree: shapely.STRtree, codes: np.ndarray | None, checks: EdgeChecks | None,
                   check: Callable[[np.ndarray, shapely.STRtree], np.ndarray],
-                  take: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
+                  take: Callable[[np.ndarray], np.ndarray] | None = None,
+                  peek: Callable[[np.ndarray], np.ndarray] | None = None, weights: np.ndarray | None = None,
+                  budget: int = CHECK_BUDGET) -> np.ndarray:
     """``check(geoms, tree)`` (which polygons have invalid coverage edges), asking ``check`` only
     about the polygons whose neighbourhood ``checks`` has no answer for, with their neighbours;
     the new answers are added to ``checks``. With ``take`` (positions -> polygons), ``geoms`` and
-    ``tree`` need only have the polygons' bounding boxes: only the polygons checked are taken."""
+    ``tree`` need only have the polygons' bounding boxes: only the polygons checked are taken.
+    With ``peek`` (positions -> polygons, decoded for this call only) and ``weights`` (each
+    polygon's size, e.g. its WKB bytes), polygons to check that weigh more than ``budget`` are
+    checked in batches of about ``budget``, west to east, each among its bbox neighbours: one
+    batch's polygons are held at a time, and the answers are the same."""
     def polygons(idx: np.ndarray) -> np.ndarray:
         return geoms[idx] if take is None else take(idx)
 
     everything = np.arange(len(geoms))
     keys = neighbourhoods(codes, tree, geoms) if codes is not None and checks is not None else None
     if keys is None or checks is None:
-        return check(polygons(everything), tree)
-    known, flags = checks.lookup(keys)
+        known, flags = np.zeros(len(geoms), dtype=bool), np.zeros(len(geoms), dtype=bool)
+    else:
+        known, flags = checks.lookup(keys)
     todo = np.flatnonzero(~known)
-    if len(todo):
-        if len(todo) == len(geoms):
-            flags = check(polygons(everything), tree)
-        else:   # a polygon's answer depends on its bbox neighbours only: check it among them
-            context = np.union1d(todo, tree.query(geoms[todo])[1])
-            around = polygons(context)
-            answers = check(around, shapely.STRtree(around))
-            flags[todo] = answers[np.searchsorted(context, todo)]
+    parts = _batches(todo, geoms, weights, budget) if peek is not None and weights is not None else [todo]
+    if peek is not None and len(parts) > 1:
+        for part in parts:
+            flags[part] = _among_neighbours(part, geoms, tree, check, peek)
+    elif len(todo) and len(todo) == len(geoms):
+        flags = check(polygons(everything), tree)
+    elif len(todo):
+        flags[todo] = _among_neighbours(todo, geoms, tree, check, polygons)
+    if keys is not None and checks is not None and len(todo):
         checks.add(keys[todo], flags[todo])
     return flags
+
+
+def _batches(todo: np.ndarray, geoms: np.ndarray, weights: np.ndarray, budget: int) -> list[np.ndarray]:
+    """``todo`` in runs west to east (by bbox centre), each sorted, each weighing at most
+    ``budget`` plus its last polygon's weight; one run when the whole weighs no more."""
+    weight = np.asarray(weights, dtype=np.int64)[todo]
+    if not len(todo) or int(weight.sum()) <= budget:
+        return [todo]
+    centre = shapely.bounds(geoms[todo])[:, [0, 2]].mean(axis=1)
+    order = np.argsort(centre, kind="stable")
+    run = (np.cumsum(weight[order]) - weight[order]) // max(budget, 1)    # the run each polygon starts in
+    return [np.sort(part) for part in np.split(todo[order], np.flatnonzero(np.diff(run)) + 1)]
+
+
+def _among_neighbours(idx: np.ndarray, geoms: np.ndarray, tree: shapely.STRtree,
+                      check: Callable[[np.ndarray, shapely.STRtree], np.ndarray],
+                      polygons: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """The answers for the polygons at ``idx`` (sorted), checked among their bbox neighbours only:
+    a polygon's answer depends on them alone."""
+    context = np.union1d(idx, tree.query(geoms[idx])[1])
+    around = polygons(context)
+    answers = check(around, shapely.STRtree(around))
+    return answers[np.searchsorted(context, idx)]

@@ -362,6 +362,18 @@ class BoundarySet:
         store (:mod:`.wkb_store`), not only in the compressed file."""
         return self._in_memory or (self._store is not None and self._store.usable())
 
+    def wkb_bytes(self, positions) -> np.ndarray | None:
+        """The size of the WKB of each commune at ``positions`` (what decoding it costs, about 1.5
+        times in memory), from the WKB in memory or the store; None when neither holds them."""
+        positions = np.asarray(positions, dtype=int)
+        if self._in_memory:
+            return np.fromiter((0 if w is None else len(w) for w in self._wkb[positions]), dtype=np.int64,
+                               count=len(positions))
+        if self._store is not None and self._store.usable() and self._rows is not None:
+            rows = self._rows[positions]
+            return (self._store.ends[rows] - self._store.starts[rows]).astype(np.int64)
+        return None
+
     def undecoded(self, keep: np.ndarray) -> gpd.GeoDataFrame:
         """The communes where ``keep`` as :meth:`frame` gives them, with no polygon decoded (None)."""
         keep = np.asarray(keep, dtype=bool)

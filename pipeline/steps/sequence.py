@@ -401,7 +401,8 @@ def member_coverage(boundaries: BoundarySet, members: pd.DataFrame,
     communes = boundaries.undecoded(keep) if lazy else boundaries.frame(keep, hold=is_member)
     return geometry.clean_coverage(communes, member_codes & set(codes[is_member].tolist()), others=boundaries,
                                    checks=checks, read=lambda at: boundaries.geometries(rows[at]),
-                                   bounds=boundaries.bounds[rows], boxes=boxes[rows], lazy_members=lazy)
+                                   bounds=boundaries.bounds[rows], boxes=boxes[rows], lazy_members=lazy,
+                                   sizes=boundaries.wkb_bytes(rows) if lazy else None)
 
 
 @dataclass
